@@ -1,0 +1,862 @@
+//! `decide`: checks one command against the case state and returns the event to record
+//! or the rejection that says why. Who may do what, in which state, lives here and only
+//! here.
+//!
+//! Checks run in a fixed order so the answer is predictable: the command's own fields
+//! (INVALID_ARGUMENT), the case's existence (NOT_FOUND / ALREADY_EXISTS), the acting
+//! agency's permission (PERMISSION_DENIED), then the state rules (FAILED_PRECONDITION).
+
+use time::OffsetDateTime;
+
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::{
+    Agency, CaseType, HandoffKind, IpRight, IpRightKind, Party, PartyRole, Procedure, Visibility,
+    VisibilityKind,
+};
+use casebus_proto::{OfficeId, agency_name, timestamp_from, validate_local_id};
+
+use crate::command::{Command, Context, Decision, Rejection};
+use crate::state::{CaseState, HandoffStatus};
+
+/// How far in the future `occurred_at` may lie, for clock skew between offices.
+const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+/// Longest short text (titles, numbers, names).
+const SHORT: usize = 300;
+/// Longest long text (summaries, reasons, notes, opinions).
+const LONG: usize = 20_000;
+/// Most repeated entries in one list (rights, parties, evidence ids, agencies).
+const MAX_ITEMS: usize = 100;
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Rejection {
+    Rejection::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn precondition(rule: &'static str, detail: impl Into<String>) -> Rejection {
+    Rejection::Precondition {
+        rule,
+        detail: detail.into(),
+    }
+}
+
+fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), Rejection> {
+    if required && value.trim().is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    let len = value.chars().count();
+    if len > max {
+        return Err(invalid(field, format!("is {len} characters long; at most {max} are allowed")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn local_id(field: &str, value: &str) -> Result<(), Rejection> {
+    validate_local_id("id", value).map_err(|e| invalid(field, e.to_string()))
+}
+
+fn items<T>(field: &str, list: &[T]) -> Result<(), Rejection> {
+    if list.len() > MAX_ITEMS {
+        return Err(invalid(field, format!("has {} entries; at most {MAX_ITEMS} are allowed", list.len())));
+    }
+    Ok(())
+}
+
+fn known_agency(field: &str, raw: i32) -> Result<Agency, Rejection> {
+    match Agency::try_from(raw) {
+        Ok(Agency::Unspecified) => Err(invalid(field, "must name an agency")),
+        Ok(agency) => Ok(agency),
+        Err(_) => Err(invalid(field, format!("unknown agency value {raw}"))),
+    }
+}
+
+fn validate_visibility(v: &Visibility) -> Result<Visibility, Rejection> {
+    let kind = VisibilityKind::try_from(v.kind)
+        .map_err(|_| invalid("visibility.kind", format!("unknown visibility kind {}", v.kind)))?;
+    items("visibility.agencies", &v.agencies)?;
+    for (i, a) in v.agencies.iter().enumerate() {
+        known_agency(&format!("visibility.agencies[{i}]"), *a)?;
+    }
+    match kind {
+        VisibilityKind::ListedAgencies if v.agencies.is_empty() => Err(invalid(
+            "visibility.agencies",
+            "LISTED_AGENCIES needs at least one agency",
+        )),
+        VisibilityKind::ListedAgencies => Ok(v.clone()),
+        _ if !v.agencies.is_empty() => Err(invalid(
+            "visibility.agencies",
+            "may only be set with LISTED_AGENCIES",
+        )),
+        VisibilityKind::Unspecified => Ok(Visibility {
+            kind: VisibilityKind::Participants as i32,
+            agencies: Vec::new(),
+        }),
+        _ => Ok(v.clone()),
+    }
+}
+
+fn validate_party(field: &str, party: &Party) -> Result<(), Rejection> {
+    local_id(&format!("{field}.party_id"), &party.party_id)?;
+    match PartyRole::try_from(party.role) {
+        Ok(PartyRole::Unspecified) => return Err(invalid(format!("{field}.role"), "is required")),
+        Err(_) => return Err(invalid(format!("{field}.role"), format!("unknown role {}", party.role))),
+        Ok(_) => {}
+    }
+    text(&format!("{field}.name"), &party.name, SHORT, true)?;
+    text(&format!("{field}.identifier"), &party.identifier, SHORT, false)?;
+    text(&format!("{field}.description"), &party.description, LONG, false)
+}
+
+fn validate_right(field: &str, right: &IpRight) -> Result<(), Rejection> {
+    match IpRightKind::try_from(right.kind) {
+        Ok(IpRightKind::Unspecified) => return Err(invalid(format!("{field}.kind"), "is required")),
+        Err(_) => return Err(invalid(format!("{field}.kind"), format!("unknown kind {}", right.kind))),
+        Ok(_) => {}
+    }
+    text(&format!("{field}.registration_number"), &right.registration_number, SHORT, false)?;
+    text(&format!("{field}.holder"), &right.holder, SHORT, false)?;
+    text(&format!("{field}.title"), &right.title, SHORT, false)
+}
+
+/// The agency that alone may record `kind`, or `None` for the kinds common to all.
+fn owner(kind: &Kind) -> Option<Agency> {
+    Some(match kind {
+        Kind::GoodsDetained(_)
+        | Kind::DetentionReleased(_)
+        | Kind::RightsHolderNotified(_)
+        | Kind::InfringementDetermined(_)
+        | Kind::GoodsConfiscated(_) => Agency::Customs,
+        Kind::InfringementAssessed(_)
+        | Kind::MediationConcluded(_)
+        | Kind::PreExaminationRequested(_)
+        | Kind::PreExaminationCompleted(_) => Agency::IpCenter,
+        Kind::InvestigationFiled(_)
+        | Kind::InvestigationDeclined(_)
+        | Kind::SuspectDetained(_)
+        | Kind::InvestigationConcluded(_) => Agency::PublicSecurity,
+        Kind::ArrestApproved(_)
+        | Kind::ArrestDenied(_)
+        | Kind::IndictmentFiled(_)
+        | Kind::NonProsecutionDecided(_) => Agency::Procuratorate,
+        Kind::CaseDocketed(_)
+        | Kind::PreliminaryInjunctionIssued(_)
+        | Kind::HearingScheduled(_)
+        | Kind::HearingHeld(_)
+        | Kind::JudgmentIssued(_)
+        | Kind::AppealFiled(_)
+        | Kind::JudgmentEffective(_) => Agency::Court,
+        _ => return None,
+    })
+}
+
+/// Which agencies may send a hand-off of `kind`, and to which.
+fn handoff_route(kind: HandoffKind) -> (&'static [Agency], &'static [Agency]) {
+    use Agency::*;
+    const ALL: &[Agency] = &[Court, Procuratorate, PublicSecurity, Customs, IpCenter];
+    match kind {
+        HandoffKind::SuspectedCrimeReferral => (&[Customs, IpCenter, Court], &[PublicSecurity]),
+        HandoffKind::AssistanceRequest => (ALL, ALL),
+        HandoffKind::ArrestApprovalRequest | HandoffKind::ProsecutionTransfer => {
+            (&[PublicSecurity], &[Procuratorate])
+        }
+        HandoffKind::SupplementaryInvestigation => (&[Procuratorate], &[PublicSecurity]),
+        HandoffKind::PublicProsecution => (&[Procuratorate], &[Court]),
+        HandoffKind::JudgmentNotice => (&[Court], ALL),
+        HandoffKind::Unspecified => (&[], &[]),
+    }
+}
+
+fn action(kind: &Kind) -> String {
+    format!("record {}", casebus_proto::payload_type_name(kind))
+}
+
+fn fmt_time(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Decides `cmd` against `state`: the event to record, or why not.
+///
+/// # Errors
+/// A [`Rejection`] naming the invalid field, the missing case, the agency that may not
+/// act, or the rule that failed. A rejected command records nothing.
+pub fn decide(state: &CaseState, cmd: &Command, ctx: &Context<'_>) -> Result<Decision, Rejection> {
+    let agency = cmd.agency();
+    if !ctx.offices.is_registered(&cmd.office) {
+        return Err(Rejection::UnknownOffice {
+            office: cmd.office.to_string(),
+        });
+    }
+    text("actor", &cmd.actor, 128, true)?;
+    if cmd.occurred_at > ctx.now + MAX_CLOCK_SKEW {
+        return Err(invalid(
+            "occurred_at",
+            format!("{} lies in the future", fmt_time(cmd.occurred_at)),
+        ));
+    }
+    let visibility = match &cmd.visibility {
+        Some(v) => validate_visibility(v)?,
+        None => Visibility {
+            kind: VisibilityKind::Participants as i32,
+            agencies: Vec::new(),
+        },
+    };
+    let mut payload = cmd.payload.clone();
+    validate_fields(&mut payload, ctx)?;
+
+    let case = cmd.case_id.as_str();
+    if let Kind::CaseOpened(_) = payload {
+        if state.exists() || state.version > 0 {
+            return Err(Rejection::AlreadyExists {
+                case_id: case.to_owned(),
+                what: format!("case {case}"),
+            });
+        }
+        return Ok(Decision {
+            payload,
+            visibility,
+        });
+    }
+    if !state.exists() {
+        return Err(Rejection::CaseNotFound {
+            case_id: case.to_owned(),
+        });
+    }
+    if let Some(owner) = owner(&payload) {
+        if owner != agency {
+            return Err(Rejection::NotPermitted {
+                agency: agency_name(agency),
+                action: action(&payload),
+                reason: format!("only {} records this", agency_name(owner)),
+            });
+        }
+    }
+    check_state(state, cmd, &mut payload, ctx)?;
+    Ok(Decision {
+        payload,
+        visibility,
+    })
+}
+
+/// Field checks that need no state. May complete the payload (none do yet).
+fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejection> {
+    match payload {
+        Kind::CaseOpened(p) => {
+            match CaseType::try_from(p.case_type) {
+                Ok(CaseType::Unspecified) => return Err(invalid("case_opened.case_type", "is required")),
+                Err(_) => return Err(invalid("case_opened.case_type", format!("unknown case type {}", p.case_type))),
+                Ok(_) => {}
+            }
+            text("case_opened.title", &p.title, SHORT, true)?;
+            text("case_opened.summary", &p.summary, LONG, false)?;
+            text("case_opened.local_case_number", &p.local_case_number, 64, false)?;
+            items("case_opened.rights", &p.rights)?;
+            items("case_opened.parties", &p.parties)?;
+            for (i, r) in p.rights.iter().enumerate() {
+                validate_right(&format!("case_opened.rights[{i}]"), r)?;
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, party) in p.parties.iter().enumerate() {
+                validate_party(&format!("case_opened.parties[{i}]"), party)?;
+                if !seen.insert(&party.party_id) {
+                    return Err(invalid(format!("case_opened.parties[{i}].party_id"), format!("{} is listed twice", party.party_id)));
+                }
+            }
+        }
+        Kind::PartyAdded(p) => match &p.party {
+            Some(party) => validate_party("party_added.party", party)?,
+            None => return Err(invalid("party_added.party", "is required")),
+        },
+        Kind::EvidenceRecorded(p) => {
+            local_id("evidence_recorded.evidence_id", &p.evidence_id)?;
+            text("evidence_recorded.description", &p.description, LONG, true)?;
+            if p.content_sha256.len() != 32 {
+                return Err(invalid("evidence_recorded.content_sha256", format!("must be 32 bytes (SHA-256), found {}", p.content_sha256.len())));
+            }
+            text("evidence_recorded.location", &p.location, 2048, true)?;
+            text("evidence_recorded.media_type", &p.media_type, 128, false)?;
+        }
+        Kind::NoteAdded(p) => text("note_added.text", &p.text, LONG, true)?,
+        Kind::ReferenceLinked(p) => {
+            known_agency("reference_linked.agency", p.agency)?;
+            text("reference_linked.local_case_number", &p.local_case_number, 64, true)?;
+        }
+        Kind::HandoffRequested(p) => {
+            local_id("handoff_requested.handoff_id", &p.handoff_id)?;
+            match HandoffKind::try_from(p.kind) {
+                Ok(HandoffKind::Unspecified) => return Err(invalid("handoff_requested.kind", "is required")),
+                Err(_) => return Err(invalid("handoff_requested.kind", format!("unknown hand-off kind {}", p.kind))),
+                Ok(_) => {}
+            }
+            known_agency("handoff_requested.to_agency", p.to_agency)?;
+            text("handoff_requested.reason", &p.reason, LONG, true)?;
+            if p.due_at.is_some() {
+                return Err(invalid("handoff_requested.due_at", "is computed from the deadline rules; leave it unset"));
+            }
+            items("handoff_requested.evidence_ids", &p.evidence_ids)?;
+            for (i, e) in p.evidence_ids.iter().enumerate() {
+                local_id(&format!("handoff_requested.evidence_ids[{i}]"), e)?;
+            }
+            if !p.to_office_id.is_empty() {
+                OfficeId::new(&p.to_office_id).map_err(|e| invalid("handoff_requested.to_office_id", e.to_string()))?;
+            }
+        }
+        Kind::HandoffAcknowledged(p) => local_id("handoff_acknowledged.handoff_id", &p.handoff_id)?,
+        Kind::HandoffAccepted(p) => {
+            local_id("handoff_accepted.handoff_id", &p.handoff_id)?;
+            text("handoff_accepted.local_case_number", &p.local_case_number, 64, false)?;
+        }
+        Kind::HandoffDeclined(p) => {
+            local_id("handoff_declined.handoff_id", &p.handoff_id)?;
+            text("handoff_declined.reason", &p.reason, LONG, true)?;
+        }
+        Kind::TrackClosed(p) => text("track_closed.reason", &p.reason, LONG, true)?,
+        Kind::VisibilityChanged(p) => {
+            if p.target_version == 0 {
+                return Err(invalid("visibility_changed.target_version", "must be 1 or more"));
+            }
+            match &p.visibility {
+                Some(v) => {
+                    validate_visibility(v)?;
+                }
+                None => return Err(invalid("visibility_changed.visibility", "is required")),
+            }
+            text("visibility_changed.reason", &p.reason, LONG, true)?;
+        }
+        Kind::GoodsDetained(p) => {
+            local_id("goods_detained.detention_id", &p.detention_id)?;
+            text("goods_detained.description", &p.description, LONG, true)?;
+            text("goods_detained.quantity", &p.quantity, SHORT, false)?;
+            text("goods_detained.port", &p.port, SHORT, false)?;
+            text("goods_detained.declaration_number", &p.declaration_number, 64, false)?;
+        }
+        Kind::DetentionReleased(p) => {
+            local_id("detention_released.detention_id", &p.detention_id)?;
+            text("detention_released.reason", &p.reason, LONG, true)?;
+        }
+        Kind::RightsHolderNotified(p) => {
+            local_id("rights_holder_notified.detention_id", &p.detention_id)?;
+            local_id("rights_holder_notified.rights_holder_party_id", &p.rights_holder_party_id)?;
+        }
+        Kind::InfringementDetermined(p) => {
+            local_id("infringement_determined.detention_id", &p.detention_id)?;
+            text("infringement_determined.basis", &p.basis, LONG, true)?;
+        }
+        Kind::GoodsConfiscated(p) => {
+            local_id("goods_confiscated.detention_id", &p.detention_id)?;
+            text("goods_confiscated.disposal", &p.disposal, LONG, false)?;
+        }
+        Kind::InfringementAssessed(p) => {
+            local_id("infringement_assessed.assessment_id", &p.assessment_id)?;
+            text("infringement_assessed.opinion", &p.opinion, LONG, true)?;
+            if !p.handoff_id.is_empty() {
+                local_id("infringement_assessed.handoff_id", &p.handoff_id)?;
+            }
+        }
+        Kind::MediationConcluded(p) => text("mediation_concluded.terms", &p.terms, LONG, false)?,
+        Kind::PreExaminationRequested(p) => {
+            local_id("pre_examination_requested.pre_examination_id", &p.pre_examination_id)?;
+            text("pre_examination_requested.application_number", &p.application_number, 64, true)?;
+            match IpRightKind::try_from(p.patent_kind) {
+                Ok(IpRightKind::InventionPatent | IpRightKind::UtilityModelPatent | IpRightKind::DesignPatent) => {}
+                _ => return Err(invalid("pre_examination_requested.patent_kind", "must be a patent kind (invention, utility model or design)")),
+            }
+        }
+        Kind::PreExaminationCompleted(p) => {
+            local_id("pre_examination_completed.pre_examination_id", &p.pre_examination_id)?;
+            text("pre_examination_completed.notes", &p.notes, LONG, false)?;
+        }
+        Kind::InvestigationFiled(p) => {
+            text("investigation_filed.police_case_number", &p.police_case_number, 64, true)?;
+            text("investigation_filed.suspected_offence", &p.suspected_offence, SHORT, true)?;
+            text("investigation_filed.basis", &p.basis, LONG, false)?;
+        }
+        Kind::InvestigationDeclined(p) => text("investigation_declined.reason", &p.reason, LONG, true)?,
+        Kind::SuspectDetained(p) => {
+            local_id("suspect_detained.party_id", &p.party_id)?;
+            text("suspect_detained.measure", &p.measure, SHORT, true)?;
+            text("suspect_detained.location", &p.location, SHORT, false)?;
+        }
+        Kind::InvestigationConcluded(p) => text("investigation_concluded.findings", &p.findings, LONG, true)?,
+        Kind::ArrestApproved(p) => {
+            local_id("arrest_approved.handoff_id", &p.handoff_id)?;
+            local_id("arrest_approved.party_id", &p.party_id)?;
+        }
+        Kind::ArrestDenied(p) => {
+            local_id("arrest_denied.handoff_id", &p.handoff_id)?;
+            local_id("arrest_denied.party_id", &p.party_id)?;
+            text("arrest_denied.reason", &p.reason, LONG, true)?;
+        }
+        Kind::IndictmentFiled(p) => {
+            local_id("indictment_filed.handoff_id", &p.handoff_id)?;
+            text("indictment_filed.indictment_number", &p.indictment_number, 64, true)?;
+            text("indictment_filed.charges", &p.charges, LONG, true)?;
+            if p.defendant_party_ids.is_empty() {
+                return Err(invalid("indictment_filed.defendant_party_ids", "needs at least one defendant"));
+            }
+            items("indictment_filed.defendant_party_ids", &p.defendant_party_ids)?;
+            for (i, d) in p.defendant_party_ids.iter().enumerate() {
+                local_id(&format!("indictment_filed.defendant_party_ids[{i}]"), d)?;
+            }
+        }
+        Kind::NonProsecutionDecided(p) => {
+            local_id("non_prosecution_decided.handoff_id", &p.handoff_id)?;
+            text("non_prosecution_decided.reason", &p.reason, LONG, true)?;
+        }
+        Kind::CaseDocketed(p) => {
+            text("case_docketed.court_case_number", &p.court_case_number, 64, true)?;
+            match Procedure::try_from(p.procedure) {
+                Ok(Procedure::Unspecified) => return Err(invalid("case_docketed.procedure", "is required")),
+                Err(_) => return Err(invalid("case_docketed.procedure", format!("unknown procedure {}", p.procedure))),
+                Ok(_) => {}
+            }
+            text("case_docketed.presiding_judge", &p.presiding_judge, SHORT, false)?;
+        }
+        Kind::PreliminaryInjunctionIssued(p) => {
+            text("preliminary_injunction_issued.order_number", &p.order_number, 64, true)?;
+            text("preliminary_injunction_issued.scope", &p.scope, LONG, true)?;
+        }
+        Kind::HearingScheduled(p) => {
+            local_id("hearing_scheduled.hearing_id", &p.hearing_id)?;
+            if p.scheduled_for.as_ref().and_then(casebus_proto::datetime_from).is_none() {
+                return Err(invalid("hearing_scheduled.scheduled_for", "is required"));
+            }
+            text("hearing_scheduled.location", &p.location, SHORT, false)?;
+        }
+        Kind::HearingHeld(p) => {
+            local_id("hearing_held.hearing_id", &p.hearing_id)?;
+            text("hearing_held.summary", &p.summary, LONG, false)?;
+        }
+        Kind::JudgmentIssued(p) => {
+            text("judgment_issued.judgment_number", &p.judgment_number, 64, true)?;
+            text("judgment_issued.outcome", &p.outcome, LONG, true)?;
+            text("judgment_issued.summary", &p.summary, LONG, false)?;
+        }
+        Kind::AppealFiled(p) => {
+            local_id("appeal_filed.appellant_party_id", &p.appellant_party_id)?;
+            text("appeal_filed.grounds", &p.grounds, LONG, true)?;
+        }
+        Kind::JudgmentEffective(p) => {
+            text("judgment_effective.judgment_number", &p.judgment_number, 64, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn need_track(state: &CaseState, cmd: &Command) -> Result<(), Rejection> {
+    let agency = cmd.agency();
+    match state.track(agency) {
+        Some(t) if t.status == crate::state::TrackStatus::Active => Ok(()),
+        Some(_) => Err(precondition(
+            "track_open",
+            format!("the {} track of case {} is closed", agency_name(agency), cmd.case_id),
+        )),
+        None => Err(precondition(
+            "track_open",
+            format!(
+                "{} has no track in case {}; accept a hand-off first",
+                agency_name(agency),
+                cmd.case_id
+            ),
+        )),
+    }
+}
+
+fn need_party(state: &CaseState, field: &str, party_id: &str) -> Result<(), Rejection> {
+    if state.parties.contains_key(party_id) {
+        Ok(())
+    } else {
+        Err(precondition("party_known", format!("{field}: no party {party_id} in the case; add it first")))
+    }
+}
+
+/// Finds a hand-off the acting agency received and accepted, of one of `kinds`, that it
+/// has not answered yet.
+fn need_accepted_handoff(
+    state: &CaseState,
+    cmd: &Command,
+    handoff_id: &str,
+    kinds: &[HandoffKind],
+    rule: &'static str,
+) -> Result<(), Rejection> {
+    let Some(h) = state.handoffs.get(handoff_id) else {
+        return Err(precondition(rule, format!("no hand-off {handoff_id} in case {}", cmd.case_id)));
+    };
+    if !kinds.contains(&h.kind) {
+        return Err(precondition(
+            rule,
+            format!("hand-off {handoff_id} is a {:?}, not a {:?}", h.kind, kinds),
+        ));
+    }
+    if h.to_agency != cmd.agency() || h.status != HandoffStatus::Accepted {
+        return Err(precondition(
+            rule,
+            format!("hand-off {handoff_id} must first be accepted by {}", agency_name(cmd.agency())),
+        ));
+    }
+    if h.answered {
+        return Err(precondition(rule, format!("hand-off {handoff_id} was answered already")));
+    }
+    Ok(())
+}
+
+fn check_state(
+    state: &CaseState,
+    cmd: &Command,
+    payload: &mut Kind,
+    ctx: &Context<'_>,
+) -> Result<(), Rejection> {
+    let case = cmd.case_id.as_str();
+    let agency = cmd.agency();
+    let exists = |what: String| Rejection::AlreadyExists {
+        case_id: case.to_owned(),
+        what,
+    };
+    // Hand-off answers come from the addressee, who may not have a track yet.
+    match payload {
+        Kind::HandoffAcknowledged(p) => {
+            return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Acknowledged);
+        }
+        Kind::HandoffAccepted(p) => {
+            return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Accepted);
+        }
+        Kind::HandoffDeclined(p) => {
+            return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Declined);
+        }
+        _ => {}
+    }
+    need_track(state, cmd)?;
+    match payload {
+        Kind::CaseOpened(_)
+        | Kind::HandoffAcknowledged(_)
+        | Kind::HandoffAccepted(_)
+        | Kind::HandoffDeclined(_)
+        | Kind::NoteAdded(_)
+        | Kind::TrackClosed(_) => {}
+        Kind::PartyAdded(p) => {
+            let id = p.party.as_ref().map(|x| x.party_id.clone()).unwrap_or_default();
+            if state.parties.contains_key(&id) {
+                return Err(exists(format!("party {id}")));
+            }
+        }
+        Kind::EvidenceRecorded(p) => {
+            if state.evidence.contains(&p.evidence_id) {
+                return Err(exists(format!("evidence {}", p.evidence_id)));
+            }
+        }
+        Kind::ReferenceLinked(p) => {
+            if p.agency != agency as i32 {
+                return Err(Rejection::NotPermitted {
+                    agency: agency_name(agency),
+                    action: "link another agency's case number".into(),
+                    reason: "an agency links only its own numbers".into(),
+                });
+            }
+            if state
+                .references
+                .iter()
+                .any(|r| r.agency == agency && r.number == p.local_case_number)
+            {
+                return Err(exists(format!("reference {} of {}", p.local_case_number, agency_name(agency))));
+            }
+        }
+        Kind::HandoffRequested(p) => {
+            if state.handoffs.contains_key(&p.handoff_id) {
+                return Err(exists(format!("hand-off {}", p.handoff_id)));
+            }
+            let kind = p.kind();
+            let to = p.to_agency();
+            let (senders, receivers) = handoff_route(kind);
+            if !senders.contains(&agency) {
+                return Err(Rejection::NotPermitted {
+                    agency: agency_name(agency),
+                    action: format!("send a {kind:?} hand-off"),
+                    reason: "this kind of hand-off is sent by another agency".into(),
+                });
+            }
+            if to == agency || !receivers.contains(&to) {
+                return Err(precondition(
+                    "handoff_route",
+                    format!("a {kind:?} hand-off cannot go from {} to {}", agency_name(agency), agency_name(to)),
+                ));
+            }
+            if !p.to_office_id.is_empty() {
+                let office = OfficeId::new(&p.to_office_id)
+                    .map_err(|e| invalid("handoff_requested.to_office_id", e.to_string()))?;
+                if office.agency() != to {
+                    return Err(invalid(
+                        "handoff_requested.to_office_id",
+                        format!("{office} is not an office of {}", agency_name(to)),
+                    ));
+                }
+                if !ctx.offices.is_registered(&office) {
+                    return Err(Rejection::UnknownOffice {
+                        office: office.to_string(),
+                    });
+                }
+            }
+            for e in &p.evidence_ids {
+                if !state.evidence.contains(e) {
+                    return Err(precondition("evidence_known", format!("no evidence {e} in case {case}")));
+                }
+            }
+            match kind {
+                HandoffKind::ArrestApprovalRequest if state.investigation_filed != Some(true) => {
+                    return Err(precondition("investigation_filed", "file the investigation before asking for arrest approval"));
+                }
+                HandoffKind::ProsecutionTransfer if !state.investigation_concluded => {
+                    return Err(precondition("investigation_concluded", "conclude the investigation before transferring for prosecution"));
+                }
+                HandoffKind::SupplementaryInvestigation => {
+                    let pending = state.handoffs.values().any(|h| {
+                        h.kind == HandoffKind::ProsecutionTransfer
+                            && h.to_agency == Agency::Procuratorate
+                            && h.status == HandoffStatus::Accepted
+                            && !h.answered
+                    });
+                    if !pending {
+                        return Err(precondition("prosecution_review_pending", "only a case under prosecution review can be returned for supplementary investigation"));
+                    }
+                }
+                HandoffKind::PublicProsecution => {
+                    let indicted = state.handoffs.values().any(|h| {
+                        h.kind == HandoffKind::ProsecutionTransfer && h.answered
+                    });
+                    if !indicted {
+                        return Err(precondition("indictment_filed", "file the indictment before the public prosecution"));
+                    }
+                }
+                HandoffKind::JudgmentNotice if state.judgment.is_none() => {
+                    return Err(precondition("judgment_issued", "issue the judgment before notifying it"));
+                }
+                _ => {}
+            }
+            let period = ctx.rules.handoff_due(kind).unwrap_or_default();
+            p.due_at = Some(timestamp_from(cmd.occurred_at + period));
+        }
+        Kind::VisibilityChanged(p) => {
+            let index = usize::try_from(p.target_version).ok().and_then(|v| v.checked_sub(1));
+            let Some(meta) = index.and_then(|i| state.events.get(i)) else {
+                return Err(invalid(
+                    "visibility_changed.target_version",
+                    format!("case {case} has no version {}", p.target_version),
+                ));
+            };
+            if meta.office != cmd.office {
+                return Err(Rejection::NotPermitted {
+                    agency: agency_name(agency),
+                    action: "change the visibility of another office's event".into(),
+                    reason: format!("version {} was recorded by {}", p.target_version, meta.office),
+                });
+            }
+        }
+        Kind::GoodsDetained(p) => {
+            if state.detentions.contains_key(&p.detention_id) {
+                return Err(exists(format!("detention {}", p.detention_id)));
+            }
+        }
+        Kind::DetentionReleased(p) => {
+            let d = detention(state, &p.detention_id)?;
+            if d.released || d.confiscated {
+                return Err(precondition("detention_active", format!("detention {} is released or confiscated already", p.detention_id)));
+            }
+        }
+        Kind::RightsHolderNotified(p) => {
+            detention(state, &p.detention_id)?;
+            need_party(state, "rights_holder_notified.rights_holder_party_id", &p.rights_holder_party_id)?;
+        }
+        Kind::InfringementDetermined(p) => {
+            let d = detention(state, &p.detention_id)?;
+            if d.released || d.confiscated {
+                return Err(precondition("detention_active", format!("detention {} is released or confiscated already", p.detention_id)));
+            }
+            if d.infringing.is_some() {
+                return Err(precondition("not_determined_yet", format!("infringement for detention {} was determined already", p.detention_id)));
+            }
+        }
+        Kind::GoodsConfiscated(p) => {
+            let d = detention(state, &p.detention_id)?;
+            if d.released || d.confiscated {
+                return Err(precondition("detention_active", format!("detention {} is released or confiscated already", p.detention_id)));
+            }
+            if d.infringing != Some(true) {
+                return Err(precondition("determined_infringing", format!("goods of detention {} must first be determined infringing", p.detention_id)));
+            }
+        }
+        Kind::InfringementAssessed(p) => {
+            if state.assessments.contains(&p.assessment_id) {
+                return Err(exists(format!("assessment {}", p.assessment_id)));
+            }
+            if !p.handoff_id.is_empty() {
+                let h = state.handoffs.get(&p.handoff_id);
+                if !h.is_some_and(|h| h.to_agency == Agency::IpCenter && h.status == HandoffStatus::Accepted) {
+                    return Err(precondition("handoff_accepted", format!("hand-off {} is not an accepted request to the IP center", p.handoff_id)));
+                }
+            }
+        }
+        Kind::MediationConcluded(_) => {
+            if state.mediation.is_some() {
+                return Err(precondition("mediation_open", "mediation was concluded already"));
+            }
+        }
+        Kind::PreExaminationRequested(p) => {
+            if state.pre_examinations.contains_key(&p.pre_examination_id) {
+                return Err(exists(format!("pre-examination {}", p.pre_examination_id)));
+            }
+        }
+        Kind::PreExaminationCompleted(p) => match state.pre_examinations.get(&p.pre_examination_id) {
+            None => return Err(precondition("pre_examination_requested", format!("no pre-examination {} was requested", p.pre_examination_id))),
+            Some(true) => return Err(precondition("pre_examination_open", format!("pre-examination {} is completed already", p.pre_examination_id))),
+            Some(false) => {}
+        },
+        Kind::InvestigationFiled(_) | Kind::InvestigationDeclined(_) => {
+            if state.investigation_filed.is_some() {
+                return Err(precondition("investigation_undecided", "the police decided on filing already"));
+            }
+        }
+        Kind::SuspectDetained(p) => {
+            if state.investigation_filed != Some(true) || state.investigation_concluded {
+                return Err(precondition("investigation_open", "a suspect can be detained only during a filed, unconcluded investigation"));
+            }
+            need_party(state, "suspect_detained.party_id", &p.party_id)?;
+        }
+        Kind::InvestigationConcluded(_) => {
+            if state.investigation_filed != Some(true) || state.investigation_concluded {
+                return Err(precondition("investigation_open", "only a filed, unconcluded investigation can be concluded"));
+            }
+        }
+        Kind::ArrestApproved(p) => {
+            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ArrestApprovalRequest], "arrest_request_accepted")?;
+            need_party(state, "arrest_approved.party_id", &p.party_id)?;
+        }
+        Kind::ArrestDenied(p) => {
+            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ArrestApprovalRequest], "arrest_request_accepted")?;
+            need_party(state, "arrest_denied.party_id", &p.party_id)?;
+        }
+        Kind::IndictmentFiled(p) => {
+            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ProsecutionTransfer], "prosecution_transfer_accepted")?;
+            for d in &p.defendant_party_ids {
+                need_party(state, "indictment_filed.defendant_party_ids", d)?;
+            }
+        }
+        Kind::NonProsecutionDecided(p) => {
+            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ProsecutionTransfer], "prosecution_transfer_accepted")?;
+        }
+        Kind::CaseDocketed(_) => {
+            if state.docketed.is_some() {
+                return Err(precondition("not_docketed", "the case is docketed already"));
+            }
+        }
+        Kind::PreliminaryInjunctionIssued(_) => need_docketed(state)?,
+        Kind::HearingScheduled(p) => {
+            need_docketed(state)?;
+            if state.hearings.contains_key(&p.hearing_id) {
+                return Err(exists(format!("hearing {}", p.hearing_id)));
+            }
+            if state.judgment.as_ref().is_some_and(|j| j.effective) {
+                return Err(precondition("judgment_not_effective", "the judgment is effective; no further hearings"));
+            }
+        }
+        Kind::HearingHeld(p) => match state.hearings.get(&p.hearing_id) {
+            None => return Err(precondition("hearing_scheduled", format!("no hearing {} was scheduled", p.hearing_id))),
+            Some(h) if h.held => return Err(precondition("hearing_pending", format!("hearing {} was held already", p.hearing_id))),
+            Some(_) => {}
+        },
+        Kind::JudgmentIssued(_) => {
+            need_docketed(state)?;
+            if state.judgment.is_some() {
+                return Err(precondition("no_judgment_yet", "a judgment was issued already"));
+            }
+            if !state.hearings.values().any(|h| h.held) {
+                return Err(precondition("hearing_held", "hold a hearing before issuing the judgment"));
+            }
+        }
+        Kind::AppealFiled(p) => {
+            let Some(j) = &state.judgment else {
+                return Err(precondition("judgment_issued", "there is no judgment to appeal"));
+            };
+            if j.effective {
+                return Err(precondition("judgment_not_effective", "the judgment is effective already"));
+            }
+            let deadline = j.issued_at + ctx.rules.appeal_period();
+            if cmd.occurred_at > deadline {
+                return Err(precondition(
+                    "appeal_period",
+                    format!("the appeal period ended at {}", fmt_time(deadline)),
+                ));
+            }
+            need_party(state, "appeal_filed.appellant_party_id", &p.appellant_party_id)?;
+        }
+        Kind::JudgmentEffective(p) => {
+            let Some(j) = &state.judgment else {
+                return Err(precondition("judgment_issued", "there is no judgment to make effective"));
+            };
+            if j.effective {
+                return Err(precondition("judgment_not_effective", "the judgment is effective already"));
+            }
+            if j.number != p.judgment_number {
+                return Err(invalid("judgment_effective.judgment_number", format!("the judgment of this case is {}", j.number)));
+            }
+            let deadline = j.issued_at + ctx.rules.appeal_period();
+            if !j.appealed && cmd.occurred_at <= deadline {
+                return Err(precondition(
+                    "appeal_period",
+                    format!("the appeal period runs until {}", fmt_time(deadline)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn need_docketed(state: &CaseState) -> Result<(), Rejection> {
+    if state.docketed.is_none() {
+        return Err(precondition("docketed", "docket the case first"));
+    }
+    Ok(())
+}
+
+fn detention<'s>(state: &'s CaseState, id: &str) -> Result<&'s crate::state::Detention, Rejection> {
+    state
+        .detentions
+        .get(id)
+        .ok_or_else(|| precondition("goods_detained", format!("no detention {id} in the case")))
+}
+
+fn answer_handoff(
+    state: &CaseState,
+    cmd: &Command,
+    handoff_id: &str,
+    to: HandoffStatus,
+) -> Result<(), Rejection> {
+    let Some(h) = state.handoffs.get(handoff_id) else {
+        return Err(precondition("handoff_known", format!("no hand-off {handoff_id} in case {}", cmd.case_id)));
+    };
+    let agency = cmd.agency();
+    let addressed = h.to_agency == agency && h.to_office.as_ref().is_none_or(|o| *o == cmd.office);
+    if !addressed {
+        return Err(Rejection::NotPermitted {
+            agency: agency_name(agency),
+            action: format!("answer hand-off {handoff_id}"),
+            reason: match &h.to_office {
+                Some(o) => format!("it is addressed to {o}"),
+                None => format!("it is addressed to {}", agency_name(h.to_agency)),
+            },
+        });
+    }
+    let ok = match to {
+        HandoffStatus::Acknowledged => h.status == HandoffStatus::Requested,
+        _ => h.status.is_open(),
+    };
+    if !ok {
+        return Err(precondition(
+            if to == HandoffStatus::Acknowledged { "handoff_unacknowledged" } else { "handoff_open" },
+            format!("hand-off {handoff_id} is {:?} already", h.status),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! `CaseState`: everything the rules need to know about one case, folded from its
+//! events in order (`CaseState::apply`). Folding never fails: events were decided by the
+//! rules when recorded, and an event the state cannot use (e.g. an unknown payload kind
+//! from a newer producer) still advances the version.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use time::OffsetDateTime;
+
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::{
+    Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind,
+};
+use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
+
+/// The view of a recorded, verified event that folding needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedEvent<'a> {
+    /// The case.
+    pub case_id: &'a CaseId,
+    /// Position in the case.
+    pub version: u64,
+    /// The event id.
+    pub event_id: &'a EventId,
+    /// The recording office.
+    pub office: &'a OfficeId,
+    /// When the action happened.
+    pub occurred_at: OffsetDateTime,
+    /// The recorded visibility.
+    pub visibility: Option<&'a Visibility>,
+    /// The payload, `None` for a kind this build does not know.
+    pub payload: Option<&'a Kind>,
+}
+
+/// How the case was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Kind of IP matter.
+    pub case_type: CaseType,
+    /// Title.
+    pub title: String,
+    /// The office that opened it.
+    pub office: OfficeId,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+/// Status of an agency's track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrackStatus {
+    /// The agency is working the case.
+    Active,
+    /// The agency closed its track.
+    Closed,
+}
+
+/// One agency's part of the case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    /// The agency.
+    pub agency: Agency,
+    /// The office that opened (or last reopened) the track.
+    pub office: OfficeId,
+    /// Status.
+    pub status: TrackStatus,
+    /// When it opened.
+    pub opened_at: OffsetDateTime,
+}
+
+/// Status of a hand-off. The order of the variants is the order in which a hand-off
+/// may move; it never moves back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandoffStatus {
+    /// Sent, not yet seen by the receiver.
+    Requested,
+    /// The receiving service issued its automatic receipt.
+    Acknowledged,
+    /// The receiver took it.
+    Accepted,
+    /// The receiver declined it.
+    Declined,
+}
+
+impl HandoffStatus {
+    /// Position in the forward order (accepted and declined are both final).
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Requested => 0,
+            Self::Acknowledged => 1,
+            Self::Accepted | Self::Declined => 2,
+        }
+    }
+
+    /// Whether the receiver still has to decide.
+    pub fn is_open(self) -> bool {
+        self.rank() < 2
+    }
+}
+
+/// A hand-off between agencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// Id within the case.
+    pub handoff_id: String,
+    /// Kind.
+    pub kind: HandoffKind,
+    /// Sending office.
+    pub from_office: OfficeId,
+    /// Receiving agency.
+    pub to_agency: Agency,
+    /// Receiving office, if a particular one.
+    pub to_office: Option<OfficeId>,
+    /// Status.
+    pub status: HandoffStatus,
+    /// When it was requested.
+    pub requested_at: OffsetDateTime,
+    /// When the receiver must decide.
+    pub due_at: Option<OffsetDateTime>,
+    /// Version of the HandoffRequested event.
+    pub requested_version: u64,
+    /// Event id of the HandoffRequested event.
+    pub requested_event_id: EventId,
+    /// Whether the receiving agency already answered it on the merits (arrest approval,
+    /// indictment or non-prosecution).
+    pub answered: bool,
+}
+
+impl Handoff {
+    /// Whether the hand-off is still open and its due time has passed at `now`.
+    pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
+        self.status.is_open() && self.due_at.is_some_and(|due| now > due)
+    }
+}
+
+/// A customs detention.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Detention {
+    /// Released without confiscation.
+    pub released: bool,
+    /// Outcome of the infringement determination, once made.
+    pub infringing: Option<bool>,
+    /// Confiscated.
+    pub confiscated: bool,
+}
+
+/// A court hearing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hearing {
+    /// Whether it took place.
+    pub held: bool,
+}
+
+/// The court's judgment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgment {
+    /// Judgment number.
+    pub number: String,
+    /// When it was issued (starts the appeal period).
+    pub issued_at: OffsetDateTime,
+    /// Whether an appeal was filed.
+    pub appealed: bool,
+    /// Whether it became effective.
+    pub effective: bool,
+}
+
+/// An agency's local case number linked to the case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reference {
+    /// The agency.
+    pub agency: Agency,
+    /// The office that linked it.
+    pub office: OfficeId,
+    /// The number.
+    pub number: String,
+}
+
+/// Metadata of one recorded event, kept for visibility decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// The recording office.
+    pub office: OfficeId,
+    /// Visibility as recorded, or as last changed by VisibilityChanged.
+    pub visibility: Visibility,
+}
+
+/// The folded state of one case.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaseState {
+    /// Number of events folded (the case version); 0 for a case that does not exist.
+    pub version: u64,
+    /// Set by CaseOpened.
+    pub opened: Option<Opened>,
+    /// Tracks by agency.
+    pub tracks: BTreeMap<Agency, Track>,
+    /// Parties by party id.
+    pub parties: BTreeMap<String, Party>,
+    /// Evidence ids recorded.
+    pub evidence: BTreeSet<String>,
+    /// Linked agency case numbers.
+    pub references: BTreeSet<Reference>,
+    /// Hand-offs by id.
+    pub handoffs: BTreeMap<String, Handoff>,
+    /// Customs detentions by id.
+    pub detentions: BTreeMap<String, Detention>,
+    /// IP-center assessment ids.
+    pub assessments: BTreeSet<String>,
+    /// Whether mediation concluded, and if so whether settled.
+    pub mediation: Option<bool>,
+    /// Pre-examinations by id, `true` once completed.
+    pub pre_examinations: BTreeMap<String, bool>,
+    /// Police investigation: `Some(true)` filed, `Some(false)` declined.
+    pub investigation_filed: Option<bool>,
+    /// Whether the police concluded the investigation.
+    pub investigation_concluded: bool,
+    /// Party ids of detained suspects.
+    pub detained_suspects: BTreeSet<String>,
+    /// Court case number once docketed.
+    pub docketed: Option<String>,
+    /// Number of preliminary injunctions issued.
+    pub injunctions: u32,
+    /// Hearings by id.
+    pub hearings: BTreeMap<String, Hearing>,
+    /// The judgment, once issued.
+    pub judgment: Option<Judgment>,
+    /// Number of events whose payload kind this build does not know.
+    pub unknown_events: u64,
+    /// Per-event metadata, index = version - 1.
+    pub events: Vec<EventMeta>,
+}
+
+fn office_or_none(id: &str) -> Option<OfficeId> {
+    if id.is_empty() {
+        None
+    } else {
+        OfficeId::new(id).ok()
+    }
+}
+
+fn normalise(visibility: Option<&Visibility>) -> Visibility {
+    match visibility {
+        Some(v) if v.kind != VisibilityKind::Unspecified as i32 => v.clone(),
+        _ => Visibility {
+            kind: VisibilityKind::Participants as i32,
+            agencies: Vec::new(),
+        },
+    }
+}
+
+impl CaseState {
+    /// Folds a whole history from scratch.
+    pub fn fold<'a>(events: impl IntoIterator<Item = RecordedEvent<'a>>) -> Self {
+        let mut state = Self::default();
+        for event in events {
+            state.apply(&event);
+        }
+        state
+    }
+
+    /// Whether the case has been opened.
+    pub fn exists(&self) -> bool {
+        self.opened.is_some()
+    }
+
+    /// The agency's track, if it has one.
+    pub fn track(&self, agency: Agency) -> Option<&Track> {
+        self.tracks.get(&agency)
+    }
+
+    /// Whether the agency has an active track.
+    pub fn has_active_track(&self, agency: Agency) -> bool {
+        self.track(agency)
+            .is_some_and(|t| t.status == TrackStatus::Active)
+    }
+
+    /// Agencies that take part in the case: those with a track (open or closed) and
+    /// those addressed by any hand-off.
+    pub fn participants(&self) -> BTreeSet<Agency> {
+        let mut out: BTreeSet<Agency> = self.tracks.keys().copied().collect();
+        out.extend(self.handoffs.values().map(|h| h.to_agency));
+        out
+    }
+
+    /// Whether `agency` takes part in the case at all.
+    pub fn involves(&self, agency: Agency) -> bool {
+        self.tracks.contains_key(&agency) || self.handoffs.values().any(|h| h.to_agency == agency)
+    }
+
+    /// Hand-offs still open whose due time passed at `now`.
+    pub fn overdue_handoffs(&self, now: OffsetDateTime) -> impl Iterator<Item = &Handoff> {
+        self.handoffs.values().filter(move |h| h.is_overdue(now))
+    }
+
+    /// Folds one event. Events must come in version order; an event whose version is
+    /// not `self.version + 1` is ignored (the chain check upstream rejects such events).
+    pub fn apply(&mut self, event: &RecordedEvent<'_>) {
+        if event.version != self.version + 1 {
+            return;
+        }
+        self.version = event.version;
+        self.events.push(EventMeta {
+            office: event.office.clone(),
+            visibility: normalise(event.visibility),
+        });
+        let agency = event.office.agency();
+        let at = event.occurred_at;
+        let Some(kind) = event.payload else {
+            self.unknown_events += 1;
+            return;
+        };
+        match kind {
+            Kind::CaseOpened(p) => {
+                self.opened = Some(Opened {
+                    case_type: p.case_type(),
+                    title: p.title.clone(),
+                    office: event.office.clone(),
+                    at,
+                });
+                self.open_track(agency, event.office, at);
+                for party in &p.parties {
+                    self.parties.insert(party.party_id.clone(), party.clone());
+                }
+                if !p.local_case_number.is_empty() {
+                    self.references.insert(Reference {
+                        agency,
+                        office: event.office.clone(),
+                        number: p.local_case_number.clone(),
+                    });
+                }
+            }
+            Kind::PartyAdded(p) => {
+                if let Some(party) = &p.party {
+                    self.parties.insert(party.party_id.clone(), party.clone());
+                }
+            }
+            Kind::EvidenceRecorded(p) => {
+                self.evidence.insert(p.evidence_id.clone());
+            }
+            Kind::NoteAdded(_) => {}
+            Kind::ReferenceLinked(p) => {
+                self.references.insert(Reference {
+                    agency: p.agency(),
+                    office: event.office.clone(),
+                    number: p.local_case_number.clone(),
+                });
+            }
+            Kind::HandoffRequested(p) => {
+                self.handoffs.insert(
+                    p.handoff_id.clone(),
+                    Handoff {
+                        handoff_id: p.handoff_id.clone(),
+                        kind: p.kind(),
+                        from_office: event.office.clone(),
+                        to_agency: p.to_agency(),
+                        to_office: office_or_none(&p.to_office_id),
+                        status: HandoffStatus::Requested,
+                        requested_at: at,
+                        due_at: p.due_at.as_ref().and_then(datetime_from),
+                        requested_version: event.version,
+                        requested_event_id: event.event_id.clone(),
+                        answered: false,
+                    },
+                );
+            }
+            Kind::HandoffAcknowledged(p) => self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged),
+            Kind::HandoffAccepted(p) => {
+                self.move_handoff(&p.handoff_id, HandoffStatus::Accepted);
+                self.open_track(agency, event.office, at);
+                if !p.local_case_number.is_empty() {
+                    self.references.insert(Reference {
+                        agency,
+                        office: event.office.clone(),
+                        number: p.local_case_number.clone(),
+                    });
+                }
+            }
+            Kind::HandoffDeclined(p) => self.move_handoff(&p.handoff_id, HandoffStatus::Declined),
+            Kind::TrackClosed(_) => {
+                if let Some(track) = self.tracks.get_mut(&agency) {
+                    track.status = TrackStatus::Closed;
+                }
+            }
+            Kind::VisibilityChanged(p) => {
+                let index = usize::try_from(p.target_version).unwrap_or(usize::MAX);
+                if let Some(meta) = index.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
+                    meta.visibility = normalise(p.visibility.as_ref());
+                }
+            }
+            Kind::GoodsDetained(p) => {
+                self.detentions.insert(p.detention_id.clone(), Detention::default());
+            }
+            Kind::DetentionReleased(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.released = true;
+                }
+            }
+            Kind::RightsHolderNotified(_) => {}
+            Kind::InfringementDetermined(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.infringing = Some(p.infringing);
+                }
+            }
+            Kind::GoodsConfiscated(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.confiscated = true;
+                }
+            }
+            Kind::InfringementAssessed(p) => {
+                self.assessments.insert(p.assessment_id.clone());
+            }
+            Kind::MediationConcluded(p) => self.mediation = Some(p.settled),
+            Kind::PreExaminationRequested(p) => {
+                self.pre_examinations.insert(p.pre_examination_id.clone(), false);
+            }
+            Kind::PreExaminationCompleted(p) => {
+                self.pre_examinations.insert(p.pre_examination_id.clone(), true);
+            }
+            Kind::InvestigationFiled(_) => self.investigation_filed = Some(true),
+            Kind::InvestigationDeclined(_) => self.investigation_filed = Some(false),
+            Kind::SuspectDetained(p) => {
+                self.detained_suspects.insert(p.party_id.clone());
+            }
+            Kind::InvestigationConcluded(_) => self.investigation_concluded = true,
+            Kind::ArrestApproved(p) => self.answer(&p.handoff_id),
+            Kind::ArrestDenied(p) => self.answer(&p.handoff_id),
+            Kind::IndictmentFiled(p) => self.answer(&p.handoff_id),
+            Kind::NonProsecutionDecided(p) => self.answer(&p.handoff_id),
+            Kind::CaseDocketed(p) => self.docketed = Some(p.court_case_number.clone()),
+            Kind::PreliminaryInjunctionIssued(_) => self.injunctions += 1,
+            Kind::HearingScheduled(p) => {
+                self.hearings.insert(p.hearing_id.clone(), Hearing { held: false });
+            }
+            Kind::HearingHeld(p) => {
+                if let Some(h) = self.hearings.get_mut(&p.hearing_id) {
+                    h.held = true;
+                }
+            }
+            Kind::JudgmentIssued(p) => {
+                self.judgment = Some(Judgment {
+                    number: p.judgment_number.clone(),
+                    issued_at: at,
+                    appealed: false,
+                    effective: false,
+                });
+            }
+            Kind::AppealFiled(_) => {
+                if let Some(j) = &mut self.judgment {
+                    j.appealed = true;
+                }
+            }
+            Kind::JudgmentEffective(_) => {
+                if let Some(j) = &mut self.judgment {
+                    j.effective = true;
+                }
+            }
+        }
+    }
+
+    fn open_track(&mut self, agency: Agency, office: &OfficeId, at: OffsetDateTime) {
+        let track = self.tracks.entry(agency).or_insert_with(|| Track {
+            agency,
+            office: office.clone(),
+            status: TrackStatus::Active,
+            opened_at: at,
+        });
+        if track.status == TrackStatus::Closed {
+            track.status = TrackStatus::Active;
+            track.office = office.clone();
+            track.opened_at = at;
+        }
+    }
+
+    fn move_handoff(&mut self, handoff_id: &str, to: HandoffStatus) {
+        if let Some(h) = self.handoffs.get_mut(handoff_id) {
+            // Only forward: a stale or repeated answer never moves a hand-off back.
+            if to.rank() > h.status.rank() {
+                h.status = to;
+            }
+        }
+    }
+
+    fn answer(&mut self, handoff_id: &str) {
+        if let Some(h) = self.handoffs.get_mut(handoff_id) {
+            h.answered = true;
+        }
+    }
+}
