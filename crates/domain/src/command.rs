@@ -36,12 +36,12 @@ impl Command {
 
 /// Tells the rules which offices exist (the office registry, seen through a trait so the
 /// domain stays free of I/O).
-pub trait OfficeDirectory {
+pub trait OfficeDirectory: Send + Sync {
     /// Whether `office` is registered.
     fn is_registered(&self, office: &OfficeId) -> bool;
 }
 
-impl<F: Fn(&OfficeId) -> bool> OfficeDirectory for F {
+impl<F: Fn(&OfficeId) -> bool + Send + Sync> OfficeDirectory for F {
     fn is_registered(&self, office: &OfficeId) -> bool {
         self(office)
     }

@@ -47,9 +47,15 @@ fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), Reje
     }
     let len = value.chars().count();
     if len > max {
-        return Err(invalid(field, format!("is {len} characters long; at most {max} are allowed")));
+        return Err(invalid(
+            field,
+            format!("is {len} characters long; at most {max} are allowed"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(invalid(field, "contains control characters"));
     }
     Ok(())
@@ -61,7 +67,13 @@ fn local_id(field: &str, value: &str) -> Result<(), Rejection> {
 
 fn items<T>(field: &str, list: &[T]) -> Result<(), Rejection> {
     if list.len() > MAX_ITEMS {
-        return Err(invalid(field, format!("has {} entries; at most {MAX_ITEMS} are allowed", list.len())));
+        return Err(invalid(
+            field,
+            format!(
+                "has {} entries; at most {MAX_ITEMS} are allowed",
+                list.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -75,8 +87,12 @@ fn known_agency(field: &str, raw: i32) -> Result<Agency, Rejection> {
 }
 
 fn validate_visibility(v: &Visibility) -> Result<Visibility, Rejection> {
-    let kind = VisibilityKind::try_from(v.kind)
-        .map_err(|_| invalid("visibility.kind", format!("unknown visibility kind {}", v.kind)))?;
+    let kind = VisibilityKind::try_from(v.kind).map_err(|_| {
+        invalid(
+            "visibility.kind",
+            format!("unknown visibility kind {}", v.kind),
+        )
+    })?;
     items("visibility.agencies", &v.agencies)?;
     for (i, a) in v.agencies.iter().enumerate() {
         known_agency(&format!("visibility.agencies[{i}]"), *a)?;
@@ -103,21 +119,48 @@ fn validate_party(field: &str, party: &Party) -> Result<(), Rejection> {
     local_id(&format!("{field}.party_id"), &party.party_id)?;
     match PartyRole::try_from(party.role) {
         Ok(PartyRole::Unspecified) => return Err(invalid(format!("{field}.role"), "is required")),
-        Err(_) => return Err(invalid(format!("{field}.role"), format!("unknown role {}", party.role))),
+        Err(_) => {
+            return Err(invalid(
+                format!("{field}.role"),
+                format!("unknown role {}", party.role),
+            ));
+        }
         Ok(_) => {}
     }
     text(&format!("{field}.name"), &party.name, SHORT, true)?;
-    text(&format!("{field}.identifier"), &party.identifier, SHORT, false)?;
-    text(&format!("{field}.description"), &party.description, LONG, false)
+    text(
+        &format!("{field}.identifier"),
+        &party.identifier,
+        SHORT,
+        false,
+    )?;
+    text(
+        &format!("{field}.description"),
+        &party.description,
+        LONG,
+        false,
+    )
 }
 
 fn validate_right(field: &str, right: &IpRight) -> Result<(), Rejection> {
     match IpRightKind::try_from(right.kind) {
-        Ok(IpRightKind::Unspecified) => return Err(invalid(format!("{field}.kind"), "is required")),
-        Err(_) => return Err(invalid(format!("{field}.kind"), format!("unknown kind {}", right.kind))),
+        Ok(IpRightKind::Unspecified) => {
+            return Err(invalid(format!("{field}.kind"), "is required"));
+        }
+        Err(_) => {
+            return Err(invalid(
+                format!("{field}.kind"),
+                format!("unknown kind {}", right.kind),
+            ));
+        }
         Ok(_) => {}
     }
-    text(&format!("{field}.registration_number"), &right.registration_number, SHORT, false)?;
+    text(
+        &format!("{field}.registration_number"),
+        &right.registration_number,
+        SHORT,
+        false,
+    )?;
     text(&format!("{field}.holder"), &right.holder, SHORT, false)?;
     text(&format!("{field}.title"), &right.title, SHORT, false)
 }
@@ -226,14 +269,14 @@ pub fn decide(state: &CaseState, cmd: &Command, ctx: &Context<'_>) -> Result<Dec
             case_id: case.to_owned(),
         });
     }
-    if let Some(owner) = owner(&payload) {
-        if owner != agency {
-            return Err(Rejection::NotPermitted {
-                agency: agency_name(agency),
-                action: action(&payload),
-                reason: format!("only {} records this", agency_name(owner)),
-            });
-        }
+    if let Some(owner) = owner(&payload)
+        && owner != agency
+    {
+        return Err(Rejection::NotPermitted {
+            agency: agency_name(agency),
+            action: action(&payload),
+            reason: format!("only {} records this", agency_name(owner)),
+        });
     }
     check_state(state, cmd, &mut payload, ctx)?;
     Ok(Decision {
@@ -247,13 +290,25 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
     match payload {
         Kind::CaseOpened(p) => {
             match CaseType::try_from(p.case_type) {
-                Ok(CaseType::Unspecified) => return Err(invalid("case_opened.case_type", "is required")),
-                Err(_) => return Err(invalid("case_opened.case_type", format!("unknown case type {}", p.case_type))),
+                Ok(CaseType::Unspecified) => {
+                    return Err(invalid("case_opened.case_type", "is required"));
+                }
+                Err(_) => {
+                    return Err(invalid(
+                        "case_opened.case_type",
+                        format!("unknown case type {}", p.case_type),
+                    ));
+                }
                 Ok(_) => {}
             }
             text("case_opened.title", &p.title, SHORT, true)?;
             text("case_opened.summary", &p.summary, LONG, false)?;
-            text("case_opened.local_case_number", &p.local_case_number, 64, false)?;
+            text(
+                "case_opened.local_case_number",
+                &p.local_case_number,
+                64,
+                false,
+            )?;
             items("case_opened.rights", &p.rights)?;
             items("case_opened.parties", &p.parties)?;
             for (i, r) in p.rights.iter().enumerate() {
@@ -263,7 +318,10 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             for (i, party) in p.parties.iter().enumerate() {
                 validate_party(&format!("case_opened.parties[{i}]"), party)?;
                 if !seen.insert(&party.party_id) {
-                    return Err(invalid(format!("case_opened.parties[{i}].party_id"), format!("{} is listed twice", party.party_id)));
+                    return Err(invalid(
+                        format!("case_opened.parties[{i}].party_id"),
+                        format!("{} is listed twice", party.party_id),
+                    ));
                 }
             }
         }
@@ -275,7 +333,13 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             local_id("evidence_recorded.evidence_id", &p.evidence_id)?;
             text("evidence_recorded.description", &p.description, LONG, true)?;
             if p.content_sha256.len() != 32 {
-                return Err(invalid("evidence_recorded.content_sha256", format!("must be 32 bytes (SHA-256), found {}", p.content_sha256.len())));
+                return Err(invalid(
+                    "evidence_recorded.content_sha256",
+                    format!(
+                        "must be 32 bytes (SHA-256), found {}",
+                        p.content_sha256.len()
+                    ),
+                ));
             }
             text("evidence_recorded.location", &p.location, 2048, true)?;
             text("evidence_recorded.media_type", &p.media_type, 128, false)?;
@@ -283,32 +347,53 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         Kind::NoteAdded(p) => text("note_added.text", &p.text, LONG, true)?,
         Kind::ReferenceLinked(p) => {
             known_agency("reference_linked.agency", p.agency)?;
-            text("reference_linked.local_case_number", &p.local_case_number, 64, true)?;
+            text(
+                "reference_linked.local_case_number",
+                &p.local_case_number,
+                64,
+                true,
+            )?;
         }
         Kind::HandoffRequested(p) => {
             local_id("handoff_requested.handoff_id", &p.handoff_id)?;
             match HandoffKind::try_from(p.kind) {
-                Ok(HandoffKind::Unspecified) => return Err(invalid("handoff_requested.kind", "is required")),
-                Err(_) => return Err(invalid("handoff_requested.kind", format!("unknown hand-off kind {}", p.kind))),
+                Ok(HandoffKind::Unspecified) => {
+                    return Err(invalid("handoff_requested.kind", "is required"));
+                }
+                Err(_) => {
+                    return Err(invalid(
+                        "handoff_requested.kind",
+                        format!("unknown hand-off kind {}", p.kind),
+                    ));
+                }
                 Ok(_) => {}
             }
             known_agency("handoff_requested.to_agency", p.to_agency)?;
             text("handoff_requested.reason", &p.reason, LONG, true)?;
             if p.due_at.is_some() {
-                return Err(invalid("handoff_requested.due_at", "is computed from the deadline rules; leave it unset"));
+                return Err(invalid(
+                    "handoff_requested.due_at",
+                    "is computed from the deadline rules; leave it unset",
+                ));
             }
             items("handoff_requested.evidence_ids", &p.evidence_ids)?;
             for (i, e) in p.evidence_ids.iter().enumerate() {
                 local_id(&format!("handoff_requested.evidence_ids[{i}]"), e)?;
             }
             if !p.to_office_id.is_empty() {
-                OfficeId::new(&p.to_office_id).map_err(|e| invalid("handoff_requested.to_office_id", e.to_string()))?;
+                OfficeId::new(&p.to_office_id)
+                    .map_err(|e| invalid("handoff_requested.to_office_id", e.to_string()))?;
             }
         }
         Kind::HandoffAcknowledged(p) => local_id("handoff_acknowledged.handoff_id", &p.handoff_id)?,
         Kind::HandoffAccepted(p) => {
             local_id("handoff_accepted.handoff_id", &p.handoff_id)?;
-            text("handoff_accepted.local_case_number", &p.local_case_number, 64, false)?;
+            text(
+                "handoff_accepted.local_case_number",
+                &p.local_case_number,
+                64,
+                false,
+            )?;
         }
         Kind::HandoffDeclined(p) => {
             local_id("handoff_declined.handoff_id", &p.handoff_id)?;
@@ -317,7 +402,10 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         Kind::TrackClosed(p) => text("track_closed.reason", &p.reason, LONG, true)?,
         Kind::VisibilityChanged(p) => {
             if p.target_version == 0 {
-                return Err(invalid("visibility_changed.target_version", "must be 1 or more"));
+                return Err(invalid(
+                    "visibility_changed.target_version",
+                    "must be 1 or more",
+                ));
             }
             match &p.visibility {
                 Some(v) => {
@@ -332,7 +420,12 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             text("goods_detained.description", &p.description, LONG, true)?;
             text("goods_detained.quantity", &p.quantity, SHORT, false)?;
             text("goods_detained.port", &p.port, SHORT, false)?;
-            text("goods_detained.declaration_number", &p.declaration_number, 64, false)?;
+            text(
+                "goods_detained.declaration_number",
+                &p.declaration_number,
+                64,
+                false,
+            )?;
         }
         Kind::DetentionReleased(p) => {
             local_id("detention_released.detention_id", &p.detention_id)?;
@@ -340,7 +433,10 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         }
         Kind::RightsHolderNotified(p) => {
             local_id("rights_holder_notified.detention_id", &p.detention_id)?;
-            local_id("rights_holder_notified.rights_holder_party_id", &p.rights_holder_party_id)?;
+            local_id(
+                "rights_holder_notified.rights_holder_party_id",
+                &p.rights_holder_party_id,
+            )?;
         }
         Kind::InfringementDetermined(p) => {
             local_id("infringement_determined.detention_id", &p.detention_id)?;
@@ -359,29 +455,63 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         }
         Kind::MediationConcluded(p) => text("mediation_concluded.terms", &p.terms, LONG, false)?,
         Kind::PreExaminationRequested(p) => {
-            local_id("pre_examination_requested.pre_examination_id", &p.pre_examination_id)?;
-            text("pre_examination_requested.application_number", &p.application_number, 64, true)?;
+            local_id(
+                "pre_examination_requested.pre_examination_id",
+                &p.pre_examination_id,
+            )?;
+            text(
+                "pre_examination_requested.application_number",
+                &p.application_number,
+                64,
+                true,
+            )?;
             match IpRightKind::try_from(p.patent_kind) {
-                Ok(IpRightKind::InventionPatent | IpRightKind::UtilityModelPatent | IpRightKind::DesignPatent) => {}
-                _ => return Err(invalid("pre_examination_requested.patent_kind", "must be a patent kind (invention, utility model or design)")),
+                Ok(
+                    IpRightKind::InventionPatent
+                    | IpRightKind::UtilityModelPatent
+                    | IpRightKind::DesignPatent,
+                ) => {}
+                _ => {
+                    return Err(invalid(
+                        "pre_examination_requested.patent_kind",
+                        "must be a patent kind (invention, utility model or design)",
+                    ));
+                }
             }
         }
         Kind::PreExaminationCompleted(p) => {
-            local_id("pre_examination_completed.pre_examination_id", &p.pre_examination_id)?;
+            local_id(
+                "pre_examination_completed.pre_examination_id",
+                &p.pre_examination_id,
+            )?;
             text("pre_examination_completed.notes", &p.notes, LONG, false)?;
         }
         Kind::InvestigationFiled(p) => {
-            text("investigation_filed.police_case_number", &p.police_case_number, 64, true)?;
-            text("investigation_filed.suspected_offence", &p.suspected_offence, SHORT, true)?;
+            text(
+                "investigation_filed.police_case_number",
+                &p.police_case_number,
+                64,
+                true,
+            )?;
+            text(
+                "investigation_filed.suspected_offence",
+                &p.suspected_offence,
+                SHORT,
+                true,
+            )?;
             text("investigation_filed.basis", &p.basis, LONG, false)?;
         }
-        Kind::InvestigationDeclined(p) => text("investigation_declined.reason", &p.reason, LONG, true)?,
+        Kind::InvestigationDeclined(p) => {
+            text("investigation_declined.reason", &p.reason, LONG, true)?
+        }
         Kind::SuspectDetained(p) => {
             local_id("suspect_detained.party_id", &p.party_id)?;
             text("suspect_detained.measure", &p.measure, SHORT, true)?;
             text("suspect_detained.location", &p.location, SHORT, false)?;
         }
-        Kind::InvestigationConcluded(p) => text("investigation_concluded.findings", &p.findings, LONG, true)?,
+        Kind::InvestigationConcluded(p) => {
+            text("investigation_concluded.findings", &p.findings, LONG, true)?
+        }
         Kind::ArrestApproved(p) => {
             local_id("arrest_approved.handoff_id", &p.handoff_id)?;
             local_id("arrest_approved.party_id", &p.party_id)?;
@@ -393,12 +523,23 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         }
         Kind::IndictmentFiled(p) => {
             local_id("indictment_filed.handoff_id", &p.handoff_id)?;
-            text("indictment_filed.indictment_number", &p.indictment_number, 64, true)?;
+            text(
+                "indictment_filed.indictment_number",
+                &p.indictment_number,
+                64,
+                true,
+            )?;
             text("indictment_filed.charges", &p.charges, LONG, true)?;
             if p.defendant_party_ids.is_empty() {
-                return Err(invalid("indictment_filed.defendant_party_ids", "needs at least one defendant"));
+                return Err(invalid(
+                    "indictment_filed.defendant_party_ids",
+                    "needs at least one defendant",
+                ));
             }
-            items("indictment_filed.defendant_party_ids", &p.defendant_party_ids)?;
+            items(
+                "indictment_filed.defendant_party_ids",
+                &p.defendant_party_ids,
+            )?;
             for (i, d) in p.defendant_party_ids.iter().enumerate() {
                 local_id(&format!("indictment_filed.defendant_party_ids[{i}]"), d)?;
             }
@@ -408,21 +549,47 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             text("non_prosecution_decided.reason", &p.reason, LONG, true)?;
         }
         Kind::CaseDocketed(p) => {
-            text("case_docketed.court_case_number", &p.court_case_number, 64, true)?;
+            text(
+                "case_docketed.court_case_number",
+                &p.court_case_number,
+                64,
+                true,
+            )?;
             match Procedure::try_from(p.procedure) {
-                Ok(Procedure::Unspecified) => return Err(invalid("case_docketed.procedure", "is required")),
-                Err(_) => return Err(invalid("case_docketed.procedure", format!("unknown procedure {}", p.procedure))),
+                Ok(Procedure::Unspecified) => {
+                    return Err(invalid("case_docketed.procedure", "is required"));
+                }
+                Err(_) => {
+                    return Err(invalid(
+                        "case_docketed.procedure",
+                        format!("unknown procedure {}", p.procedure),
+                    ));
+                }
                 Ok(_) => {}
             }
-            text("case_docketed.presiding_judge", &p.presiding_judge, SHORT, false)?;
+            text(
+                "case_docketed.presiding_judge",
+                &p.presiding_judge,
+                SHORT,
+                false,
+            )?;
         }
         Kind::PreliminaryInjunctionIssued(p) => {
-            text("preliminary_injunction_issued.order_number", &p.order_number, 64, true)?;
+            text(
+                "preliminary_injunction_issued.order_number",
+                &p.order_number,
+                64,
+                true,
+            )?;
             text("preliminary_injunction_issued.scope", &p.scope, LONG, true)?;
         }
         Kind::HearingScheduled(p) => {
             local_id("hearing_scheduled.hearing_id", &p.hearing_id)?;
-            if p.scheduled_for.as_ref().and_then(casebus_proto::datetime_from).is_none() {
+            if p.scheduled_for
+                .as_ref()
+                .and_then(casebus_proto::datetime_from)
+                .is_none()
+            {
                 return Err(invalid("hearing_scheduled.scheduled_for", "is required"));
             }
             text("hearing_scheduled.location", &p.location, SHORT, false)?;
@@ -432,7 +599,12 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             text("hearing_held.summary", &p.summary, LONG, false)?;
         }
         Kind::JudgmentIssued(p) => {
-            text("judgment_issued.judgment_number", &p.judgment_number, 64, true)?;
+            text(
+                "judgment_issued.judgment_number",
+                &p.judgment_number,
+                64,
+                true,
+            )?;
             text("judgment_issued.outcome", &p.outcome, LONG, true)?;
             text("judgment_issued.summary", &p.summary, LONG, false)?;
         }
@@ -441,7 +613,12 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             text("appeal_filed.grounds", &p.grounds, LONG, true)?;
         }
         Kind::JudgmentEffective(p) => {
-            text("judgment_effective.judgment_number", &p.judgment_number, 64, true)?;
+            text(
+                "judgment_effective.judgment_number",
+                &p.judgment_number,
+                64,
+                true,
+            )?;
         }
     }
     Ok(())
@@ -453,7 +630,11 @@ fn need_track(state: &CaseState, cmd: &Command) -> Result<(), Rejection> {
         Some(t) if t.status == crate::state::TrackStatus::Active => Ok(()),
         Some(_) => Err(precondition(
             "track_open",
-            format!("the {} track of case {} is closed", agency_name(agency), cmd.case_id),
+            format!(
+                "the {} track of case {} is closed",
+                agency_name(agency),
+                cmd.case_id
+            ),
         )),
         None => Err(precondition(
             "track_open",
@@ -470,7 +651,10 @@ fn need_party(state: &CaseState, field: &str, party_id: &str) -> Result<(), Reje
     if state.parties.contains_key(party_id) {
         Ok(())
     } else {
-        Err(precondition("party_known", format!("{field}: no party {party_id} in the case; add it first")))
+        Err(precondition(
+            "party_known",
+            format!("{field}: no party {party_id} in the case; add it first"),
+        ))
     }
 }
 
@@ -484,7 +668,10 @@ fn need_accepted_handoff(
     rule: &'static str,
 ) -> Result<(), Rejection> {
     let Some(h) = state.handoffs.get(handoff_id) else {
-        return Err(precondition(rule, format!("no hand-off {handoff_id} in case {}", cmd.case_id)));
+        return Err(precondition(
+            rule,
+            format!("no hand-off {handoff_id} in case {}", cmd.case_id),
+        ));
     };
     if !kinds.contains(&h.kind) {
         return Err(precondition(
@@ -495,11 +682,17 @@ fn need_accepted_handoff(
     if h.to_agency != cmd.agency() || h.status != HandoffStatus::Accepted {
         return Err(precondition(
             rule,
-            format!("hand-off {handoff_id} must first be accepted by {}", agency_name(cmd.agency())),
+            format!(
+                "hand-off {handoff_id} must first be accepted by {}",
+                agency_name(cmd.agency())
+            ),
         ));
     }
     if h.answered {
-        return Err(precondition(rule, format!("hand-off {handoff_id} was answered already")));
+        return Err(precondition(
+            rule,
+            format!("hand-off {handoff_id} was answered already"),
+        ));
     }
     Ok(())
 }
@@ -538,7 +731,11 @@ fn check_state(
         | Kind::NoteAdded(_)
         | Kind::TrackClosed(_) => {}
         Kind::PartyAdded(p) => {
-            let id = p.party.as_ref().map(|x| x.party_id.clone()).unwrap_or_default();
+            let id = p
+                .party
+                .as_ref()
+                .map(|x| x.party_id.clone())
+                .unwrap_or_default();
             if state.parties.contains_key(&id) {
                 return Err(exists(format!("party {id}")));
             }
@@ -561,7 +758,11 @@ fn check_state(
                 .iter()
                 .any(|r| r.agency == agency && r.number == p.local_case_number)
             {
-                return Err(exists(format!("reference {} of {}", p.local_case_number, agency_name(agency))));
+                return Err(exists(format!(
+                    "reference {} of {}",
+                    p.local_case_number,
+                    agency_name(agency)
+                )));
             }
         }
         Kind::HandoffRequested(p) => {
@@ -581,7 +782,11 @@ fn check_state(
             if to == agency || !receivers.contains(&to) {
                 return Err(precondition(
                     "handoff_route",
-                    format!("a {kind:?} hand-off cannot go from {} to {}", agency_name(agency), agency_name(to)),
+                    format!(
+                        "a {kind:?} hand-off cannot go from {} to {}",
+                        agency_name(agency),
+                        agency_name(to)
+                    ),
                 ));
             }
             if !p.to_office_id.is_empty() {
@@ -601,15 +806,24 @@ fn check_state(
             }
             for e in &p.evidence_ids {
                 if !state.evidence.contains(e) {
-                    return Err(precondition("evidence_known", format!("no evidence {e} in case {case}")));
+                    return Err(precondition(
+                        "evidence_known",
+                        format!("no evidence {e} in case {case}"),
+                    ));
                 }
             }
             match kind {
                 HandoffKind::ArrestApprovalRequest if state.investigation_filed != Some(true) => {
-                    return Err(precondition("investigation_filed", "file the investigation before asking for arrest approval"));
+                    return Err(precondition(
+                        "investigation_filed",
+                        "file the investigation before asking for arrest approval",
+                    ));
                 }
                 HandoffKind::ProsecutionTransfer if !state.investigation_concluded => {
-                    return Err(precondition("investigation_concluded", "conclude the investigation before transferring for prosecution"));
+                    return Err(precondition(
+                        "investigation_concluded",
+                        "conclude the investigation before transferring for prosecution",
+                    ));
                 }
                 HandoffKind::SupplementaryInvestigation => {
                     let pending = state.handoffs.values().any(|h| {
@@ -619,19 +833,29 @@ fn check_state(
                             && !h.answered
                     });
                     if !pending {
-                        return Err(precondition("prosecution_review_pending", "only a case under prosecution review can be returned for supplementary investigation"));
+                        return Err(precondition(
+                            "prosecution_review_pending",
+                            "only a case under prosecution review can be returned for supplementary investigation",
+                        ));
                     }
                 }
                 HandoffKind::PublicProsecution => {
-                    let indicted = state.handoffs.values().any(|h| {
-                        h.kind == HandoffKind::ProsecutionTransfer && h.answered
-                    });
+                    let indicted = state
+                        .handoffs
+                        .values()
+                        .any(|h| h.kind == HandoffKind::ProsecutionTransfer && h.answered);
                     if !indicted {
-                        return Err(precondition("indictment_filed", "file the indictment before the public prosecution"));
+                        return Err(precondition(
+                            "indictment_filed",
+                            "file the indictment before the public prosecution",
+                        ));
                     }
                 }
                 HandoffKind::JudgmentNotice if state.judgment.is_none() => {
-                    return Err(precondition("judgment_issued", "issue the judgment before notifying it"));
+                    return Err(precondition(
+                        "judgment_issued",
+                        "issue the judgment before notifying it",
+                    ));
                 }
                 _ => {}
             }
@@ -639,7 +863,9 @@ fn check_state(
             p.due_at = Some(timestamp_from(cmd.occurred_at + period));
         }
         Kind::VisibilityChanged(p) => {
-            let index = usize::try_from(p.target_version).ok().and_then(|v| v.checked_sub(1));
+            let index = usize::try_from(p.target_version)
+                .ok()
+                .and_then(|v| v.checked_sub(1));
             let Some(meta) = index.and_then(|i| state.events.get(i)) else {
                 return Err(invalid(
                     "visibility_changed.target_version",
@@ -650,7 +876,10 @@ fn check_state(
                 return Err(Rejection::NotPermitted {
                     agency: agency_name(agency),
                     action: "change the visibility of another office's event".into(),
-                    reason: format!("version {} was recorded by {}", p.target_version, meta.office),
+                    reason: format!(
+                        "version {} was recorded by {}",
+                        p.target_version, meta.office
+                    ),
                 });
             }
         }
@@ -662,29 +891,63 @@ fn check_state(
         Kind::DetentionReleased(p) => {
             let d = detention(state, &p.detention_id)?;
             if d.released || d.confiscated {
-                return Err(precondition("detention_active", format!("detention {} is released or confiscated already", p.detention_id)));
+                return Err(precondition(
+                    "detention_active",
+                    format!(
+                        "detention {} is released or confiscated already",
+                        p.detention_id
+                    ),
+                ));
             }
         }
         Kind::RightsHolderNotified(p) => {
             detention(state, &p.detention_id)?;
-            need_party(state, "rights_holder_notified.rights_holder_party_id", &p.rights_holder_party_id)?;
+            need_party(
+                state,
+                "rights_holder_notified.rights_holder_party_id",
+                &p.rights_holder_party_id,
+            )?;
         }
         Kind::InfringementDetermined(p) => {
             let d = detention(state, &p.detention_id)?;
             if d.released || d.confiscated {
-                return Err(precondition("detention_active", format!("detention {} is released or confiscated already", p.detention_id)));
+                return Err(precondition(
+                    "detention_active",
+                    format!(
+                        "detention {} is released or confiscated already",
+                        p.detention_id
+                    ),
+                ));
             }
             if d.infringing.is_some() {
-                return Err(precondition("not_determined_yet", format!("infringement for detention {} was determined already", p.detention_id)));
+                return Err(precondition(
+                    "not_determined_yet",
+                    format!(
+                        "infringement for detention {} was determined already",
+                        p.detention_id
+                    ),
+                ));
             }
         }
         Kind::GoodsConfiscated(p) => {
             let d = detention(state, &p.detention_id)?;
             if d.released || d.confiscated {
-                return Err(precondition("detention_active", format!("detention {} is released or confiscated already", p.detention_id)));
+                return Err(precondition(
+                    "detention_active",
+                    format!(
+                        "detention {} is released or confiscated already",
+                        p.detention_id
+                    ),
+                ));
             }
             if d.infringing != Some(true) {
-                return Err(precondition("determined_infringing", format!("goods of detention {} must first be determined infringing", p.detention_id)));
+                return Err(precondition(
+                    "determined_infringing",
+                    format!(
+                        "goods of detention {} must first be determined infringing",
+                        p.detention_id
+                    ),
+                ));
             }
         }
         Kind::InfringementAssessed(p) => {
@@ -693,14 +956,25 @@ fn check_state(
             }
             if !p.handoff_id.is_empty() {
                 let h = state.handoffs.get(&p.handoff_id);
-                if !h.is_some_and(|h| h.to_agency == Agency::IpCenter && h.status == HandoffStatus::Accepted) {
-                    return Err(precondition("handoff_accepted", format!("hand-off {} is not an accepted request to the IP center", p.handoff_id)));
+                if !h.is_some_and(|h| {
+                    h.to_agency == Agency::IpCenter && h.status == HandoffStatus::Accepted
+                }) {
+                    return Err(precondition(
+                        "handoff_accepted",
+                        format!(
+                            "hand-off {} is not an accepted request to the IP center",
+                            p.handoff_id
+                        ),
+                    ));
                 }
             }
         }
         Kind::MediationConcluded(_) => {
             if state.mediation.is_some() {
-                return Err(precondition("mediation_open", "mediation was concluded already"));
+                return Err(precondition(
+                    "mediation_open",
+                    "mediation was concluded already",
+                ));
             }
         }
         Kind::PreExaminationRequested(p) => {
@@ -708,43 +982,90 @@ fn check_state(
                 return Err(exists(format!("pre-examination {}", p.pre_examination_id)));
             }
         }
-        Kind::PreExaminationCompleted(p) => match state.pre_examinations.get(&p.pre_examination_id) {
-            None => return Err(precondition("pre_examination_requested", format!("no pre-examination {} was requested", p.pre_examination_id))),
-            Some(true) => return Err(precondition("pre_examination_open", format!("pre-examination {} is completed already", p.pre_examination_id))),
+        Kind::PreExaminationCompleted(p) => match state.pre_examinations.get(&p.pre_examination_id)
+        {
+            None => {
+                return Err(precondition(
+                    "pre_examination_requested",
+                    format!("no pre-examination {} was requested", p.pre_examination_id),
+                ));
+            }
+            Some(true) => {
+                return Err(precondition(
+                    "pre_examination_open",
+                    format!(
+                        "pre-examination {} is completed already",
+                        p.pre_examination_id
+                    ),
+                ));
+            }
             Some(false) => {}
         },
         Kind::InvestigationFiled(_) | Kind::InvestigationDeclined(_) => {
             if state.investigation_filed.is_some() {
-                return Err(precondition("investigation_undecided", "the police decided on filing already"));
+                return Err(precondition(
+                    "investigation_undecided",
+                    "the police decided on filing already",
+                ));
             }
         }
         Kind::SuspectDetained(p) => {
             if state.investigation_filed != Some(true) || state.investigation_concluded {
-                return Err(precondition("investigation_open", "a suspect can be detained only during a filed, unconcluded investigation"));
+                return Err(precondition(
+                    "investigation_open",
+                    "a suspect can be detained only during a filed, unconcluded investigation",
+                ));
             }
             need_party(state, "suspect_detained.party_id", &p.party_id)?;
         }
         Kind::InvestigationConcluded(_) => {
             if state.investigation_filed != Some(true) || state.investigation_concluded {
-                return Err(precondition("investigation_open", "only a filed, unconcluded investigation can be concluded"));
+                return Err(precondition(
+                    "investigation_open",
+                    "only a filed, unconcluded investigation can be concluded",
+                ));
             }
         }
         Kind::ArrestApproved(p) => {
-            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ArrestApprovalRequest], "arrest_request_accepted")?;
+            need_accepted_handoff(
+                state,
+                cmd,
+                &p.handoff_id,
+                &[HandoffKind::ArrestApprovalRequest],
+                "arrest_request_accepted",
+            )?;
             need_party(state, "arrest_approved.party_id", &p.party_id)?;
         }
         Kind::ArrestDenied(p) => {
-            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ArrestApprovalRequest], "arrest_request_accepted")?;
+            need_accepted_handoff(
+                state,
+                cmd,
+                &p.handoff_id,
+                &[HandoffKind::ArrestApprovalRequest],
+                "arrest_request_accepted",
+            )?;
             need_party(state, "arrest_denied.party_id", &p.party_id)?;
         }
         Kind::IndictmentFiled(p) => {
-            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ProsecutionTransfer], "prosecution_transfer_accepted")?;
+            need_accepted_handoff(
+                state,
+                cmd,
+                &p.handoff_id,
+                &[HandoffKind::ProsecutionTransfer],
+                "prosecution_transfer_accepted",
+            )?;
             for d in &p.defendant_party_ids {
                 need_party(state, "indictment_filed.defendant_party_ids", d)?;
             }
         }
         Kind::NonProsecutionDecided(p) => {
-            need_accepted_handoff(state, cmd, &p.handoff_id, &[HandoffKind::ProsecutionTransfer], "prosecution_transfer_accepted")?;
+            need_accepted_handoff(
+                state,
+                cmd,
+                &p.handoff_id,
+                &[HandoffKind::ProsecutionTransfer],
+                "prosecution_transfer_accepted",
+            )?;
         }
         Kind::CaseDocketed(_) => {
             if state.docketed.is_some() {
@@ -758,29 +1079,54 @@ fn check_state(
                 return Err(exists(format!("hearing {}", p.hearing_id)));
             }
             if state.judgment.as_ref().is_some_and(|j| j.effective) {
-                return Err(precondition("judgment_not_effective", "the judgment is effective; no further hearings"));
+                return Err(precondition(
+                    "judgment_not_effective",
+                    "the judgment is effective; no further hearings",
+                ));
             }
         }
         Kind::HearingHeld(p) => match state.hearings.get(&p.hearing_id) {
-            None => return Err(precondition("hearing_scheduled", format!("no hearing {} was scheduled", p.hearing_id))),
-            Some(h) if h.held => return Err(precondition("hearing_pending", format!("hearing {} was held already", p.hearing_id))),
+            None => {
+                return Err(precondition(
+                    "hearing_scheduled",
+                    format!("no hearing {} was scheduled", p.hearing_id),
+                ));
+            }
+            Some(h) if h.held => {
+                return Err(precondition(
+                    "hearing_pending",
+                    format!("hearing {} was held already", p.hearing_id),
+                ));
+            }
             Some(_) => {}
         },
         Kind::JudgmentIssued(_) => {
             need_docketed(state)?;
             if state.judgment.is_some() {
-                return Err(precondition("no_judgment_yet", "a judgment was issued already"));
+                return Err(precondition(
+                    "no_judgment_yet",
+                    "a judgment was issued already",
+                ));
             }
             if !state.hearings.values().any(|h| h.held) {
-                return Err(precondition("hearing_held", "hold a hearing before issuing the judgment"));
+                return Err(precondition(
+                    "hearing_held",
+                    "hold a hearing before issuing the judgment",
+                ));
             }
         }
         Kind::AppealFiled(p) => {
             let Some(j) = &state.judgment else {
-                return Err(precondition("judgment_issued", "there is no judgment to appeal"));
+                return Err(precondition(
+                    "judgment_issued",
+                    "there is no judgment to appeal",
+                ));
             };
             if j.effective {
-                return Err(precondition("judgment_not_effective", "the judgment is effective already"));
+                return Err(precondition(
+                    "judgment_not_effective",
+                    "the judgment is effective already",
+                ));
             }
             let deadline = j.issued_at + ctx.rules.appeal_period();
             if cmd.occurred_at > deadline {
@@ -789,17 +1135,30 @@ fn check_state(
                     format!("the appeal period ended at {}", fmt_time(deadline)),
                 ));
             }
-            need_party(state, "appeal_filed.appellant_party_id", &p.appellant_party_id)?;
+            need_party(
+                state,
+                "appeal_filed.appellant_party_id",
+                &p.appellant_party_id,
+            )?;
         }
         Kind::JudgmentEffective(p) => {
             let Some(j) = &state.judgment else {
-                return Err(precondition("judgment_issued", "there is no judgment to make effective"));
+                return Err(precondition(
+                    "judgment_issued",
+                    "there is no judgment to make effective",
+                ));
             };
             if j.effective {
-                return Err(precondition("judgment_not_effective", "the judgment is effective already"));
+                return Err(precondition(
+                    "judgment_not_effective",
+                    "the judgment is effective already",
+                ));
             }
             if j.number != p.judgment_number {
-                return Err(invalid("judgment_effective.judgment_number", format!("the judgment of this case is {}", j.number)));
+                return Err(invalid(
+                    "judgment_effective.judgment_number",
+                    format!("the judgment of this case is {}", j.number),
+                ));
             }
             let deadline = j.issued_at + ctx.rules.appeal_period();
             if !j.appealed && cmd.occurred_at <= deadline {
@@ -834,7 +1193,10 @@ fn answer_handoff(
     to: HandoffStatus,
 ) -> Result<(), Rejection> {
     let Some(h) = state.handoffs.get(handoff_id) else {
-        return Err(precondition("handoff_known", format!("no hand-off {handoff_id} in case {}", cmd.case_id)));
+        return Err(precondition(
+            "handoff_known",
+            format!("no hand-off {handoff_id} in case {}", cmd.case_id),
+        ));
     };
     let agency = cmd.agency();
     let addressed = h.to_agency == agency && h.to_office.as_ref().is_none_or(|o| *o == cmd.office);
@@ -854,7 +1216,11 @@ fn answer_handoff(
     };
     if !ok {
         return Err(precondition(
-            if to == HandoffStatus::Acknowledged { "handoff_unacknowledged" } else { "handoff_open" },
+            if to == HandoffStatus::Acknowledged {
+                "handoff_unacknowledged"
+            } else {
+                "handoff_open"
+            },
             format!("hand-off {handoff_id} is {:?} already", h.status),
         ));
     }

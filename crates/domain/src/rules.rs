@@ -126,13 +126,41 @@ impl DeadlineRules {
             toml::from_str(text).map_err(|e| RulesError::Parse(e.message().to_owned()))?;
         let mut rules = Self::default();
         let h = file.handoff_due;
-        set(&mut rules.suspected_crime_referral, "handoff_due.suspected_crime_referral", h.suspected_crime_referral)?;
-        set(&mut rules.assistance_request, "handoff_due.assistance_request", h.assistance_request)?;
-        set(&mut rules.arrest_approval_request, "handoff_due.arrest_approval_request", h.arrest_approval_request)?;
-        set(&mut rules.prosecution_transfer, "handoff_due.prosecution_transfer", h.prosecution_transfer)?;
-        set(&mut rules.supplementary_investigation, "handoff_due.supplementary_investigation", h.supplementary_investigation)?;
-        set(&mut rules.public_prosecution, "handoff_due.public_prosecution", h.public_prosecution)?;
-        set(&mut rules.judgment_notice, "handoff_due.judgment_notice", h.judgment_notice)?;
+        set(
+            &mut rules.suspected_crime_referral,
+            "handoff_due.suspected_crime_referral",
+            h.suspected_crime_referral,
+        )?;
+        set(
+            &mut rules.assistance_request,
+            "handoff_due.assistance_request",
+            h.assistance_request,
+        )?;
+        set(
+            &mut rules.arrest_approval_request,
+            "handoff_due.arrest_approval_request",
+            h.arrest_approval_request,
+        )?;
+        set(
+            &mut rules.prosecution_transfer,
+            "handoff_due.prosecution_transfer",
+            h.prosecution_transfer,
+        )?;
+        set(
+            &mut rules.supplementary_investigation,
+            "handoff_due.supplementary_investigation",
+            h.supplementary_investigation,
+        )?;
+        set(
+            &mut rules.public_prosecution,
+            "handoff_due.public_prosecution",
+            h.public_prosecution,
+        )?;
+        set(
+            &mut rules.judgment_notice,
+            "handoff_due.judgment_notice",
+            h.judgment_notice,
+        )?;
         set(&mut rules.appeal, "periods.appeal", file.periods.appeal)?;
         Ok(rules)
     }

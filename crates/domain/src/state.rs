@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 use casebus_proto::event::v1::payload::Kind;
-use casebus_proto::event::v1::{
-    Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind,
-};
+use casebus_proto::event::v1::{Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind};
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
 
 /// The view of a recorded, verified event that folding needs.
@@ -361,7 +359,9 @@ impl CaseState {
                     },
                 );
             }
-            Kind::HandoffAcknowledged(p) => self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged),
+            Kind::HandoffAcknowledged(p) => {
+                self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged)
+            }
             Kind::HandoffAccepted(p) => {
                 self.move_handoff(&p.handoff_id, HandoffStatus::Accepted);
                 self.open_track(agency, event.office, at);
@@ -386,7 +386,8 @@ impl CaseState {
                 }
             }
             Kind::GoodsDetained(p) => {
-                self.detentions.insert(p.detention_id.clone(), Detention::default());
+                self.detentions
+                    .insert(p.detention_id.clone(), Detention::default());
             }
             Kind::DetentionReleased(p) => {
                 if let Some(d) = self.detentions.get_mut(&p.detention_id) {
@@ -409,10 +410,12 @@ impl CaseState {
             }
             Kind::MediationConcluded(p) => self.mediation = Some(p.settled),
             Kind::PreExaminationRequested(p) => {
-                self.pre_examinations.insert(p.pre_examination_id.clone(), false);
+                self.pre_examinations
+                    .insert(p.pre_examination_id.clone(), false);
             }
             Kind::PreExaminationCompleted(p) => {
-                self.pre_examinations.insert(p.pre_examination_id.clone(), true);
+                self.pre_examinations
+                    .insert(p.pre_examination_id.clone(), true);
             }
             Kind::InvestigationFiled(_) => self.investigation_filed = Some(true),
             Kind::InvestigationDeclined(_) => self.investigation_filed = Some(false),
@@ -427,7 +430,8 @@ impl CaseState {
             Kind::CaseDocketed(p) => self.docketed = Some(p.court_case_number.clone()),
             Kind::PreliminaryInjunctionIssued(_) => self.injunctions += 1,
             Kind::HearingScheduled(p) => {
-                self.hearings.insert(p.hearing_id.clone(), Hearing { held: false });
+                self.hearings
+                    .insert(p.hearing_id.clone(), Hearing { held: false });
             }
             Kind::HearingHeld(p) => {
                 if let Some(h) = self.hearings.get_mut(&p.hearing_id) {

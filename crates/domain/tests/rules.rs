@@ -95,7 +95,7 @@ impl World {
         let stored = Stored {
             case_id: cmd.case_id.clone(),
             version,
-            event_id: EventId::derive(&cmd.office, &request),
+            event_id: EventId::derive(&cmd.office, &cmd.case_id, &request),
             office: cmd.office.clone(),
             occurred_at: cmd.occurred_at,
             visibility: decision.visibility,
@@ -184,7 +184,9 @@ fn handoff(id: &str, kind: HandoffKind, to: Agency) -> Kind {
 }
 
 fn ack(id: &str) -> Kind {
-    Kind::HandoffAcknowledged(HandoffAcknowledged { handoff_id: id.into() })
+    Kind::HandoffAcknowledged(HandoffAcknowledged {
+        handoff_id: id.into(),
+    })
 }
 
 fn accept(id: &str) -> Kind {
@@ -207,7 +209,14 @@ fn to_police() -> Vec<(&'static str, Kind)> {
     vec![
         (CUSTOMS, opened()),
         (CUSTOMS, detain()),
-        (CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
+        (
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
         (POLICE, ack("h1")),
         (POLICE, accept("h1")),
         (POLICE, file_investigation()),
@@ -224,7 +233,11 @@ fn opening_a_case_makes_version_one_with_the_openers_track() {
 
 #[test]
 fn opening_an_existing_case_is_already_exists() {
-    check(&[(CUSTOMS, opened())], (IPC, opened()), Err("already_exists"));
+    check(
+        &[(CUSTOMS, opened())],
+        (IPC, opened()),
+        Err("already_exists"),
+    );
 }
 
 #[test]
@@ -234,32 +247,63 @@ fn acting_on_a_case_that_does_not_exist_is_not_found() {
 
 #[test]
 fn another_agencys_action_is_not_permitted() {
-    check(&[(CUSTOMS, opened())], (IPC, detain()), Err("not_permitted"));
-    check(&to_police(), (POLICE, Kind::ArrestApproved(ArrestApproved { handoff_id: "h1".into(), party_id: "s1".into() })), Err("not_permitted"));
+    check(
+        &[(CUSTOMS, opened())],
+        (IPC, detain()),
+        Err("not_permitted"),
+    );
+    check(
+        &to_police(),
+        (
+            POLICE,
+            Kind::ArrestApproved(ArrestApproved {
+                handoff_id: "h1".into(),
+                party_id: "s1".into(),
+            }),
+        ),
+        Err("not_permitted"),
+    );
 }
 
 #[test]
 fn an_agency_without_a_track_must_accept_a_hand_off_first() {
-    check(&[(CUSTOMS, opened())], (POLICE, file_investigation()), Err("track_open"));
+    check(
+        &[(CUSTOMS, opened())],
+        (POLICE, file_investigation()),
+        Err("track_open"),
+    );
 }
 
 #[test]
 fn a_hand_off_gets_its_due_time_from_the_rules() {
     let world = check(
         &[(CUSTOMS, opened())],
-        (CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
+        (
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
         Ok(()),
     );
     let h = &world.state.handoffs["h1"];
     assert_eq!(h.due_at, Some(h.requested_at + time::Duration::days(3)));
     assert_eq!(h.status, HandoffStatus::Requested);
-    let Kind::HandoffRequested(p) = &world.log[1].payload else { panic!("not a hand-off") };
+    let Kind::HandoffRequested(p) = &world.log[1].payload else {
+        panic!("not a hand-off")
+    };
     assert_eq!(p.due_at.as_ref().and_then(datetime_from), h.due_at);
 }
 
 #[test]
 fn a_client_supplied_due_time_is_invalid() {
-    let mut payload = handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity);
+    let mut payload = handoff(
+        "h1",
+        HandoffKind::SuspectedCrimeReferral,
+        Agency::PublicSecurity,
+    );
     if let Kind::HandoffRequested(p) = &mut payload {
         p.due_at = Some(casebus_proto::timestamp_from(T0));
     }
@@ -270,35 +314,60 @@ fn a_client_supplied_due_time_is_invalid() {
 fn a_hand_off_must_follow_its_route() {
     check(
         &[(CUSTOMS, opened())],
-        (CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::Court)),
+        (
+            CUSTOMS,
+            handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::Court),
+        ),
         Err("handoff_route"),
     );
     check(
         &[(CUSTOMS, opened())],
-        (CUSTOMS, handoff("h1", HandoffKind::PublicProsecution, Agency::Court)),
+        (
+            CUSTOMS,
+            handoff("h1", HandoffKind::PublicProsecution, Agency::Court),
+        ),
         Err("not_permitted"),
     );
 }
 
 #[test]
 fn a_hand_off_to_an_unregistered_office_is_refused() {
-    let mut payload = handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity);
+    let mut payload = handoff(
+        "h1",
+        HandoffKind::SuspectedCrimeReferral,
+        Agency::PublicSecurity,
+    );
     if let Kind::HandoffRequested(p) = &mut payload {
         p.to_office_id = "public_security:unregistered".into();
     }
-    check(&[(CUSTOMS, opened())], (CUSTOMS, payload), Err("unknown_office"));
+    check(
+        &[(CUSTOMS, opened())],
+        (CUSTOMS, payload),
+        Err("unknown_office"),
+    );
 }
 
 #[test]
 fn an_unregistered_office_cannot_act() {
-    check(&[], ("customs:unregistered", opened()), Err("unknown_office"));
+    check(
+        &[],
+        ("customs:unregistered", opened()),
+        Err("unknown_office"),
+    );
 }
 
 #[test]
 fn only_the_addressee_answers_a_hand_off_and_only_forward() {
     let base = vec![
         (CUSTOMS, opened()),
-        (CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
+        (
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
     ];
     check(&base, (COURT, ack("h1")), Err("not_permitted"));
     let mut acked = base.clone();
@@ -309,7 +378,13 @@ fn only_the_addressee_answers_a_hand_off_and_only_forward() {
     check(&accepted, (POLICE, accept("h1")), Err("handoff_open"));
     check(
         &accepted,
-        (POLICE, Kind::HandoffDeclined(HandoffDeclined { handoff_id: "h1".into(), reason: "no".into() })),
+        (
+            POLICE,
+            Kind::HandoffDeclined(HandoffDeclined {
+                handoff_id: "h1".into(),
+                reason: "no".into(),
+            }),
+        ),
         Err("handoff_open"),
     );
 }
@@ -319,7 +394,14 @@ fn accepting_a_hand_off_opens_the_receivers_track() {
     let world = check(
         &[
             (CUSTOMS, opened()),
-            (CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
+            (
+                CUSTOMS,
+                handoff(
+                    "h1",
+                    HandoffKind::SuspectedCrimeReferral,
+                    Agency::PublicSecurity,
+                ),
+            ),
         ],
         (POLICE, accept("h1")),
         Ok(()),
@@ -329,22 +411,52 @@ fn accepting_a_hand_off_opens_the_receivers_track() {
 
 #[test]
 fn customs_must_detain_and_determine_before_confiscating() {
-    let confiscate = Kind::GoodsConfiscated(GoodsConfiscated { detention_id: "d1".into(), disposal: "destroyed".into() });
-    check(&[(CUSTOMS, opened())], (CUSTOMS, confiscate.clone()), Err("goods_detained"));
-    check(&[(CUSTOMS, opened()), (CUSTOMS, detain())], (CUSTOMS, confiscate.clone()), Err("determined_infringing"));
-    let determined = Kind::InfringementDetermined(InfringementDetermined { detention_id: "d1".into(), infringing: true, basis: "mark identical".into() });
-    check(&[(CUSTOMS, opened()), (CUSTOMS, detain()), (CUSTOMS, determined)], (CUSTOMS, confiscate), Ok(()));
+    let confiscate = Kind::GoodsConfiscated(GoodsConfiscated {
+        detention_id: "d1".into(),
+        disposal: "destroyed".into(),
+    });
+    check(
+        &[(CUSTOMS, opened())],
+        (CUSTOMS, confiscate.clone()),
+        Err("goods_detained"),
+    );
+    check(
+        &[(CUSTOMS, opened()), (CUSTOMS, detain())],
+        (CUSTOMS, confiscate.clone()),
+        Err("determined_infringing"),
+    );
+    let determined = Kind::InfringementDetermined(InfringementDetermined {
+        detention_id: "d1".into(),
+        infringing: true,
+        basis: "mark identical".into(),
+    });
+    check(
+        &[
+            (CUSTOMS, opened()),
+            (CUSTOMS, detain()),
+            (CUSTOMS, determined),
+        ],
+        (CUSTOMS, confiscate),
+        Ok(()),
+    );
 }
 
 #[test]
 fn arrest_approval_needs_a_filed_investigation_and_an_accepted_request() {
-    let ask = handoff("h2", HandoffKind::ArrestApprovalRequest, Agency::Procuratorate);
+    let ask = handoff(
+        "h2",
+        HandoffKind::ArrestApprovalRequest,
+        Agency::Procuratorate,
+    );
     let mut history = to_police();
     history.pop();
     check(&history, (POLICE, ask.clone()), Err("investigation_filed"));
     let mut history = to_police();
     history.push((POLICE, ask));
-    let approve = Kind::ArrestApproved(ArrestApproved { handoff_id: "h2".into(), party_id: "s1".into() });
+    let approve = Kind::ArrestApproved(ArrestApproved {
+        handoff_id: "h2".into(),
+        party_id: "s1".into(),
+    });
     check(&history, (PROC, approve.clone()), Err("track_open"));
     history.push((PROC, accept("h2")));
     let world = check(&history, (PROC, approve.clone()), Ok(()));
@@ -356,15 +468,48 @@ fn arrest_approval_needs_a_filed_investigation_and_an_accepted_request() {
 #[test]
 fn the_judgment_needs_a_docket_and_a_hearing_and_the_appeal_its_period() {
     let mut history = vec![(COURT, opened())];
-    let judgment = Kind::JudgmentIssued(JudgmentIssued { judgment_number: "J1".into(), outcome: "infringing".into(), summary: String::new() });
+    let judgment = Kind::JudgmentIssued(JudgmentIssued {
+        judgment_number: "J1".into(),
+        outcome: "infringing".into(),
+        summary: String::new(),
+    });
     check(&history, (COURT, judgment.clone()), Err("docketed"));
-    history.push((COURT, Kind::CaseDocketed(CaseDocketed { court_case_number: "(2026)Zhe01MinChu1".into(), procedure: Procedure::Civil as i32, presiding_judge: "Judge Li".into() })));
+    history.push((
+        COURT,
+        Kind::CaseDocketed(CaseDocketed {
+            court_case_number: "(2026)Zhe01MinChu1".into(),
+            procedure: Procedure::Civil as i32,
+            presiding_judge: "Judge Li".into(),
+        }),
+    ));
     check(&history, (COURT, judgment.clone()), Err("hearing_held"));
-    history.push((COURT, Kind::HearingScheduled(HearingScheduled { hearing_id: "hr1".into(), scheduled_for: Some(casebus_proto::timestamp_from(T0)), location: "Court 3".into() })));
-    history.push((COURT, Kind::HearingHeld(HearingHeld { hearing_id: "hr1".into(), summary: String::new() })));
+    history.push((
+        COURT,
+        Kind::HearingScheduled(HearingScheduled {
+            hearing_id: "hr1".into(),
+            scheduled_for: Some(casebus_proto::timestamp_from(T0)),
+            location: "Court 3".into(),
+        }),
+    ));
+    history.push((
+        COURT,
+        Kind::HearingHeld(HearingHeld {
+            hearing_id: "hr1".into(),
+            summary: String::new(),
+        }),
+    ));
     history.push((COURT, judgment));
     // Becoming effective before the appeal period ends is refused.
-    check(&history, (COURT, Kind::JudgmentEffective(JudgmentEffective { judgment_number: "J1".into() })), Err("appeal_period"));
+    check(
+        &history,
+        (
+            COURT,
+            Kind::JudgmentEffective(JudgmentEffective {
+                judgment_number: "J1".into(),
+            }),
+        ),
+        Err("appeal_period"),
+    );
 
     // An appeal 11 days after judgment is out of time.
     let mut world = World::new();
@@ -372,13 +517,26 @@ fn the_judgment_needs_a_docket_and_a_hearing_and_the_appeal_its_period() {
         world.act(who, p.clone()).expect("history");
     }
     world.clock += time::Duration::days(11);
-    let late = world.command(COURT, Kind::AppealFiled(AppealFiled { appellant_party_id: "s1".into(), grounds: "excessive".into() }));
+    let late = world.command(
+        COURT,
+        Kind::AppealFiled(AppealFiled {
+            appellant_party_id: "s1".into(),
+            grounds: "excessive".into(),
+        }),
+    );
     let err = world.try_cmd(late).expect_err("out of time");
     assert_eq!(err.reason_code(), "appeal_period");
     assert_eq!(err.kind(), RejectionKind::Precondition);
     // After the period, with no appeal, it becomes effective.
-    let effective = world.command(COURT, Kind::JudgmentEffective(JudgmentEffective { judgment_number: "J1".into() }));
-    world.try_cmd(effective).expect("effective after the period");
+    let effective = world.command(
+        COURT,
+        Kind::JudgmentEffective(JudgmentEffective {
+            judgment_number: "J1".into(),
+        }),
+    );
+    world
+        .try_cmd(effective)
+        .expect("effective after the period");
 }
 
 #[test]
@@ -396,7 +554,10 @@ fn invalid_fields_are_named() {
         p.parties[0].party_id = "a.b".into();
     }
     let err = world.act(CUSTOMS, bad).expect_err("bad party id");
-    assert!(err.to_string().contains("case_opened.parties[0].party_id"), "{err}");
+    assert!(
+        err.to_string().contains("case_opened.parties[0].party_id"),
+        "{err}"
+    );
 
     let mut bad = opened();
     if let Kind::CaseOpened(p) = &mut bad {
@@ -416,16 +577,38 @@ fn invalid_fields_are_named() {
 fn a_sealed_event_is_clear_only_to_its_office_and_outsiders_see_nothing() {
     let mut world = World::new();
     world.act(CUSTOMS, opened()).expect("open");
-    let mut note = world.command(CUSTOMS, Kind::NoteAdded(NoteAdded { text: "informant: X".into() }));
-    note.visibility = Some(Visibility { kind: VisibilityKind::OriginOnly as i32, agencies: vec![] });
+    let mut note = world.command(
+        CUSTOMS,
+        Kind::NoteAdded(NoteAdded {
+            text: "informant: X".into(),
+        }),
+    );
+    note.visibility = Some(Visibility {
+        kind: VisibilityKind::OriginOnly as i32,
+        agencies: vec![],
+    });
     world.try_cmd(note).expect("sealed note");
     world
-        .act(CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity))
+        .act(
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        )
         .expect("refer");
     assert_eq!(sight(&world.state, 2, &office(CUSTOMS)), Sight::Clear);
-    assert_eq!(sight(&world.state, 2, &office("customs:shanghai")), Sight::Stub);
+    assert_eq!(
+        sight(&world.state, 2, &office("customs:shanghai")),
+        Sight::Stub
+    );
     assert_eq!(sight(&world.state, 2, &office(POLICE)), Sight::Stub);
-    assert_eq!(sight(&world.state, 1, &office(POLICE)), Sight::Clear, "addressee is a participant");
+    assert_eq!(
+        sight(&world.state, 1, &office(POLICE)),
+        Sight::Clear,
+        "addressee is a participant"
+    );
     assert_eq!(sight(&world.state, 1, &office(COURT)), Sight::NotInvolved);
 }
 
@@ -434,12 +617,22 @@ fn only_the_recording_office_changes_an_events_visibility() {
     let mut world = World::new();
     world.act(CUSTOMS, opened()).expect("open");
     world
-        .act(CUSTOMS, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity))
+        .act(
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        )
         .expect("refer");
     let change = |target| {
         Kind::VisibilityChanged(VisibilityChanged {
             target_version: target,
-            visibility: Some(Visibility { kind: VisibilityKind::ListedAgencies as i32, agencies: vec![Agency::Court as i32] }),
+            visibility: Some(Visibility {
+                kind: VisibilityKind::ListedAgencies as i32,
+                agencies: vec![Agency::Court as i32],
+            }),
             reason: "protect informant".into(),
         })
     };
@@ -459,32 +652,127 @@ fn the_full_counterfeit_flow_is_accepted_end_to_end() {
     let steps: Vec<(&str, Kind)> = vec![
         (CUSTOMS, opened()),
         (CUSTOMS, detain()),
-        (CUSTOMS, handoff("a1", HandoffKind::AssistanceRequest, Agency::IpCenter)),
+        (
+            CUSTOMS,
+            handoff("a1", HandoffKind::AssistanceRequest, Agency::IpCenter),
+        ),
         (IPC, ack("a1")),
         (IPC, accept("a1")),
-        (IPC, Kind::InfringementAssessed(InfringementAssessed { assessment_id: "as1".into(), infringing: true, opinion: "identical mark".into(), handoff_id: "a1".into() })),
-        (IPC, handoff("h1", HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
+        (
+            IPC,
+            Kind::InfringementAssessed(InfringementAssessed {
+                assessment_id: "as1".into(),
+                infringing: true,
+                opinion: "identical mark".into(),
+                handoff_id: "a1".into(),
+            }),
+        ),
+        (
+            IPC,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
         (POLICE, ack("h1")),
         (POLICE, accept("h1")),
         (POLICE, file_investigation()),
-        (POLICE, Kind::SuspectDetained(SuspectDetained { party_id: "s1".into(), measure: "criminal detention".into(), location: "Ningbo detention center".into() })),
-        (POLICE, handoff("h2", HandoffKind::ArrestApprovalRequest, Agency::Procuratorate)),
+        (
+            POLICE,
+            Kind::SuspectDetained(SuspectDetained {
+                party_id: "s1".into(),
+                measure: "criminal detention".into(),
+                location: "Ningbo detention center".into(),
+            }),
+        ),
+        (
+            POLICE,
+            handoff(
+                "h2",
+                HandoffKind::ArrestApprovalRequest,
+                Agency::Procuratorate,
+            ),
+        ),
         (PROC, ack("h2")),
         (PROC, accept("h2")),
-        (PROC, Kind::ArrestApproved(ArrestApproved { handoff_id: "h2".into(), party_id: "s1".into() })),
-        (POLICE, Kind::InvestigationConcluded(InvestigationConcluded { findings: "sold 12,000 units".into(), recommend_prosecution: true })),
-        (POLICE, handoff("h3", HandoffKind::ProsecutionTransfer, Agency::Procuratorate)),
+        (
+            PROC,
+            Kind::ArrestApproved(ArrestApproved {
+                handoff_id: "h2".into(),
+                party_id: "s1".into(),
+            }),
+        ),
+        (
+            POLICE,
+            Kind::InvestigationConcluded(InvestigationConcluded {
+                findings: "sold 12,000 units".into(),
+                recommend_prosecution: true,
+            }),
+        ),
+        (
+            POLICE,
+            handoff(
+                "h3",
+                HandoffKind::ProsecutionTransfer,
+                Agency::Procuratorate,
+            ),
+        ),
         (PROC, ack("h3")),
         (PROC, accept("h3")),
-        (PROC, Kind::IndictmentFiled(IndictmentFiled { handoff_id: "h3".into(), indictment_number: "NB-PROC-9".into(), charges: "art. 213".into(), defendant_party_ids: vec!["s1".into()] })),
-        (PROC, handoff("h4", HandoffKind::PublicProsecution, Agency::Court)),
+        (
+            PROC,
+            Kind::IndictmentFiled(IndictmentFiled {
+                handoff_id: "h3".into(),
+                indictment_number: "NB-PROC-9".into(),
+                charges: "art. 213".into(),
+                defendant_party_ids: vec!["s1".into()],
+            }),
+        ),
+        (
+            PROC,
+            handoff("h4", HandoffKind::PublicProsecution, Agency::Court),
+        ),
         (COURT, ack("h4")),
         (COURT, accept("h4")),
-        (COURT, Kind::CaseDocketed(CaseDocketed { court_case_number: "(2026)Zhe01XingChu5".into(), procedure: Procedure::Criminal as i32, presiding_judge: "Judge Wang".into() })),
-        (COURT, Kind::HearingScheduled(HearingScheduled { hearing_id: "hr1".into(), scheduled_for: Some(casebus_proto::timestamp_from(T0)), location: "Court 1".into() })),
-        (COURT, Kind::HearingHeld(HearingHeld { hearing_id: "hr1".into(), summary: "heard".into() })),
-        (COURT, Kind::JudgmentIssued(JudgmentIssued { judgment_number: "J-5".into(), outcome: "guilty".into(), summary: String::new() })),
-        (COURT, Kind::AppealFiled(AppealFiled { appellant_party_id: "s1".into(), grounds: "sentence".into() })),
+        (
+            COURT,
+            Kind::CaseDocketed(CaseDocketed {
+                court_case_number: "(2026)Zhe01XingChu5".into(),
+                procedure: Procedure::Criminal as i32,
+                presiding_judge: "Judge Wang".into(),
+            }),
+        ),
+        (
+            COURT,
+            Kind::HearingScheduled(HearingScheduled {
+                hearing_id: "hr1".into(),
+                scheduled_for: Some(casebus_proto::timestamp_from(T0)),
+                location: "Court 1".into(),
+            }),
+        ),
+        (
+            COURT,
+            Kind::HearingHeld(HearingHeld {
+                hearing_id: "hr1".into(),
+                summary: "heard".into(),
+            }),
+        ),
+        (
+            COURT,
+            Kind::JudgmentIssued(JudgmentIssued {
+                judgment_number: "J-5".into(),
+                outcome: "guilty".into(),
+                summary: String::new(),
+            }),
+        ),
+        (
+            COURT,
+            Kind::AppealFiled(AppealFiled {
+                appellant_party_id: "s1".into(),
+                grounds: "sentence".into(),
+            }),
+        ),
     ];
     for (i, (who, payload)) in steps.into_iter().enumerate() {
         if let Err(e) = w.act(who, payload) {
@@ -492,7 +780,12 @@ fn the_full_counterfeit_flow_is_accepted_end_to_end() {
         }
     }
     assert_eq!(w.state.version, 28);
-    assert!(w.state.handoffs.values().all(|h| h.status == HandoffStatus::Accepted));
+    assert!(
+        w.state
+            .handoffs
+            .values()
+            .all(|h| h.status == HandoffStatus::Accepted)
+    );
     assert!(w.state.judgment.as_ref().is_some_and(|j| j.appealed));
 }
 
@@ -523,13 +816,36 @@ fn any_command() -> impl Strategy<Value = (usize, Kind)> {
         (ids.clone(), kinds, agencies).prop_map(|(id, k, a)| handoff(id, k, a)),
         ids.clone().prop_map(ack),
         ids.clone().prop_map(accept),
-        ids.clone().prop_map(|id| Kind::HandoffDeclined(HandoffDeclined { handoff_id: id.into(), reason: "no".into() })),
-        ids.clone().prop_map(|id| Kind::ArrestApproved(ArrestApproved { handoff_id: id.into(), party_id: "s1".into() })),
-        Just(Kind::InvestigationConcluded(InvestigationConcluded { findings: "f".into(), recommend_prosecution: true })),
-        ids.clone().prop_map(|id| Kind::IndictmentFiled(IndictmentFiled { handoff_id: id.into(), indictment_number: "I".into(), charges: "c".into(), defendant_party_ids: vec!["s1".into()] })),
-        Just(Kind::TrackClosed(TrackClosed { reason: "done".into() })),
+        ids.clone()
+            .prop_map(|id| Kind::HandoffDeclined(HandoffDeclined {
+                handoff_id: id.into(),
+                reason: "no".into()
+            })),
+        ids.clone()
+            .prop_map(|id| Kind::ArrestApproved(ArrestApproved {
+                handoff_id: id.into(),
+                party_id: "s1".into()
+            })),
+        Just(Kind::InvestigationConcluded(InvestigationConcluded {
+            findings: "f".into(),
+            recommend_prosecution: true
+        })),
+        ids.clone()
+            .prop_map(|id| Kind::IndictmentFiled(IndictmentFiled {
+                handoff_id: id.into(),
+                indictment_number: "I".into(),
+                charges: "c".into(),
+                defendant_party_ids: vec!["s1".into()]
+            })),
+        Just(Kind::TrackClosed(TrackClosed {
+            reason: "done".into()
+        })),
         Just(Kind::NoteAdded(NoteAdded { text: "n".into() })),
-        Just(Kind::CaseDocketed(CaseDocketed { court_case_number: "c".into(), procedure: Procedure::Criminal as i32, presiding_judge: String::new() })),
+        Just(Kind::CaseDocketed(CaseDocketed {
+            court_case_number: "c".into(),
+            procedure: Procedure::Criminal as i32,
+            presiding_judge: String::new()
+        })),
     ];
     (0usize..5, payload)
 }

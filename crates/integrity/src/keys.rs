@@ -125,10 +125,13 @@ impl OfficeSigner {
     /// [`KeyError::Io`] when the file cannot be read; [`KeyError::Invalid`] when it is not
     /// a valid key file (bad TOML, bad base64, wrong seed length, key id not of the office).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
         let invalid = |reason: String| KeyError::Invalid {
             path: path.to_owned(),
             reason,
@@ -248,7 +251,10 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(signer.save(&path), Err(KeyError::Io { .. })), "no overwrite");
+        assert!(
+            matches!(signer.save(&path), Err(KeyError::Io { .. })),
+            "no overwrite"
+        );
         assert!(!format!("{loaded:?}").contains(&B64.encode(signer.key.to_bytes())));
     }
 
@@ -272,7 +278,9 @@ mod tests {
         let seed = B64.encode([7u8; 32]);
         std::fs::write(
             &path,
-            format!("key_id = \"court:x#1\"\noffice_id = \"customs:ningbo\"\nsecret_key = \"{seed}\"\n"),
+            format!(
+                "key_id = \"court:x#1\"\noffice_id = \"customs:ningbo\"\nsecret_key = \"{seed}\"\n"
+            ),
         )
         .expect("write");
         let err = OfficeSigner::load(&path).expect_err("wrong office");

@@ -68,7 +68,11 @@ pub struct KeyEntry {
     #[serde(with = "time::serde::rfc3339")]
     pub valid_from: OffsetDateTime,
     /// Instant from which the key is no longer valid (exclusive); none for open-ended.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub valid_until: Option<OffsetDateTime>,
 }
 
@@ -109,14 +113,20 @@ pub struct OfficeRegistry {
 /// `[A-Za-z0-9_-]`.
 pub(crate) fn validate_key_id(office: &OfficeId, key_id: &str) -> Result<(), String> {
     let Some((prefix, label)) = key_id.split_once('#') else {
-        return Err(format!("key id {key_id:?} must have the form <office>#<label>"));
+        return Err(format!(
+            "key id {key_id:?} must have the form <office>#<label>"
+        ));
     };
     if prefix != office.as_str() {
-        return Err(format!("key id {key_id:?} does not belong to office {office}"));
+        return Err(format!(
+            "key id {key_id:?} does not belong to office {office}"
+        ));
     }
     if label.is_empty()
         || label.len() > 32
-        || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return Err(format!(
             "key id {key_id:?}: label must be 1-32 chars of [A-Za-z0-9_-]"
@@ -203,7 +213,10 @@ impl OfficeRegistry {
         };
         validate_key_id(office, &key.key_id).map_err(invalid)?;
         if self.keys.contains_key(&key.key_id) {
-            return Err(invalid(format!("key id {} is registered already", key.key_id)));
+            return Err(invalid(format!(
+                "key id {} is registered already",
+                key.key_id
+            )));
         }
         let raw = B64
             .decode(key.public_key.as_bytes())
@@ -215,8 +228,12 @@ impl OfficeRegistry {
                 raw.len()
             ))
         })?;
-        let verifying = VerifyingKey::from_bytes(&raw)
-            .map_err(|_| invalid(format!("key {}: not a valid Ed25519 public key", key.key_id)))?;
+        let verifying = VerifyingKey::from_bytes(&raw).map_err(|_| {
+            invalid(format!(
+                "key {}: not a valid Ed25519 public key",
+                key.key_id
+            ))
+        })?;
         if key.valid_until.is_some_and(|until| until <= key.valid_from) {
             return Err(invalid(format!(
                 "key {}: valid_until must be after valid_from",
@@ -328,7 +345,10 @@ mod tests {
             })
             .expect("insert");
         let parsed = OfficeRegistry::parse(&registry.to_toml()).expect("parse");
-        assert_eq!(parsed.office(&office("customs:ningbo")), registry.office(&office("customs:ningbo")));
+        assert_eq!(
+            parsed.office(&office("customs:ningbo")),
+            registry.office(&office("customs:ningbo"))
+        );
         assert!(parsed.key("customs:ningbo#1").is_some());
     }
 
@@ -368,6 +388,10 @@ mod tests {
         assert!(key.valid_at(datetime!(2026-03-01 0:00 UTC)));
         assert!(!key.valid_at(datetime!(2026-06-01 0:00 UTC)));
         assert!(!key.valid_at(datetime!(2025-12-31 0:00 UTC)));
-        assert!(registry.retire_key("court:hz#zz", datetime!(2026-06-01 0:00 UTC)).is_err());
+        assert!(
+            registry
+                .retire_key("court:hz#zz", datetime!(2026-06-01 0:00 UTC))
+                .is_err()
+        );
     }
 }

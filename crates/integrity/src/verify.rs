@@ -246,12 +246,17 @@ pub fn verify_signed(raw: &[u8], registry: &OfficeRegistry) -> Result<VerifiedEv
         reason: e.to_string(),
     })?;
     let case_id = CaseId::new(&event.case_id).map_err(|e| envelope("case_id", e.to_string()))?;
-    let event_id = EventId::new(&event.event_id).map_err(|e| envelope("event_id", e.to_string()))?;
-    let office = OfficeId::new(&event.office_id).map_err(|e| envelope("office_id", e.to_string()))?;
+    let event_id =
+        EventId::new(&event.event_id).map_err(|e| envelope("event_id", e.to_string()))?;
+    let office =
+        OfficeId::new(&event.office_id).map_err(|e| envelope("office_id", e.to_string()))?;
     if event.agency != office.agency() as i32 {
         return Err(envelope(
             "agency",
-            format!("does not match office {office} (expected {})", agency_name(office.agency())),
+            format!(
+                "does not match office {office} (expected {})",
+                agency_name(office.agency())
+            ),
         ));
     }
     if event.case_version == 0 {
@@ -271,7 +276,12 @@ pub fn verify_signed(raw: &[u8], registry: &OfficeRegistry) -> Result<VerifiedEv
         (1, 0) => None,
         (1, _) => return Err(envelope("prev_event_hash", "must be empty at version 1")),
         (_, 32) => EventHash::from_slice(&event.prev_event_hash),
-        (_, n) => return Err(envelope("prev_event_hash", format!("must be 32 bytes, found {n}"))),
+        (_, n) => {
+            return Err(envelope(
+                "prev_event_hash",
+                format!("must be 32 bytes, found {n}"),
+            ));
+        }
     };
     if *key_office != office {
         return Err(VerifyError::OfficeMismatch {
@@ -435,8 +445,7 @@ pub fn verify_case<'a>(
                 report.events.push(event);
             }
             Err(error) => {
-                let resync = matches!(error, ChainError::Gap { .. })
-                    && event.prev_hash.is_some();
+                let resync = matches!(error, ChainError::Gap { .. }) && event.prev_hash.is_some();
                 report.failures.push(CaseFailure {
                     position,
                     version: Some(event.version()),

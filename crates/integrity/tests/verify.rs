@@ -45,7 +45,12 @@ fn fixture() -> Fixture {
 fn event(signer: &OfficeSigner, version: u64, prev: Option<EventHash>) -> Event {
     let request = RequestId::new(&format!("r{version}")).expect("valid");
     Event {
-        event_id: EventId::derive(signer.office(), &request).to_string(),
+        event_id: EventId::derive(
+            signer.office(),
+            &CaseId::new("C1").expect("valid"),
+            &request,
+        )
+        .to_string(),
         case_id: "C1".into(),
         case_version: version,
         office_id: signer.office().to_string(),
@@ -89,7 +94,11 @@ fn an_untouched_chain_verifies() {
     assert!(report.is_intact(), "{:?}", report.failures);
     assert_eq!(report.events.len(), 5);
     assert_eq!(
-        report.events.iter().map(|e| e.version()).collect::<Vec<_>>(),
+        report
+            .events
+            .iter()
+            .map(|e| e.version())
+            .collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
     );
 }
@@ -140,7 +149,10 @@ fn a_dropped_event_is_reported_as_a_gap_at_that_version() {
             found: 4
         })
     );
-    assert_eq!(report.failures[0].error.to_string(), "gap in case C1: expected version 3, found 4");
+    assert_eq!(
+        report.failures[0].error.to_string(),
+        "gap in case C1: expected version 3, found 4"
+    );
 }
 
 #[test]
@@ -165,7 +177,11 @@ fn a_replaced_event_with_a_valid_signature_breaks_the_chain_at_its_successor() {
     msgs[1] = f.court.sign(&forged).0.encode_to_vec();
     let report = verify_case(&case(), msgs.iter().map(Vec::as_slice), &f.registry);
     assert_eq!(
-        report.failures.iter().map(|f| f.error.clone()).collect::<Vec<_>>(),
+        report
+            .failures
+            .iter()
+            .map(|f| f.error.clone())
+            .collect::<Vec<_>>(),
         vec![VerifyError::Chain(ChainError::ChainBreak {
             case_id: "C1".into(),
             version: 3
@@ -218,7 +234,11 @@ fn an_event_recorded_outside_the_key_validity_period_is_refused() {
     f.registry
         .retire_key("customs:ningbo#1", datetime!(2026-06-01 0:00 UTC))
         .expect("retire");
-    let raw = f.customs.sign(&event(&f.customs, 1, None)).0.encode_to_vec();
+    let raw = f
+        .customs
+        .sign(&event(&f.customs, 1, None))
+        .0
+        .encode_to_vec();
     let err = verify_signed(&raw, &f.registry).expect_err("expired key");
     assert!(matches!(err, VerifyError::KeyNotValidAt { .. }), "{err}");
     assert!(err.to_string().contains("2026-11-20T08:00:00Z"), "{err}");

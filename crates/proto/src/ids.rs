@@ -32,7 +32,9 @@ pub enum IdError {
         max: usize,
     },
     /// The value contained a character outside the allowed set.
-    #[error("{kind} {value:?} contains {found:?} at position {position}; only {allowed} are allowed")]
+    #[error(
+        "{kind} {value:?} contains {found:?} at position {position}; only {allowed} are allowed"
+    )]
     BadChar {
         /// Which kind of id.
         kind: &'static str,
@@ -172,7 +174,13 @@ impl CaseId {
     /// [`IdError`] when the value is empty, longer than 64 chars, or contains anything
     /// outside `[A-Za-z0-9_-]`.
     pub fn new(value: &str) -> Result<Self, IdError> {
-        check_chars("case id", value, Self::MAX_LEN, "[A-Za-z0-9_-]", is_token_char)?;
+        check_chars(
+            "case id",
+            value,
+            Self::MAX_LEN,
+            "[A-Za-z0-9_-]",
+            is_token_char,
+        )?;
         Ok(Self(value.to_owned()))
     }
 }
@@ -199,7 +207,7 @@ impl RequestId {
 
 string_newtype!(
     /// Identifier of an event: 32 lower-case hex digits, derived deterministically from
-    /// the recording office and the command's request id.
+    /// the recording office, the case and the command's request id.
     EventId
 );
 
@@ -222,13 +230,16 @@ impl EventId {
         Ok(Self(value.to_owned()))
     }
 
-    /// The event id of the command `request_id` issued by `office`: the first 16 bytes
-    /// of SHA-256 over a domain-separated encoding of both, in hex. The same pair always
-    /// yields the same id, which is what makes retries idempotent.
-    pub fn derive(office: &OfficeId, request_id: &RequestId) -> Self {
+    /// The event id of the command `request_id` issued by `office` on `case`: the first
+    /// 16 bytes of SHA-256 over a domain-separated encoding of the three, in hex. The same
+    /// command always yields the same id, which is what makes retries idempotent; request
+    /// ids are scoped to (office, case), so ids never collide across cases.
+    pub fn derive(office: &OfficeId, case: &CaseId, request_id: &RequestId) -> Self {
         let mut h = Sha256::new();
         h.update(b"casebus.event-id.v1\0");
         h.update(office.as_str().as_bytes());
+        h.update([0]);
+        h.update(case.as_str().as_bytes());
         h.update([0]);
         h.update(request_id.as_str().as_bytes());
         let digest = h.finalize();
@@ -346,7 +357,10 @@ mod tests {
             let err = CaseId::new(&value).expect_err("must be rejected");
             let text = err.to_string();
             assert!(text.contains(expected), "{value:?}: {text}");
-            assert!(text.starts_with("case id"), "error names the id kind: {text}");
+            assert!(
+                text.starts_with("case id"),
+                "error names the id kind: {text}"
+            );
         }
     }
 
@@ -360,7 +374,14 @@ mod tests {
             OfficeId::new("ip_center:zhejiang").map(|o| o.code().to_owned()),
             Ok("zhejiang".to_owned())
         );
-        for bad in ["customs", "navy:x", "Customs:ningbo", "customs:", "customs:a:b", "customs:a.b"] {
+        for bad in [
+            "customs",
+            "navy:x",
+            "Customs:ningbo",
+            "customs:",
+            "customs:a:b",
+            "customs:a.b",
+        ] {
             assert!(OfficeId::new(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -371,10 +392,25 @@ mod tests {
         let other = OfficeId::new("customs:shanghai").expect("valid");
         let r1 = RequestId::new("req-1").expect("valid");
         let r2 = RequestId::new("req-2").expect("valid");
-        assert_eq!(EventId::derive(&office, &r1), EventId::derive(&office, &r1));
-        assert_ne!(EventId::derive(&office, &r1), EventId::derive(&office, &r2));
-        assert_ne!(EventId::derive(&office, &r1), EventId::derive(&other, &r1));
-        let id = EventId::derive(&office, &r1);
+        let c1 = CaseId::new("C1").expect("valid");
+        let c2 = CaseId::new("C2").expect("valid");
+        assert_eq!(
+            EventId::derive(&office, &c1, &r1),
+            EventId::derive(&office, &c1, &r1)
+        );
+        assert_ne!(
+            EventId::derive(&office, &c1, &r1),
+            EventId::derive(&office, &c1, &r2)
+        );
+        assert_ne!(
+            EventId::derive(&office, &c1, &r1),
+            EventId::derive(&other, &c1, &r1)
+        );
+        assert_ne!(
+            EventId::derive(&office, &c1, &r1),
+            EventId::derive(&office, &c2, &r1)
+        );
+        let id = EventId::derive(&office, &c1, &r1);
         assert_eq!(EventId::new(id.as_str()), Ok(id));
     }
 

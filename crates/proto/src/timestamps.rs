@@ -32,7 +32,13 @@ mod tests {
 
     #[test]
     fn round_trips_including_before_the_epoch() {
-        for nanos in [0_i128, 1, -1, 1_764_115_200_123_456_789, -86_400_000_000_001] {
+        for nanos in [
+            0_i128,
+            1,
+            -1,
+            1_764_115_200_123_456_789,
+            -86_400_000_000_001,
+        ] {
             let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("in range");
             assert_eq!(datetime_from(&timestamp_from(at)), Some(at));
         }
@@ -40,8 +46,26 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_nanos() {
-        assert_eq!(datetime_from(&Timestamp { seconds: 0, nanos: -1 }), None);
-        assert_eq!(datetime_from(&Timestamp { seconds: 0, nanos: 1_000_000_000 }), None);
-        assert_eq!(datetime_from(&Timestamp { seconds: i64::MAX, nanos: 0 }), None);
+        assert_eq!(
+            datetime_from(&Timestamp {
+                seconds: 0,
+                nanos: -1
+            }),
+            None
+        );
+        assert_eq!(
+            datetime_from(&Timestamp {
+                seconds: 0,
+                nanos: 1_000_000_000
+            }),
+            None
+        );
+        assert_eq!(
+            datetime_from(&Timestamp {
+                seconds: i64::MAX,
+                nanos: 0
+            }),
+            None
+        );
     }
 }

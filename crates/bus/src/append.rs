@@ -1,0 +1,430 @@
+//! Appending: load the case (from a per-appender cache plus whatever the stream has
+//! beyond it), recognise a retried command by its event id, decide with the case rules,
+//! sign, and publish with `Nats-Msg-Id: <event_id>` and
+//! `Nats-Expected-Last-Subject-Sequence: <last sequence of the case>`. A wrong-sequence
+//! answer means another writer got there first: reload and decide again, a bounded
+//! number of times. This gives one total order per case and no lost update.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use casebus_domain::{Command, Context, DeadlineRules, decide};
+use casebus_integrity::{EventHash, OfficeSigner, verify_signed};
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::{Event, Payload, Visibility};
+use casebus_proto::{CaseId, EventId, RequestId, payload_type_name, timestamp_from};
+
+use crate::bus::Bus;
+use crate::error::{AppendError, LoadError};
+use crate::store::CaseHead;
+use crate::subjects::{case_subject, headers};
+
+/// Tuning of an [`Appender`].
+#[derive(Debug, Clone)]
+pub struct AppenderConfig {
+    /// Attempts before giving up on a case that keeps changing under us.
+    pub max_attempts: u32,
+    /// Largest encoded signed event in bytes (keep below the stream's message limit,
+    /// leaving room for headers).
+    pub max_event_bytes: usize,
+    /// Cases whose head is kept in memory; beyond that the cache is emptied and refilled
+    /// from the stream (the optimistic check keeps a stale cache safe).
+    pub cache_cases: usize,
+}
+
+impl Default for AppenderConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            max_event_bytes: 248 * 1024,
+            cache_cases: 10_000,
+        }
+    }
+}
+
+/// One command to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    /// The case.
+    pub case_id: CaseId,
+    /// The client's idempotency key.
+    pub request_id: RequestId,
+    /// Who at the office acted.
+    pub actor: String,
+    /// When it happened; `None` means now.
+    pub occurred_at: Option<OffsetDateTime>,
+    /// Event id of the event that caused this one, if any.
+    pub causation_id: Option<EventId>,
+    /// Free correlation id (at most 128 chars).
+    pub correlation_id: String,
+    /// Visibility; `None` means participants.
+    pub visibility: Option<Visibility>,
+    /// What happened.
+    pub payload: Kind,
+}
+
+/// The outcome of a successful append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's id.
+    pub event_id: EventId,
+    /// The case.
+    pub case_id: CaseId,
+    /// The event's version in the case.
+    pub case_version: u64,
+    /// The event's sequence in `CASES`.
+    pub stream_sequence: u64,
+    /// The event's hash.
+    pub hash: EventHash,
+    /// True when the command had been applied before (a retry); nothing new was written.
+    pub duplicate: bool,
+}
+
+/// SHA-256 over a command as submitted (case, payload, visibility), stored in the event
+/// so a reused request id with a different command is recognised.
+pub fn command_digest(
+    case_id: &CaseId,
+    payload: &Kind,
+    visibility: Option<&Visibility>,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"casebus.command.v1\0");
+    h.update(case_id.as_str().as_bytes());
+    h.update([0]);
+    h.update(
+        Payload {
+            kind: Some(payload.clone()),
+        }
+        .encode_to_vec(),
+    );
+    h.update([0]);
+    if let Some(v) = visibility {
+        h.update(v.encode_to_vec());
+    }
+    h.finalize().into()
+}
+
+/// Appends events for one office. Share it (`Arc`) between all request handlers of the
+/// office's service: it caches case heads so an append normally costs one direct get
+/// and one publish.
+pub struct Appender {
+    bus: Bus,
+    signer: OfficeSigner,
+    rules: Arc<DeadlineRules>,
+    config: AppenderConfig,
+    cache: Mutex<HashMap<CaseId, CaseHead>>,
+    /// One lock per case with an append in progress: appends to one case from this
+    /// appender queue up instead of racing each other, so the optimistic check only
+    /// ever settles races between appenders (service instances).
+    locks: Mutex<HashMap<CaseId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appender")
+            .field("office", self.signer.office())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(case_id: &CaseId, source: impl Into<crate::error::NatsError>) -> AppendError {
+    AppendError::Unavailable {
+        case_id: case_id.to_string(),
+        source: source.into(),
+    }
+}
+
+impl Appender {
+    /// An appender signing with `signer`.
+    ///
+    /// # Errors
+    /// [`AppendError::UnknownSigner`] when the signer's office or key is not in the
+    /// registry the bus verifies with, or the registered public key differs, or the key
+    /// is not valid now: its events would be dead-lettered by every consumer.
+    pub fn new(
+        bus: Bus,
+        signer: OfficeSigner,
+        rules: Arc<DeadlineRules>,
+        config: AppenderConfig,
+    ) -> Result<Self, AppendError> {
+        let registry = bus.registry();
+        let now = OffsetDateTime::now_utc();
+        let mine = signer.key_entry(now).public_key;
+        let registered = registry.office(signer.office()).is_some_and(|o| {
+            o.keys
+                .iter()
+                .any(|k| k.key_id == signer.key_id() && k.public_key == mine && k.valid_at(now))
+        });
+        if !registered {
+            return Err(AppendError::UnknownSigner {
+                office: format!("{} (key {})", signer.office(), signer.key_id()),
+            });
+        }
+        Ok(Self {
+            bus,
+            signer,
+            rules,
+            config,
+            cache: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The bus this appender publishes to.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The signing office.
+    pub fn office(&self) -> &casebus_proto::OfficeId {
+        self.signer.office()
+    }
+
+    /// The case head from the cache brought up to date with the stream.
+    async fn head(&self, case_id: &CaseId) -> Result<CaseHead, LoadError> {
+        let cached = self
+            .cache
+            .lock()
+            .map_or(None, |cache| cache.get(case_id).cloned());
+        let mut head = cached.unwrap_or_else(|| CaseHead::empty(case_id.clone()));
+        self.bus.refresh(&mut head).await?;
+        self.store(head.clone());
+        Ok(head)
+    }
+
+    fn store(&self, head: CaseHead) {
+        if let Ok(mut cache) = self.cache.lock() {
+            let newer = cache
+                .get(&head.tip.case_id)
+                .is_none_or(|c| c.last_sequence <= head.last_sequence);
+            if newer {
+                if cache.len() >= self.config.cache_cases {
+                    cache.clear();
+                }
+                cache.insert(head.tip.case_id.clone(), head);
+            }
+        }
+    }
+
+    /// Appends the event for `request`, or returns the original outcome when this
+    /// request was applied before.
+    ///
+    /// # Errors
+    /// - [`AppendError::InvalidRequest`] for a malformed request;
+    /// - [`AppendError::Rejected`] when the case rules refuse the command;
+    /// - [`AppendError::RequestIdReused`] when the request id was used for another command;
+    /// - [`AppendError::TooLarge`] when the event exceeds the size limit;
+    /// - [`AppendError::Contention`] when the case kept changing for every attempt;
+    /// - [`AppendError::Unavailable`] when NATS is down or did not confirm: the outcome is
+    ///   unknown and a retry with the same request id is safe.
+    ///
+    /// In every error case nothing was written, except possibly for `Unavailable`.
+    #[tracing::instrument(skip_all, fields(case_id = %request.case_id, event_id))]
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let lock = self.case_lock(&request.case_id);
+        let result = {
+            let _guard = lock.lock().await;
+            self.append_locked(request).await
+        };
+        self.release_case_lock(lock);
+        result
+    }
+
+    fn case_lock(&self, case_id: &CaseId) -> Arc<tokio::sync::Mutex<()>> {
+        match self.locks.lock() {
+            Ok(mut locks) => locks.entry(case_id.clone()).or_default().clone(),
+            // A poisoned map only loses the queueing; the optimistic check still holds.
+            Err(_) => Arc::default(),
+        }
+    }
+
+    fn release_case_lock(&self, lock: Arc<tokio::sync::Mutex<()>>) {
+        if let Ok(mut locks) = self.locks.lock() {
+            // Only the map and we hold it: nobody is waiting, so drop the entry.
+            locks.retain(|_, l| !(Arc::ptr_eq(l, &lock) && Arc::strong_count(l) == 2));
+        }
+    }
+
+    async fn append_locked(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let case_id = request.case_id.clone();
+        if request.correlation_id.chars().count() > 128 {
+            return Err(AppendError::InvalidRequest {
+                field: "correlation_id",
+                reason: "at most 128 characters are allowed".into(),
+            });
+        }
+        let office = self.signer.office().clone();
+        let event_id = EventId::derive(&office, &case_id, &request.request_id);
+        tracing::Span::current().record("event_id", tracing::field::display(&event_id));
+        let digest = command_digest(&case_id, &request.payload, request.visibility.as_ref());
+        let registry = self.bus.registry().clone();
+        let directory = |o: &casebus_proto::OfficeId| registry.contains(o);
+
+        for attempt in 1..=self.config.max_attempts {
+            let head = self
+                .head(&case_id)
+                .await
+                .map_err(|e| unavailable(&case_id, e))?;
+            if let Some(done) = head.ids.get(&event_id) {
+                return self.duplicate(&request, &event_id, done, &digest);
+            }
+            let now = OffsetDateTime::now_utc();
+            let command = Command {
+                case_id: case_id.clone(),
+                office: office.clone(),
+                actor: request.actor.clone(),
+                occurred_at: request.occurred_at.unwrap_or(now),
+                visibility: request.visibility.clone(),
+                payload: request.payload.clone(),
+            };
+            let ctx = Context {
+                now,
+                rules: &self.rules,
+                offices: &directory,
+            };
+            let decision =
+                decide(&head.state, &command, &ctx).map_err(|rejection| AppendError::Rejected {
+                    case_id: case_id.to_string(),
+                    rejection,
+                })?;
+            let type_name = payload_type_name(&decision.payload);
+            let version = head.state.version + 1;
+            let event = Event {
+                event_id: event_id.to_string(),
+                case_id: case_id.to_string(),
+                case_version: version,
+                office_id: office.to_string(),
+                agency: office.agency() as i32,
+                actor: request.actor.clone(),
+                occurred_at: Some(timestamp_from(command.occurred_at)),
+                recorded_at: Some(timestamp_from(now)),
+                causation_id: request
+                    .causation_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                correlation_id: request.correlation_id.clone(),
+                visibility: Some(decision.visibility),
+                prev_event_hash: head.tip.hash.map(|h| h.0.to_vec()).unwrap_or_default(),
+                request_id: request.request_id.to_string(),
+                command_digest: digest.to_vec(),
+                payload: Some(Payload {
+                    kind: Some(decision.payload),
+                }),
+            };
+            let (signed, hash) = self.signer.sign(&event);
+            let bytes = signed.encode_to_vec();
+            if bytes.len() > self.config.max_event_bytes {
+                return Err(AppendError::TooLarge {
+                    case_id: case_id.to_string(),
+                    size: bytes.len(),
+                    max: self.config.max_event_bytes,
+                });
+            }
+            let publish = Publish::build()
+                .payload(bytes.clone().into())
+                .message_id(event_id.as_str())
+                .expected_last_subject_sequence(head.last_sequence)
+                .header(headers::EVENT_TYPE, type_name)
+                .header(headers::OFFICE, office.as_str())
+                .header(headers::CASE_VERSION, version.to_string().as_str());
+            let ack = match self
+                .bus
+                .jetstream()
+                .send_publish(case_subject(&case_id), publish)
+                .await
+            {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    // Another attempt of this very request (a concurrent retry, or one
+                    // whose ack we never saw) was stored inside the duplicate window.
+                    // Reload to report it.
+                    tracing::debug!(attempt, "publish was a duplicate; reloading");
+                    let head = self
+                        .head(&case_id)
+                        .await
+                        .map_err(|e| unavailable(&case_id, e))?;
+                    return match head.ids.get(&event_id) {
+                        Some(done) => self.duplicate(&request, &event_id, done, &digest),
+                        None => Err(AppendError::RequestIdReused {
+                            case_id: case_id.to_string(),
+                            request_id: request.request_id.to_string(),
+                        }),
+                    };
+                }
+                Ok(ack) => {
+                    let mut head = head;
+                    if let Ok(verified) = verify_signed(&bytes, self.bus.registry()) {
+                        head.tip.advance(&verified);
+                        head.remember(ack.sequence, &verified);
+                        head.last_sequence = ack.sequence;
+                        self.store(head);
+                    }
+                    tracing::debug!(version, sequence = ack.sequence, "event appended");
+                    return Ok(Appended {
+                        event_id,
+                        case_id,
+                        case_version: version,
+                        stream_sequence: ack.sequence,
+                        hash,
+                        duplicate: false,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::debug!(attempt, "case changed concurrently; deciding again");
+                    // Spread competing appenders apart so one of them wins the next round;
+                    // the jitter comes from the event id, which differs per command.
+                    let spread = u64::from_str_radix(&event_id.as_str()[..8], 16).unwrap_or(0);
+                    let ceiling = 5 * u64::from(attempt);
+                    tokio::time::sleep(Duration::from_millis(spread % ceiling.max(1))).await;
+                    continue;
+                }
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(AppendError::TooLarge {
+                        case_id: case_id.to_string(),
+                        size: bytes.len(),
+                        max: self.config.max_event_bytes,
+                    });
+                }
+                Err(e) => return Err(unavailable(&case_id, e)),
+            }
+        }
+        Err(AppendError::Contention {
+            case_id: case_id.to_string(),
+            attempts: self.config.max_attempts,
+        })
+    }
+
+    fn duplicate(
+        &self,
+        request: &AppendRequest,
+        event_id: &EventId,
+        done: &crate::store::IdEntry,
+        digest: &[u8; 32],
+    ) -> Result<Appended, AppendError> {
+        if &done.digest != digest {
+            return Err(AppendError::RequestIdReused {
+                case_id: request.case_id.to_string(),
+                request_id: request.request_id.to_string(),
+            });
+        }
+        Ok(Appended {
+            event_id: event_id.clone(),
+            case_id: request.case_id.clone(),
+            case_version: done.version,
+            stream_sequence: done.sequence,
+            hash: done.hash,
+            duplicate: true,
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! `Bus`: a connected handle on the casebus streams (JetStream context sized for
+//! pipelined publishing, the `CASES` stream, the office registry), and reading a case's
+//! messages in order with direct get.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::{self, context::ContextBuilder, stream::DirectGetErrorKind};
+
+use casebus_integrity::OfficeRegistry;
+use casebus_proto::CaseId;
+
+use crate::error::{BusError, LoadError};
+use crate::provision::is_stream_not_found;
+use crate::store::{CaseHead, LoadedCase};
+use crate::subjects::{CASES_STREAM, case_subject};
+
+/// How the bus uses its NATS connection.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Publishes awaiting their ack at once; further publishes wait (backpressure)
+    /// rather than fail. The JetStream default of 5,000 then erroring is never wanted.
+    pub max_ack_inflight: usize,
+    /// Ceiling for JetStream API requests and publish acks.
+    pub request_timeout: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            max_ack_inflight: 1024,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connected handle on the casebus streams. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    cases: jetstream::stream::Stream,
+    registry: Arc<OfficeRegistry>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Opens the bus on a connected client. The streams must exist (see
+    /// [`crate::provision::provision`]).
+    ///
+    /// # Errors
+    /// [`BusError::StreamMissing`] when `CASES` does not exist; [`BusError::Nats`] when
+    /// the server does not answer.
+    pub async fn open(
+        client: async_nats::Client,
+        registry: Arc<OfficeRegistry>,
+        config: BusConfig,
+    ) -> Result<Self, BusError> {
+        let js = Self::context(client.clone(), &config);
+        let cases = match js.get_stream(CASES_STREAM).await {
+            Ok(stream) => stream,
+            Err(e) if is_stream_not_found(&e) => {
+                return Err(BusError::StreamMissing {
+                    stream: CASES_STREAM,
+                });
+            }
+            Err(e) => {
+                return Err(BusError::Nats {
+                    what: format!("stream {CASES_STREAM}"),
+                    source: Box::new(e),
+                });
+            }
+        };
+        Ok(Self {
+            client,
+            js,
+            cases,
+            registry,
+        })
+    }
+
+    /// A JetStream context with backpressure and the configured ceilings.
+    pub fn context(client: async_nats::Client, config: &BusConfig) -> jetstream::Context {
+        ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .max_ack_inflight(config.max_ack_inflight)
+            .backpressure_on_inflight(true)
+            .build(client)
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The `CASES` stream handle.
+    pub fn cases(&self) -> &jetstream::stream::Stream {
+        &self.cases
+    }
+
+    /// The office registry used to verify events.
+    pub fn registry(&self) -> &Arc<OfficeRegistry> {
+        &self.registry
+    }
+
+    /// The stream sequence of the case's last message (valid or not), 0 for none.
+    ///
+    /// # Errors
+    /// [`LoadError::Nats`] when the stream cannot be read.
+    pub async fn last_sequence(&self, case_id: &CaseId) -> Result<u64, LoadError> {
+        match self
+            .cases
+            .direct_get_last_for_subject(case_subject(case_id))
+            .await
+        {
+            Ok(msg) => Ok(msg.sequence),
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(0),
+            Err(e) => Err(LoadError::Nats {
+                case_id: case_id.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// The case's messages with sequence in `(after, until]`, in order.
+    ///
+    /// # Errors
+    /// [`LoadError::Nats`] when the stream cannot be read.
+    pub async fn read_case_messages(
+        &self,
+        case_id: &CaseId,
+        after: u64,
+        until: u64,
+    ) -> Result<Vec<StreamMessage>, LoadError> {
+        let subject = case_subject(case_id);
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        while next <= until {
+            match self
+                .cases
+                .direct_get_next_for_subject(subject.clone(), Some(next))
+                .await
+            {
+                Ok(msg) if msg.sequence > until => break,
+                Ok(msg) => {
+                    next = msg.sequence + 1;
+                    out.push(msg);
+                }
+                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
+                Err(e) => {
+                    return Err(LoadError::Nats {
+                        case_id: case_id.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads one case from the stream: every message verified (signature, key, envelope,
+    /// chain), the good events folded into the case state, the others listed with why.
+    ///
+    /// # Errors
+    /// [`LoadError::Nats`] when the stream cannot be read.
+    pub async fn load_case(&self, case_id: &CaseId) -> Result<LoadedCase, LoadError> {
+        let last = self.last_sequence(case_id).await?;
+        self.load_case_until(case_id, last).await
+    }
+
+    /// Loads the case as it was at stream sequence `until` (inclusive).
+    ///
+    /// # Errors
+    /// [`LoadError::Nats`] when the stream cannot be read.
+    pub async fn load_case_until(
+        &self,
+        case_id: &CaseId,
+        until: u64,
+    ) -> Result<LoadedCase, LoadError> {
+        let messages = self.read_case_messages(case_id, 0, until).await?;
+        let mut loaded = LoadedCase::empty(case_id.clone());
+        for msg in &messages {
+            loaded.push(msg.sequence, &msg.payload, &self.registry);
+        }
+        Ok(loaded)
+    }
+
+    /// Brings `head` up to date with the stream, reading only messages after its last
+    /// sequence. Returns whether anything new was read.
+    ///
+    /// # Errors
+    /// [`LoadError::Nats`] when the stream cannot be read.
+    pub(crate) async fn refresh(&self, head: &mut CaseHead) -> Result<(), LoadError> {
+        let last = self.last_sequence(&head.tip.case_id).await?;
+        if last == head.last_sequence {
+            return Ok(());
+        }
+        let case_id = head.tip.case_id.clone();
+        let messages = self
+            .read_case_messages(&case_id, head.last_sequence, last)
+            .await?;
+        for msg in &messages {
+            head.push(msg.sequence, &msg.payload, &self.registry);
+        }
+        head.last_sequence = last;
+        Ok(())
+    }
+}

@@ -1,0 +1,568 @@
+//! Appending and loading against a real nats-server: the whole catalogue round-trips,
+//! concurrent writers lose no update, retries are idempotent (also after the duplicate
+//! window), bad input publishes nothing, and provisioning is idempotent.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use prost::Message as _;
+
+use casebus_bus::{AppendError, Appender, AppenderConfig, StreamSettings, subjects};
+use casebus_domain::{DeadlineRules, RejectionKind};
+use casebus_integrity::OfficeSigner;
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::*;
+use casebus_proto::{CaseId, EventId, PayloadKind, RequestId, payload_type_name, timestamp_from};
+use casebus_test_support::wait_until;
+
+use common::catalogue::{self, handoff, note, opened};
+use common::*;
+
+/// Drops the fields the rules fill in, so a stored payload compares with the command.
+fn as_submitted(kind: &Kind) -> Kind {
+    let mut kind = kind.clone();
+    if let Kind::HandoffRequested(p) = &mut kind {
+        p.due_at = None;
+    }
+    kind
+}
+
+async fn run_script(f: &Fixture, case_id: &CaseId, script: &[(&str, Kind)]) {
+    let appenders: Vec<(&str, Appender)> = OFFICES.iter().map(|o| (*o, f.appender(o))).collect();
+    for (i, (who, payload)) in script.iter().enumerate() {
+        let appender = &appenders.iter().find(|(o, _)| o == who).expect("office").1;
+        let done = appender
+            .append(request(case_id, payload.clone()))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "step {i} by {who}: {e}: {:?}",
+                    std::error::Error::source(&e)
+                )
+            });
+        assert_eq!(done.case_version, i as u64 + 1, "step {i}");
+        assert!(!done.duplicate);
+    }
+}
+
+#[tokio::test]
+async fn append_then_load_round_trips_every_event_type() {
+    let f = Fixture::start().await;
+    let mut seen = BTreeSet::new();
+    for (name, script) in [
+        ("MAIN", catalogue::main_case()),
+        ("DECLINED", catalogue::declined_case()),
+        ("DROPPED", catalogue::dropped_case()),
+    ] {
+        let case_id = case(name);
+        run_script(&f, &case_id, &script).await;
+        let loaded = f.bus.load_case(&case_id).await.expect("load");
+        assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
+        assert_eq!(loaded.events.len(), script.len());
+        for (i, (stored, (who, payload))) in loaded.events.iter().zip(&script).enumerate() {
+            let ev = &stored.event;
+            assert_eq!(ev.version(), i as u64 + 1);
+            assert_eq!(ev.office.as_str(), *who, "version {}", i + 1);
+            assert_eq!(ev.case_id, case_id);
+            let PayloadKind::Known(kind) = ev.payload_kind() else {
+                panic!("version {} has no known payload", i + 1)
+            };
+            assert_eq!(&as_submitted(kind), payload, "version {}", i + 1);
+            seen.insert(payload_type_name(kind));
+        }
+        // Hand-offs carry the due time of the rules.
+        for stored in &loaded.events {
+            if let PayloadKind::Known(Kind::HandoffRequested(h)) = stored.event.payload_kind() {
+                let due = h
+                    .due_at
+                    .as_ref()
+                    .and_then(casebus_proto::datetime_from)
+                    .expect("due_at set");
+                let period = DeadlineRules::default()
+                    .handoff_due(h.kind())
+                    .expect("period");
+                assert_eq!(due, stored.event.occurred_at + period);
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        35,
+        "every kind of the catalogue was used: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_one_case_lose_no_update() {
+    let f = Fixture::start().await;
+    let case_id = case("CONCURRENT");
+    f.appender(CUSTOMS)
+        .append(request(&case_id, opened("concurrency")))
+        .await
+        .expect("open");
+    // Two independent appenders (separate caches, as two service instances would have)
+    // write 40 notes each at the same time.
+    let a = Arc::new(f.appender(CUSTOMS));
+    let b = Arc::new(f.appender(CUSTOMS));
+    let mut tasks = Vec::new();
+    for (name, appender) in [("a", a), ("b", b)] {
+        for i in 0..40 {
+            let appender = appender.clone();
+            let case_id = case_id.clone();
+            tasks.push(tokio::spawn(async move {
+                appender
+                    .append(request_with_id(
+                        &case_id,
+                        &format!("{name}-{i}"),
+                        note(&format!("{name} {i}")),
+                    ))
+                    .await
+            }));
+        }
+    }
+    let mut versions = BTreeSet::new();
+    for task in tasks {
+        let done = task
+            .await
+            .expect("task")
+            .expect("every append applies after retries");
+        assert!(
+            versions.insert(done.case_version),
+            "version {} given twice",
+            done.case_version
+        );
+    }
+    let loaded = f.bus.load_case(&case_id).await.expect("load");
+    assert_eq!(loaded.events.len(), 81);
+    let stored: Vec<u64> = loaded.events.iter().map(|e| e.event.version()).collect();
+    assert_eq!(
+        stored,
+        (1..=81).collect::<Vec<_>>(),
+        "versions 1..n without gap"
+    );
+    assert_eq!(versions, (2..=81).collect::<BTreeSet<_>>());
+    assert!(loaded.rejected.is_empty());
+}
+
+#[tokio::test]
+async fn conflicting_concurrent_commands_apply_once_and_reject_the_other_by_rule() {
+    let f = Fixture::start().await;
+    let case_id = case("CONFLICT");
+    let customs = f.appender(CUSTOMS);
+    customs
+        .append(request(&case_id, opened("conflict")))
+        .await
+        .expect("open");
+    customs
+        .append(request(&case_id, catalogue::detain("d1")))
+        .await
+        .expect("detain");
+    let determine = |infringing| {
+        Kind::InfringementDetermined(InfringementDetermined {
+            detention_id: "d1".into(),
+            infringing,
+            basis: "examined".into(),
+        })
+    };
+    let (a, b) = (f.appender(CUSTOMS), f.appender(CUSTOMS));
+    let (ra, rb) = tokio::join!(
+        a.append(request(&case_id, determine(true))),
+        b.append(request(&case_id, determine(false)))
+    );
+    let outcomes = [ra, rb];
+    let applied = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(applied, 1, "{outcomes:?}");
+    let rejected = outcomes
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("one rejected");
+    match rejected {
+        AppendError::Rejected { rejection, .. } => {
+            assert_eq!(rejection.reason_code(), "not_determined_yet")
+        }
+        other => panic!("expected a rule rejection, got {other}"),
+    }
+    assert_eq!(f.cases_count().await, 3);
+}
+
+#[tokio::test]
+async fn a_retried_command_returns_the_same_event_and_adds_nothing() {
+    let f = Fixture::start().await;
+    let case_id = case("RETRY");
+    let customs = f.appender(CUSTOMS);
+    let first = customs
+        .append(request_with_id(&case_id, "open-1", opened("retry")))
+        .await
+        .expect("open");
+    assert!(!first.duplicate);
+    // Same appender (cached) and a fresh one (reads the stream) both recognise it.
+    for appender in [&customs, &f.appender(CUSTOMS)] {
+        let again = appender
+            .append(request_with_id(&case_id, "open-1", opened("retry")))
+            .await
+            .expect("retry");
+        assert!(again.duplicate);
+        assert_eq!(again.event_id, first.event_id);
+        assert_eq!(again.stream_sequence, first.stream_sequence);
+        assert_eq!(again.case_version, 1);
+    }
+    assert_eq!(f.cases_count().await, 1);
+    // The same request id with a different command is refused, not silently deduplicated.
+    let err = customs
+        .append(request_with_id(&case_id, "open-1", opened("another title")))
+        .await
+        .expect_err("reused request id");
+    assert!(matches!(err, AppendError::RequestIdReused { .. }), "{err}");
+    assert_eq!(f.cases_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_the_duplicate_window_expired_is_still_recognised() {
+    let window = Duration::from_secs(1);
+    let f = Fixture::start_with(StreamSettings {
+        duplicate_window: window,
+        ..StreamSettings::default()
+    })
+    .await;
+    let case_id = case("LATE-RETRY");
+    let first = f
+        .appender(CUSTOMS)
+        .append(request_with_id(&case_id, "open-1", opened("late retry")))
+        .await
+        .expect("open");
+
+    // Wait until JetStream itself has forgotten the Msg-Id: a probe publish of the same
+    // id onto a scratch stream with the same window stops being reported duplicate.
+    let js = f.bus.jetstream().clone();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "PROBE".into(),
+        subjects: vec!["probe".into()],
+        duplicate_window: window,
+        ..Default::default()
+    })
+    .await
+    .expect("probe stream");
+    let probe = |js: async_nats::jetstream::Context| async move {
+        js.send_publish(
+            "probe",
+            PublishMessage::build()
+                .payload("x".into())
+                .message_id("same"),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack")
+        .duplicate
+    };
+    assert!(!probe(js.clone()).await);
+    wait_until(
+        Duration::from_secs(30),
+        "the duplicate window to expire",
+        async || !probe(js.clone()).await,
+    )
+    .await
+    .expect("window expires");
+
+    // A fresh appender (empty cache) must find the event in the case, not re-publish.
+    let again = f
+        .appender(CUSTOMS)
+        .append(request_with_id(&case_id, "open-1", opened("late retry")))
+        .await
+        .expect("retry");
+    assert!(again.duplicate);
+    assert_eq!(again.event_id, first.event_id);
+    assert_eq!(f.cases_count().await, 1);
+}
+
+#[tokio::test]
+async fn unknown_offices_are_rejected_and_nothing_is_published() {
+    let f = Fixture::start().await;
+    let case_id = case("UNKNOWN-OFFICE");
+    // A signer whose office is not registered cannot even build an appender.
+    let stranger = OfficeSigner::from_seed(office("customs:nowhere"), "k1", [42; 32]).expect("key");
+    let err = Appender::new(
+        f.bus.clone(),
+        stranger,
+        Arc::new(DeadlineRules::default()),
+        AppenderConfig::default(),
+    )
+    .expect_err("unregistered signer");
+    assert!(err.to_string().contains("customs:nowhere"), "{err}");
+    // A registered office with a key the registry does not know is refused too.
+    let wrong_key = OfficeSigner::from_seed(office(CUSTOMS), "k1", [42; 32]).expect("key");
+    assert!(matches!(
+        Appender::new(
+            f.bus.clone(),
+            wrong_key,
+            Arc::new(DeadlineRules::default()),
+            AppenderConfig::default()
+        ),
+        Err(AppendError::UnknownSigner { .. })
+    ));
+
+    let customs = f.appender(CUSTOMS);
+    customs
+        .append(request(&case_id, opened("unknown office")))
+        .await
+        .expect("open");
+    let mut to_stranger = handoff(
+        "h1",
+        HandoffKind::SuspectedCrimeReferral,
+        Agency::PublicSecurity,
+    );
+    if let Kind::HandoffRequested(p) = &mut to_stranger {
+        p.to_office_id = "public_security:nowhere".into();
+    }
+    let err = customs
+        .append(request(&case_id, to_stranger))
+        .await
+        .expect_err("unknown office");
+    let AppendError::Rejected { rejection, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        rejection.to_string(),
+        "unknown office public_security:nowhere: it is not in the office registry"
+    );
+    assert_eq!(rejection.kind(), RejectionKind::Invalid);
+    assert_eq!(f.cases_count().await, 1, "nothing was published");
+}
+
+#[tokio::test]
+async fn invalid_ids_and_illegal_commands_publish_nothing() {
+    let f = Fixture::start().await;
+    for bad in ["a.b", "*", ">", "a b", "", &"x".repeat(65), "案件"] {
+        let err = CaseId::new(bad).expect_err("invalid case id");
+        assert!(err.to_string().starts_with("case id"), "{err}");
+    }
+    assert!(RequestId::new("has space").is_err());
+
+    let customs = f.appender(CUSTOMS);
+    let case_id = case("ILLEGAL");
+    // Acting on a case that does not exist.
+    let err = customs
+        .append(request(&case_id, catalogue::detain("d1")))
+        .await
+        .expect_err("no case");
+    assert!(
+        matches!(&err, AppendError::Rejected { rejection, .. } if rejection.kind() == RejectionKind::NotFound)
+    );
+    // Another agency's action.
+    customs
+        .append(request(&case_id, opened("illegal")))
+        .await
+        .expect("open");
+    let err = customs
+        .append(request(&case_id, catalogue::file_investigation()))
+        .await
+        .expect_err("not police");
+    assert!(
+        matches!(&err, AppendError::Rejected { rejection, .. } if rejection.kind() == RejectionKind::NotPermitted)
+    );
+    // A field the rules refuse.
+    let err = customs
+        .append(request(&case_id, note("")))
+        .await
+        .expect_err("empty note");
+    assert!(err.to_string().contains("command rejected"));
+    // An oversized event.
+    let err = customs
+        .append(request(&case_id, note(&"x".repeat(19_000))))
+        .await;
+    assert!(err.is_ok(), "a 19k note is within limits");
+    let small = Appender::new(
+        f.bus.clone(),
+        signer(CUSTOMS),
+        Arc::new(DeadlineRules::default()),
+        AppenderConfig {
+            max_event_bytes: 1024,
+            ..AppenderConfig::default()
+        },
+    )
+    .expect("appender");
+    let err = small
+        .append(request(&case_id, note(&"y".repeat(2000))))
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, AppendError::TooLarge { .. }), "{err}");
+    assert_eq!(
+        f.cases_count().await,
+        2,
+        "only the accepted commands were published"
+    );
+}
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_the_record_cannot_be_deleted() {
+    let f = Fixture::start().await;
+    let js = f.bus.jetstream().clone();
+    // Running it again changes nothing and does not fail.
+    casebus_bus::provision::provision(&js, &StreamSettings::default())
+        .await
+        .expect("again");
+    let mut cases = js.get_stream(subjects::CASES_STREAM).await.expect("CASES");
+    let config = cases.info().await.expect("info").config.clone();
+    assert!(config.deny_delete && config.deny_purge && config.allow_direct);
+    assert_eq!(config.max_age, Duration::ZERO);
+    assert_eq!(
+        config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    assert_eq!(config.subjects, vec!["case.*".to_owned()]);
+    for name in [subjects::DLQ_STREAM, subjects::AUDIT_STREAM] {
+        js.get_stream(name).await.expect("stream exists");
+    }
+    let audit = js
+        .get_stream(subjects::AUDIT_STREAM)
+        .await
+        .expect("AUDIT")
+        .cached_info()
+        .config
+        .clone();
+    assert!(audit.deny_delete);
+
+    f.appender(CUSTOMS)
+        .append(request(&case("NODELETE"), opened("x")))
+        .await
+        .expect("open");
+    assert!(cases.delete_message(1).await.is_err(), "deny_delete holds");
+    assert!(cases.purge().await.is_err(), "deny_purge holds");
+    assert_eq!(f.cases_count().await, 1);
+
+    // Bad settings are refused before anything is touched.
+    let err = casebus_bus::provision::provision(
+        &js,
+        &StreamSettings {
+            replicas: 2,
+            ..StreamSettings::default()
+        },
+    )
+    .await
+    .expect_err("replicas 2");
+    assert!(err.to_string().contains("replicas"), "{err}");
+}
+
+#[tokio::test]
+async fn a_payload_kind_from_a_newer_producer_is_kept_and_shown_as_unknown() {
+    let f = Fixture::start().await;
+    let case_id = case("NEWER");
+    let customs = f.appender(CUSTOMS);
+    let opened_ev = customs
+        .append(request(&case_id, opened("newer producer")))
+        .await
+        .expect("open");
+
+    // Version 2 from a "v2" producer: a payload kind at field 900 this build lacks.
+    let signer = signer(CUSTOMS);
+    let request_id = RequestId::new("v2-event").expect("valid");
+    let envelope = Event {
+        event_id: EventId::derive(signer.office(), &case_id, &request_id).to_string(),
+        case_id: case_id.to_string(),
+        case_version: 2,
+        office_id: CUSTOMS.into(),
+        agency: Agency::Customs as i32,
+        actor: "v2".into(),
+        occurred_at: Some(timestamp_from(now())),
+        recorded_at: Some(timestamp_from(now())),
+        prev_event_hash: opened_ev.hash.0.to_vec(),
+        request_id: request_id.to_string(),
+        ..Default::default()
+    };
+    let mut bytes = envelope.encode_to_vec();
+    let mut payload = Vec::new();
+    prost::encoding::bytes::encode(900, &b"\x0a\x03new".to_vec(), &mut payload);
+    prost::encoding::bytes::encode(15, &payload, &mut bytes);
+    let (signed, _) = signer.sign_bytes(bytes);
+    f.bus
+        .jetstream()
+        .send_publish(
+            subjects::case_subject(&case_id),
+            PublishMessage::build()
+                .payload(signed.encode_to_vec().into())
+                .expected_last_subject_sequence(opened_ev.stream_sequence),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+
+    let loaded = f.bus.load_case(&case_id).await.expect("load");
+    assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
+    assert_eq!(loaded.events.len(), 2);
+    match loaded.events[1].event.payload_kind() {
+        PayloadKind::Unknown {
+            field_number,
+            bytes,
+        } => {
+            assert_eq!(field_number, 900);
+            assert_eq!(bytes, b"\x0a\x03new");
+        }
+        other => panic!("expected an unknown kind, got {other:?}"),
+    }
+    assert_eq!(loaded.events[1].event.type_name(), "Unknown(900)");
+    assert_eq!(loaded.state.version, 2);
+    assert_eq!(loaded.state.unknown_events, 1);
+    // The case goes on: the next event chains to the unknown one.
+    let next = customs
+        .append(request(&case_id, note("after v2")))
+        .await
+        .expect("append after");
+    assert_eq!(next.case_version, 3);
+}
+
+#[tokio::test]
+async fn an_append_while_nats_is_down_is_unavailable_and_its_retry_applies_once() {
+    let mut f = Fixture::start().await;
+    let case_id = case("OUTAGE");
+    let customs = f.appender(CUSTOMS);
+    customs
+        .append(request(&case_id, opened("outage")))
+        .await
+        .expect("open");
+    // A graceful stop: nats-server 2.9 acks before its flusher writes, so a kill -9 here
+    // could lose the acknowledged open event itself (the fault-injection suite covers that).
+    f.server.stop().await.expect("stop nats-server");
+    let err = customs
+        .append(request_with_id(
+            &case_id,
+            "during-outage",
+            note("written during an outage"),
+        ))
+        .await
+        .expect_err("nats is down");
+    assert!(matches!(err, AppendError::Unavailable { .. }), "{err}");
+    f.server.restart().await.expect("restart");
+    let retried = wait_until(
+        Duration::from_secs(30),
+        "the client to reconnect and the retry to apply",
+        async || {
+            customs
+                .append(request_with_id(
+                    &case_id,
+                    "during-outage",
+                    note("written during an outage"),
+                ))
+                .await
+                .ok()
+        },
+    )
+    .await
+    .expect("retry applies");
+    assert_eq!(retried.case_version, 2);
+    let again = customs
+        .append(request_with_id(
+            &case_id,
+            "during-outage",
+            note("written during an outage"),
+        ))
+        .await
+        .expect("second retry");
+    assert!(again.duplicate);
+    let loaded = f.bus.load_case(&case_id).await.expect("load");
+    assert_eq!(loaded.events.len(), 2, "exactly once");
+}

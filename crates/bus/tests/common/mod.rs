@@ -1,0 +1,121 @@
+//! Shared fixture of the bus tests: a real nats-server, provisioned streams, five
+//! registered offices with deterministic keys, and helpers to build commands.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use casebus_bus::{AppendRequest, Appender, AppenderConfig, Bus, BusConfig, StreamSettings};
+use casebus_domain::DeadlineRules;
+use casebus_integrity::{OfficeEntry, OfficeRegistry, OfficeSigner};
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::{CaseId, OfficeId, RequestId};
+use casebus_test_support::NatsServer;
+
+pub const CUSTOMS: &str = "customs:ningbo";
+pub const IPC: &str = "ip_center:zhejiang";
+pub const POLICE: &str = "public_security:ningbo";
+pub const PROC: &str = "procuratorate:ningbo";
+pub const COURT: &str = "court:hangzhou-ip";
+pub const OFFICES: [&str; 5] = [CUSTOMS, IPC, POLICE, PROC, COURT];
+
+/// Ceiling for a consumer to deliver what the test expects.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn office(id: &str) -> OfficeId {
+    OfficeId::new(id).expect("valid office id")
+}
+
+pub fn case(id: &str) -> CaseId {
+    CaseId::new(id).expect("valid case id")
+}
+
+/// The deterministic signer of an office (seed = index + 1).
+pub fn signer(id: &str) -> OfficeSigner {
+    let index = OFFICES.iter().position(|o| *o == id).unwrap_or(100) as u8;
+    OfficeSigner::from_seed(office(id), "k1", [index + 1; 32]).expect("signer")
+}
+
+pub fn registry() -> OfficeRegistry {
+    let mut registry = OfficeRegistry::default();
+    for id in OFFICES {
+        registry
+            .insert_office(OfficeEntry {
+                id: office(id),
+                name: id.to_owned(),
+                keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
+            })
+            .expect("register office");
+    }
+    registry
+}
+
+pub struct Fixture {
+    pub server: NatsServer,
+    pub bus: Bus,
+}
+
+impl Fixture {
+    pub async fn start() -> Self {
+        Self::start_with(StreamSettings::default()).await
+    }
+
+    pub async fn start_with(settings: StreamSettings) -> Self {
+        let server = NatsServer::start().await.expect("nats-server starts");
+        let client = server.client().await.expect("connect");
+        let js = Bus::context(client.clone(), &BusConfig::default());
+        casebus_bus::provision::provision(&js, &settings)
+            .await
+            .expect("provision");
+        let bus = Bus::open(client, Arc::new(registry()), BusConfig::default())
+            .await
+            .expect("open bus");
+        Self { server, bus }
+    }
+
+    pub fn appender(&self, office_id: &str) -> Appender {
+        Appender::new(
+            self.bus.clone(),
+            signer(office_id),
+            Arc::new(DeadlineRules::default()),
+            AppenderConfig::default(),
+        )
+        .expect("appender")
+    }
+
+    /// Number of messages in `CASES`.
+    pub async fn cases_count(&self) -> u64 {
+        let mut stream = self.bus.cases().clone();
+        stream.info().await.expect("stream info").state.messages
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A request with a fresh request id.
+pub fn request(case_id: &CaseId, payload: Kind) -> AppendRequest {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    request_with_id(case_id, &format!("req-{n}"), payload)
+}
+
+pub fn request_with_id(case_id: &CaseId, request_id: &str, payload: Kind) -> AppendRequest {
+    AppendRequest {
+        case_id: case_id.clone(),
+        request_id: RequestId::new(request_id).expect("valid request id"),
+        actor: "officer-1".into(),
+        occurred_at: None,
+        causation_id: None,
+        correlation_id: String::new(),
+        visibility: None,
+        payload,
+    }
+}
+
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+pub mod catalogue;

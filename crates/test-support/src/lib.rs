@@ -1,0 +1,26 @@
+//! Dev-only test harness for casebus: real `nats-server` processes on loopback.
+//!
+//! [`NatsServer`] runs one JetStream server in its own temporary directory, and
+//! [`NatsCluster`] runs a JetStream cluster of several such nodes. Both read the ports the
+//! server picked from its `.ports` file, wait for JetStream to answer before returning,
+//! and kill their processes on drop, so every test can own its servers and tests run in
+//! parallel. [`wait_until`] polls a condition under a named deadline instead of sleeping.
+//!
+//! This crate is a dev-dependency only; nothing in it belongs in a service binary.
+
+mod binary;
+mod cluster;
+mod error;
+mod node;
+mod server;
+mod wait;
+
+pub use binary::{INSTALL_HINT, NATS_SERVER_BIN_ENV, find_nats_server};
+pub use cluster::{CLUSTER_NAME, ClusterNode, ClusterOptions, NatsCluster};
+pub use error::HarnessError;
+pub use node::process_exists;
+pub use server::{NatsServer, NatsServerOptions};
+pub use wait::{
+    CLUSTER_READY_TIMEOUT, POLL_INTERVAL, PROBE_TIMEOUT, Ready, STARTUP_TIMEOUT, STOP_TIMEOUT,
+    wait_until,
+};
