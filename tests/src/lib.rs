@@ -1,0 +1,13 @@
+//! Support for the workspace-wide checks in `tests/tests/`: the schema evolution guard
+//! (a text baseline of every proto field and enum value, and the rules a change must
+//! follow so a v1 consumer never mis-reads a newer event) and the workspace root.
+
+pub mod schema;
+
+use std::path::PathBuf;
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
