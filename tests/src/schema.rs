@@ -75,13 +75,24 @@ impl Element {
     fn to_line(&self) -> String {
         match self {
             Self::Message { name } => format!("message {name}"),
-            Self::Field { message, number, name, ty, label, oneof } => {
+            Self::Field {
+                message,
+                number,
+                name,
+                ty,
+                label,
+                oneof,
+            } => {
                 format!("field {message} {number} {name} {ty} {label} {oneof}")
             }
             Self::Reserved { scope, start, end } => format!("reserved {scope} {start} {end}"),
             Self::ReservedName { scope, name } => format!("reserved_name {scope} {name}"),
             Self::Enum { name } => format!("enum {name}"),
-            Self::Value { r#enum, name, number } => format!("value {} {name} {number}", r#enum),
+            Self::Value {
+                r#enum,
+                name,
+                number,
+            } => format!("value {} {name} {number}", r#enum),
         }
     }
 
@@ -99,10 +110,21 @@ impl Element {
                 label: s(5)?,
                 oneof: s(6)?,
             },
-            "reserved" => Self::Reserved { scope: s(1)?, start: n(2)?, end: n(3)? },
-            "reserved_name" => Self::ReservedName { scope: s(1)?, name: s(2)? },
+            "reserved" => Self::Reserved {
+                scope: s(1)?,
+                start: n(2)?,
+                end: n(3)?,
+            },
+            "reserved_name" => Self::ReservedName {
+                scope: s(1)?,
+                name: s(2)?,
+            },
             "enum" => Self::Enum { name: s(1)? },
-            "value" => Self::Value { r#enum: s(1)?, name: s(2)?, number: n(3)? },
+            "value" => Self::Value {
+                r#enum: s(1)?,
+                name: s(2)?,
+                number: n(3)?,
+            },
             _ => return None,
         })
     }
@@ -123,7 +145,11 @@ impl Snapshot {
     pub fn from_descriptor_set(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         let set = FileDescriptorSet::decode(bytes)?;
         let mut snapshot = Self::default();
-        for file in set.file.iter().filter(|f| f.package().starts_with("casebus.")) {
+        for file in set
+            .file
+            .iter()
+            .filter(|f| f.package().starts_with("casebus."))
+        {
             let prefix = format!(".{}", file.package());
             for message in &file.message_type {
                 snapshot.add_message(&prefix, message);
@@ -137,7 +163,8 @@ impl Snapshot {
 
     fn add_message(&mut self, prefix: &str, message: &DescriptorProto) {
         let name = format!("{prefix}.{}", message.name());
-        self.elements.insert(Element::Message { name: name.clone() });
+        self.elements
+            .insert(Element::Message { name: name.clone() });
         for field in &message.field {
             let ty = if field.type_name().is_empty() {
                 format!("{:?}", field.r#type()).to_lowercase()
@@ -170,7 +197,10 @@ impl Snapshot {
             });
         }
         for reserved in &message.reserved_name {
-            self.elements.insert(Element::ReservedName { scope: name.clone(), name: reserved.clone() });
+            self.elements.insert(Element::ReservedName {
+                scope: name.clone(),
+                name: reserved.clone(),
+            });
         }
         for nested in &message.nested_type {
             self.add_message(&name, nested);
@@ -199,7 +229,10 @@ impl Snapshot {
             });
         }
         for reserved in &e.reserved_name {
-            self.elements.insert(Element::ReservedName { scope: name.clone(), name: reserved.clone() });
+            self.elements.insert(Element::ReservedName {
+                scope: name.clone(),
+                name: reserved.clone(),
+            });
         }
     }
 
@@ -245,7 +278,9 @@ pub fn breaking_changes(baseline: &Snapshot, current: &Snapshot) -> Vec<String> 
         .elements
         .iter()
         .filter_map(|e| match e {
-            Element::Field { message, number, .. } => Some(((message.as_str(), *number), e)),
+            Element::Field {
+                message, number, ..
+            } => Some(((message.as_str(), *number), e)),
             _ => None,
         })
         .collect();
@@ -261,7 +296,14 @@ pub fn breaking_changes(baseline: &Snapshot, current: &Snapshot) -> Vec<String> 
                     problems.push(format!("enum {name} was removed"));
                 }
             }
-            Element::Field { message, number, name, ty, label, oneof } => {
+            Element::Field {
+                message,
+                number,
+                name,
+                ty,
+                label,
+                oneof,
+            } => {
                 match current_fields.get(&(message.as_str(), *number)) {
                     None => {
                         if !current.reserved_number(message, *number) {
@@ -270,15 +312,25 @@ pub fn breaking_changes(baseline: &Snapshot, current: &Snapshot) -> Vec<String> 
                             ));
                         }
                     }
-                    Some(Element::Field { ty: t, label: l, oneof: o, name: n, .. }) => {
+                    Some(Element::Field {
+                        ty: t,
+                        label: l,
+                        oneof: o,
+                        name: n,
+                        ..
+                    }) => {
                         if t != ty {
-                            problems.push(format!("field {message}.{name} ({number}) changed type from {ty} to {t}"));
+                            problems.push(format!(
+                                "field {message}.{name} ({number}) changed type from {ty} to {t}"
+                            ));
                         }
                         if l != label {
                             problems.push(format!("field {message}.{name} ({number}) changed label from {label} to {l}"));
                         }
                         if o != oneof {
-                            problems.push(format!("field {message}.{name} ({number}) moved from oneof {oneof} to {o}"));
+                            problems.push(format!(
+                                "field {message}.{name} ({number}) moved from oneof {oneof} to {o}"
+                            ));
                         }
                         if n != name && current.exists(|e| matches!(e, Element::Field { message: m, name: nn, .. } if m == message && nn == name)) {
                             problems.push(format!("field name {message}.{name} now has another number"));
@@ -288,32 +340,52 @@ pub fn breaking_changes(baseline: &Snapshot, current: &Snapshot) -> Vec<String> 
                 }
             }
             Element::Reserved { scope, start, end } => {
-                for (&(m, number), field) in current_fields.range((scope.as_str(), *start)..(scope.as_str(), *end)) {
-                    if m == scope {
-                        if let Element::Field { name, .. } = field {
-                            problems.push(format!("field {scope}.{name} reuses reserved number {number}"));
-                        }
+                for (&(m, number), field) in
+                    current_fields.range((scope.as_str(), *start)..(scope.as_str(), *end))
+                {
+                    if m == scope
+                        && let Element::Field { name, .. } = field
+                    {
+                        problems.push(format!(
+                            "field {scope}.{name} reuses reserved number {number}"
+                        ));
                     }
                 }
                 if !current.exists(|e| e == element) {
-                    problems.push(format!("reserved range {start}..{end} of {scope} was dropped"));
+                    problems.push(format!(
+                        "reserved range {start}..{end} of {scope} was dropped"
+                    ));
                 }
             }
             Element::ReservedName { .. } => {}
-            Element::Value { r#enum, name, number } => {
+            Element::Value {
+                r#enum,
+                name,
+                number,
+            } => {
                 let same_name = current.elements.iter().find_map(|e| match e {
-                    Element::Value { r#enum: en, name: n, number: num } if en == r#enum && n == name => Some(*num),
+                    Element::Value {
+                        r#enum: en,
+                        name: n,
+                        number: num,
+                    } if en == r#enum && n == name => Some(*num),
                     _ => None,
                 });
                 match same_name {
                     Some(now) if now != *number => {
-                        problems.push(format!("enum value {}.{name} was renumbered from {number} to {now}", r#enum));
+                        problems.push(format!(
+                            "enum value {}.{name} was renumbered from {number} to {now}",
+                            r#enum
+                        ));
                     }
                     Some(_) => {}
                     None => {
                         let taken = current.exists(|e| matches!(e, Element::Value { r#enum: en, number: num, .. } if en == r#enum && num == number));
                         if taken {
-                            problems.push(format!("enum value number {}.{number} ({name}) now means another value", r#enum));
+                            problems.push(format!(
+                                "enum value number {}.{number} ({name}) now means another value",
+                                r#enum
+                            ));
                         } else if !current.reserved_number(r#enum, *number) {
                             problems.push(format!("enum value {}.{name} ({number}) was removed without reserving its number", r#enum));
                         }

@@ -5,7 +5,8 @@ use casebus_tests::schema::{Snapshot, breaking_changes};
 use casebus_tests::workspace_root;
 
 fn current() -> Snapshot {
-    Snapshot::from_descriptor_set(casebus_proto::FILE_DESCRIPTOR_SET).expect("descriptor set decodes")
+    Snapshot::from_descriptor_set(casebus_proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptor set decodes")
 }
 
 #[test]
@@ -15,15 +16,26 @@ fn the_protos_make_no_breaking_change_against_the_baseline() {
     if std::env::var_os("CASEBUS_BLESS_SCHEMA").is_some() {
         if let Ok(text) = std::fs::read_to_string(&path) {
             let problems = breaking_changes(&Snapshot::from_text(&text), &current);
-            assert!(problems.is_empty(), "refusing to bless a breaking change:\n{}", problems.join("\n"));
+            assert!(
+                problems.is_empty(),
+                "refusing to bless a breaking change:\n{}",
+                problems.join("\n")
+            );
         }
         std::fs::write(&path, current.to_text()).expect("write baseline");
     }
     let text = std::fs::read_to_string(&path).expect("proto/baseline.txt is committed");
     let baseline = Snapshot::from_text(&text);
-    assert!(baseline.elements.len() > 100, "the baseline covers the catalogue");
+    assert!(
+        baseline.elements.len() > 100,
+        "the baseline covers the catalogue"
+    );
     let problems = breaking_changes(&baseline, &current);
-    assert!(problems.is_empty(), "breaking proto changes:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "breaking proto changes:\n{}",
+        problems.join("\n")
+    );
 }
 
 fn edit(base: &Snapshot, from: &str, to: Option<&str>) -> Snapshot {
@@ -52,11 +64,23 @@ fn removing_a_field_without_reserving_its_number_is_breaking() {
 fn changing_a_field_type_label_or_oneof_is_breaking() {
     let base = current();
     let line = "field .casebus.event.v1.Event 3 case_version uint64 optional -";
-    let retyped = edit(&base, line, Some("field .casebus.event.v1.Event 3 case_version string optional -"));
+    let retyped = edit(
+        &base,
+        line,
+        Some("field .casebus.event.v1.Event 3 case_version string optional -"),
+    );
     assert_eq!(breaking_changes(&base, &retyped).len(), 1);
-    let repeated = edit(&base, line, Some("field .casebus.event.v1.Event 3 case_version uint64 repeated -"));
+    let repeated = edit(
+        &base,
+        line,
+        Some("field .casebus.event.v1.Event 3 case_version uint64 repeated -"),
+    );
     assert_eq!(breaking_changes(&base, &repeated).len(), 1);
-    let oneofed = edit(&base, line, Some("field .casebus.event.v1.Event 3 case_version uint64 optional kind"));
+    let oneofed = edit(
+        &base,
+        line,
+        Some("field .casebus.event.v1.Event 3 case_version uint64 optional kind"),
+    );
     assert_eq!(breaking_changes(&base, &oneofed).len(), 1);
 }
 
@@ -64,27 +88,42 @@ fn changing_a_field_type_label_or_oneof_is_breaking() {
 fn reusing_a_reserved_number_is_breaking() {
     let base = current();
     let mut with_reserved = base.clone();
-    with_reserved.elements.insert(
-        casebus_tests::schema::Element::Reserved { scope: ".casebus.event.v1.Event".into(), start: 40, end: 41 },
-    );
+    with_reserved
+        .elements
+        .insert(casebus_tests::schema::Element::Reserved {
+            scope: ".casebus.event.v1.Event".into(),
+            start: 40,
+            end: 41,
+        });
     let mut reused = with_reserved.clone();
-    reused.elements.insert(casebus_tests::schema::Element::Field {
-        message: ".casebus.event.v1.Event".into(),
-        number: 40,
-        name: "shiny".into(),
-        ty: "string".into(),
-        label: "optional".into(),
-        oneof: "-".into(),
-    });
+    reused
+        .elements
+        .insert(casebus_tests::schema::Element::Field {
+            message: ".casebus.event.v1.Event".into(),
+            number: 40,
+            name: "shiny".into(),
+            ty: "string".into(),
+            label: "optional".into(),
+            oneof: "-".into(),
+        });
     let problems = breaking_changes(&with_reserved, &reused);
-    assert!(problems.iter().any(|p| p.contains("reuses reserved number 40")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("reuses reserved number 40")),
+        "{problems:?}"
+    );
 }
 
 #[test]
 fn renumbering_or_removing_an_enum_value_is_breaking() {
     let base = current();
     let line = "value .casebus.event.v1.Agency CUSTOMS 4";
-    let renumbered = edit(&base, line, Some("value .casebus.event.v1.Agency CUSTOMS 9"));
+    let renumbered = edit(
+        &base,
+        line,
+        Some("value .casebus.event.v1.Agency CUSTOMS 9"),
+    );
     assert_eq!(
         breaking_changes(&base, &renumbered),
         vec!["enum value .casebus.event.v1.Agency.CUSTOMS was renumbered from 4 to 9"]
@@ -97,19 +136,23 @@ fn renumbering_or_removing_an_enum_value_is_breaking() {
 fn additions_are_never_breaking() {
     let base = current();
     let mut added = base.clone();
-    added.elements.insert(casebus_tests::schema::Element::Field {
-        message: ".casebus.event.v1.Payload".into(),
-        number: 70,
-        name: "something_new".into(),
-        ty: ".casebus.event.v1.NoteAdded".into(),
-        label: "optional".into(),
-        oneof: "kind".into(),
-    });
-    added.elements.insert(casebus_tests::schema::Element::Value {
-        r#enum: ".casebus.event.v1.Agency".into(),
-        name: "MARKET_REGULATOR".into(),
-        number: 6,
-    });
+    added
+        .elements
+        .insert(casebus_tests::schema::Element::Field {
+            message: ".casebus.event.v1.Payload".into(),
+            number: 70,
+            name: "something_new".into(),
+            ty: ".casebus.event.v1.NoteAdded".into(),
+            label: "optional".into(),
+            oneof: "kind".into(),
+        });
+    added
+        .elements
+        .insert(casebus_tests::schema::Element::Value {
+            r#enum: ".casebus.event.v1.Agency".into(),
+            name: "MARKET_REGULATOR".into(),
+            number: 6,
+        });
     assert!(breaking_changes(&base, &added).is_empty());
 }
 

@@ -9,7 +9,9 @@ use cargo_metadata::{DependencyKind, MetadataCommand, Package};
 use casebus_tests::workspace_root;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -31,7 +33,11 @@ fn workspace_rust_files() -> Vec<PathBuf> {
     for dir in ["crates", "services", "tests", "benches"] {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(files.len() > 20, "found the sources ({} files)", files.len());
+    assert!(
+        files.len() > 20,
+        "found the sources ({} files)",
+        files.len()
+    );
     files
 }
 
@@ -53,7 +59,10 @@ fn every_rust_file_opens_with_a_module_doc_comment() {
         })
         .map(|p| relative(&p))
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` header: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header: {missing:?}"
+    );
 }
 
 fn is_test_file(path: &Path) -> bool {
@@ -65,10 +74,17 @@ fn tests_wait_on_conditions_never_on_fixed_sleeps() {
     let offenders: Vec<String> = workspace_rust_files()
         .into_iter()
         .filter(|p| is_test_file(p) && !p.ends_with("tidy.rs"))
-        .filter(|p| std::fs::read_to_string(p).unwrap_or_default().contains("sleep("))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("sleep(")
+        })
         .map(|p| relative(&p))
         .collect();
-    assert!(offenders.is_empty(), "tests calling sleep(: {offenders:?}; use wait_until");
+    assert!(
+        offenders.is_empty(),
+        "tests calling sleep(: {offenders:?}; use wait_until"
+    );
 }
 
 #[test]
@@ -83,7 +99,10 @@ fn no_test_is_ignored_or_expects_a_panic() {
         })
         .map(|p| relative(&p))
         .collect();
-    assert!(offenders.is_empty(), "ignored or should_panic tests in {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "ignored or should_panic tests in {offenders:?}"
+    );
 }
 
 fn metadata() -> cargo_metadata::Metadata {
@@ -112,7 +131,11 @@ fn only_the_bus_talks_to_nats() {
     for package in metadata().workspace_packages() {
         let allowed = ["casebus-bus", "casebus-test-support"].contains(&package.name.as_str());
         let uses = package.dependencies.iter().any(|d| d.name == "async-nats");
-        assert!(!uses || allowed, "{} depends on async-nats; go through casebus-bus", package.name);
+        assert!(
+            !uses || allowed,
+            "{} depends on async-nats; go through casebus-bus",
+            package.name
+        );
     }
 }
 
@@ -124,7 +147,11 @@ fn only_the_proto_crate_runs_codegen() {
             .dependencies
             .iter()
             .any(|d| d.kind == DependencyKind::Build && codegen.contains(&d.name.as_str()));
-        assert!(!runs || package.name == "casebus-proto", "{} runs codegen", package.name);
+        assert!(
+            !runs || package.name == "casebus-proto",
+            "{} runs codegen",
+            package.name
+        );
     }
 }
 
@@ -153,12 +180,22 @@ fn the_domain_crate_does_no_io() {
         .into_iter()
         .find(|p| p.name == "casebus-domain")
         .expect("casebus-domain exists");
-    let io = ["tokio", "async-nats", "tonic", "rusqlite", "hyper", "reqwest", "casebus-bus"];
+    let io = [
+        "tokio",
+        "async-nats",
+        "tonic",
+        "rusqlite",
+        "hyper",
+        "reqwest",
+        "casebus-bus",
+    ];
     for dep in normal_deps(domain) {
         assert!(!io.contains(&dep), "casebus-domain depends on {dep}");
     }
-    let text = std::fs::read_to_string(workspace_root().join("crates/domain/src/decide.rs")).unwrap_or_default()
-        + &std::fs::read_to_string(workspace_root().join("crates/domain/src/state.rs")).unwrap_or_default();
+    let text = std::fs::read_to_string(workspace_root().join("crates/domain/src/decide.rs"))
+        .unwrap_or_default()
+        + &std::fs::read_to_string(workspace_root().join("crates/domain/src/state.rs"))
+            .unwrap_or_default();
     for call in ["now_utc()", "std::fs", "std::net", "std::env"] {
         assert!(!text.contains(call), "the domain must not call {call}");
     }
@@ -169,7 +206,12 @@ fn the_test_harness_is_only_ever_a_dev_dependency() {
     for package in metadata().workspace_packages() {
         for dep in &package.dependencies {
             if dep.name == "casebus-test-support" {
-                assert_eq!(dep.kind, DependencyKind::Development, "{} uses the harness outside tests", package.name);
+                assert_eq!(
+                    dep.kind,
+                    DependencyKind::Development,
+                    "{} uses the harness outside tests",
+                    package.name
+                );
             }
         }
     }
@@ -178,8 +220,17 @@ fn the_test_harness_is_only_ever_a_dev_dependency() {
 #[test]
 fn every_package_carries_the_prefix_and_the_workspace_lints() {
     for package in metadata().workspace_packages() {
-        assert!(package.name.starts_with("casebus"), "{} lacks the casebus- prefix", package.name);
-        let manifest = std::fs::read_to_string(package.manifest_path.as_std_path()).unwrap_or_default();
-        assert!(manifest.contains("[lints]") && manifest.contains("workspace = true"), "{} does not inherit the workspace lints", package.name);
+        assert!(
+            package.name.starts_with("casebus"),
+            "{} lacks the casebus- prefix",
+            package.name
+        );
+        let manifest =
+            std::fs::read_to_string(package.manifest_path.as_std_path()).unwrap_or_default();
+        assert!(
+            manifest.contains("[lints]") && manifest.contains("workspace = true"),
+            "{} does not inherit the workspace lints",
+            package.name
+        );
     }
 }

@@ -18,3 +18,5 @@ pub use verify::{
     CaseFailure, CaseReport, ChainError, ChainTip, VerifiedEvent, VerifyError, verify_case,
     verify_signed,
 };
+
+pub mod token;
