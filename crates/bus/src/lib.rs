@@ -13,19 +13,25 @@
 
 mod append;
 mod bus;
+mod connect;
 mod consumer;
 mod error;
+pub mod ops;
 pub mod provision;
+pub mod service;
 mod store;
 pub mod subjects;
+mod tail;
 
 pub use append::{AppendRequest, Appended, Appender, AppenderConfig, command_digest};
 pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
+pub use connect::{ConnectConfig, connect};
 pub use consumer::{ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError};
 pub use error::{AppendError, BusError, ConsumeError, LoadError, ProvisionError};
 pub use provision::StreamSettings;
-pub use store::{LoadedCase, RejectedMessage, StoredEvent};
+pub use store::{LoadedCase, RejectedMessage, StoredEvent, recorded};
+pub use tail::{RawEvent, RawEvents};
 
 /// Re-exported so callers can build a shutdown token without naming tokio-util.
 pub use tokio_util::sync::CancellationToken;

@@ -253,7 +253,10 @@ impl Node {
 
     pub(crate) fn pause(&mut self) -> Result<(), HarnessError> {
         self.require_running()?;
-        self.signal(Signal::STOP, "SIGSTOP")
+        self.signal(Signal::STOP, "SIGSTOP")?;
+        // kill(2) returns before the kernel has stopped every thread; a thread already
+        // on a CPU may still answer a request. Return only once all threads are stopped.
+        wait_stopped(self.pid)
     }
 
     pub(crate) fn resume(&mut self) -> Result<(), HarnessError> {
@@ -488,4 +491,35 @@ pub(crate) async fn probe(url: &str, readiness: Readiness) -> bool {
         tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
         Ok(Some(()))
     )
+}
+
+/// Polls `/proc/<pid>/task/*/stat` until every thread of `pid` is stopped (state `T`).
+fn wait_stopped(pid: u32) -> Result<(), HarnessError> {
+    let deadline = std::time::Instant::now() + crate::wait::STOP_TIMEOUT;
+    loop {
+        let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().all(|task| {
+                    std::fs::read_to_string(task.path().join("stat"))
+                        .ok()
+                        .and_then(|stat| {
+                            stat.rfind(')')
+                                .and_then(|i| stat[i + 1..].trim_start().chars().next())
+                        })
+                        .is_some_and(|state| state == 'T' || state == 't')
+                })
+            })
+            // Without /proc (not Linux) there is nothing to poll; trust the signal.
+            .unwrap_or(true);
+        if all_stopped {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HarnessError::Timeout {
+                what: format!("nats-server (pid {pid}) to stop after SIGSTOP"),
+                after: crate::wait::STOP_TIMEOUT,
+            });
+        }
+        std::thread::sleep(crate::wait::POLL_INTERVAL);
+    }
 }

@@ -1,0 +1,126 @@
+//! Configuration groups shared by every service, to `#[command(flatten)]` into each
+//! service's `Config`. Every flag has an environment variable; secrets arrive as file
+//! paths and never appear in `Debug` output beyond the path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use casebus_bus::ConnectConfig;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long = "nats-url",
+        env = "CASEBUS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// NATS credentials file (.creds) of this service's user, if the server needs one.
+    #[arg(long = "nats-creds", env = "CASEBUS_NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// Publishes awaiting their JetStream ack at once (backpressure beyond).
+    #[arg(
+        long = "nats-max-ack-inflight",
+        env = "CASEBUS_NATS_MAX_ACK_INFLIGHT",
+        default_value_t = 1024
+    )]
+    pub max_ack_inflight: usize,
+}
+
+impl NatsArgs {
+    /// The connection settings for client `name`.
+    pub fn connect_config(&self, name: &str) -> ConnectConfig {
+        let mut config = ConnectConfig::new(self.url.clone(), name);
+        config.credentials_file = self.creds.clone();
+        config
+    }
+}
+
+/// The gRPC listener and its security.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcArgs {
+    /// Address the gRPC server listens on.
+    #[arg(
+        long = "grpc-listen",
+        env = "CASEBUS_GRPC_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+    /// PEM certificate chain of this server (enables TLS).
+    #[arg(long = "tls-cert", env = "CASEBUS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of this server.
+    #[arg(long = "tls-key", env = "CASEBUS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) whose client certificates are accepted; the certificate's
+    /// common name must be the caller's office id (e.g. `customs:ningbo`).
+    #[arg(long = "client-ca", env = "CASEBUS_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Trust file of token issuer public keys (`[[issuer]] key_id, public_key`).
+    #[arg(long = "trusted-issuers", env = "CASEBUS_TRUSTED_ISSUERS")]
+    pub trusted_issuers: Option<PathBuf>,
+}
+
+/// Metrics and health over HTTP.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
+    #[arg(
+        long = "metrics-listen",
+        env = "CASEBUS_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub listen: SocketAddr,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (local use).
+    Text,
+    /// One JSON object per line (production).
+    Json,
+}
+
+/// Logging and shutdown.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessArgs {
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(
+        long = "log-format",
+        env = "CASEBUS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// How long in-flight work may take to finish after SIGTERM.
+    #[arg(long = "shutdown-grace", env = "CASEBUS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Parses `10s`, `2m`, `1h 30m` (humantime syntax).
+///
+/// # Errors
+/// A message naming the value when it is not a duration.
+pub fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 10s, 2m or 1h30m: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_the_documented_forms() {
+        assert_eq!(humantime_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(humantime_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(humantime_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(humantime_duration("soon").is_err());
+        assert!(humantime_duration("").is_err());
+        assert!(humantime_duration("5y").is_err());
+    }
+}

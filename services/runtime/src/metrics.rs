@@ -1,0 +1,379 @@
+//! Prometheus metrics of a casebus service: one registry with every metric the
+//! dashboards and alert rules use, a tower layer counting gRPC requests by method and
+//! code with their latency, and the HTTP endpoint serving `/metrics`, `/healthz` and
+//! `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::RuntimeError;
+
+/// Latency buckets in seconds, from 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric of a service. Labels are bounded sets (agency, event type, method,
+/// code, reason, consumer) — never ids.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry to scrape.
+    pub registry: Registry,
+    /// gRPC requests by service, method and status code.
+    pub grpc_requests: IntCounterVec,
+    /// gRPC request latency by service and method.
+    pub grpc_latency: HistogramVec,
+    /// Events appended by agency and event type.
+    pub events_appended: IntCounterVec,
+    /// Time from loading the case to the publish ack.
+    pub append_latency: Histogram,
+    /// Optimistic-concurrency retries (a concurrent writer got there first).
+    pub append_retries: IntCounter,
+    /// Commands recognised as retries (duplicate request ids).
+    pub duplicates: IntCounter,
+    /// Commands rejected, by reason (rule name or kind).
+    pub rejections: IntCounterVec,
+    /// Events consumed by consumer, agency and event type.
+    pub events_consumed: IntCounterVec,
+    /// Messages dead-lettered by consumer.
+    pub dead_letters: IntCounterVec,
+    /// Messages waiting for a consumer, by consumer.
+    pub consumer_pending: IntGaugeVec,
+    /// Hand-offs requested, by receiving agency.
+    pub handoffs_opened: IntCounterVec,
+    /// Hand-offs acknowledged, by receiving agency.
+    pub handoffs_acknowledged: IntCounterVec,
+    /// Open hand-offs past their due time, by receiving agency.
+    pub handoffs_overdue: IntGaugeVec,
+    /// Verification failures seen (signature, key, chain), by code.
+    pub verification_failures: IntCounterVec,
+    /// 1 while the service is ready.
+    pub up: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, RuntimeError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).map_err(RuntimeError::Metrics)?;
+    r.register(Box::new(c.clone()))
+        .map_err(RuntimeError::Metrics)?;
+    Ok(c)
+}
+
+fn gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, RuntimeError> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).map_err(RuntimeError::Metrics)?;
+    r.register(Box::new(g.clone()))
+        .map_err(RuntimeError::Metrics)?;
+    Ok(g)
+}
+
+impl Metrics {
+    /// A registry with every metric, each labelled with the constant `service` and
+    /// `office` labels.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Metrics`] when a label value is invalid.
+    pub fn new(service: &str, office: &str) -> Result<Self, RuntimeError> {
+        let mut constant = std::collections::HashMap::new();
+        constant.insert("service".to_owned(), service.to_owned());
+        constant.insert("office".to_owned(), office.to_owned());
+        let r = Registry::new_custom(None, Some(constant)).map_err(RuntimeError::Metrics)?;
+        let grpc_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "casebus_grpc_request_duration_seconds",
+                "gRPC request latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(grpc_latency.clone()))
+            .map_err(RuntimeError::Metrics)?;
+        let append_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "casebus_append_duration_seconds",
+                "Append latency: load, decide, sign, publish, ack",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(append_latency.clone()))
+            .map_err(RuntimeError::Metrics)?;
+        let append_retries = IntCounter::new(
+            "casebus_append_retries_total",
+            "Optimistic-concurrency retries of appends",
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(append_retries.clone()))
+            .map_err(RuntimeError::Metrics)?;
+        let duplicates = IntCounter::new(
+            "casebus_duplicate_commands_total",
+            "Commands recognised as retries of applied commands",
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(duplicates.clone()))
+            .map_err(RuntimeError::Metrics)?;
+        let up = IntGauge::new("casebus_up", "1 while the service is ready")
+            .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(up.clone()))
+            .map_err(RuntimeError::Metrics)?;
+        Ok(Self {
+            grpc_requests: counter(
+                &r,
+                "casebus_grpc_requests_total",
+                "gRPC requests by method and code",
+                &["method", "code"],
+            )?,
+            grpc_latency,
+            events_appended: counter(
+                &r,
+                "casebus_events_appended_total",
+                "Events appended",
+                &["agency", "type"],
+            )?,
+            append_latency,
+            append_retries,
+            duplicates,
+            rejections: counter(
+                &r,
+                "casebus_rejections_total",
+                "Commands rejected by reason",
+                &["reason"],
+            )?,
+            events_consumed: counter(
+                &r,
+                "casebus_events_consumed_total",
+                "Events consumed",
+                &["consumer", "agency", "type"],
+            )?,
+            dead_letters: counter(
+                &r,
+                "casebus_dead_letters_total",
+                "Messages moved to CASES_DLQ",
+                &["consumer"],
+            )?,
+            consumer_pending: gauge(
+                &r,
+                "casebus_consumer_pending",
+                "Messages not yet delivered to the consumer",
+                &["consumer"],
+            )?,
+            handoffs_opened: counter(
+                &r,
+                "casebus_handoffs_opened_total",
+                "Hand-offs requested, by receiving agency",
+                &["to_agency"],
+            )?,
+            handoffs_acknowledged: counter(
+                &r,
+                "casebus_handoffs_acknowledged_total",
+                "Hand-offs acknowledged, by receiving agency",
+                &["agency"],
+            )?,
+            handoffs_overdue: gauge(
+                &r,
+                "casebus_handoffs_overdue",
+                "Open hand-offs past their due time, by receiving agency",
+                &["agency"],
+            )?,
+            verification_failures: counter(
+                &r,
+                "casebus_verification_failures_total",
+                "Messages failing verification, by code",
+                &["code"],
+            )?,
+            up,
+            registry: r,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A tower layer recording every gRPC request in [`Metrics`].
+#[derive(Clone, Debug)]
+pub struct GrpcMetricsLayer {
+    metrics: Metrics,
+}
+
+impl GrpcMetricsLayer {
+    /// The layer for `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service produced by [`GrpcMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The method is the last path segment's pair `/package.Service/Method`; its set is
+        // bounded by the services we serve (unknown paths are answered UNIMPLEMENTED).
+        let method = request.uri().path().trim_start_matches('/').to_owned();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        let start = Instant::now();
+        Box::pin(async move {
+            let response = inner.call(request).await;
+            let code = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", |c| code_name(tonic::Code::from_i32(c))),
+                Err(_) => "Transport",
+            };
+            metrics
+                .grpc_requests
+                .with_label_values(&[&method, code])
+                .inc();
+            metrics
+                .grpc_latency
+                .with_label_values(&[&method])
+                .observe(start.elapsed().as_secs_f64());
+            response
+        })
+    }
+}
+
+/// The canonical name of a gRPC code, for labels.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (`ready` is set)
+/// on `listener` until `shutdown`.
+pub async fn serve_http(
+    listener: TcpListener,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::Relaxed) {
+                        (http::StatusCode::OK, "ready")
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Binds a listener, naming it in the error.
+///
+/// # Errors
+/// [`RuntimeError::Bind`] when the address is taken or not local.
+pub async fn bind(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,45 @@
+//! Graceful shutdown: the first SIGINT or SIGTERM cancels the returned token (stop
+//! accepting, finish in-flight work, drain NATS); a second one exits at once.
+
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when a second signal forces the exit.
+const FORCED_EXIT: i32 = 130;
+
+/// A token cancelled by the first SIGINT or SIGTERM.
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown begun");
+        trigger.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal; exiting now");
+        std::process::exit(FORCED_EXIT);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
