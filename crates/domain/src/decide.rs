@@ -20,6 +20,8 @@ use crate::state::{CaseState, HandoffStatus};
 
 /// How far in the future `occurred_at` may lie, for clock skew between offices.
 const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+/// The earliest `occurred_at` accepted: no case on this bus predates the year 2000.
+const EARLIEST: OffsetDateTime = time::macros::datetime!(2000-01-01 0:00 UTC);
 /// Longest short text (titles, numbers, names).
 const SHORT: usize = 300;
 /// Longest long text (summaries, reasons, notes, opinions).
@@ -239,6 +241,12 @@ pub fn decide(state: &CaseState, cmd: &Command, ctx: &Context<'_>) -> Result<Dec
         return Err(invalid(
             "occurred_at",
             format!("{} lies in the future", fmt_time(cmd.occurred_at)),
+        ));
+    }
+    if cmd.occurred_at < EARLIEST {
+        return Err(invalid(
+            "occurred_at",
+            format!("{} lies before 2000-01-01", fmt_time(cmd.occurred_at)),
         ));
     }
     let visibility = match &cmd.visibility {
@@ -715,7 +723,20 @@ fn check_state(
             return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Acknowledged);
         }
         Kind::HandoffAccepted(p) => {
-            return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Accepted);
+            answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Accepted)?;
+            if !p.local_case_number.is_empty()
+                && state
+                    .references
+                    .iter()
+                    .any(|r| r.agency == agency && r.number == p.local_case_number)
+            {
+                return Err(exists(format!(
+                    "reference {} of {}",
+                    p.local_case_number,
+                    agency_name(agency)
+                )));
+            }
+            return Ok(());
         }
         Kind::HandoffDeclined(p) => {
             return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Declined);

@@ -16,7 +16,7 @@ pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, Reject
 pub use decide::decide;
 pub use rules::{DeadlineRules, RulesError};
 pub use state::{
-    CaseState, Detention, Handoff, HandoffStatus, Hearing, Judgment, Opened, RecordedEvent,
-    Reference, Track, TrackStatus,
+    CaseState, Detention, EventMeta, Handoff, HandoffStatus, Hearing, Judgment, Opened,
+    RecordedEvent, Reference, Track, TrackStatus,
 };
 pub use visibility::{Sight, effective_visibility, sight};

@@ -54,9 +54,8 @@ pub fn sight(state: &CaseState, version: u64, viewer: &OfficeId) -> Sight {
         VisibilityKind::ListedAgencies => {
             same_agency || meta.visibility.agencies.contains(&(agency as i32))
         }
-        VisibilityKind::Participants | VisibilityKind::Unspecified => {
-            same_agency || state.participants().contains(&agency)
-        }
+        // The viewer passed the `involves` check above, so it is a participant.
+        VisibilityKind::Participants | VisibilityKind::Unspecified => true,
     };
     if clear { Sight::Clear } else { Sight::Stub }
 }

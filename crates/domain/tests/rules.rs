@@ -881,3 +881,47 @@ proptest! {
         prop_assert_eq!(world.state.version, accepted);
     }
 }
+
+#[test]
+fn an_action_dated_before_2000_is_invalid() {
+    let mut world = World::new();
+    let mut cmd = world.command(CUSTOMS, opened());
+    cmd.occurred_at = datetime!(1200-01-01 0:00 UTC);
+    let err = world.try_cmd(cmd).expect_err("too early");
+    assert!(err.to_string().contains("before 2000-01-01"), "{err}");
+}
+
+#[test]
+fn accepting_with_a_local_number_the_agency_already_linked_is_already_exists() {
+    let mut history = vec![
+        (CUSTOMS, opened()),
+        (
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
+        (
+            CUSTOMS,
+            handoff(
+                "h2",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
+    ];
+    let with_number = |id: &str| {
+        Kind::HandoffAccepted(HandoffAccepted {
+            handoff_id: id.into(),
+            local_case_number: "PS-1".into(),
+        })
+    };
+    history.push((POLICE, with_number("h1")));
+    check(
+        &history,
+        ("public_security:hangzhou", with_number("h2")),
+        Err("already_exists"),
+    );
+}

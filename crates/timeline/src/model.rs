@@ -1,0 +1,231 @@
+//! The plain values the projection takes and returns: the input of `apply_batch`, its
+//! outcome, timeline rows, case summaries, case list items and filters, counts.
+//!
+//! They carry no connection and no lifetime beyond the input borrow, so the gateway can
+//! move them out of `spawn_blocking` freely. Where the domain already has the type
+//! (`Track`, `Handoff`, `Reference`, `Opened`), it is reused as it is.
+
+use time::OffsetDateTime;
+
+use casebus_domain::{Handoff, Opened, Reference, Track, TrackStatus};
+use casebus_integrity::{EventHash, VerifiedEvent};
+use casebus_proto::event::v1::{Agency, CaseType, PartyRole, Visibility};
+use casebus_proto::{CaseId, EventId, OfficeId};
+
+/// One verified event and its sequence in the CASES stream, as handed to
+/// [`crate::Projection::apply_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectedInput<'a> {
+    /// The message's sequence in the CASES stream.
+    pub sequence: u64,
+    /// The event, verified and chain-checked by the consumer.
+    pub event: &'a VerifiedEvent,
+}
+
+impl<'a> ProjectedInput<'a> {
+    /// Pairs an event with its stream sequence.
+    pub fn new(sequence: u64, event: &'a VerifiedEvent) -> Self {
+        Self { sequence, event }
+    }
+}
+
+/// What one [`crate::Projection::apply_batch`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Events written.
+    pub applied: usize,
+    /// Events skipped because their sequence was at or below the stored position (a
+    /// redelivery after a crash or a lost ack).
+    pub already_applied: usize,
+    /// Events skipped because the same event (same case version, same bytes) is already
+    /// stored under an earlier sequence.
+    pub duplicates: usize,
+    /// Distinct cases whose rows were rewritten.
+    pub cases_touched: usize,
+    /// The stored position after the call.
+    pub position: u64,
+}
+
+/// Which way a timeline page runs from its starting version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Ascending versions, from the starting version up.
+    Forward,
+    /// Descending versions, from the starting version down.
+    Backward,
+}
+
+/// One event as the projection stores it: everything a timeline, the agency feed or a
+/// redacted stub needs, and the signed bytes for a caller allowed to see it in clear.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineRow {
+    /// Sequence in the CASES stream.
+    pub sequence: u64,
+    /// The case.
+    pub case_id: CaseId,
+    /// Position in the case.
+    pub version: u64,
+    /// The event id.
+    pub event_id: EventId,
+    /// The recording office.
+    pub office: OfficeId,
+    /// The recording office's agency.
+    pub agency: Agency,
+    /// Catalogue name of the payload kind, e.g. `GoodsDetained`, or `Unknown(<field>)`.
+    pub type_name: String,
+    /// When the action happened.
+    pub occurred_at: OffsetDateTime,
+    /// When the office's service recorded the event.
+    pub recorded_at: OffsetDateTime,
+    /// SHA-256 of the signed event bytes.
+    pub hash: EventHash,
+    /// The previous event's hash; `None` at version 1.
+    pub prev_hash: Option<EventHash>,
+    /// The encoded `SignedEvent` exactly as it was on the stream. Contains the payload:
+    /// hand it only to a caller whose sight of the event is clear.
+    pub signed: Vec<u8>,
+    /// The visibility in force: as recorded, or as replaced by a later
+    /// VisibilityChanged. Never of kind unspecified.
+    pub visibility: Visibility,
+}
+
+/// A party of a case, as shown in summaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartySummary {
+    /// The party's id within the case.
+    pub party_id: String,
+    /// Its role (`Unspecified` for a role this build does not know).
+    pub role: PartyRole,
+    /// Its name.
+    pub name: String,
+    /// Whether it is an organisation.
+    pub organisation: bool,
+    /// Version of the event that last set the party; show the party only to a caller
+    /// who may see that event.
+    pub source_version: u64,
+}
+
+/// A hand-off with its overdue flag at the time the summary was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffSummary {
+    /// The hand-off, as the case rules fold it.
+    pub handoff: Handoff,
+    /// Whether it was still open and past its due time at the `now` of the query.
+    pub overdue: bool,
+}
+
+/// A linked agency case number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceSummary {
+    /// The reference, as the case rules fold it.
+    pub reference: Reference,
+    /// Version of the event that first linked it.
+    pub source_version: u64,
+}
+
+/// Everything the gateway's GetCase shows about one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseSummary {
+    /// The case.
+    pub case_id: CaseId,
+    /// Its version (number of events).
+    pub version: u64,
+    /// Stream sequence of its latest event.
+    pub last_sequence: u64,
+    /// recorded_at of its latest event.
+    pub updated_at: OffsetDateTime,
+    /// How it was opened; `None` only if its CaseOpened was never projected.
+    pub opened: Option<Opened>,
+    /// Tracks, in agency order.
+    pub tracks: Vec<Track>,
+    /// Parties, by party id.
+    pub parties: Vec<PartySummary>,
+    /// Hand-offs, in the order they were requested.
+    pub handoffs: Vec<HandoffSummary>,
+    /// Linked agency case numbers, in agency, number, office order.
+    pub references: Vec<ReferenceSummary>,
+    /// Agencies taking part (a track or addressed by a hand-off), in agency order.
+    pub participants: Vec<Agency>,
+}
+
+/// Filters of [`crate::Projection::list_cases`]; every field left `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseFilter {
+    /// Only cases this agency takes part in (a track, or addressed by a hand-off). The
+    /// gateway always sets the caller's agency here.
+    pub agency: Option<Agency>,
+    /// Only cases with a track of this status: `agency`'s track when `agency` is set,
+    /// any agency's track otherwise.
+    pub track_status: Option<TrackStatus>,
+    /// Only cases of this type.
+    pub case_type: Option<CaseType>,
+    /// Only cases opened at or after this instant.
+    pub opened_from: Option<OffsetDateTime>,
+    /// Only cases opened before this instant.
+    pub opened_to: Option<OffsetDateTime>,
+    /// Only cases with a hand-off still open and past its due time at this instant.
+    pub overdue_at: Option<OffsetDateTime>,
+    /// Only cases whose title or a party's name contains this text (case-insensitive
+    /// for ASCII letters; `%` and `_` match themselves). 1 to 200 characters.
+    pub text: Option<String>,
+}
+
+/// One case in a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseListItem {
+    /// The case.
+    pub case_id: CaseId,
+    /// Kind of IP matter.
+    pub case_type: CaseType,
+    /// Title.
+    pub title: String,
+    /// The office that opened it.
+    pub opened_by: OfficeId,
+    /// When it was opened.
+    pub opened_at: OffsetDateTime,
+    /// Its version.
+    pub version: u64,
+    /// recorded_at of its latest event.
+    pub updated_at: OffsetDateTime,
+}
+
+/// One page of [`crate::Projection::list_cases`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasePage {
+    /// The cases, by (opened_at, case_id).
+    pub cases: Vec<CaseListItem>,
+    /// Pass this to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An open hand-off past its due time, for the monitoring dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueHandoff {
+    /// The case.
+    pub case_id: CaseId,
+    /// The hand-off.
+    pub handoff: Handoff,
+}
+
+/// Row counts of the projection, for the CLI's rebuild report and the monitor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectionCounts {
+    /// The stored stream position.
+    pub position: u64,
+    /// Events stored.
+    pub events: u64,
+    /// Cases.
+    pub cases: u64,
+    /// Tracks of all cases.
+    pub tracks: u64,
+    /// Parties of all cases.
+    pub parties: u64,
+    /// Linked references.
+    pub references: u64,
+    /// Hand-offs of all cases.
+    pub handoffs: u64,
+    /// Hand-offs still open (requested or acknowledged).
+    pub handoffs_open: u64,
+    /// Open hand-offs past their due time at the `now` of the query.
+    pub handoffs_overdue: u64,
+}

@@ -1,0 +1,419 @@
+//! Writing the projection: idempotent redelivery, batch size independence, resuming
+//! after a reopen, reset and rebuild, and refusal of events that do not continue their
+//! case, all against a real SQLite file.
+
+mod common;
+
+use time::Duration;
+
+use casebus_proto::event::v1::Agency;
+use casebus_timeline::{ProjectError, ProjectedInput, Projection};
+
+use common::catalogue::{accept, declined_case, dropped_case, handoff, main_case, note, opened};
+use common::{CUSTOMS, CaseBuilder, IPC, Stream, T0, project, temp_projection};
+
+/// The scripted main case plus two short ones, interleaved, with holes in the
+/// sequences where dead-lettered messages would be.
+fn scripted_stream() -> Stream {
+    let mut main = CaseBuilder::new("MAIN-1", T0);
+    main.script(main_case(T0));
+    let mut declined = CaseBuilder::new("DECL-1", T0 + Duration::days(1));
+    declined.script(declined_case());
+    let mut dropped = CaseBuilder::new("DROP-1", T0 + Duration::days(2));
+    dropped.script(dropped_case());
+    let mut stream = Stream::with_gaps(9);
+    stream.interleave(&[&main.events, &declined.events, &dropped.events]);
+    stream
+}
+
+fn dump(projection: &Projection) -> String {
+    projection.dump_for_comparison().expect("dump")
+}
+
+#[test]
+fn redelivering_a_batch_applies_nothing_twice() {
+    let (_dir, _path, mut projection) = temp_projection();
+    let stream = scripted_stream();
+    let inputs = stream.inputs();
+
+    let first = projection.apply_batch(&inputs).expect("first delivery");
+    assert_eq!(first.applied, inputs.len());
+    assert_eq!(first.cases_touched, 3);
+    assert_eq!(first.position, stream.last_sequence());
+    let before = dump(&projection);
+    let counts = projection.counts(T0).expect("counts");
+
+    let again = projection.apply_batch(&inputs).expect("redelivery");
+    assert_eq!(again.applied, 0);
+    assert_eq!(again.already_applied, inputs.len());
+    assert_eq!(again.cases_touched, 0);
+    assert_eq!(again.position, first.position);
+    assert_eq!(projection.position().expect("position"), first.position);
+    assert_eq!(projection.counts(T0).expect("counts"), counts);
+    assert_eq!(dump(&projection), before);
+}
+
+#[test]
+fn a_batch_holding_the_same_message_twice_applies_it_once() {
+    let (_dir, _path, mut projection) = temp_projection();
+    let stream = scripted_stream();
+    let mut inputs = stream.inputs();
+    inputs.insert(3, inputs[2]);
+    let outcome = projection.apply_batch(&inputs).expect("applies");
+    assert_eq!(outcome.applied, stream.log.len());
+    assert_eq!(outcome.already_applied, 1);
+}
+
+#[test]
+fn applying_one_by_one_or_in_batches_gives_identical_projections() {
+    let stream = scripted_stream();
+    let mut dumps = Vec::new();
+    for batch in [1, 7, 500] {
+        let (_dir, _path, mut projection) = temp_projection();
+        project(&mut projection, &stream, batch);
+        dumps.push((batch, dump(&projection)));
+    }
+    let (_, reference) = &dumps[0];
+    assert!(reference.contains("events|"), "the dump shows rows");
+    for (batch, text) in &dumps[1..] {
+        assert_eq!(text, reference, "batches of {batch} differ from one by one");
+    }
+}
+
+#[test]
+fn a_small_cache_gives_the_same_projection_as_a_large_one() {
+    let stream = scripted_stream();
+    let (_d1, _p1, mut small) = temp_projection();
+    small.set_cache_capacity(1);
+    let (_d2, _p2, mut large) = temp_projection();
+    // Interleaved cases evict each other from a one-case cache on every event, so each
+    // event folds its case again from the stored rows.
+    project(&mut small, &stream, 1);
+    project(&mut large, &stream, 1);
+    assert_eq!(dump(&small), dump(&large));
+}
+
+#[test]
+fn a_reopened_projection_resumes_at_its_stored_position() {
+    let stream = scripted_stream();
+    let inputs = stream.inputs();
+    let half = inputs.len() / 2;
+    let (_dir, path, mut projection) = temp_projection();
+    projection.apply_batch(&inputs[..half]).expect("first half");
+    let stored = projection.position().expect("position");
+    assert_eq!(stored, inputs[half - 1].sequence);
+    drop(projection);
+
+    let mut reopened = Projection::open(&path).expect("reopens");
+    assert_eq!(reopened.position().expect("position"), stored);
+    // The consumer would resume after the stored position, but a redelivery of the
+    // whole stream is just as safe: the first half is skipped.
+    let outcome = reopened.apply_batch(&inputs).expect("whole stream");
+    assert_eq!(outcome.already_applied, half);
+    assert_eq!(outcome.applied, inputs.len() - half);
+
+    let (_d2, _p2, mut fresh) = temp_projection();
+    project(&mut fresh, &stream, 500);
+    assert_eq!(dump(&reopened), dump(&fresh));
+}
+
+#[test]
+fn reset_and_reapply_yields_an_identical_projection() {
+    let stream = scripted_stream();
+    let (_dir, _path, mut projection) = temp_projection();
+    projection.set_consumer("gateway-1").expect("consumer");
+    project(&mut projection, &stream, 64);
+    let before = dump(&projection);
+    let counts = projection.counts(T0).expect("counts");
+    assert!(counts.events > 0 && counts.cases == 3);
+
+    projection.reset().expect("reset");
+    let empty = projection.counts(T0).expect("counts");
+    assert_eq!(
+        empty.events + empty.cases + empty.tracks + empty.handoffs,
+        0
+    );
+    assert_eq!(projection.position().expect("position"), 0);
+    assert_eq!(
+        projection.consumer().expect("consumer").as_deref(),
+        Some("gateway-1")
+    );
+
+    project(&mut projection, &stream, 64);
+    assert_eq!(dump(&projection), before);
+    assert_eq!(projection.counts(T0).expect("counts"), counts);
+}
+
+#[test]
+fn the_same_event_under_a_later_sequence_is_skipped_as_a_duplicate() {
+    let stream = scripted_stream();
+    let (_dir, _path, mut projection) = temp_projection();
+    project(&mut projection, &stream, 500);
+    let before = dump(&projection);
+    let (_, event) = &stream.log[5];
+    let later = stream.last_sequence() + 10;
+    let outcome = projection
+        .apply_batch(&[ProjectedInput::new(later, event)])
+        .expect("a duplicate is no error");
+    assert_eq!(outcome.duplicates, 1);
+    assert_eq!(outcome.applied, 0);
+    assert_eq!(outcome.position, later);
+    let after = dump(&projection);
+    assert_eq!(
+        after.replace(
+            &format!("last_sequence={later}"),
+            &format!("last_sequence={}", stream.last_sequence())
+        ),
+        before,
+        "only the position moved"
+    );
+}
+
+#[test]
+fn an_event_whose_predecessor_is_missing_is_refused_and_its_batch_is_rolled_back() {
+    let mut case = CaseBuilder::new("GAP-1", T0);
+    case.record(CUSTOMS, opened("gap"));
+    case.record(CUSTOMS, note("two"));
+    case.record(CUSTOMS, note("three"));
+    let mut other = CaseBuilder::new("OK-1", T0);
+    other.record(IPC, opened("fine"));
+    let (_dir, _path, mut projection) = temp_projection();
+
+    let error = projection
+        .apply_batch(&[
+            ProjectedInput::new(1, &other.events[0]),
+            ProjectedInput::new(2, &case.events[0]),
+            ProjectedInput::new(3, &case.events[2]),
+        ])
+        .expect_err("version 2 is missing");
+    match &error {
+        ProjectError::OutOfOrder {
+            case_id,
+            sequence,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(case_id, "GAP-1");
+            assert_eq!((*sequence, *expected, *found), (3, 2, 3));
+        }
+        other => panic!("expected OutOfOrder, got {other:?}"),
+    }
+    assert!(!error.is_transient());
+    assert!(error.to_string().contains("GAP-1"), "{error}");
+    let counts = projection.counts(T0).expect("counts");
+    assert_eq!((counts.events, counts.cases, counts.position), (0, 0, 0));
+
+    // The failed batch left nothing behind, in the file or in the cache.
+    let outcome = projection
+        .apply_batch(&[
+            ProjectedInput::new(1, &other.events[0]),
+            ProjectedInput::new(2, &case.events[0]),
+            ProjectedInput::new(3, &case.events[1]),
+            ProjectedInput::new(4, &case.events[2]),
+        ])
+        .expect("the complete history applies");
+    assert_eq!(outcome.applied, 4);
+    let state = projection
+        .case_state(&case.case_id)
+        .expect("state")
+        .expect("case exists");
+    assert_eq!(state, case.state);
+}
+
+#[test]
+fn another_event_at_a_taken_version_is_refused_as_a_conflict() {
+    let mut first = CaseBuilder::new("FORK-1", T0);
+    first.record(CUSTOMS, opened("fork"));
+    first.record(CUSTOMS, note("one branch"));
+    let mut second = CaseBuilder::new("FORK-1", T0);
+    second.record(CUSTOMS, opened("fork"));
+    second.request_prefix = "alt".into();
+    second.record(
+        CUSTOMS,
+        handoff(
+            "h1",
+            casebus_proto::event::v1::HandoffKind::AssistanceRequest,
+            Agency::IpCenter,
+        ),
+    );
+    let (_dir, _path, mut projection) = temp_projection();
+    projection
+        .apply_batch(&[
+            ProjectedInput::new(1, &first.events[0]),
+            ProjectedInput::new(2, &first.events[1]),
+        ])
+        .expect("first branch");
+    let error = projection
+        .apply_batch(&[ProjectedInput::new(3, &second.events[1])])
+        .expect_err("version 2 is taken");
+    assert!(
+        matches!(
+            &error,
+            ProjectError::Conflict {
+                version: 2,
+                sequence: 3,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(projection.position().expect("position"), 2);
+}
+
+#[test]
+fn advancing_the_position_accounts_for_dead_lettered_messages() {
+    let (_dir, _path, mut projection) = temp_projection();
+    let mut case = CaseBuilder::new("DLQ-1", T0);
+    case.record(CUSTOMS, opened("dlq"));
+    projection
+        .apply_batch(&[ProjectedInput::new(4, &case.events[0])])
+        .expect("applies");
+    assert_eq!(projection.advance_position(9).expect("advance"), 9);
+    assert_eq!(projection.advance_position(2).expect("never backwards"), 9);
+    let outcome = projection
+        .apply_batch(&[ProjectedInput::new(4, &case.events[0])])
+        .expect("redelivery");
+    assert_eq!(outcome.already_applied, 1);
+}
+
+#[test]
+fn an_empty_batch_changes_nothing() {
+    let (_dir, _path, mut projection) = temp_projection();
+    let outcome = projection.apply_batch(&[]).expect("empty batch");
+    assert_eq!(outcome.applied + outcome.already_applied, 0);
+    assert_eq!(outcome.position, 0);
+}
+
+#[test]
+fn the_file_runs_in_wal_mode_at_the_current_schema_version() {
+    let (_dir, path, projection) = temp_projection();
+    drop(projection);
+    let conn = rusqlite::Connection::open(&path).expect("raw connection");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .expect("schema version");
+    assert_eq!(version, 1);
+}
+
+#[test]
+fn a_file_written_by_a_newer_schema_is_refused() {
+    let (_dir, path, projection) = temp_projection();
+    drop(projection);
+    let conn = rusqlite::Connection::open(&path).expect("raw connection");
+    conn.execute("UPDATE schema_version SET version = 99", [])
+        .expect("bump version");
+    drop(conn);
+    let error = Projection::open(&path).expect_err("newer schema");
+    assert!(
+        matches!(
+            error,
+            ProjectError::NewerSchema {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn reopening_keeps_rows_and_the_consumer_name() {
+    let stream = scripted_stream();
+    let (_dir, path, mut projection) = temp_projection();
+    projection.set_consumer("gateway-a").expect("consumer");
+    project(&mut projection, &stream, 100);
+    let before = dump(&projection);
+    drop(projection);
+    let reopened = Projection::open(&path).expect("reopens");
+    assert_eq!(dump(&reopened), before);
+    assert_eq!(
+        reopened.consumer().expect("consumer").as_deref(),
+        Some("gateway-a")
+    );
+    let state = reopened
+        .case_state(&common::case("MAIN-1"))
+        .expect("state")
+        .expect("case exists");
+    let expected = common::fold(
+        stream
+            .log
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.case_id.as_str() == "MAIN-1"),
+    );
+    assert_eq!(
+        state, expected,
+        "a state folded from stored events equals the direct fold"
+    );
+}
+
+#[test]
+fn a_handoff_accepted_later_updates_the_derived_rows() {
+    let mut case = CaseBuilder::new("LATE-1", T0);
+    case.record(CUSTOMS, opened("late"));
+    case.record(
+        CUSTOMS,
+        handoff(
+            "h1",
+            casebus_proto::event::v1::HandoffKind::AssistanceRequest,
+            Agency::IpCenter,
+        ),
+    );
+    case.record(IPC, accept("h1"));
+    let (_dir, _path, mut projection) = temp_projection();
+    for (i, event) in case.events.iter().enumerate() {
+        projection
+            .apply_batch(&[ProjectedInput::new(i as u64 + 1, event)])
+            .expect("applies");
+    }
+    let summary = projection
+        .case_summary(&case.case_id, T0)
+        .expect("summary")
+        .expect("case exists");
+    assert_eq!(
+        summary.tracks.len(),
+        2,
+        "ip center's track opened on accept"
+    );
+    assert_eq!(
+        summary.handoffs[0].handoff.status,
+        casebus_domain::HandoffStatus::Accepted
+    );
+}
+
+#[test]
+fn a_second_handle_on_the_same_file_never_serves_a_stale_state() {
+    let stream = scripted_stream();
+    let inputs = stream.inputs();
+    let half = inputs.len() / 2;
+    let (_dir, path, mut writer) = temp_projection();
+    let reader = Projection::open(&path).expect("second handle");
+    let main = common::case("MAIN-1");
+    let events_of_main = |upto: usize| {
+        common::fold(
+            stream.log[..upto]
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| e.case_id == main),
+        )
+    };
+
+    writer.apply_batch(&inputs[..half]).expect("first half");
+    let early = reader.case_state(&main).expect("state").expect("exists");
+    assert_eq!(early, events_of_main(half));
+
+    writer.apply_batch(&inputs[half..]).expect("second half");
+    let late = reader.case_state(&main).expect("state").expect("exists");
+    assert_eq!(
+        late,
+        events_of_main(inputs.len()),
+        "the reader's cache entry was stale"
+    );
+    assert_eq!(reader.position().expect("position"), stream.last_sequence());
+    assert_eq!(dump(&reader), dump(&writer));
+}
