@@ -728,12 +728,11 @@ fn check_state(
                 && state
                     .references
                     .iter()
-                    .any(|r| r.agency == agency && r.number == p.local_case_number)
+                    .any(|r| r.office == cmd.office && r.number == p.local_case_number)
             {
                 return Err(exists(format!(
                     "reference {} of {}",
-                    p.local_case_number,
-                    agency_name(agency)
+                    p.local_case_number, cmd.office
                 )));
             }
             return Ok(());
@@ -777,7 +776,7 @@ fn check_state(
             if state
                 .references
                 .iter()
-                .any(|r| r.agency == agency && r.number == p.local_case_number)
+                .any(|r| r.office == cmd.office && r.number == p.local_case_number)
             {
                 return Err(exists(format!(
                     "reference {} of {}",
