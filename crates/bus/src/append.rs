@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use casebus_domain::{Command, Context, DeadlineRules, decide};
-use casebus_integrity::{EventHash, OfficeSigner, verify_signed};
+use casebus_integrity::{EventHash, OfficeSigner, VerifiedEvent};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Event, Payload, Visibility};
 use casebus_proto::{CaseId, EventId, RequestId, payload_type_name, timestamp_from};
@@ -187,6 +187,19 @@ impl Appender {
         self.signer.office()
     }
 
+    /// The cached case head as it is (`true`), or the head read from the stream on a
+    /// miss (`false`).
+    async fn cached_head(&self, case_id: &CaseId) -> Result<(CaseHead, bool), LoadError> {
+        let cached = self
+            .cache
+            .lock()
+            .map_or(None, |cache| cache.get(case_id).cloned());
+        match cached {
+            Some(head) => Ok((head, true)),
+            None => self.head(case_id).await.map(|h| (h, false)),
+        }
+    }
+
     /// The case head from the cache brought up to date with the stream.
     async fn head(&self, case_id: &CaseId) -> Result<CaseHead, LoadError> {
         let cached = self
@@ -268,10 +281,15 @@ impl Appender {
         let directory = |o: &casebus_proto::OfficeId| registry.contains(o);
 
         for attempt in 1..=self.config.max_attempts {
-            let head = self
-                .head(&case_id)
-                .await
-                .map_err(|e| unavailable(&case_id, e))?;
+            // First attempt: trust the cached head without asking the stream; if another
+            // instance appended meanwhile, the expected-sequence check refuses our publish
+            // and the next attempt reloads. A cache miss always reads the stream.
+            let (head, cached) = if attempt == 1 {
+                self.cached_head(&case_id).await
+            } else {
+                self.head(&case_id).await.map(|h| (h, false))
+            }
+            .map_err(|e| unavailable(&case_id, e))?;
             if let Some(done) = head.ids.get(&event_id) {
                 return self.duplicate(&request, &event_id, done, &digest);
             }
@@ -289,11 +307,18 @@ impl Appender {
                 rules: &self.rules,
                 offices: &directory,
             };
-            let decision =
-                decide(&head.state, &command, &ctx).map_err(|rejection| AppendError::Rejected {
-                    case_id: case_id.to_string(),
-                    rejection,
-                })?;
+            let decision = match decide(&head.state, &command, &ctx) {
+                Ok(decision) => decision,
+                // A cached head may be stale; never refuse on a stale state: read the
+                // stream and decide again.
+                Err(_) if attempt == 1 && cached => continue,
+                Err(rejection) => {
+                    return Err(AppendError::Rejected {
+                        case_id: case_id.to_string(),
+                        rejection,
+                    });
+                }
+            };
             let type_name = payload_type_name(&decision.payload);
             let version = head.state.version + 1;
             let event = Event {
@@ -363,13 +388,24 @@ impl Appender {
                     };
                 }
                 Ok(ack) => {
+                    // We built and signed this event ourselves: no need to verify it again
+                    // to remember it.
                     let mut head = head;
-                    if let Ok(verified) = verify_signed(&bytes, self.bus.registry()) {
-                        head.tip.advance(&verified);
-                        head.remember(ack.sequence, &verified);
-                        head.last_sequence = ack.sequence;
-                        self.store(head);
-                    }
+                    let verified = VerifiedEvent {
+                        event_id: event_id.clone(),
+                        case_id: case_id.clone(),
+                        office: office.clone(),
+                        hash,
+                        prev_hash: head.tip.hash,
+                        recorded_at: now,
+                        occurred_at: command.occurred_at,
+                        event,
+                        signed,
+                    };
+                    head.tip.advance(&verified);
+                    head.remember(ack.sequence, &verified);
+                    head.last_sequence = ack.sequence;
+                    self.store(head);
                     tracing::debug!(version, sequence = ack.sequence, "event appended");
                     return Ok(Appended {
                         event_id,

@@ -566,3 +566,44 @@ async fn an_append_while_nats_is_down_is_unavailable_and_its_retry_applies_once(
     let loaded = f.bus.load_case(&case_id).await.expect("load");
     assert_eq!(loaded.events.len(), 2, "exactly once");
 }
+
+#[tokio::test]
+async fn a_stale_cache_never_causes_a_wrong_rejection_or_a_lost_update() {
+    let f = Fixture::start().await;
+    let case_id = case("STALE");
+    let a = f.appender(CUSTOMS);
+    let b = f.appender(CUSTOMS);
+    a.append(request(&case_id, opened("stale cache")))
+        .await
+        .expect("open");
+    // B caches the case at version 2.
+    b.append(request(&case_id, note("b caches")))
+        .await
+        .expect("b note");
+    // A moves the case on behind B's back.
+    a.append(request(&case_id, catalogue::detain("d1")))
+        .await
+        .expect("detain");
+    // On B's stale head detention d1 does not exist; B must re-read, not refuse.
+    let determined = b
+        .append(request(
+            &case_id,
+            Kind::InfringementDetermined(InfringementDetermined {
+                detention_id: "d1".into(),
+                infringing: true,
+                basis: "identical mark".into(),
+            }),
+        ))
+        .await
+        .expect("decided on the current state");
+    assert_eq!(determined.case_version, 4);
+    // And a command valid on both states is placed after A's event, not over it.
+    let noted = b
+        .append(request(&case_id, note("after")))
+        .await
+        .expect("note");
+    assert_eq!(noted.case_version, 5);
+    let loaded = f.bus.load_case(&case_id).await.expect("load");
+    assert_eq!(loaded.events.len(), 5);
+    assert!(loaded.rejected.is_empty());
+}

@@ -1,0 +1,104 @@
+//! `casebus-bench`: measures casebus against the physical limits of its design — raw
+//! JetStream through async-nats and a bare tonic unary call — back to back in one run on
+//! one machine, and prints a table plus a JSON file with every figure, the ratio, the
+//! machine, the NATS version and the git commit. Every figure is followed by a
+//! correctness check that what was counted is really in the stream or projection.
+//!
+//! `cargo run --release -p casebus-bench -- --quick` (about 3 minutes) or without
+//! `--quick` for the full run.
+
+mod append;
+mod fixture;
+mod rebuild;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use report::Report;
+
+/// Benchmarks casebus against raw JetStream and bare tonic.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Small sizes: the whole run takes a few minutes.
+    #[arg(long, env = "CASEBUS_BENCH_QUICK")]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(
+        long,
+        env = "CASEBUS_BENCH_OUT",
+        default_value = "target/bench/results.json"
+    )]
+    out: PathBuf,
+    /// Where to write the Markdown table.
+    #[arg(
+        long,
+        env = "CASEBUS_BENCH_TABLE",
+        default_value = "target/bench/results.md"
+    )]
+    table: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let bin = casebus_test_support::find_nats_server(None)?;
+    let mut report = Report {
+        started_at,
+        commit: report::commit(),
+        nats_version: report::nats_version(&bin),
+        machine: report::machine(),
+        mode: if args.quick { "quick" } else { "full" },
+        rows: Vec::new(),
+    };
+    let size = if args.quick {
+        append::Size {
+            cases: 200,
+            rounds: 49,
+            writers: 128,
+        }
+    } else {
+        append::Size {
+            cases: 2000,
+            rounds: 499,
+            writers: 256,
+        }
+    };
+
+    eprintln!("== figure 1: append path vs raw publish");
+    let (server, bus) = fixture::start().await?;
+    let (row, _size) =
+        tokio::time::timeout(append::FIGURE_TIMEOUT, append::run(&bus, size)).await??;
+    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+    report.rows.push(row);
+
+    eprintln!("== figure 4: projection rebuild vs raw pull consume");
+    let count = (size.cases * (size.rounds + 1)) as u64;
+    let row = tokio::time::timeout(append::FIGURE_TIMEOUT, rebuild::run(&bus, count)).await??;
+    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+    report.rows.push(row);
+    drop(bus);
+    drop(server);
+
+    let table = report.to_markdown();
+    println!("{table}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
+    if let Some(dir) = args.table.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.table, &table)?;
+    eprintln!(
+        "results written to {} and {}",
+        args.out.display(),
+        args.table.display()
+    );
+    Ok(())
+}
