@@ -5,6 +5,9 @@
 //! server picked from its `.ports` file, wait for JetStream to answer before returning,
 //! and kill their processes on drop, so every test can own its servers and tests run in
 //! parallel. [`wait_until`] polls a condition under a named deadline instead of sleeping.
+//! [`NatsServer::start_from_config`] runs a complete config of the test's own (a
+//! deployment config rendered for loopback), and [`PermissionProbe`] logs in as one of
+//! its users and tells whether the server refuses a publish, request or subscription.
 //!
 //! This crate is a dev-dependency only; nothing in it belongs in a service binary.
 
@@ -12,6 +15,7 @@ mod binary;
 mod cluster;
 mod error;
 mod node;
+mod probe;
 mod server;
 mod wait;
 
@@ -19,6 +23,7 @@ pub use binary::{INSTALL_HINT, NATS_SERVER_BIN_ENV, find_nats_server};
 pub use cluster::{CLUSTER_NAME, ClusterNode, ClusterOptions, NatsCluster};
 pub use error::HarnessError;
 pub use node::process_exists;
+pub use probe::{PermissionProbe, ProbeLogin, Probed, REFUSAL_TIMEOUT};
 pub use server::{NatsServer, NatsServerOptions};
 pub use wait::{
     CLUSTER_READY_TIMEOUT, POLL_INTERVAL, PROBE_TIMEOUT, Ready, STARTUP_TIMEOUT, STOP_TIMEOUT,

@@ -53,6 +53,9 @@ pub(crate) enum Readiness {
     Connect,
     /// A client can connect and a JetStream account info request succeeds.
     JetStream,
+    /// The ports file is written, so the listeners are bound. For servers whose config
+    /// demands credentials or TLS the harness does not have; the test checks the rest.
+    Listening,
 }
 
 /// The `cluster { ... }` block of a node's config.
@@ -118,6 +121,9 @@ pub(crate) struct Node {
     launches: u32,
     config_path: PathBuf,
     store_dir: PathBuf,
+    /// Whether the config file carries everything (listen address, JetStream, store dir),
+    /// so the launch adds no flags but the ports file dir.
+    standalone: bool,
     child: Option<Child>,
     /// Dropped last, after `Drop::drop` has killed the process.
     dir: TempDir,
@@ -130,6 +136,27 @@ impl Node {
         config: &NodeConfig,
         readiness: Readiness,
     ) -> Result<Self, HarnessError> {
+        let port = config.port.unwrap_or(0);
+        Self::start_in_dir(binary, readiness, port, false, |_| Ok(config.render())).await
+    }
+
+    /// Creates the node's directory, writes the config `render` returns for it (it may
+    /// also write files the config includes there), and launches `nats-server -c` with no
+    /// other flag than the ports file dir; ready once the ports file is written.
+    pub(crate) async fn start_standalone(
+        binary: PathBuf,
+        render: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<Self, HarnessError> {
+        Self::start_in_dir(binary, Readiness::Listening, 0, true, render).await
+    }
+
+    async fn start_in_dir(
+        binary: PathBuf,
+        readiness: Readiness,
+        port: u16,
+        standalone: bool,
+        render: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("casebus-nats-")
             .tempdir()
@@ -138,16 +165,23 @@ impl Node {
         fs::create_dir(&store_dir)
             .map_err(|e| HarnessError::io(format!("creating {}", store_dir.display()), e))?;
         let config_path = dir.path().join("nats-server.conf");
-        fs::write(&config_path, config.render())
+        let text = render(dir.path()).map_err(|e| {
+            HarnessError::io(
+                format!("rendering the config for {}", dir.path().display()),
+                e,
+            )
+        })?;
+        fs::write(&config_path, text)
             .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;
         let mut node = Self {
             binary,
             readiness,
-            port: config.port.unwrap_or(0),
+            port,
             pid: 0,
             launches: 0,
             config_path,
             store_dir,
+            standalone,
             child: None,
             dir,
         };
@@ -311,11 +345,14 @@ impl Node {
             0 => "-1".to_owned(),
             port => port.to_string(),
         };
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&self.config_path)
-            .args(["-a", HOST, "-p", &port_arg, "-js", "-sd"])
-            .arg(&self.store_dir)
+        let mut command = Command::new(&self.binary);
+        command.arg("-c").arg(&self.config_path);
+        if !self.standalone {
+            command
+                .args(["-a", HOST, "-p", &port_arg, "-js", "-sd"])
+                .arg(&self.store_dir);
+        }
+        let child = command
             .arg("--ports_file_dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -361,6 +398,9 @@ impl Node {
 
         let url = self.url();
         let readiness = self.readiness;
+        if readiness == Readiness::Listening {
+            return Ok(());
+        }
         let ready = poll(deadline, async || {
             self.check_alive()?;
             Ok(probe(&url, readiness).await.then_some(()))

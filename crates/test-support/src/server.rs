@@ -45,6 +45,26 @@ impl NatsServer {
         Ok(Self { node })
     }
 
+    /// Starts `nats-server -c <config>` with a complete config of the test's own (a
+    /// deployment config rendered for loopback, say) and returns once its listeners are
+    /// bound.
+    ///
+    /// `render` gets the server's own directory, where it may write the files the config
+    /// includes (relative `include`s resolve there) and put the JetStream store, and
+    /// returns the config text. The harness adds only `--ports_file_dir`, so the config
+    /// must listen on `127.0.0.1` (port `-1` picks a free one) and set everything else
+    /// itself. Readiness is only "listening": the harness cannot log in to a server that
+    /// demands credentials or TLS, so the test waits for JetStream itself (e.g. with
+    /// [`crate::wait_until`] over a request with its own credentials).
+    pub async fn start_from_config(
+        binary: Option<&Path>,
+        render: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<Self, HarnessError> {
+        let binary = find_nats_server(binary)?;
+        let node = Node::start_standalone(binary, render).await?;
+        Ok(Self { node })
+    }
+
     /// Client URL, `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         self.node.url()

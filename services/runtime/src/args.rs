@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use casebus_bus::ConnectConfig;
+use casebus_bus::{BusConfig, ConnectConfig};
 
 /// How to reach NATS.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,6 +21,18 @@ pub struct NatsArgs {
     /// NATS credentials file (.creds) of this service's user, if the server needs one.
     #[arg(long = "nats-creds", env = "CASEBUS_NATS_CREDS")]
     pub creds: Option<PathBuf>,
+    /// File holding this service's NKey seed (`SU...`), for servers that list NKey users
+    /// (deploy/nats/); instead of --nats-creds.
+    #[arg(
+        long = "nats-nkey-seed",
+        env = "CASEBUS_NATS_NKEY_SEED",
+        conflicts_with = "creds"
+    )]
+    pub nkey_seed: Option<PathBuf>,
+    /// PEM CA certificate(s) the NATS server's TLS certificate is checked against (besides
+    /// the system roots); setting it requires TLS.
+    #[arg(long = "nats-tls-ca", env = "CASEBUS_NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Publishes awaiting their JetStream ack at once (backpressure beyond).
     #[arg(
         long = "nats-max-ack-inflight",
@@ -28,6 +40,11 @@ pub struct NatsArgs {
         default_value_t = 1024
     )]
     pub max_ack_inflight: usize,
+    /// Ceiling for one JetStream request or publish acknowledgement; a command whose
+    /// append is not confirmed within it fails with UNAVAILABLE (retry with the same
+    /// request id).
+    #[arg(long = "nats-request-timeout", env = "CASEBUS_NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime_duration)]
+    pub request_timeout: Duration,
 }
 
 impl NatsArgs {
@@ -35,7 +52,17 @@ impl NatsArgs {
     pub fn connect_config(&self, name: &str) -> ConnectConfig {
         let mut config = ConnectConfig::new(self.url.clone(), name);
         config.credentials_file = self.creds.clone();
+        config.nkey_seed_file = self.nkey_seed.clone();
+        config.tls_ca_file = self.tls_ca.clone();
         config
+    }
+
+    /// How the bus uses the connection: ack window and request ceiling.
+    pub fn bus_config(&self) -> BusConfig {
+        BusConfig {
+            max_ack_inflight: self.max_ack_inflight,
+            request_timeout: self.request_timeout,
+        }
     }
 }
 
@@ -44,7 +71,9 @@ impl NatsArgs {
 pub struct GrpcArgs {
     /// Address the gRPC server listens on.
     #[arg(
+        id = "grpc_listen",
         long = "grpc-listen",
+        value_name = "ADDR",
         env = "CASEBUS_GRPC_LISTEN",
         default_value = "127.0.0.1:50051"
     )]
@@ -69,7 +98,9 @@ pub struct GrpcArgs {
 pub struct MetricsArgs {
     /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
     #[arg(
+        id = "metrics_listen",
         long = "metrics-listen",
+        value_name = "ADDR",
         env = "CASEBUS_METRICS_LISTEN",
         default_value = "127.0.0.1:9464"
     )]

@@ -1,0 +1,911 @@
+//! The process definitions of `deploy/`: systemd units, the compose file and the
+//! Kubernetes manifests (with the NATS Helm values).
+//!
+//! What tools can check here is checked with them: `systemd-analyze verify` and
+//! `systemd-analyze security` on the units (offline, in a scratch root with stub
+//! binaries), and the Kubernetes JSON schemas of the `kubernetes-validate` package
+//! (strict: unknown fields are errors) on the manifests. Neither Docker Compose nor
+//! Helm runs here, so the rest is structural: every file parses, every secret, file,
+//! port and consumer name one file refers to exists where it points, probes and
+//! resources are set, one image everywhere, and stop timeouts match the shutdown grace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Deserialize as _;
+use serde_json::Value;
+
+use casebus_tests::workspace_root;
+
+/// Every casebus service binary with a process definition, and its short name (the
+/// compose service, the Kubernetes workload).
+const SERVICES: [(&str, &str); 7] = [
+    ("casebus-customs", "customs"),
+    ("casebus-ip-center", "ip-center"),
+    ("casebus-public-security", "public-security"),
+    ("casebus-procuratorate", "procuratorate"),
+    ("casebus-court", "court"),
+    ("casebus-gateway", "gateway"),
+    ("casebus-monitor", "monitor"),
+];
+
+/// Binaries the image holds (the services and the operator CLI).
+const BINARIES: [&str; 8] = [
+    "casebus",
+    "casebus-customs",
+    "casebus-ip-center",
+    "casebus-public-security",
+    "casebus-procuratorate",
+    "casebus-court",
+    "casebus-gateway",
+    "casebus-monitor",
+];
+
+/// The image every casebus container runs.
+const IMAGE: &str = "casebus:0.1.0";
+
+/// Time a service gets after its shutdown grace to drain NATS before it is killed.
+const DRAIN_MARGIN: Duration = Duration::from_secs(10);
+
+fn deploy(path: &str) -> PathBuf {
+    workspace_root().join("deploy").join(path)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Every YAML document of a file, with `<<` merge keys applied, as JSON values.
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = read(path);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| {
+            let mut value = serde_norway::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
+            value
+                .apply_merge()
+                .unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
+            serde_json::to_value(value)
+                .unwrap_or_else(|e| panic!("{}: not JSON-shaped: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn yaml(path: &Path) -> Value {
+    let mut docs = yaml_docs(path);
+    assert_eq!(docs.len(), 1, "{} holds one document", path.display());
+    docs.remove(0)
+}
+
+/// `KEY=VALUE` lines of an env file.
+fn env_file(path: &Path) -> BTreeMap<String, String> {
+    read(path)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn duration(text: &str) -> Duration {
+    humantime_like(text).unwrap_or_else(|| panic!("{text:?} is not a duration like 20s"))
+}
+
+/// `20s`, `1m`, `30` (seconds).
+fn humantime_like(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |i| text.split_at(i));
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "s" => Some(Duration::from_secs(n)),
+        "m" | "min" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}
+
+/// The shutdown grace every service gets, from the shared systemd settings.
+fn shutdown_grace(env: &BTreeMap<String, String>) -> Duration {
+    duration(
+        env.get("CASEBUS_SHUTDOWN_GRACE")
+            .expect("CASEBUS_SHUTDOWN_GRACE is set"),
+    )
+}
+
+/// Durable consumer names by site.env key prefix (`CUSTOMS`, ..., `GATEWAY`), as the
+/// NATS permissions are rendered.
+fn nats_consumers() -> BTreeMap<String, String> {
+    env_file(&deploy("nats/site.env.example"))
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_suffix("_CONSUMER")?.to_owned(), v)))
+        .collect()
+}
+
+/// The site.env key prefix of a short service name.
+fn nats_key(short: &str) -> String {
+    short.to_uppercase().replace('-', "_")
+}
+
+fn tool(name: &str, hint: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found; {hint}"))
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// systemd
+
+/// `key=value` lines of a unit, in order (repeated keys kept).
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn unit_values<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    settings
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// A scratch root for `systemd-analyze --root`: the system's own units (for targets such
+/// as network-online.target), ours, and stub executables where ExecStart points.
+fn scratch_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    let system_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .expect("the systemd package installs its units");
+    let lib = root.path().join("usr/lib/systemd");
+    std::fs::create_dir_all(&lib).expect("mkdir");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(system_units)
+        .arg(lib.join("system"))
+        .output()
+        .expect("cp runs");
+    assert!(copied.status.success(), "{}", output_text(&copied));
+    let etc = root.path().join("etc/systemd/system");
+    let bin = root.path().join("usr/local/bin");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    for (name, _) in SERVICES {
+        let unit = format!("{name}.service");
+        std::fs::copy(deploy(&format!("systemd/{unit}")), etc.join(&unit)).expect("copy unit");
+        let stub = bin.join(name);
+        std::fs::write(&stub, "#!/bin/sh\n").expect("stub");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    root
+}
+
+#[test]
+fn every_unit_passes_systemd_analyze_verify_and_its_security_review() {
+    let analyze = tool(
+        "systemd-analyze",
+        "install Debian's systemd package (apt-get install -y systemd) or run scripts/test",
+    );
+    let root = scratch_root();
+    let units: Vec<String> = SERVICES
+        .iter()
+        .map(|(n, _)| format!("{n}.service"))
+        .collect();
+    let verify = Command::new(&analyze)
+        .arg("verify")
+        .arg(format!("--root={}", root.path().display()))
+        .args(&units)
+        .output()
+        .expect("systemd-analyze runs");
+    // verify exits 0 on unknown keys and bad values, which it only prints: any output
+    // is a finding.
+    let text = output_text(&verify);
+    assert!(
+        verify.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+    for unit in &units {
+        // Exposure 0-10 scaled by 10: 20 means "2.0 OK" or better.
+        let security = Command::new(&analyze)
+            .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+            .arg(format!("--root={}", root.path().display()))
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze runs");
+        assert!(
+            security.status.success(),
+            "{unit} is exposed more than 2.0:\n{}",
+            output_text(&security)
+        );
+    }
+}
+
+#[test]
+fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
+    let shared = env_file(&deploy("systemd/env/casebus.env"));
+    let grace = shutdown_grace(&shared);
+    let consumers = nats_consumers();
+    let mut units_on_disk: BTreeSet<String> = std::fs::read_dir(deploy("systemd"))
+        .expect("deploy/systemd")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".service"))
+        .collect();
+    for (name, short) in SERVICES {
+        let unit = format!("{name}.service");
+        assert!(units_on_disk.remove(&unit), "no {unit}");
+        let settings = unit_settings(&read(&deploy(&format!("systemd/{unit}"))));
+        let one = |key: &str| -> &str {
+            let values = unit_values(&settings, key);
+            assert_eq!(values.len(), 1, "{unit}: one {key}= ({values:?})");
+            values[0]
+        };
+        assert_eq!(one("ExecStart"), format!("/usr/local/bin/{name}"), "{unit}");
+        for (key, value) in [
+            ("DynamicUser", "yes"),
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("PrivateDevices", "yes"),
+            ("Restart", "on-failure"),
+            ("CapabilityBoundingSet", ""),
+        ] {
+            assert_eq!(one(key), value, "{unit}: {key}");
+        }
+        assert_eq!(
+            unit_values(&settings, "EnvironmentFile"),
+            vec![
+                "/etc/casebus/casebus.env".to_owned(),
+                format!("/etc/casebus/{name}.env")
+            ],
+            "{unit}: shared then own settings"
+        );
+        assert_eq!(
+            duration(one("TimeoutStopSec")),
+            grace + DRAIN_MARGIN,
+            "{unit}: TimeoutStopSec is the shutdown grace plus the drain margin"
+        );
+
+        // Secrets come as credentials, and the service is told where they are.
+        let credentials: BTreeSet<&str> = unit_values(&settings, "LoadCredential")
+            .into_iter()
+            .filter_map(|v| v.split_once(':').map(|(id, _)| id))
+            .collect();
+        assert!(
+            credentials.contains("nats-nkey-seed"),
+            "{unit}: its NKey seed"
+        );
+        let environment: Vec<&str> = unit_values(&settings, "Environment");
+        for credential in &credentials {
+            assert!(
+                environment
+                    .iter()
+                    .any(|e| e.ends_with(&format!("=%d/{credential}"))),
+                "{unit}: credential {credential} is handed to the service"
+            );
+        }
+        for line in &environment {
+            if let Some((_, path)) = line.split_once("=%d/") {
+                assert!(
+                    credentials.contains(path),
+                    "{unit}: {line} names a credential"
+                );
+            }
+        }
+
+        let own = env_file(&deploy(&format!("systemd/env/{name}.env")));
+        let consumer = own
+            .get("CASEBUS_CONSUMER")
+            .or(own.get("CASEBUS_GATEWAY_CONSUMER_NAME"));
+        match consumers.get(&nats_key(short)) {
+            Some(expected) => assert_eq!(
+                consumer,
+                Some(expected),
+                "{unit}: its consumer is the one the NATS user may use"
+            ),
+            None => assert!(consumer.is_none(), "{unit}: no consumer of its own"),
+        }
+        if short == "gateway" {
+            assert_eq!(one("StateDirectory"), "casebus-gateway");
+            assert!(
+                environment
+                    .iter()
+                    .any(|e| e.starts_with("CASEBUS_GATEWAY_DB=%S/casebus-gateway/")),
+                "the projection lives in the state directory"
+            );
+        }
+    }
+    assert!(
+        units_on_disk.is_empty(),
+        "units not checked: {units_on_disk:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// compose
+
+#[test]
+fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users() {
+    let dir = deploy("compose");
+    let compose = yaml(&dir.join("compose.yaml"));
+    let services = compose["services"].as_object().expect("services");
+    let shared = env_file(&dir.join("casebus.env"));
+    let grace = shutdown_grace(&shared);
+    let consumers = nats_consumers();
+    let declared_secrets = compose["secrets"].as_object().expect("secrets");
+    let declared_volumes = compose["volumes"].as_object().expect("volumes");
+
+    for name in ["nats", "provision", "prometheus", "grafana"]
+        .into_iter()
+        .chain(SERVICES.iter().map(|(_, short)| *short))
+    {
+        assert!(services.contains_key(name), "compose has no service {name}");
+    }
+    for (name, service) in services {
+        // Every file a service mounts exists in the repository or is site-provided
+        // (./config, ./secrets), and every named volume is declared.
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let spec = volume.as_str().expect("short volume syntax");
+            let source = spec.split(':').next().unwrap_or_default();
+            if let Some(relative) = source.strip_prefix("../") {
+                assert!(
+                    deploy(relative).exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
+            } else if !source.starts_with("./") {
+                assert!(
+                    declared_volumes.contains_key(source),
+                    "{name}: volume {source} is not declared"
+                );
+            }
+        }
+        for dependency in match &service["depends_on"] {
+            Value::Object(map) => map.keys().cloned().collect::<Vec<_>>(),
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(str::to_owned)
+                .collect(),
+            _ => vec![],
+        } {
+            assert!(
+                services.contains_key(&dependency),
+                "{name} depends on unknown {dependency}"
+            );
+        }
+        let secrets: BTreeSet<&str> = service["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for secret in &secrets {
+            assert!(
+                declared_secrets.contains_key(*secret),
+                "{name}: secret {secret} not declared"
+            );
+        }
+        // Paths under /run/secrets name a secret the service has.
+        for (key, value) in service["environment"].as_object().into_iter().flatten() {
+            if let Some(secret) = value.as_str().and_then(|v| v.strip_prefix("/run/secrets/")) {
+                assert!(
+                    secrets.contains(secret),
+                    "{name}: {key} reads secret {secret} it lacks"
+                );
+            }
+        }
+
+        let Some(image) = service["image"].as_str() else {
+            continue;
+        };
+        if !image.contains("casebus") {
+            continue;
+        }
+        assert_eq!(
+            image,
+            format!("${{CASEBUS_IMAGE:-{IMAGE}}}"),
+            "{name}: the casebus image"
+        );
+        let command = service["command"][0].as_str().expect("a command");
+        assert!(
+            BINARIES.contains(&command),
+            "{name} runs {command}, not a casebus binary"
+        );
+        assert_eq!(service["read_only"], true, "{name}: read-only root");
+        assert_eq!(service["user"], "10001:10001", "{name}: the casebus user");
+        if name != "provision" {
+            assert_eq!(
+                duration(
+                    service["stop_grace_period"]
+                        .as_str()
+                        .expect("stop_grace_period")
+                ),
+                grace + DRAIN_MARGIN,
+                "{name}: stop_grace_period is the shutdown grace plus the drain margin"
+            );
+            assert!(
+                secrets.iter().any(|s| s.ends_with("-nkey")),
+                "{name}: logs in to NATS with its own NKey"
+            );
+        }
+        let environment = &service["environment"];
+        let consumer = environment["CASEBUS_CONSUMER"]
+            .as_str()
+            .or(environment["CASEBUS_GATEWAY_CONSUMER_NAME"].as_str());
+        if let Some(expected) = consumers.get(&nats_key(name)) {
+            assert_eq!(
+                consumer,
+                Some(expected.as_str()),
+                "{name}: the consumer its NATS user may use"
+            );
+        }
+    }
+    assert_eq!(
+        services["nats"]["volumes"][0], "../nats/single.conf:/etc/nats/nats-server.conf:ro",
+        "NATS runs the shipped single-node config"
+    );
+    for secret in declared_secrets.values() {
+        let file = secret["file"].as_str().expect("file secrets");
+        assert!(
+            file.starts_with("./secrets/"),
+            "secrets live under ./secrets: {file}"
+        );
+    }
+    // Prometheus scrapes every casebus service by its compose name on its metrics port.
+    let metrics_port = shared["CASEBUS_METRICS_LISTEN"]
+        .rsplit(':')
+        .next()
+        .expect("a port")
+        .to_owned();
+    let scrape = yaml(&deploy("prometheus/prometheus.yml"));
+    let targets: BTreeSet<String> = scrape["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs")
+        .iter()
+        .flat_map(|job| job["static_configs"].as_array().into_iter().flatten())
+        .flat_map(|c| c["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    for (_, short) in SERVICES {
+        let target = format!("{short}:{metrics_port}");
+        assert!(
+            targets.contains(&target),
+            "prometheus.yml does not scrape {target}"
+        );
+    }
+    for target in &targets {
+        let host = target.split(':').next().unwrap_or_default();
+        assert!(
+            services.contains_key(host),
+            "prometheus.yml scrapes {target}, not a compose service"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes
+
+/// Every Kubernetes object of the manifests kustomization.yaml applies, by file.
+fn k8s_objects() -> Vec<(String, Value)> {
+    let kustomization = yaml(&deploy("k8s/kustomization.yaml"));
+    kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("a file"))
+        .flat_map(|file| {
+            yaml_docs(&deploy(&format!("k8s/{file}")))
+                .into_iter()
+                .map(move |doc| (file.to_owned(), doc))
+        })
+        .collect()
+}
+
+fn site_objects() -> Vec<Value> {
+    yaml_docs(&deploy("k8s/secrets.example.yaml"))
+}
+
+#[test]
+fn the_kubernetes_manifests_pass_the_strict_api_schemas() {
+    let python = tool("python3", "python3 runs the kubernetes-validate schemas");
+    let probe = Command::new(&python)
+        .args(["-c", "import kubernetes_validate"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        probe.status.success(),
+        "kubernetes-validate is missing; install it with `python3 -m pip install \
+         kubernetes-validate` or run scripts/test, which does"
+    );
+    let kustomization = yaml(&deploy("k8s/kustomization.yaml"));
+    let mut files: Vec<PathBuf> = kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| deploy(&format!("k8s/{}", r.as_str().expect("a file"))))
+        .collect();
+    files.push(deploy("k8s/secrets.example.yaml"));
+    let output = Command::new(&python)
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--quiet",
+            "-k",
+            "1.30.0",
+        ])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate runs");
+    assert!(output.status.success(), "{}", output_text(&output));
+}
+
+#[test]
+fn the_kustomization_lists_every_manifest_and_one_image() {
+    let kustomization = yaml(&deploy("k8s/kustomization.yaml"));
+    let listed: BTreeSet<String> = kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(deploy("k8s"))
+        .expect("deploy/k8s")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| {
+            ![
+                "kustomization.yaml",
+                "nats-values.yaml",
+                "secrets.example.yaml",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    assert_eq!(listed, on_disk, "kustomization.yaml lists every manifest");
+    let (name, tag) = IMAGE.split_once(':').expect("name:tag");
+    assert_eq!(kustomization["images"][0]["name"], name);
+    assert_eq!(kustomization["images"][0]["newTag"], tag);
+}
+
+/// The pod template of a workload, if the object is one.
+fn pod_spec(object: &Value) -> Option<&Value> {
+    match object["kind"].as_str()? {
+        "Deployment" | "StatefulSet" | "Job" => Some(&object["spec"]["template"]["spec"]),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
+    let objects = k8s_objects();
+    let site = site_objects();
+    let find = |kind: &str, name: &str| -> Option<Value> {
+        site.iter()
+            .chain(objects.iter().map(|(_, o)| o))
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .cloned()
+    };
+    let keys_of = |object: &Value| -> BTreeSet<String> {
+        ["data", "stringData"]
+            .iter()
+            .flat_map(|field| object[*field].as_object().into_iter().flatten())
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let env = find("ConfigMap", "casebus-env").expect("ConfigMap casebus-env");
+    let grace = duration(
+        env["data"]["CASEBUS_SHUTDOWN_GRACE"]
+            .as_str()
+            .expect("grace"),
+    );
+    let consumers = nats_consumers();
+    let mut seen = BTreeSet::new();
+
+    for (file, object) in &objects {
+        let Some(pod) = pod_spec(object) else {
+            continue;
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or("?");
+        let what = format!("{file}: {} {name}", object["kind"].as_str().unwrap_or("?"));
+        let is_job = object["kind"] == "Job";
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"], true,
+            "{what}: non-root"
+        );
+        assert_eq!(
+            pod["automountServiceAccountToken"], false,
+            "{what}: no API token"
+        );
+        if !is_job {
+            assert_eq!(
+                pod["terminationGracePeriodSeconds"].as_u64(),
+                Some((grace + DRAIN_MARGIN).as_secs()),
+                "{what}: terminationGracePeriodSeconds is the shutdown grace plus the drain margin"
+            );
+        }
+
+        // Files each pod can read, by mount path.
+        let mut mounted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let containers = pod["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 1, "{what}: one container");
+        let container = &containers[0];
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let volume_name = mount["name"].as_str().expect("mount name");
+            let path = mount["mountPath"].as_str().expect("mount path").to_owned();
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == volume_name)
+                .or_else(|| {
+                    object["spec"]["volumeClaimTemplates"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["metadata"]["name"] == volume_name)
+                })
+                .unwrap_or_else(|| panic!("{what}: mount of unknown volume {volume_name}"));
+            let mut keys = BTreeSet::new();
+            let mut sources = Vec::new();
+            if let Some(secret) = volume["secret"]["secretName"].as_str() {
+                sources.push(("Secret", secret.to_owned()));
+            }
+            for source in volume["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(n) = source["configMap"]["name"].as_str() {
+                    sources.push(("ConfigMap", n.to_owned()));
+                }
+                if let Some(n) = source["secret"]["name"].as_str() {
+                    sources.push(("Secret", n.to_owned()));
+                }
+            }
+            for (kind, source) in sources {
+                let found = find(kind, &source).unwrap_or_else(|| {
+                    panic!("{what}: {kind} {source} is in no manifest or the site layout")
+                });
+                keys.extend(keys_of(&found));
+            }
+            mounted.insert(path, keys);
+        }
+        // Every file path in the settings is a key of what is mounted there.
+        let mut settings: Vec<(String, String)> = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        settings.extend(
+            env["data"]
+                .as_object()
+                .expect("data")
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))),
+        );
+        for (key, value) in &settings {
+            let Some((dir, file)) = value.rsplit_once('/') else {
+                continue;
+            };
+            if let Some(keys) = mounted.get(dir)
+                && !keys.is_empty()
+            {
+                assert!(
+                    keys.contains(file),
+                    "{what}: {key}={value}, but {dir} has no {file}"
+                );
+            } else if dir.starts_with("/run/secrets") || dir == "/etc/casebus" {
+                panic!("{what}: {key}={value}, but nothing is mounted at {dir}");
+            }
+        }
+
+        let image = container["image"].as_str().expect("image");
+        assert_eq!(image, IMAGE, "{what}: the casebus image");
+        let binary = container["command"][0].as_str().expect("a command");
+        assert!(BINARIES.contains(&binary), "{what}: runs {binary}");
+        let security = &container["securityContext"];
+        assert_eq!(
+            security["readOnlyRootFilesystem"], true,
+            "{what}: read-only root"
+        );
+        assert_eq!(
+            security["allowPrivilegeEscalation"], false,
+            "{what}: no escalation"
+        );
+        for (kind, resource) in [
+            ("requests", "cpu"),
+            ("requests", "memory"),
+            ("limits", "cpu"),
+            ("limits", "memory"),
+        ] {
+            assert!(
+                container["resources"][kind][resource].is_string(),
+                "{what}: resources.{kind}.{resource}"
+            );
+        }
+        if is_job {
+            continue;
+        }
+        seen.insert(binary.to_owned());
+        let ports: BTreeSet<&str> = container["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let get = &container[probe]["httpGet"];
+            assert_eq!(get["path"], path, "{what}: {probe} on {path}");
+            let port = get["port"].as_str().expect("a named port");
+            assert!(
+                ports.contains(port),
+                "{what}: {probe} port {port} is declared"
+            );
+        }
+        let short = SERVICES
+            .iter()
+            .find(|(b, _)| *b == binary)
+            .map(|(_, s)| *s)
+            .expect("a service binary");
+        let consumer = settings
+            .iter()
+            .find(|(k, _)| k == "CASEBUS_CONSUMER" || k == "CASEBUS_GATEWAY_CONSUMER_NAME")
+            .map(|(_, v)| v.as_str());
+        if let Some(expected) = consumers.get(&nats_key(short)) {
+            assert_eq!(
+                consumer,
+                Some(expected.as_str()),
+                "{what}: the consumer its NATS user may use"
+            );
+        }
+        if short == "gateway" {
+            assert_eq!(
+                object["kind"], "StatefulSet",
+                "the gateway keeps its projection on a volume"
+            );
+            let db = settings
+                .iter()
+                .find(|(k, _)| k == "CASEBUS_GATEWAY_DB")
+                .map(|(_, v)| v.clone())
+                .expect("CASEBUS_GATEWAY_DB");
+            let claim = object["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+                .as_str()
+                .expect("a volume claim template");
+            let mount = container["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .find(|m| m["name"] == claim)
+                .and_then(|m| m["mountPath"].as_str())
+                .expect("the claim is mounted");
+            assert!(
+                db.starts_with(&format!("{mount}/")),
+                "the projection {db} is on the claim"
+            );
+        }
+    }
+    let expected: BTreeSet<String> = SERVICES.iter().map(|(b, _)| (*b).to_owned()).collect();
+    assert_eq!(seen, expected, "one workload per service");
+}
+
+#[test]
+fn every_service_selects_pods_and_ports_that_exist() {
+    let objects = k8s_objects();
+    let mut gateway_service = false;
+    for (file, service) in objects.iter().filter(|(_, o)| o["kind"] == "Service") {
+        let name = service["metadata"]["name"].as_str().unwrap_or("?");
+        let selector = service["spec"]["selector"].as_object().expect("a selector");
+        let workload = objects
+            .iter()
+            .filter_map(|(_, o)| Some((o, pod_spec(o)?)))
+            .find(|(o, _)| {
+                selector
+                    .iter()
+                    .all(|(k, v)| &o["spec"]["template"]["metadata"]["labels"][k] == v)
+            })
+            .unwrap_or_else(|| panic!("{file}: Service {name} selects no pods"));
+        let ports: BTreeSet<&str> = workload.1["containers"][0]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for port in service["spec"]["ports"].as_array().expect("ports") {
+            let target = port["targetPort"].as_str().expect("a named target port");
+            assert!(
+                ports.contains(target),
+                "{file}: Service {name} targets unknown port {target}"
+            );
+        }
+        gateway_service |= name == "gateway";
+    }
+    assert!(gateway_service, "the gateway has a Service");
+}
+
+#[test]
+fn the_nats_helm_values_ask_for_a_durable_tls_jetstream_cluster_with_the_casebus_users() {
+    let values = yaml(&deploy("k8s/nats-values.yaml"));
+    let config = &values["config"];
+    assert_eq!(config["cluster"]["enabled"], true);
+    assert_eq!(config["cluster"]["replicas"], 3, "three nodes");
+    assert_eq!(config["cluster"]["tls"]["enabled"], true, "route TLS");
+    assert_eq!(
+        config["cluster"]["tls"]["merge"]["verify"], true,
+        "mutual route TLS"
+    );
+    assert_eq!(config["nats"]["tls"]["enabled"], true, "client TLS");
+    let jetstream = &config["jetstream"];
+    assert_eq!(jetstream["enabled"], true);
+    assert_eq!(jetstream["fileStore"]["enabled"], true, "file storage");
+    assert_eq!(
+        jetstream["fileStore"]["pvc"]["enabled"], true,
+        "on persistent volumes"
+    );
+    assert_eq!(
+        jetstream["merge"]["sync_interval"], "always",
+        "fsync before ack"
+    );
+    assert_eq!(config["merge"]["$include"], "./casebus/users.conf");
+    assert!(
+        values["container"]["image"]["tag"].is_null(),
+        "the chart's image (>= 2.10.23) is kept"
+    );
+    assert!(
+        values["podTemplate"]["topologySpreadConstraints"]["topology.kubernetes.io/zone"]
+            .is_object(),
+        "nodes spread across zones"
+    );
+    let site = site_objects();
+    let secret_names: BTreeSet<&str> = site
+        .iter()
+        .filter(|o| o["kind"] == "Secret")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    for secret in [
+        values["tlsCA"]["secretName"].as_str(),
+        config["cluster"]["tls"]["secretName"].as_str(),
+        config["nats"]["tls"]["secretName"].as_str(),
+        values["podTemplate"]["patch"][0]["value"]["secret"]["secretName"].as_str(),
+    ] {
+        let secret = secret.expect("a secret name");
+        assert!(
+            secret_names.contains(secret),
+            "Secret {secret} is in secrets.example.yaml"
+        );
+    }
+    assert_eq!(
+        values["container"]["patch"][0]["value"]["mountPath"], "/etc/nats-config/casebus",
+        "the users file is mounted where the include points"
+    );
+}
