@@ -1,6 +1,7 @@
 //! Registration as a NATS micro-service, so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`
 //! discover every casebus process with its name, version, office and counters. The one
-//! endpoint, `status`, answers with the same counters as JSON.
+//! endpoint, `casebus.status.<service name>`, answers with the same counters as JSON;
+//! instances of one service share it (a request reaches one of them).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,7 +51,8 @@ pub async fn register(
             source,
         })?;
     let mut status = service
-        .endpoint("status")
+        .group("casebus.status")
+        .endpoint(&info.name)
         .await
         .map_err(|source| BusError::Nats {
             what: format!("status endpoint of {}", info.name),
