@@ -1,0 +1,256 @@
+//! `casebus case show <id>`: the case read straight from `CASES` and verified the way
+//! the services load it (a failing message is left out of the chain and listed), its
+//! timeline, and a summary folded by the case rules: tracks, parties, hand-offs with due
+//! times and overdue flags, linked references.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use casebus_domain::{CaseState, HandoffStatus, TrackStatus};
+use casebus_proto::event::v1::{HandoffKind, PartyRole};
+use casebus_proto::{CaseId, agency_name};
+
+use crate::context::Ctx;
+use crate::decode::{Problem, verified_json};
+use crate::error::{CliError, Outcome};
+use crate::output::{shorten, table};
+use crate::times::{rfc3339, short, short_or_dash};
+
+fn track_status(status: TrackStatus) -> &'static str {
+    match status {
+        TrackStatus::Active => "active",
+        TrackStatus::Closed => "closed",
+    }
+}
+
+fn handoff_status(status: HandoffStatus) -> &'static str {
+    match status {
+        HandoffStatus::Requested => "requested",
+        HandoffStatus::Acknowledged => "acknowledged",
+        HandoffStatus::Accepted => "accepted",
+        HandoffStatus::Declined => "declined",
+    }
+}
+
+fn handoff_kind(kind: HandoffKind) -> String {
+    kind.as_str_name().to_ascii_lowercase()
+}
+
+fn party_role(role: i32) -> String {
+    PartyRole::try_from(role).map_or_else(
+        |_| role.to_string(),
+        |r| r.as_str_name().to_ascii_lowercase(),
+    )
+}
+
+/// The summary of a folded case as JSON.
+fn summary_json(state: &CaseState, now: OffsetDateTime) -> Value {
+    json!({
+        "version": state.version,
+        "title": state.opened.as_ref().map(|o| o.title.clone()),
+        "case_type": state.opened.as_ref().map(|o| o.case_type.as_str_name().to_ascii_lowercase()),
+        "opened_by": state.opened.as_ref().map(|o| o.office.to_string()),
+        "opened_at": state.opened.as_ref().map(|o| rfc3339(o.at)),
+        "tracks": state.tracks.values().map(|t| json!({
+            "agency": agency_name(t.agency),
+            "office": t.office.as_str(),
+            "status": track_status(t.status),
+            "opened_at": rfc3339(t.opened_at),
+        })).collect::<Vec<_>>(),
+        "parties": state.parties.values().map(|p| json!({
+            "party_id": p.party_id,
+            "role": party_role(p.role),
+            "name": p.name,
+            "organisation": p.organisation,
+        })).collect::<Vec<_>>(),
+        "handoffs": state.handoffs.values().map(|h| json!({
+            "handoff_id": h.handoff_id,
+            "kind": handoff_kind(h.kind),
+            "from_office": h.from_office.as_str(),
+            "to_agency": agency_name(h.to_agency),
+            "to_office": h.to_office.as_ref().map(|o| o.to_string()),
+            "status": handoff_status(h.status),
+            "requested_at": rfc3339(h.requested_at),
+            "due_at": h.due_at.map(rfc3339),
+            "overdue": h.is_overdue(now),
+        })).collect::<Vec<_>>(),
+        "references": state.references.iter().map(|r| json!({
+            "agency": agency_name(r.agency),
+            "office": r.office.as_str(),
+            "number": r.number,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_text(
+    ctx: &Ctx,
+    case: &CaseId,
+    loaded: &casebus_bus::LoadedCase,
+    now: OffsetDateTime,
+) -> Result<(), CliError> {
+    let state = &loaded.state;
+    let out = &ctx.out;
+    match &state.opened {
+        Some(opened) => out.line(format!(
+            "case {case}: {:?} ({}), opened by {} at {}",
+            opened.title,
+            opened.case_type.as_str_name().to_ascii_lowercase(),
+            opened.office,
+            short(opened.at)
+        ))?,
+        None => out.line(format!("case {case}: not opened by any verified event"))?,
+    }
+    out.line(format!(
+        "version {}, last sequence {}, {}",
+        state.version,
+        loaded.last_sequence,
+        if loaded.rejected.is_empty() {
+            "chain and signatures verified".to_owned()
+        } else {
+            format!(
+                "{} message(s) FAILED verification (listed below)",
+                loaded.rejected.len()
+            )
+        }
+    ))?;
+
+    out.line("\nTracks")?;
+    let mut t = table(&["agency", "office", "status", "opened"]);
+    for track in state.tracks.values() {
+        t.add_row([
+            agency_name(track.agency).to_owned(),
+            track.office.to_string(),
+            track_status(track.status).to_owned(),
+            short(track.opened_at),
+        ]);
+    }
+    out.table(&t)?;
+
+    out.line("\nParties")?;
+    let mut t = table(&["party", "role", "name"]);
+    for party in state.parties.values() {
+        t.add_row([
+            party.party_id.clone(),
+            party_role(party.role),
+            party.name.clone(),
+        ]);
+    }
+    out.table(&t)?;
+
+    out.line("\nHand-offs")?;
+    let mut t = table(&[
+        "hand-off",
+        "kind",
+        "from",
+        "to",
+        "status",
+        "requested",
+        "due",
+        "overdue",
+    ]);
+    for h in state.handoffs.values() {
+        t.add_row([
+            h.handoff_id.clone(),
+            handoff_kind(h.kind),
+            h.from_office.to_string(),
+            h.to_office
+                .as_ref()
+                .map_or_else(|| agency_name(h.to_agency).to_owned(), ToString::to_string),
+            handoff_status(h.status).to_owned(),
+            short(h.requested_at),
+            short_or_dash(h.due_at),
+            if h.is_overdue(now) { "OVERDUE" } else { "" }.to_owned(),
+        ]);
+    }
+    out.table(&t)?;
+
+    if !state.references.is_empty() {
+        out.line("\nReferences")?;
+        let mut t = table(&["agency", "office", "number"]);
+        for r in &state.references {
+            t.add_row([
+                agency_name(r.agency).to_owned(),
+                r.office.to_string(),
+                r.number.clone(),
+            ]);
+        }
+        out.table(&t)?;
+    }
+
+    out.line("\nTimeline")?;
+    let mut t = table(&["v", "seq", "recorded", "office", "actor", "type", "payload"]);
+    for stored in &loaded.events {
+        let e = &stored.event;
+        let payload = crate::decode::payload_json(&e.signed.event);
+        let inner = payload
+            .as_object()
+            .and_then(|o| o.values().next())
+            .map_or_else(String::new, ToString::to_string);
+        t.add_row([
+            e.version().to_string(),
+            stored.sequence.to_string(),
+            short(e.recorded_at),
+            e.office.to_string(),
+            e.event.actor.clone(),
+            e.type_name(),
+            shorten(&inner, 60),
+        ]);
+    }
+    out.table(&t)?;
+
+    if !loaded.rejected.is_empty() {
+        out.line("\nMessages that FAILED verification (left out of the chain)")?;
+        let mut t = table(&["seq", "code", "reason"]);
+        for r in &loaded.rejected {
+            t.add_row([
+                r.sequence.to_string(),
+                r.error.code().to_owned(),
+                r.error.to_string(),
+            ]);
+        }
+        out.table(&t)?;
+    }
+    Ok(())
+}
+
+/// `casebus case show`.
+pub async fn show(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
+    let registry = ctx.registry("to verify the case")?;
+    let bus = ctx.bus(registry).await?;
+    let loaded = bus.load_case(case).await.map_err(CliError::from_source)?;
+    if loaded.events.is_empty() && loaded.rejected.is_empty() {
+        return Err(CliError::refused(format!("case {case} not found in CASES")));
+    }
+    let now = OffsetDateTime::now_utc();
+    if ctx.out.is_json() {
+        let mut summary = summary_json(&loaded.state, now);
+        if let Some(object) = summary.as_object_mut() {
+            object.insert("case".into(), case.as_str().into());
+            object.insert("last_sequence".into(), loaded.last_sequence.into());
+            object.insert("verified".into(), loaded.rejected.is_empty().into());
+            object.insert(
+                "events".into(),
+                loaded
+                    .events
+                    .iter()
+                    .map(|e| verified_json(e.sequence, &e.event))
+                    .collect(),
+            );
+            object.insert(
+                "rejected".into(),
+                loaded
+                    .rejected
+                    .iter()
+                    .map(|r| {
+                        let problem = Problem::from(&r.error);
+                        json!({ "sequence": r.sequence, "code": problem.code, "reason": problem.reason })
+                    })
+                    .collect(),
+            );
+        }
+        ctx.out.json_document(&summary)?;
+    } else {
+        print_text(ctx, case, &loaded, now)?;
+    }
+    Ok(Outcome::problems_if(!loaded.rejected.is_empty()))
+}

@@ -1,0 +1,85 @@
+//! One module per subcommand; `run` dispatches. Each command returns an [`Outcome`]
+//! (ok, or problems found: exit 1) or a [`CliError`] (bad arguments, refusal, runtime).
+
+mod audit;
+mod case;
+mod dlq;
+mod events;
+mod export;
+mod keys;
+mod rebuild;
+mod replay;
+mod streams;
+mod token;
+mod verify;
+
+use crate::cli::{
+    CaseCommand, Command, DlqCommand, EventsCommand, IssuerCommand, KeysCommand, StreamsCommand,
+    TokenCommand,
+};
+use crate::context::Ctx;
+use crate::error::{CliError, Outcome};
+
+/// Runs one subcommand.
+///
+/// # Errors
+/// The command's [`CliError`].
+pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
+    match command {
+        Command::Events(EventsCommand::List(filter)) => events::list(ctx, &filter).await,
+        Command::Events(EventsCommand::Tail(args)) => events::tail(ctx, &args).await,
+        Command::Case(CaseCommand::Show { case }) => case::show(ctx, &case).await,
+        Command::Verify(args) => verify::run(ctx, &args).await,
+        Command::Replay(args) => replay::run(ctx, &args).await,
+        Command::Rebuild(args) => rebuild::run(ctx, &args).await,
+        Command::Dlq(DlqCommand::List { consumer }) => dlq::list(ctx, consumer.as_deref()).await,
+        Command::Dlq(DlqCommand::Show { seq }) => dlq::show(ctx, seq).await,
+        Command::Dlq(DlqCommand::Retry {
+            seq,
+            execute,
+            force,
+            actor,
+        }) => dlq::retry(ctx, seq, execute, force, actor).await,
+        Command::Dlq(DlqCommand::Drop {
+            seq,
+            execute,
+            actor,
+        }) => dlq::drop(ctx, seq, execute, actor).await,
+        Command::Export(args) => export::run(ctx, &args).await,
+        Command::Audit(args) => audit::run(ctx, &args).await,
+        Command::Keys(KeysCommand::Generate { office, label, out }) => {
+            keys::generate(ctx, &office, &label, &out)
+        }
+        Command::Keys(KeysCommand::Register {
+            office,
+            public_key_from,
+            valid_from,
+            name,
+        }) => keys::register(ctx, &office, &public_key_from, valid_from, name),
+        Command::Keys(KeysCommand::Rotate {
+            office,
+            label,
+            out,
+            valid_from,
+            retire_at,
+        }) => keys::rotate(ctx, &office, &label, &out, valid_from, retire_at),
+        Command::Keys(KeysCommand::List) => keys::list(ctx),
+        Command::Token(TokenCommand::Issue {
+            issuer_key,
+            office,
+            actor,
+            roles,
+            ttl,
+        }) => token::issue(ctx, &issuer_key, &office, &actor, &roles, ttl),
+        Command::Issuer(IssuerCommand::Generate {
+            key_id,
+            out,
+            trust_file,
+        }) => token::generate_issuer(ctx, &key_id, &out, trust_file.as_deref()),
+        Command::Streams(StreamsCommand::Status) => streams::status(ctx).await,
+        Command::Streams(StreamsCommand::Provision {
+            replicas,
+            duplicate_window,
+        }) => streams::provision(ctx, replicas, duplicate_window).await,
+    }
+}

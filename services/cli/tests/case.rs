@@ -1,0 +1,158 @@
+//! `casebus case show` against a real nats-server: the verified timeline and the
+//! summary folded by the case rules (tracks, parties, hand-offs with due times and
+//! overdue flags); a message that fails verification is listed and makes the exit
+//! code 1; an unknown case is reported.
+
+mod common;
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use casebus_domain::DeadlineRules;
+use casebus_proto::event::v1::{Agency, HandoffKind};
+use casebus_test_support::wait_until;
+
+use common::catalogue::{ack, handoff, note, opened};
+use common::*;
+
+/// Ceiling for a short deadline to pass.
+const DEADLINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs() {
+    let f = Fixture::start().await;
+    let rules = DeadlineRules::parse("[handoff_due]\nsuspected_crime_referral = \"200ms\"\n")
+        .expect("rules");
+    let customs = f.appender_with(signer(CUSTOMS), rules);
+    let police = f.appender(POLICE);
+    let c = case("SHOW-1");
+    append(&customs, &c, opened("Counterfeit earphones")).await;
+    append(
+        &customs,
+        &c,
+        handoff(
+            "h1",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    )
+    .await;
+    append(&police, &c, ack("h1")).await;
+    append(
+        &customs,
+        &c,
+        handoff("a1", HandoffKind::AssistanceRequest, Agency::IpCenter),
+    )
+    .await;
+    append(&customs, &c, note("waiting for the police")).await;
+
+    // Let the referral's short deadline pass.
+    let run = wait_until(DEADLINE_TIMEOUT, "the referral to be overdue", async || {
+        let run = f.cli(&["--json", "case", "show", "SHOW-1"]).await;
+        let overdue = run.json()["handoffs"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["handoff_id"] == "h1"))
+            .is_some_and(|h| h["overdue"] == true);
+        overdue.then_some(run)
+    })
+    .await
+    .expect("overdue");
+    run.expect_code(0);
+    let shown = run.json();
+    assert_eq!(shown["case"], "SHOW-1");
+    assert_eq!(shown["verified"], true);
+    assert_eq!(shown["version"], 5);
+    assert_eq!(shown["title"], "Counterfeit earphones");
+    assert_eq!(shown["opened_by"], CUSTOMS);
+    let tracks = shown["tracks"].as_array().expect("tracks");
+    assert_eq!(tracks.len(), 1);
+    assert_eq!(tracks[0]["agency"], "customs");
+    assert_eq!(tracks[0]["status"], "active");
+    let parties: Vec<&str> = shown["parties"]
+        .as_array()
+        .expect("parties")
+        .iter()
+        .map(|p| p["party_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(parties, ["rh", "s1"]);
+    let handoffs = shown["handoffs"].as_array().expect("handoffs");
+    let h1 = handoffs
+        .iter()
+        .find(|h| h["handoff_id"] == "h1")
+        .expect("h1");
+    assert_eq!(h1["status"], "acknowledged");
+    assert_eq!(h1["kind"], "suspected_crime_referral");
+    assert_eq!(h1["to_agency"], "public_security");
+    assert!(h1["due_at"].as_str().is_some());
+    let a1 = handoffs
+        .iter()
+        .find(|h| h["handoff_id"] == "a1")
+        .expect("a1");
+    assert_eq!(a1["overdue"], false);
+    let due = OffsetDateTime::parse(
+        a1["due_at"].as_str().expect("due"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    assert!(due > OffsetDateTime::now_utc() + time::Duration::days(14));
+    let events = shown["events"].as_array().expect("events");
+    assert_eq!(events.len(), 5);
+    assert_eq!(
+        events[4]["payload"]["note_added"]["text"],
+        "waiting for the police"
+    );
+    assert_eq!(events[4]["status"], "verified");
+
+    let text = f.cli(&["case", "show", "SHOW-1"]).await;
+    text.expect_code(0);
+    for expected in [
+        "case SHOW-1: \"Counterfeit earphones\"",
+        "chain and signatures verified",
+        "Tracks",
+        "Hand-offs",
+        "OVERDUE",
+        "suspected_crime_referral",
+        "Timeline",
+        "waiting for the police",
+    ] {
+        assert!(
+            text.stdout.contains(expected),
+            "missing {expected:?} in\n{}",
+            text.stdout
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_case_with_a_failing_message_is_shown_with_it_and_exits_1() {
+    let f = Fixture::start().await;
+    let customs = f.appender(CUSTOMS);
+    let c = case("SHOW-BAD");
+    append(&customs, &c, opened("bad")).await;
+    let poison = f.publish_raw("case.SHOW-BAD", b"poison".to_vec()).await;
+    append(&customs, &c, note("after")).await;
+    let run = f.cli(&["--json", "case", "show", "SHOW-BAD"]).await;
+    run.expect_code(1);
+    let shown = run.json();
+    assert_eq!(shown["verified"], false);
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["rejected"][0]["sequence"], poison);
+    assert_eq!(shown["rejected"][0]["code"], "undecodable");
+
+    let text = f.cli(&["case", "show", "SHOW-BAD"]).await;
+    text.expect_code(1);
+    assert!(
+        text.stdout.contains("FAILED verification"),
+        "{}",
+        text.stdout
+    );
+
+    let unknown = f.cli(&["case", "show", "NOBODY"]).await;
+    unknown.expect_code(1);
+    assert!(
+        unknown.stderr.contains("case NOBODY not found"),
+        "{}",
+        unknown.stderr
+    );
+}
