@@ -114,6 +114,19 @@ impl Bus {
         &self.registry
     }
 
+    /// Drains the connection: stops every subscription from taking new messages, lets
+    /// those already delivered be processed, flushes pending publishes and closes. The
+    /// last step of a graceful shutdown; every clone of this bus is closed with it.
+    ///
+    /// # Errors
+    /// [`BusError::Nats`] when the connection is already closed or the flush fails.
+    pub async fn drain(&self) -> Result<(), BusError> {
+        self.client.drain().await.map_err(|e| BusError::Nats {
+            what: "drain of the connection".into(),
+            source: Box::new(e),
+        })
+    }
+
     /// The stream sequence of the case's last message (valid or not), 0 for none.
     ///
     /// # Errors

@@ -7,6 +7,14 @@
 //! A handler's transient failure is retried in place (with backoff, keeping the message
 //! alive with progress acks) rather than nak'ed, so events of a case are never handled
 //! out of order. A permanent failure dead-letters the event.
+//!
+//! Two ways to run: [`ConsumerRunner::run`] hands events to an [`EventHandler`] one at a
+//! time and acks each after it; [`ConsumerRunner::run_batched`] gathers verified events
+//! into batches for a [`BatchHandler`] (one database transaction per batch, say) and acks
+//! a whole batch after it committed. A poison message ends the batch gathered before it:
+//! that batch is handed over first, so the handler sees every message in stream order,
+//! and [`BatchHandler::skipped`] then tells the handler which sequence was
+//! dead-lettered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +35,9 @@ use casebus_proto::CaseId;
 use crate::bus::Bus;
 use crate::error::ConsumeError;
 use crate::store::StoredEvent;
-use crate::subjects::{CASES_STREAM, CASES_SUBJECTS, case_of_subject, dlq_subject, headers};
+use crate::subjects::{
+    CASES_STREAM, CASES_SUBJECTS, case_of_subject, case_subject, dlq_subject, headers,
+};
 
 /// Why a handler could not handle an event.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,31 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Handles one event. Must be idempotent on `event.event.event_id`: after a crash
     /// the same event may be delivered again.
     fn handle(&self, event: &StoredEvent) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Handles verified events in batches, in stream order.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Handles a batch of events (stream order, at least one) as a unit: `Ok` means every
+    /// event of it is committed, and the runner then acks them all. Must be idempotent:
+    /// after a crash the same events may be delivered again.
+    ///
+    /// A [`HandlerError::Transient`] retries the same batch in place. A
+    /// [`HandlerError::Permanent`] for a batch of several events makes the runner hand
+    /// them over again one at a time, so only the events at fault are dead-lettered.
+    fn handle_batch(
+        &self,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called after the message at `sequence` was dead-lettered (it failed verification,
+    /// or the handler refused it permanently) and before it is acked, so that a handler
+    /// which stores its stream position can move past it. Every message before it has
+    /// been handed over and committed by then. An error is retried in place; the
+    /// default does nothing.
+    fn skipped(&self, sequence: u64) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = sequence;
+        async { Ok(()) }
+    }
 }
 
 /// Settings of a durable consumer.
@@ -101,6 +136,37 @@ pub struct ConsumerRunner {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First backoff step.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How long [`ConsumerRunner::run_batched`] waits for one more message before it hands
+/// over the batch gathered so far. Short, so a lone event is not held back noticeably;
+/// during a catch-up the pull buffer refills much faster than this.
+pub const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+/// Messages gathered for the next batch, with their verified events.
+#[derive(Default)]
+struct Pending {
+    messages: Vec<Message>,
+    events: Vec<StoredEvent>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// How handing events over to a batch handler ended.
+enum HandOver {
+    /// Committed.
+    Done,
+    /// Refused for good, with the reason.
+    Permanent(String),
+    /// Shutdown came while retrying a transient failure; nothing was acked.
+    Stopped,
+}
 
 impl ConsumerRunner {
     /// A runner for the consumer described by `config`.
@@ -297,21 +363,21 @@ impl ConsumerRunner {
             }
             .into());
         };
-        if !self.tips.contains_key(&subject_case) {
-            // First sight of this case since start: rebuild its tip from the stream,
-            // up to the message before this one.
-            match self
-                .bus
-                .load_case_until(&subject_case, sequence.saturating_sub(1))
-                .await
-            {
-                Ok(loaded) => {
-                    self.tips.insert(subject_case.clone(), loaded.tip);
-                }
-                Err(e) => {
-                    tracing::warn!(consumer = %self.config.name, case_id = %subject_case, error = %e, "loading chain failed; will retry");
-                    return Ok(None);
-                }
+        let cached = self.tips.contains_key(&subject_case);
+        if !cached && !self.reload_tip(&subject_case, sequence).await {
+            return Ok(None);
+        }
+        let tip = self
+            .tips
+            .get(&subject_case)
+            .cloned()
+            .unwrap_or_else(|| ChainTip::empty(subject_case.clone()));
+        if tip.check(&event).is_err() && cached {
+            // A cached tip can be stale: instances sharing this durable consumer handle
+            // the case's other events, and a redelivered message was seen before. Only
+            // the stream can tell whether the chain is really broken.
+            if !self.reload_tip(&subject_case, sequence).await {
+                return Ok(None);
             }
         }
         let tip = self
@@ -323,6 +389,26 @@ impl ConsumerRunner {
         Ok(Some(event))
     }
 
+    /// Rebuilds the case's tip from the stream, up to the message before `sequence`.
+    /// False when the stream cannot be read right now.
+    async fn reload_tip(&mut self, case_id: &CaseId, sequence: u64) -> bool {
+        match self
+            .bus
+            .load_case_until(case_id, sequence.saturating_sub(1))
+            .await
+        {
+            Ok(loaded) => {
+                self.tips.insert(case_id.clone(), loaded.tip);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %self.config.name, case_id = %case_id, error = %e, "loading chain failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Dead-letters a message and acks it (the one-at-a-time mode).
     async fn dead_letter(
         &self,
         message: &Message,
@@ -332,6 +418,32 @@ impl ConsumerRunner {
         reason: &str,
         shutdown: &CancellationToken,
     ) {
+        if !self
+            .publish_dead_letter(message, sequence, subject, code, reason, shutdown)
+            .await
+        {
+            return;
+        }
+        if let Err(e) = message.ack().await {
+            tracing::warn!(consumer = %self.config.name, error = %e, "ack of dead letter failed");
+        }
+        self.counters
+            .last_sequence
+            .store(sequence, Ordering::Relaxed);
+    }
+
+    /// Publishes a copy of the message to `CASES_DLQ` with the reason in headers,
+    /// retrying until it is stored. Returns false when shutdown came first (nothing is
+    /// acked then: the message is delivered again after a restart).
+    async fn publish_dead_letter(
+        &self,
+        message: &Message,
+        sequence: u64,
+        subject: &str,
+        code: &str,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut headers = HeaderMap::new();
         headers.insert(headers::DLQ_REASON, truncate(reason, 1000).as_str());
         headers.insert(headers::DLQ_CODE, code);
@@ -360,19 +472,322 @@ impl ConsumerRunner {
                     tracing::error!(consumer = %self.config.name, sequence, error = %e, "dead-letter publish failed; retrying");
                     let _ = message.ack_with(AckKind::Progress).await;
                     if !pause(shutdown, &mut backoff).await {
-                        return;
+                        return false;
                     }
                 }
             }
         }
         tracing::warn!(consumer = %self.config.name, sequence, code, "message dead-lettered");
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Consumes until `shutdown` is cancelled, handing verified events to `handler` in
+    /// batches of at most `max_batch` (at least 1): a batch is handed over when it is
+    /// full or when no further message arrived within [`BATCH_LINGER`]. After the
+    /// handler committed a batch, all its messages are acked (without waiting for the
+    /// server to confirm each ack).
+    ///
+    /// A message that fails verification ends the batch before it: that batch is
+    /// handed over first, then the message is dead-lettered, [`BatchHandler::skipped`]
+    /// is told its sequence, and it is acked. A chain that cannot be loaded (NATS
+    /// briefly away) is retried in place, so nothing behind the message overtakes it.
+    ///
+    /// On shutdown it stops pulling at once; the batch in hand is handed over and acked
+    /// first.
+    ///
+    /// # Errors
+    /// [`ConsumeError::Setup`] when the consumer cannot be created at start. Later
+    /// stream errors are logged and the stream is re-established.
+    pub async fn run_batched<H: BatchHandler>(
+        mut self,
+        handler: H,
+        max_batch: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConsumeError> {
+        let consumer = self.ensure_consumer().await?;
+        let max_batch = max_batch.max(1);
+        tracing::info!(consumer = %self.config.name, stream = CASES_STREAM, max_batch, "batched consumer started");
+        let mut backoff = FIRST_BACKOFF;
+        let mut pending = Pending::default();
+        'outer: while !shutdown.is_cancelled() {
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.config.batch.max(max_batch))
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(consumer = %self.config.name, error = %e, "pull failed; retrying");
+                    if !pause(&shutdown, &mut backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                // The first message of a batch is awaited as long as it takes; each
+                // further one only briefly, so a lone event is handed over at once.
+                let next = if pending.is_empty() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break 'outer,
+                        next = messages.next() => next,
+                    }
+                } else {
+                    match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_quiet) => {
+                            self.flush(&handler, &mut pending, &shutdown).await;
+                            continue;
+                        }
+                    }
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        backoff = FIRST_BACKOFF;
+                        self.admit(&handler, message, &mut pending, &shutdown).await;
+                        if pending.len() >= max_batch {
+                            self.flush(&handler, &mut pending, &shutdown).await;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        self.flush(&handler, &mut pending, &shutdown).await;
+                        tracing::warn!(consumer = %self.config.name, error = %e, "message stream error");
+                        if !pause(&shutdown, &mut backoff).await {
+                            break 'outer;
+                        }
+                        continue 'outer;
+                    }
+                    None => {
+                        self.flush(&handler, &mut pending, &shutdown).await;
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        // What was gathered before the shutdown is handed over and acked rather than
+        // delivered again after the restart.
+        self.flush(&handler, &mut pending, &shutdown).await;
+        tracing::info!(consumer = %self.config.name, "consumer stopped");
+        Ok(())
+    }
+
+    /// Verifies one message and adds it to the batch, or dead-letters it (after handing
+    /// over the batch gathered before it).
+    async fn admit<H: BatchHandler>(
+        &mut self,
+        handler: &H,
+        message: Message,
+        pending: &mut Pending,
+        shutdown: &CancellationToken,
+    ) {
+        let (sequence, subject) = match message.info() {
+            Ok(info) => (info.stream_sequence, message.subject.to_string()),
+            Err(e) => {
+                tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
+                return;
+            }
+        };
+        let mut backoff = FIRST_BACKOFF;
+        let event = loop {
+            match self.verify(sequence, &subject, &message.payload).await {
+                Ok(Some(event)) => break event,
+                Ok(None) => {
+                    // The case's chain could not be loaded. Commit what came before and
+                    // retry this message in place: leaving it for redelivery would let
+                    // the messages behind it overtake it.
+                    if !self.flush(handler, pending, shutdown).await {
+                        return;
+                    }
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    if !pause(shutdown, &mut backoff).await {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    if self.flush(handler, pending, shutdown).await {
+                        self.dead_letter_batched(
+                            handler,
+                            &message,
+                            sequence,
+                            &subject,
+                            error.code(),
+                            &error.to_string(),
+                            shutdown,
+                        )
+                        .await;
+                    }
+                    return;
+                }
+            }
+        };
+        let stored = StoredEvent { sequence, event };
+        // The next event of the case in this batch is checked against this one.
+        self.advance(&stored);
+        pending.messages.push(message);
+        pending.events.push(stored);
+    }
+
+    /// Hands the gathered batch over and acks it. Returns false when shutdown came
+    /// while retrying: then nothing is acked and the batch is dropped, to be delivered
+    /// again after the restart.
+    async fn flush<H: BatchHandler>(
+        &mut self,
+        handler: &H,
+        pending: &mut Pending,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        let Pending { messages, events } = std::mem::take(pending);
+        match self.hand_over(handler, &events, &messages, shutdown).await {
+            HandOver::Done => {
+                self.acknowledge(&messages, &events).await;
+                true
+            }
+            HandOver::Stopped => false,
+            HandOver::Permanent(reason) if events.len() == 1 => {
+                self.dead_letter_batched(
+                    handler,
+                    &messages[0],
+                    events[0].sequence,
+                    &case_subject(&events[0].event.case_id),
+                    "handler",
+                    &reason,
+                    shutdown,
+                )
+                .await
+            }
+            HandOver::Permanent(reason) => {
+                tracing::warn!(
+                    consumer = %self.config.name,
+                    events = events.len(),
+                    error = %reason,
+                    "batch refused; handing its events over one at a time"
+                );
+                for (message, event) in messages.iter().zip(&events) {
+                    let single = std::slice::from_ref(event);
+                    match self
+                        .hand_over(handler, single, std::slice::from_ref(message), shutdown)
+                        .await
+                    {
+                        HandOver::Done => {
+                            self.acknowledge(std::slice::from_ref(message), single)
+                                .await;
+                        }
+                        HandOver::Stopped => return false,
+                        HandOver::Permanent(reason) => {
+                            if !self
+                                .dead_letter_batched(
+                                    handler,
+                                    message,
+                                    event.sequence,
+                                    &case_subject(&event.event.case_id),
+                                    "handler",
+                                    &reason,
+                                    shutdown,
+                                )
+                                .await
+                            {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Calls the handler until it commits or refuses for good, retrying transient
+    /// failures with backoff while keeping the messages ours with progress acks.
+    async fn hand_over<H: BatchHandler>(
+        &self,
+        handler: &H,
+        events: &[StoredEvent],
+        messages: &[Message],
+        shutdown: &CancellationToken,
+    ) -> HandOver {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match handler.handle_batch(events).await {
+                Ok(()) => return HandOver::Done,
+                Err(HandlerError::Permanent(reason)) => return HandOver::Permanent(reason),
+                Err(HandlerError::Transient(reason)) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        consumer = %self.config.name,
+                        events = events.len(),
+                        error = %reason,
+                        "batch handler failed transiently; retrying"
+                    );
+                    for message in messages {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                    if !pause(shutdown, &mut backoff).await {
+                        return HandOver::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acks committed messages. `ack()` only queues the ack on the connection; awaiting
+    /// a server confirmation per message would cost a round trip each.
+    async fn acknowledge(&self, messages: &[Message], events: &[StoredEvent]) {
+        for message in messages {
+            if let Err(e) = message.ack().await {
+                tracing::warn!(consumer = %self.config.name, error = %e, "ack failed; the event will be redelivered");
+            }
+        }
+        self.counters
+            .handled
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        if let Some(last) = events.last() {
+            self.counters
+                .last_sequence
+                .store(last.sequence, Ordering::Relaxed);
+        }
+    }
+
+    /// Dead-letters a message in batched mode: publish to the DLQ, tell the handler
+    /// (retrying until it accepts), then ack. Returns false when shutdown came first.
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter_batched<H: BatchHandler>(
+        &self,
+        handler: &H,
+        message: &Message,
+        sequence: u64,
+        subject: &str,
+        code: &str,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if !self
+            .publish_dead_letter(message, sequence, subject, code, reason, shutdown)
+            .await
+        {
+            return false;
+        }
+        let mut backoff = FIRST_BACKOFF;
+        while let Err(e) = handler.skipped(sequence).await {
+            tracing::warn!(consumer = %self.config.name, sequence, error = %e, "handler did not take the skipped sequence; retrying");
+            let _ = message.ack_with(AckKind::Progress).await;
+            if !pause(shutdown, &mut backoff).await {
+                return false;
+            }
+        }
         if let Err(e) = message.ack().await {
             tracing::warn!(consumer = %self.config.name, error = %e, "ack of dead letter failed");
         }
         self.counters
             .last_sequence
             .store(sequence, Ordering::Relaxed);
+        true
     }
 }
 

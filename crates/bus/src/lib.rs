@@ -7,7 +7,9 @@
 //!   `Nats-Expected-Last-Subject-Sequence`, retrying on a concurrent write.
 //! - [`ConsumerRunner`]: a durable consumer that verifies every message, hands good
 //!   events to a handler, acks only after the handler committed, and moves anything it
-//!   cannot verify to `CASES_DLQ` so a poison message never blocks it.
+//!   cannot verify to `CASES_DLQ` so a poison message never blocks it; in batched mode
+//!   ([`ConsumerRunner::run_batched`], [`BatchHandler`]) it hands over and acks whole
+//!   batches.
 //!
 //! **Boundary:** no other casebus crate depends on async-nats.
 
@@ -15,6 +17,7 @@ mod append;
 mod bus;
 mod connect;
 mod consumer;
+pub mod discovery;
 mod error;
 pub mod ops;
 pub mod provision;
@@ -27,7 +30,10 @@ pub use append::{AppendRequest, Appended, Appender, AppenderConfig, command_dige
 pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
 pub use connect::{ConnectConfig, connect};
-pub use consumer::{ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError};
+pub use consumer::{
+    BATCH_LINGER, BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler,
+    HandlerError,
+};
 pub use error::{AppendError, BusError, ConsumeError, LoadError, ProvisionError};
 pub use provision::StreamSettings;
 pub use store::{LoadedCase, RejectedMessage, StoredEvent, recorded};

@@ -1005,7 +1005,7 @@ impl Ops {
     /// - [`OpsError::NotResettable`] for an ephemeral consumer or one with settings this
     ///   build does not know (nothing is changed then);
     /// - [`OpsError::ResetFailed`] when the new consumer was refused after the old one
-    ///   was deleted; the old one is then restored at the sequence after its ack floor;
+    ///   was deleted; the old one is then restored at the sequence after its position;
     /// - [`OpsError::Nats`] when the server does not answer.
     pub async fn reset_consumer(
         &self,
@@ -1106,7 +1106,14 @@ impl Ops {
             }
         };
         if let Err(reason) = create(with_start(start_sequence)).await {
-            let restored_at = current.ack_floor_sequence + 1;
+            // Where the old consumer stood: its ack floor, or what it was last delivered
+            // when nothing awaited an ack.
+            let position = if current.ack_pending == 0 {
+                current.ack_floor_sequence.max(current.delivered_sequence)
+            } else {
+                current.ack_floor_sequence
+            };
+            let restored_at = position + 1;
             let restored = create(with_start(restored_at)).await.is_ok();
             tracing::error!(stream, consumer = name, error = %reason, restored, "consumer reset failed");
             return Err(OpsError::ResetFailed {

@@ -1,0 +1,205 @@
+//! `casebus.agency.v1.AgencyService`: the commands every agency records the same way
+//! (open a case, parties, evidence, notes, references, hand-offs, track, visibility),
+//! the inbox (`ListInbox`, `WatchInbox`) and the case view (`GetCase`).
+
+use tonic::service::RoutesBuilder;
+use tonic::{Request, Response, Status};
+
+use casebus_proto::agency::v1::agency_service_server::{AgencyService, AgencyServiceServer};
+use casebus_proto::agency::v1::*;
+use casebus_proto::event::v1::payload::Kind;
+use casebus_runtime::auth::caller;
+
+use crate::agencies::{MAX_REQUEST_BYTES, authenticated};
+use crate::kit::{Kit, WatchStream, required};
+
+/// The common API of one service.
+#[derive(Debug, Clone)]
+pub(crate) struct CommonApi {
+    kit: Kit,
+}
+
+/// Adds the authenticated `AgencyService` to `routes`.
+pub(crate) fn register_common(kit: &Kit, routes: &mut RoutesBuilder) {
+    let service = AgencyServiceServer::new(CommonApi { kit: kit.clone() })
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    routes.add_service(authenticated(kit, service));
+}
+
+#[tonic::async_trait]
+impl AgencyService for CommonApi {
+    async fn open_case(
+        &self,
+        request: Request<OpenCaseRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::CaseOpened(required(r.case_opened, "case_opened")?),
+                ))
+            })
+            .await
+    }
+
+    async fn add_party(
+        &self,
+        request: Request<AddPartyRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::PartyAdded(required(r.party_added, "party_added")?),
+                ))
+            })
+            .await
+    }
+
+    async fn record_evidence(
+        &self,
+        request: Request<RecordEvidenceRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::EvidenceRecorded(required(r.evidence_recorded, "evidence_recorded")?),
+                ))
+            })
+            .await
+    }
+
+    async fn add_note(
+        &self,
+        request: Request<AddNoteRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::NoteAdded(required(r.note_added, "note_added")?),
+                ))
+            })
+            .await
+    }
+
+    async fn link_reference(
+        &self,
+        request: Request<LinkReferenceRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::ReferenceLinked(required(r.reference_linked, "reference_linked")?),
+                ))
+            })
+            .await
+    }
+
+    async fn request_handoff(
+        &self,
+        request: Request<RequestHandoffRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::HandoffRequested(required(r.handoff_requested, "handoff_requested")?),
+                ))
+            })
+            .await
+    }
+
+    async fn accept_handoff(
+        &self,
+        request: Request<AcceptHandoffRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::HandoffAccepted(required(r.handoff_accepted, "handoff_accepted")?),
+                ))
+            })
+            .await
+    }
+
+    async fn decline_handoff(
+        &self,
+        request: Request<DeclineHandoffRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::HandoffDeclined(required(r.handoff_declined, "handoff_declined")?),
+                ))
+            })
+            .await
+    }
+
+    async fn close_track(
+        &self,
+        request: Request<CloseTrackRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::TrackClosed(required(r.track_closed, "track_closed")?),
+                ))
+            })
+            .await
+    }
+
+    async fn change_visibility(
+        &self,
+        request: Request<ChangeVisibilityRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::VisibilityChanged(required(r.visibility_changed, "visibility_changed")?),
+                ))
+            })
+            .await
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<ListInboxRequest>,
+    ) -> Result<Response<ListInboxResponse>, Status> {
+        let outcome = caller(&request).and_then(|who| {
+            let r = request.get_ref();
+            self.kit.list_inbox(who, &r.case_id, r.overdue_only)
+        });
+        self.kit.stats().count(&outcome);
+        outcome.map(Response::new)
+    }
+
+    type WatchInboxStream = WatchStream;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<WatchInboxRequest>,
+    ) -> Result<Response<Self::WatchInboxStream>, Status> {
+        let outcome = caller(&request).and_then(|who| self.kit.watch_inbox(who));
+        self.kit.stats().count(&outcome);
+        outcome.map(Response::new)
+    }
+
+    async fn get_case(
+        &self,
+        request: Request<GetCaseRequest>,
+    ) -> Result<Response<GetCaseResponse>, Status> {
+        let outcome = match caller(&request) {
+            Ok(who) => self.kit.case_view(who, &request.get_ref().case_id).await,
+            Err(status) => Err(status),
+        };
+        self.kit.stats().count(&outcome);
+        outcome.map(Response::new)
+    }
+}
