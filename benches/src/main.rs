@@ -9,6 +9,8 @@
 
 mod append;
 mod fixture;
+mod grpc;
+mod ingest;
 mod rebuild;
 mod report;
 
@@ -80,6 +82,23 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("== figure 4: projection rebuild vs raw pull consume");
     let count = (size.cases * (size.rounds + 1)) as u64;
     let row = tokio::time::timeout(append::FIGURE_TIMEOUT, rebuild::run(&bus, count)).await??;
+    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+    report.rows.push(row);
+    drop(bus);
+    drop(server);
+
+    eprintln!("== figure 2: ingest through an agency service vs bare tonic echo");
+    let (server, bus) = fixture::start().await?;
+    let (cases, commands) = if args.quick {
+        (64, 5_000)
+    } else {
+        (256, 50_000)
+    };
+    let row = tokio::time::timeout(
+        append::FIGURE_TIMEOUT,
+        ingest::run(&bus, &server.url(), cases, commands),
+    )
+    .await??;
     eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
     report.rows.push(row);
     drop(bus);

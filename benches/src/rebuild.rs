@@ -49,12 +49,22 @@ pub async fn raw_consume(
     Ok(Measurement::rate("events/s", seen, start.elapsed()))
 }
 
+/// Where a rebuild spent its time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    /// Decoding, signature and chain checks.
+    pub verify: std::time::Duration,
+    /// SQLite transactions.
+    pub apply: std::time::Duration,
+}
+
 /// Rebuilds a projection from `CASES` into a new SQLite file at `path`.
 pub async fn casebus_rebuild(
     bus: &Bus,
     path: &std::path::Path,
     count: u64,
-) -> anyhow::Result<(Measurement, Projection)> {
+) -> anyhow::Result<(Measurement, Projection, Phases)> {
+    let mut phases = Phases::default();
     let mut projection = Projection::open(path)?;
     let start = Instant::now();
     let mut tail = bus.tail(1, None).await?;
@@ -65,24 +75,28 @@ pub async fn casebus_rebuild(
         let Some(raw) = tail.next().await else { break };
         let raw = raw?;
         seen += 1;
+        let t = Instant::now();
         let event = verify_signed(&raw.payload, bus.registry())?;
         let tip = tips
             .entry(event.case_id.clone())
             .or_insert_with(|| ChainTip::empty(event.case_id.clone()));
         tip.check(&event)?;
         tip.advance(&event);
+        phases.verify += t.elapsed();
         batch.push((raw.sequence, event));
         if batch.len() == 500 || raw.pending == 0 || seen == count {
+            let t = Instant::now();
             let inputs: Vec<ProjectedInput<'_>> = batch
                 .iter()
                 .map(|(s, e)| ProjectedInput::new(*s, e))
                 .collect();
             projection.apply_batch(&inputs)?;
+            phases.apply += t.elapsed();
             batch.clear();
         }
     }
     let measurement = Measurement::rate("events/s", seen, start.elapsed());
-    Ok((measurement, projection))
+    Ok((measurement, projection, phases))
 }
 
 /// Runs figure 4 over the `count` events already in `CASES` and `RAWBENCH`.
@@ -90,7 +104,8 @@ pub async fn run(bus: &Bus, count: u64) -> anyhow::Result<Row> {
     let js = Bus::context(bus.client().clone(), &casebus_bus::BusConfig::default());
     let baseline = raw_consume(&js, "RAWBENCH", count).await?;
     let dir = tempfile::tempdir()?;
-    let (casebus, projection) = casebus_rebuild(bus, &dir.path().join("rebuild.db"), count).await?;
+    let (casebus, projection, phases) =
+        casebus_rebuild(bus, &dir.path().join("rebuild.db"), count).await?;
     let counts = projection.counts(time::OffsetDateTime::now_utc())?;
     anyhow::ensure!(
         counts.events == count,
@@ -103,8 +118,10 @@ pub async fn run(bus: &Bus, count: u64) -> anyhow::Result<Row> {
         baseline,
         0.5,
         format!(
-            "the projection holds exactly {count} events of {} cases, each verified (signature + chain) on the way",
-            counts.cases
+            "the projection holds exactly {count} events of {} cases, each verified (signature + chain) on the way; per event: verify {:.1} µs, SQLite {:.1} µs, the rest is reading the stream",
+            counts.cases,
+            phases.verify.as_secs_f64() * 1e6 / count as f64,
+            phases.apply.as_secs_f64() * 1e6 / count as f64,
         ),
     ))
 }

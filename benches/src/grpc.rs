@@ -1,0 +1,197 @@
+//! The gRPC figures: a bare tonic unary echo (the baseline of every gRPC figure),
+//! starting the real service binaries with keys, registry and tokens, and driving
+//! many concurrent callers over one channel while recording latencies.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_proto::OfficeId;
+use casebus_proto::bench::v1::EchoMessage;
+use casebus_proto::bench::v1::echo_service_server::{EchoService, EchoServiceServer};
+
+use crate::report::Measurement;
+
+/// The echo baseline.
+#[derive(Debug, Default)]
+struct Echo;
+
+#[tonic::async_trait]
+impl EchoService for Echo {
+    async fn echo(
+        &self,
+        request: tonic::Request<EchoMessage>,
+    ) -> Result<tonic::Response<EchoMessage>, tonic::Status> {
+        Ok(tonic::Response::new(request.into_inner()))
+    }
+}
+
+/// Serves the echo on a loopback port until the returned guard is dropped.
+pub async fn start_echo() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(EchoServiceServer::new(Echo))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    Ok((addr, task))
+}
+
+/// A channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+/// Runs `total` calls of `call(i)` from `callers` concurrent tasks; returns the rate and
+/// latency percentiles.
+pub async fn drive<F, Fut>(
+    unit: &'static str,
+    callers: usize,
+    total: usize,
+    call: F,
+) -> anyhow::Result<Measurement>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3)?;
+            for i in (c..total).step_by(callers) {
+                let t = Instant::now();
+                call(i).await?;
+                hist.record(t.elapsed().as_micros() as u64)?;
+            }
+            anyhow::Ok(hist)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    for task in tasks {
+        hist.add(task.await??)?;
+    }
+    Ok(Measurement::rate(unit, total as u64, start.elapsed()).with_latency(&hist))
+}
+
+/// Files a service needs: its key, the registry, the issuer trust file.
+pub struct Credentials {
+    /// Directory holding the files.
+    pub dir: tempfile::TempDir,
+    /// The issuer of every token.
+    pub issuer: IssuerKey,
+}
+
+impl Credentials {
+    /// Writes the benchmark office's key, the registry and a trust file.
+    pub fn write() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        crate::fixture::signer()?.save(&dir.path().join("office.key"))?;
+        crate::fixture::registry()?.save(&dir.path().join("registry.toml"))?;
+        let issuer = IssuerKey::from_seed("bench#1", [21; 32]);
+        std::fs::write(
+            dir.path().join("issuers.toml"),
+            TrustedIssuers::default().with(&issuer).to_toml(),
+        )?;
+        Ok(Self { dir, issuer })
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A bearer header value for the benchmark office with `roles`.
+    pub fn bearer(
+        &self,
+        roles: &[Role],
+    ) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        let token = self.issuer.issue(
+            &OfficeId::new(crate::fixture::OFFICE)?,
+            "bench",
+            roles,
+            time::OffsetDateTime::now_utc(),
+            time::Duration::hours(2),
+        )?;
+        Ok(format!("Bearer {token}").parse()?)
+    }
+}
+
+/// A started service binary, killed on drop.
+pub struct Process {
+    child: tokio::process::Child,
+    /// Its ready file's JSON.
+    pub ready: serde_json::Value,
+}
+
+impl Process {
+    /// The gRPC address from the ready file.
+    pub fn grpc(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.ready["grpc"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("ready file has no grpc address"))?
+            .parse()?)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The directory of the benchmark binary, where the service binaries are built too.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no binary directory"))?
+        .to_owned())
+}
+
+/// Starts binary `name` with `args` plus `--ready-file`, and waits (30 s at most) until it
+/// wrote the file.
+pub async fn start(name: &str, args: &[String], ready_file: &Path) -> anyhow::Result<Process> {
+    let bin = bin_dir()?.join(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing; build it with `cargo build --release -p {name}`",
+        bin.display()
+    );
+    let child = tokio::process::Command::new(&bin)
+        .args(args)
+        .arg("--ready-file")
+        .arg(ready_file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(bytes) = std::fs::read(ready_file)
+            && let Ok(ready) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            return Ok(Process { child, ready });
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{name} did not become ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
