@@ -11,7 +11,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tonic::{Request, Status};
 
-use casebus_integrity::token::{Role, TrustedIssuers};
+use casebus_integrity::token::{Claims, Role, TrustedIssuers};
 use casebus_proto::OfficeId;
 
 /// How the caller authenticated.
@@ -55,7 +55,14 @@ pub const ACTOR_HEADER: &str = "x-casebus-actor";
 pub struct Authenticator {
     issuers: Option<Arc<TrustedIssuers>>,
     certificates: bool,
+    /// Tokens whose signature was verified, with their claims. A back-office sends the
+    /// same token on every call; checking its signature once saves an Ed25519
+    /// verification per request. Expiry is still checked on every use.
+    verified: Arc<std::sync::Mutex<std::collections::HashMap<String, Claims>>>,
 }
+
+/// Verified tokens remembered at most; beyond that the cache starts over.
+const TOKEN_CACHE: usize = 4096;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,6 +80,7 @@ impl Authenticator {
         Self {
             issuers: issuers.map(Arc::new),
             certificates,
+            verified: Arc::default(),
         }
     }
 
@@ -98,9 +106,7 @@ impl Authenticator {
             let token = text
                 .strip_prefix("Bearer ")
                 .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            let claims = issuers
-                .verify(token.trim(), OffsetDateTime::now_utc())
-                .map_err(|e| Status::unauthenticated(format!("token refused: {e}")))?;
+            let claims = self.verify_token(issuers, token.trim())?;
             return Ok(Caller {
                 office: claims.office,
                 actor: claims.actor,
@@ -132,6 +138,31 @@ impl Authenticator {
         Err(Status::unauthenticated(
             "missing credentials: send `authorization: Bearer <token>` or a client certificate",
         ))
+    }
+
+    fn verify_token(&self, issuers: &TrustedIssuers, token: &str) -> Result<Claims, Status> {
+        let now = OffsetDateTime::now_utc();
+        let cached = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(token).cloned());
+        if let Some(claims) = cached
+            && now.unix_timestamp() < claims.exp
+        {
+            return Ok(claims);
+        }
+        // Not cached, or expired since: the full check gives the precise refusal.
+        let claims = issuers
+            .verify(token, now)
+            .map_err(|e| Status::unauthenticated(format!("token refused: {e}")))?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= TOKEN_CACHE {
+                cache.clear();
+            }
+            cache.insert(token.to_owned(), claims.clone());
+        }
+        Ok(claims)
     }
 
     /// A tonic interceptor that authenticates and stores the [`Caller`] in extensions.
