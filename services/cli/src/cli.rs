@@ -178,6 +178,12 @@ pub enum Command {
     /// The streams: status (messages, consumers, backlog) and provisioning.
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// Drive the agency services with a realistic workload (cases from customs through the
+    /// IP center, police and procuratorate to court; some hand-offs left overdue).
+    ///
+    /// Example: casebus simulate --target customs:ningbo=http://127.0.0.1:50051 ...
+    /// --issuer-key issuer.key --rate 20 --cases 100 --seed 7
+    Simulate(Box<casebus_simulator::SimConfig>),
 }
 
 fn case_id_arg(value: &str) -> Result<CaseId, String> {

@@ -81,5 +81,24 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             replicas,
             duplicate_window,
         }) => streams::provision(ctx, replicas, duplicate_window).await,
+        Command::Simulate(config) => {
+            let stop = casebus_simulator::CancellationToken::new();
+            let trigger = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    trigger.cancel();
+                }
+            });
+            let report = casebus_simulator::run(*config, stop)
+                .await
+                .map_err(CliError::from_source)?;
+            if ctx.out.is_json() {
+                ctx.out
+                    .json_document(&serde_json::to_value(&report).unwrap_or_default())?;
+            } else {
+                ctx.out.line(&report)?;
+            }
+            Ok(Outcome::problems_if(report.cases_failed > 0))
+        }
     }
 }
