@@ -9,6 +9,7 @@
 
 mod append;
 mod fixture;
+mod gateway;
 mod grpc;
 mod ingest;
 mod rebuild;
@@ -100,6 +101,32 @@ async fn main() -> anyhow::Result<()> {
     )
     .await??;
     eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+    report.rows.push(row);
+    drop(bus);
+    drop(server);
+
+    eprintln!("== figure 5: GetTimeline vs bare tonic echo");
+    let (server, bus) = fixture::start().await?;
+    let calls = if args.quick { 3_000 } else { 30_000 };
+    let row = tokio::time::timeout(
+        append::FIGURE_TIMEOUT,
+        gateway::get_timeline(&bus, &server.url(), calls),
+    )
+    .await??;
+    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+    report.rows.push(row);
+    drop(bus);
+    drop(server);
+
+    eprintln!("== figure 6: command answered -> WatchTimeline delivery");
+    let (server, bus) = fixture::start().await?;
+    let seconds = if args.quick { 3 } else { 20 };
+    let row = tokio::time::timeout(
+        append::FIGURE_TIMEOUT,
+        gateway::watch_latency(&server.url(), 1000, seconds, 20),
+    )
+    .await??;
+    eprintln!("{}: p99 {:?} ms", row.figure, row.casebus.p99_ms);
     report.rows.push(row);
     drop(bus);
     drop(server);
