@@ -341,3 +341,54 @@ pub async fn watch_latency(
         ),
     })
 }
+
+/// Figure 7: with `events` events in the store (cases of 50 events), how fast a fresh
+/// gateway projects them, its peak RSS, and GetTimeline p99 on a 50-event case.
+pub async fn growth(events: u64) -> anyhow::Result<(f64, u64, f64)> {
+    let (server, bus) = fixture::start().await?;
+    let cases = (events / 50).max(1) as usize;
+    let size = append::Size {
+        cases,
+        rounds: 49,
+        writers: 256.min(cases),
+    };
+    let (_, count) = append::casebus_appends(&bus, size, 0).await?;
+    let creds = Credentials::write()?;
+    let start = Instant::now();
+    let gateway = start_gateway(&creds, &server.url()).await?;
+    let bearer = creds.bearer(&[Role::Reader])?;
+    let channel = grpc::channel(gateway.grpc()?).await?;
+    // Cases are written round robin, so the last case completes last.
+    let last = fixture::case(cases - 1)?.to_string();
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    loop {
+        let response = GatewayClient::new(channel.clone())
+            .get_timeline(timeline_request(&last, &bearer))
+            .await;
+        if response.is_ok_and(|r| r.into_inner().events.len() == 50) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gateway did not catch up with {count} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let first = fixture::case(0)?.to_string();
+    let (c, b) = (channel.clone(), bearer.clone());
+    let reads = grpc::drive("rps", CALLERS, 2_000, move |_| {
+        let mut client = GatewayClient::new(c.clone());
+        let request = timeline_request(&first, &b);
+        async move {
+            client.get_timeline(request).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let rss = gateway.peak_rss().unwrap_or(0);
+    drop(gateway);
+    drop(bus);
+    drop(server);
+    Ok((rate, rss, reads.p99_ms.unwrap_or(f64::NAN)))
+}

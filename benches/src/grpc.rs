@@ -148,6 +148,21 @@ impl Process {
     }
 }
 
+impl Process {
+    /// The peak resident set size of the process so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let kb = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()?;
+        Some(kb * 1024)
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.start_kill();

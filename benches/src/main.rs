@@ -131,6 +131,44 @@ async fn main() -> anyhow::Result<()> {
     drop(bus);
     drop(server);
 
+    eprintln!("== figure 7: growth");
+    let sizes: &[u64] = if args.quick {
+        &[10_000, 50_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    let mut growth = Vec::new();
+    for &events in sizes {
+        let (rate, rss, p99) = gateway::growth(events).await?;
+        eprintln!(
+            "{events} events: projection {rate:.0}/s, peak RSS {} MB, GetTimeline p99 {p99:.2} ms",
+            rss / 1_000_000
+        );
+        growth.push((events, rate, rss, p99));
+    }
+    if let (Some(first), Some(last)) = (growth.first(), growth.last()) {
+        let detail: Vec<String> = growth
+            .iter()
+            .map(|(n, rate, rss, p99)| format!("{n} events: projection {rate:.0} events/s, peak RSS {:.0} MB, GetTimeline p99 {p99:.2} ms", *rss as f64 / 1e6))
+            .collect();
+        report.rows.push(report::Row {
+            figure: format!("growth {} -> {} events", first.0, last.0),
+            casebus: report::Measurement {
+                unit: "events/s projected",
+                rate: last.1,
+                count: last.0,
+                seconds: last.0 as f64 / last.1.max(1e-9),
+                p50_ms: None,
+                p99_ms: Some(last.3),
+            },
+            baseline: None,
+            ratio: Some(last.3 / first.3.max(1e-9)),
+            target: "GetTimeline p99 within 1.5x of the smallest; RSS <= 150 MB at 1M".into(),
+            met: last.3 <= 1.5 * first.3 && last.2 <= 150_000_000,
+            verified: detail.join("; "),
+        });
+    }
+
     let table = report.to_markdown();
     println!("{table}");
     if let Some(dir) = args.out.parent() {
