@@ -29,7 +29,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use casebus_integrity::{ChainError, ChainTip, VerifyError, verify_signed};
+use casebus_integrity::{ChainError, ChainTip, VerifiedEvent, VerifyError, verify_signed};
 use casebus_proto::CaseId;
 
 use crate::bus::Bus;
@@ -136,6 +136,10 @@ pub struct ConsumerRunner {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First backoff step.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Gathered messages from which signatures are checked on several cores.
+const PARALLEL_VERIFY_FROM: usize = 32;
+/// Blocking threads one batch's signature checks use at most.
+const MAX_VERIFY_THREADS: usize = 8;
 /// How long [`ConsumerRunner::run_batched`] waits for one more message before it hands
 /// over the batch gathered so far. Short, so a lone event is not held back noticeably;
 /// during a catch-up the pull buffer refills much faster than this.
@@ -149,10 +153,6 @@ struct Pending {
 }
 
 impl Pending {
-    fn len(&self) -> usize {
-        self.events.len()
-    }
-
     fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
@@ -215,7 +215,8 @@ impl ConsumerRunner {
     ///
     /// # Errors
     /// [`ConsumeError::Setup`] when the consumer cannot be created at start. Later
-    /// stream errors are logged and the stream is re-established.
+    /// stream errors are logged; the pull stream recovers by itself and is
+    /// re-established only when it ends.
     pub async fn run<H: EventHandler>(
         mut self,
         handler: H,
@@ -254,11 +255,16 @@ impl ConsumerRunner {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(consumer = %self.config.name, error = %e, "message stream error");
-                        // Missed heartbeats and similar are recoverable by pulling anew.
+                        // Keep the stream: it pulls again by itself after a reconnect or an
+                        // expired pull, and ends (None) when it cannot go on. Dropping it
+                        // would drop what it was delivered but has not handed over yet
+                        // (a consumer frozen past its heartbeat, say); the server gives
+                        // those back only after ack_wait, behind later events of their
+                        // cases.
                         if !pause(&shutdown, &mut backoff).await {
                             break 'outer;
                         }
-                        continue 'outer;
+                        continue;
                     }
                     None => continue 'outer,
                 }
@@ -281,20 +287,31 @@ impl ConsumerRunner {
                 return;
             }
         };
-        let event = match self.verify(sequence, &subject, &message.payload).await {
-            Ok(Some(event)) => event,
-            Ok(None) => return, // transient trouble loading the chain: redelivered later
-            Err(error) => {
-                self.dead_letter(
-                    &message,
-                    sequence,
-                    &subject,
-                    error.code(),
-                    &error.to_string(),
-                    shutdown,
-                )
-                .await;
-                return;
+        let mut backoff = FIRST_BACKOFF;
+        let event = loop {
+            match self.verify(sequence, &subject, &message.payload).await {
+                Ok(Some(event)) => break event,
+                Ok(None) => {
+                    // The case's chain could not be loaded (NATS briefly away). Retry in
+                    // place, as the batched mode does: leaving the message for
+                    // redelivery would let the case's later events overtake it.
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    if !pause(shutdown, &mut backoff).await {
+                        return; // not acked: redelivered after a restart
+                    }
+                }
+                Err(error) => {
+                    self.dead_letter(
+                        &message,
+                        sequence,
+                        &subject,
+                        error.code(),
+                        &error.to_string(),
+                        shutdown,
+                    )
+                    .await;
+                    return;
+                }
             }
         };
         let stored = StoredEvent { sequence, event };
@@ -354,8 +371,22 @@ impl ConsumerRunner {
         sequence: u64,
         subject: &str,
         payload: &[u8],
-    ) -> Result<Option<casebus_integrity::VerifiedEvent>, VerifyError> {
+    ) -> Result<Option<VerifiedEvent>, VerifyError> {
         let event = verify_signed(payload, self.bus.registry())?;
+        Ok(self
+            .check_chain(sequence, subject, &event)
+            .await?
+            .then_some(event))
+    }
+
+    /// Checks that a signature-verified event continues the chain of the case named by
+    /// its subject. `Ok(false)` means the chain could not be loaded right now.
+    async fn check_chain(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        event: &VerifiedEvent,
+    ) -> Result<bool, VerifyError> {
         let Some(subject_case) = case_of_subject(subject) else {
             return Err(ChainError::CaseMismatch {
                 expected_case: subject.to_owned(),
@@ -365,19 +396,19 @@ impl ConsumerRunner {
         };
         let cached = self.tips.contains_key(&subject_case);
         if !cached && !self.reload_tip(&subject_case, sequence).await {
-            return Ok(None);
+            return Ok(false);
         }
         let tip = self
             .tips
             .get(&subject_case)
             .cloned()
             .unwrap_or_else(|| ChainTip::empty(subject_case.clone()));
-        if tip.check(&event).is_err() && cached {
+        if tip.check(event).is_err() && cached {
             // A cached tip can be stale: instances sharing this durable consumer handle
             // the case's other events, and a redelivered message was seen before. Only
             // the stream can tell whether the chain is really broken.
             if !self.reload_tip(&subject_case, sequence).await {
-                return Ok(None);
+                return Ok(false);
             }
         }
         let tip = self
@@ -385,8 +416,8 @@ impl ConsumerRunner {
             .get(&subject_case)
             .cloned()
             .unwrap_or_else(|| ChainTip::empty(subject_case.clone()));
-        tip.check(&event)?;
-        Ok(Some(event))
+        tip.check(event)?;
+        Ok(true)
     }
 
     /// Rebuilds the case's tip from the stream, up to the message before `sequence`.
@@ -484,9 +515,10 @@ impl ConsumerRunner {
 
     /// Consumes until `shutdown` is cancelled, handing verified events to `handler` in
     /// batches of at most `max_batch` (at least 1): a batch is handed over when it is
-    /// full or when no further message arrived within [`BATCH_LINGER`]. After the
-    /// handler committed a batch, all its messages are acked (without waiting for the
-    /// server to confirm each ack).
+    /// full or when no further message arrived within [`BATCH_LINGER`]. The signatures
+    /// of a gathered batch are checked on several cores at once (they dominate the cost
+    /// of consuming), the chains in stream order. After the handler committed a batch,
+    /// all its messages are acked (without waiting for the server to confirm each ack).
     ///
     /// A message that fails verification ends the batch before it: that batch is
     /// handed over first, then the message is dead-lettered, [`BatchHandler::skipped`]
@@ -498,7 +530,8 @@ impl ConsumerRunner {
     ///
     /// # Errors
     /// [`ConsumeError::Setup`] when the consumer cannot be created at start. Later
-    /// stream errors are logged and the stream is re-established.
+    /// stream errors are logged; the pull stream recovers by itself and is
+    /// re-established only when it ends.
     pub async fn run_batched<H: BatchHandler>(
         mut self,
         handler: H,
@@ -509,7 +542,6 @@ impl ConsumerRunner {
         let max_batch = max_batch.max(1);
         tracing::info!(consumer = %self.config.name, stream = CASES_STREAM, max_batch, "batched consumer started");
         let mut backoff = FIRST_BACKOFF;
-        let mut pending = Pending::default();
         'outer: while !shutdown.is_cancelled() {
             let messages = consumer
                 .stream()
@@ -531,85 +563,168 @@ impl ConsumerRunner {
             loop {
                 // The first message of a batch is awaited as long as it takes; each
                 // further one only briefly, so a lone event is handed over at once.
-                let next = if pending.is_empty() {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break 'outer,
-                        next = messages.next() => next,
-                    }
-                } else {
-                    match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
-                        Ok(next) => next,
-                        Err(_quiet) => {
-                            self.flush(&handler, &mut pending, &shutdown).await;
-                            continue;
-                        }
-                    }
+                let first = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break 'outer,
+                    next = messages.next() => next,
                 };
-                match next {
-                    Some(Ok(message)) => {
-                        backoff = FIRST_BACKOFF;
-                        self.admit(&handler, message, &mut pending, &shutdown).await;
-                        if pending.len() >= max_batch {
-                            self.flush(&handler, &mut pending, &shutdown).await;
-                        }
+                let mut gathered = Vec::new();
+                let mut interrupted = None;
+                match first {
+                    Some(Ok(message)) => gathered.push(message),
+                    Some(Err(e)) => interrupted = Some(Some(e)),
+                    None => interrupted = Some(None),
+                }
+                while interrupted.is_none() && gathered.len() < max_batch {
+                    match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
+                        Ok(Some(Ok(message))) => gathered.push(message),
+                        Ok(Some(Err(e))) => interrupted = Some(Some(e)),
+                        Ok(None) => interrupted = Some(None),
+                        Err(_quiet) => break,
                     }
-                    Some(Err(e)) => {
-                        self.flush(&handler, &mut pending, &shutdown).await;
+                }
+                if !gathered.is_empty() {
+                    backoff = FIRST_BACKOFF;
+                    if !self.process_gathered(&handler, gathered, &shutdown).await {
+                        // Shutdown came while a message was being retried: nothing after
+                        // it may be handed over before it.
+                        break 'outer;
+                    }
+                }
+                match interrupted {
+                    None => {}
+                    Some(Some(e)) => {
                         tracing::warn!(consumer = %self.config.name, error = %e, "message stream error");
+                        // Keep the stream, as in `run`: dropping it would drop messages
+                        // delivered to it but not handed over yet.
                         if !pause(&shutdown, &mut backoff).await {
                             break 'outer;
                         }
-                        continue 'outer;
                     }
-                    None => {
-                        self.flush(&handler, &mut pending, &shutdown).await;
-                        continue 'outer;
-                    }
+                    Some(None) => continue 'outer,
                 }
             }
         }
-        // What was gathered before the shutdown is handed over and acked rather than
-        // delivered again after the restart.
-        self.flush(&handler, &mut pending, &shutdown).await;
         tracing::info!(consumer = %self.config.name, "consumer stopped");
         Ok(())
     }
 
-    /// Verifies one message and adds it to the batch, or dead-letters it (after handing
-    /// over the batch gathered before it).
+    /// Verifies the signatures of gathered messages (in parallel when there are
+    /// enough), then, in stream order, checks each chain and hands the events over in
+    /// one batch, dead-lettering what fails (after handing over what came before it).
+    /// Returns false when shutdown stopped it before every message was dealt with.
+    async fn process_gathered<H: BatchHandler>(
+        &mut self,
+        handler: &H,
+        gathered: Vec<Message>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let signatures = self.verify_signatures(&gathered).await;
+        let mut pending = Pending::default();
+        for (message, signature) in gathered.into_iter().zip(signatures) {
+            if !self
+                .admit(handler, message, signature, &mut pending, shutdown)
+                .await
+            {
+                return false;
+            }
+        }
+        self.flush(handler, &mut pending, shutdown).await
+    }
+
+    /// `verify_signed` for every message, in order. Signature checks dominate the cost
+    /// of consuming, so a large batch is split over the blocking pool, one chunk per
+    /// core; a small one is checked in place.
+    async fn verify_signatures(
+        &self,
+        messages: &[Message],
+    ) -> Vec<Result<VerifiedEvent, VerifyError>> {
+        let registry = self.bus.registry().clone();
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        if messages.len() < PARALLEL_VERIFY_FROM || cores < 2 {
+            return messages
+                .iter()
+                .map(|m| verify_signed(&m.payload, &registry))
+                .collect();
+        }
+        let payloads: Vec<bytes::Bytes> = messages.iter().map(|m| m.payload.clone()).collect();
+        let chunk = payloads.len().div_ceil(cores.min(MAX_VERIFY_THREADS));
+        let tasks: Vec<_> = payloads
+            .chunks(chunk)
+            .map(|chunk| {
+                let (chunk, registry) = (chunk.to_vec(), registry.clone());
+                tokio::task::spawn_blocking(move || {
+                    chunk
+                        .iter()
+                        .map(|payload| verify_signed(payload, &registry))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(payloads.len());
+        for (task, chunk) in tasks.into_iter().zip(payloads.chunks(chunk)) {
+            match task.await {
+                Ok(results) => out.extend(results),
+                // The blocking pool refused or lost the task: check the chunk here.
+                Err(_) => out.extend(chunk.iter().map(|p| verify_signed(p, &registry))),
+            }
+        }
+        out
+    }
+
+    /// Checks one message's chain and adds it to the batch, or dead-letters it (after
+    /// handing over the batch gathered before it). Returns false when shutdown came
+    /// while it was being retried: it was neither handed over nor acked.
     async fn admit<H: BatchHandler>(
         &mut self,
         handler: &H,
         message: Message,
+        signature: Result<VerifiedEvent, VerifyError>,
         pending: &mut Pending,
         shutdown: &CancellationToken,
-    ) {
+    ) -> bool {
         let (sequence, subject) = match message.info() {
             Ok(info) => (info.stream_sequence, message.subject.to_string()),
             Err(e) => {
                 tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
-                return;
+                return true;
             }
         };
         let mut backoff = FIRST_BACKOFF;
-        let event = loop {
-            match self.verify(sequence, &subject, &message.payload).await {
-                Ok(Some(event)) => break event,
-                Ok(None) => {
-                    // The case's chain could not be loaded. Commit what came before and
-                    // retry this message in place: leaving it for redelivery would let
-                    // the messages behind it overtake it.
-                    if !self.flush(handler, pending, shutdown).await {
-                        return;
+        let checked = match signature {
+            Ok(event) => loop {
+                match self.check_chain(sequence, &subject, &event).await {
+                    Ok(true) => break Ok(event),
+                    Ok(false) => {
+                        // The case's chain could not be loaded. Commit what came before
+                        // and retry this message in place: leaving it for redelivery
+                        // would let the messages behind it overtake it.
+                        if !self.flush(handler, pending, shutdown).await {
+                            return false;
+                        }
+                        let _ = message.ack_with(AckKind::Progress).await;
+                        if !pause(shutdown, &mut backoff).await {
+                            return false;
+                        }
                     }
-                    let _ = message.ack_with(AckKind::Progress).await;
-                    if !pause(shutdown, &mut backoff).await {
-                        return;
-                    }
+                    Err(error) => break Err(error),
                 }
-                Err(error) => {
-                    if self.flush(handler, pending, shutdown).await {
-                        self.dead_letter_batched(
+            },
+            Err(error) => Err(error),
+        };
+        match checked {
+            Ok(event) => {
+                let stored = StoredEvent { sequence, event };
+                // The next event of the case in this batch is checked against this one.
+                self.advance(&stored);
+                pending.messages.push(message);
+                pending.events.push(stored);
+                true
+            }
+            Err(error) => {
+                self.flush(handler, pending, shutdown).await
+                    && self
+                        .dead_letter_batched(
                             handler,
                             &message,
                             sequence,
@@ -618,17 +733,9 @@ impl ConsumerRunner {
                             &error.to_string(),
                             shutdown,
                         )
-                        .await;
-                    }
-                    return;
-                }
+                        .await
             }
-        };
-        let stored = StoredEvent { sequence, event };
-        // The next event of the case in this batch is checked against this one.
-        self.advance(&stored);
-        pending.messages.push(message);
-        pending.events.push(stored);
+        }
     }
 
     /// Hands the gathered batch over and acks it. Returns false when shutdown came

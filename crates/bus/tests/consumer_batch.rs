@@ -1,8 +1,9 @@
 //! The batched mode of the verifying consumer against a real nats-server: events come in
 //! batches of bounded size and in stream order and are acked per batch; a poison
 //! message ends the batch before it and is reported as skipped only after that batch
-//! committed; transient failures retry the same batch; a permanent failure in a batch
-//! dead-letters only the event at fault.
+//! committed, also in large batches whose signatures are checked on several cores;
+//! transient failures retry the same batch; a permanent failure in a batch dead-letters
+//! only the event at fault.
 
 mod common;
 
@@ -122,6 +123,12 @@ async fn dlq_count(f: &Fixture) -> u64 {
         .await
         .expect("DLQ");
     stream.info().await.expect("info").state.messages
+}
+
+/// The stream's last sequence.
+async fn last_sequence(f: &Fixture) -> u64 {
+    let mut stream = f.bus.cases().clone();
+    stream.info().await.expect("info").state.last_sequence
 }
 
 /// Appends `n` notes after opening the case; returns the last stream sequence.
@@ -339,6 +346,89 @@ async fn a_permanent_failure_in_a_batch_dead_letters_only_the_event_at_fault() {
     })
     .await
     .expect("acked");
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_large_batch_checked_on_several_cores_keeps_stream_order_around_poison() {
+    let f = Fixture::start().await;
+    // Two cases interleaved, with poison in the middle: more than enough messages for
+    // the signatures of one gathered batch to be checked on several cores.
+    let customs = f.appender(CUSTOMS);
+    let (a, b) = (case("WIDE-A"), case("WIDE-B"));
+    customs
+        .append(request(&a, opened("wide a")))
+        .await
+        .expect("open a");
+    customs
+        .append(request(&b, opened("wide b")))
+        .await
+        .expect("open b");
+    let mut poison = Vec::new();
+    for i in 0..60 {
+        if i == 30 || i == 45 {
+            let sequence = f
+                .bus
+                .jetstream()
+                .send_publish(
+                    "case.WIDE-A",
+                    PublishMessage::build().payload(format!("junk {i}").into_bytes().into()),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("ack")
+                .sequence;
+            poison.push(sequence);
+        }
+        let id = if i % 2 == 0 { &a } else { &b };
+        customs
+            .append(request(id, note(&format!("n{i}"))))
+            .await
+            .expect("note");
+    }
+    let last = last_sequence(&f).await;
+
+    let recorder = BatchRecorder::default();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        ConsumerRunner::new(f.bus.clone(), ConsumerConfig::named("wide")).run_batched(
+            recorder.clone(),
+            500,
+            shutdown.clone(),
+        ),
+    );
+    wait_until(DELIVERY_TIMEOUT, "all 62 events handled", async || {
+        recorder.events().len() == 62
+    })
+    .await
+    .expect("handled");
+    // Every sequence but the poison, in stream order, each once; the poison reported
+    // exactly between its neighbours.
+    let mut expected: Vec<Seen> = Vec::new();
+    let mut seen_order: Vec<Seen> = Vec::new();
+    for item in recorder.seen() {
+        match item {
+            Seen::Batch(events) => {
+                seen_order.extend(events.iter().map(|e| Seen::Batch(vec![e.clone()])));
+            }
+            skipped => seen_order.push(skipped),
+        }
+    }
+    let events = recorder.events();
+    let mut next_event = events.iter();
+    for sequence in 1..=last {
+        if poison.contains(&sequence) {
+            expected.push(Seen::Skipped(sequence));
+        } else {
+            let event = next_event.next().expect("an event per good sequence");
+            assert_eq!(event.2, sequence, "stream order");
+            expected.push(Seen::Batch(vec![event.clone()]));
+        }
+    }
+    assert_eq!(seen_order, expected);
+    assert_eq!(dlq_count(&f).await, 2);
     shutdown.cancel();
     task.await.expect("join").expect("clean stop");
 }

@@ -1,0 +1,293 @@
+//! `Store`: the gateway's handle on its SQLite projection. One writer connection (the
+//! consumer's batches), a small pool of reader connections (WAL lets them read beside
+//! the writer), and a `watch` channel that announces the position after every committed
+//! batch, which is what wakes the watch streams.
+//!
+//! `Projection` is `Send` but not `Sync` and blocks, so every call runs on the blocking
+//! pool with the connection behind a mutex held only for that call.
+//!
+//! It also prepares the file before opening: a lock file keeps a second gateway off the
+//! same projection, and the `-wal`/`-shm` files of a deleted or emptied database are
+//! removed, because SQLite would otherwise replay a stale WAL into the new file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{Semaphore, watch};
+
+use casebus_bus::StoredEvent;
+use casebus_timeline::{ApplyOutcome, ProjectError, ProjectedInput, Projection};
+
+use crate::error::{ReadError, RunError};
+
+/// Folded cases each reader connection keeps in memory.
+const READER_CACHE_CASES: usize = 1024;
+
+/// The projection file of a running gateway, shared by the consumer and the gRPC
+/// handlers.
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Projection>,
+    readers: Mutex<Vec<Projection>>,
+    permits: Semaphore,
+    position: watch::Sender<u64>,
+    // Held for the life of the store: the exclusive lock on `<db>.lock`.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lock file of a projection: `<db>.lock`.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::File {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the projection at `path` with `readers` reader connections
+    /// (at least one), after taking its lock file and clearing the leftovers of a
+    /// deleted or emptied database file. Blocking: call it from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`RunError::Locked`] when another process holds the lock;
+    /// [`RunError::File`] when the lock or a leftover file cannot be handled;
+    /// [`RunError::Projection`] when SQLite refuses the file.
+    pub fn open(path: &Path, readers: usize, consumer: &str) -> Result<Self, RunError> {
+        let lock = lock_path(path);
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(file_error(&lock))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(RunError::Locked {
+                    path: path.to_owned(),
+                    lock,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(file_error(&lock)(e)),
+        }
+        remove_stale_journal(path)?;
+
+        let mut writer = Projection::open(path).map_err(RunError::Projection)?;
+        if writer.consumer().map_err(RunError::Projection)?.as_deref() != Some(consumer) {
+            writer
+                .set_consumer(consumer)
+                .map_err(RunError::Projection)?;
+        }
+        let position = writer.position().map_err(RunError::Projection)?;
+        let count = readers.max(1);
+        let mut pool = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut reader = Projection::open(path).map_err(RunError::Projection)?;
+            reader.set_cache_capacity(READER_CACHE_CASES);
+            pool.push(reader);
+        }
+        let (sender, _) = watch::channel(position);
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(pool),
+            permits: Semaphore::new(count),
+            position: sender,
+            _lock: lock_file,
+        })
+    }
+
+    /// The position of the last committed batch.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// A receiver told of the position after every committed batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// Projects a batch of verified events in one transaction and announces the new
+    /// position.
+    ///
+    /// # Errors
+    /// The [`ProjectError`] of [`Projection::apply_batch`]; `None` when the blocking task
+    /// failed.
+    pub async fn apply(
+        self: &Arc<Self>,
+        events: &[StoredEvent],
+    ) -> Result<ApplyOutcome, Option<ProjectError>> {
+        let this = self.clone();
+        // The blocking pool needs owned data; a copy of a batch is small next to the
+        // SQLite work it feeds.
+        let events = events.to_vec();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let inputs: Vec<ProjectedInput<'_>> = events
+                .iter()
+                .map(|e| ProjectedInput::new(e.sequence, &e.event))
+                .collect();
+            let mut writer = this.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            writer.apply_batch(&inputs)
+        })
+        .await
+        .map_err(|_| None)?
+        .map_err(Some)?;
+        self.announce(outcome.position);
+        Ok(outcome)
+    }
+
+    /// Moves the position past a dead-lettered message and announces it.
+    ///
+    /// # Errors
+    /// The [`ProjectError`] of [`Projection::advance_position`]; `None` when the blocking
+    /// task failed.
+    pub async fn advance_position(
+        self: &Arc<Self>,
+        sequence: u64,
+    ) -> Result<u64, Option<ProjectError>> {
+        let this = self.clone();
+        let position = tokio::task::spawn_blocking(move || {
+            let mut writer = this.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            writer.advance_position(sequence)
+        })
+        .await
+        .map_err(|_| None)?
+        .map_err(Some)?;
+        self.announce(position);
+        Ok(position)
+    }
+
+    fn announce(&self, position: u64) {
+        self.position.send_if_modified(|current| {
+            if position > *current {
+                *current = position;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Runs `query` on a reader connection on the blocking pool. Waits for a free
+    /// reader when all are busy.
+    ///
+    /// # Errors
+    /// Whatever `query` returns; [`ReadError::Task`] when the blocking task failed.
+    pub async fn read<T, F>(self: &Arc<Self>, query: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Projection) -> Result<T, ReadError> + Send + 'static,
+    {
+        // Closed only when the store is dropped, which cannot happen while we hold it.
+        let _permit = self.permits.acquire().await.map_err(|_| ReadError::Task)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = this
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            // The semaphore has as many permits as the pool has connections, so a
+            // permit holder always finds one.
+            let Some(reader) = reader else {
+                return Err(ReadError::Task);
+            };
+            let result = query(&reader);
+            this.readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reader);
+            result
+        })
+        .await
+        .map_err(|_| ReadError::Task)?
+    }
+}
+
+/// Removes `-wal` and `-shm` files left next to a database file that was deleted or
+/// emptied (to have it rebuilt): opened with a fresh database, SQLite would replay the
+/// stale WAL into it.
+fn remove_stale_journal(db: &Path) -> Result<(), RunError> {
+    let empty = match std::fs::metadata(db) {
+        Ok(meta) => meta.len() == 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(file_error(db)(e)),
+    };
+    if !empty {
+        return Ok(());
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let path = sibling(db, suffix);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), "removed journal file of a deleted projection");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_store_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("gw.sqlite");
+        let first = Store::open(&db, 1, "gw-a").expect("first opens");
+        let err = Store::open(&db, 1, "gw-b").expect_err("second is refused");
+        assert!(matches!(err, RunError::Locked { .. }), "{err}");
+        drop(first);
+        Store::open(&db, 1, "gw-b").expect("opens once the first is gone");
+    }
+
+    #[test]
+    fn journal_files_of_a_deleted_database_are_removed_before_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("gw.sqlite");
+        std::fs::write(sibling(&db, "-wal"), b"stale").expect("write");
+        std::fs::write(sibling(&db, "-shm"), b"stale").expect("write");
+        let store = Store::open(&db, 2, "gw-a").expect("opens");
+        assert_eq!(store.position(), 0);
+        assert!(
+            std::fs::read(sibling(&db, "-wal")).map_or(true, |b| b != b"stale"),
+            "the stale WAL is gone"
+        );
+    }
+
+    #[test]
+    fn the_consumer_name_is_recorded_in_the_projection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("gw.sqlite");
+        drop(Store::open(&db, 1, "gw-a").expect("opens"));
+        let projection = Projection::open(&db).expect("open");
+        assert_eq!(
+            projection.consumer().expect("consumer").as_deref(),
+            Some("gw-a")
+        );
+    }
+}
