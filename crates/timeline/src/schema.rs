@@ -167,6 +167,17 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// reads the version inside an IMMEDIATE transaction, so two processes opening a new
 /// file at once do not both run the same migration.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), ProjectError> {
+    // Fast path without any write lock: a file already at this version needs nothing,
+    // and opening it must not block the gateway's writer (readers open files often).
+    let current: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .ok()
+        .flatten();
+    if current == Some(SCHEMA_VERSION) {
+        return Ok(());
+    }
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .map_err(|source| ProjectError::Migrate { version: 0, source })?;
     loop {
