@@ -93,11 +93,14 @@ pub async fn get_timeline(bus: &Bus, nats_url: &str, calls: usize) -> anyhow::Re
     let channel = grpc::channel(gateway.grpc()?).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let size = loop {
+        // NOT_FOUND until the gateway has projected the case.
         let response = GatewayClient::new(channel.clone())
             .get_timeline(timeline_request(case.as_str(), &bearer))
-            .await?
-            .into_inner();
-        if response.events.len() == 50 {
+            .await
+            .map(tonic::Response::into_inner);
+        if let Ok(response) = response
+            && response.events.len() == 50
+        {
             break response.encoded_len();
         }
         anyhow::ensure!(
@@ -216,6 +219,27 @@ pub async fn watch_latency(
         AgencyServiceClient::new(service.clone())
             .open_case(request)
             .await?;
+    }
+
+    // A case the gateway has not projected yet is NOT_FOUND: wait for every opening.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..cases {
+        loop {
+            let mut request = timeline_request(&case_id(i), &reader);
+            request.get_mut().limit = 1;
+            if GatewayClient::new(gw.clone())
+                .get_timeline(request)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the gateway did not project case {i} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // Arrival times by (case, version), recorded by one watcher per case.
