@@ -1,0 +1,539 @@
+//! The real casebus binaries under fault: agency services and gateways started on port 0
+//! against a test broker, with the suite's keys, registry and token issuer in a staging
+//! directory; killed with SIGKILL, frozen with SIGSTOP and restarted with the same
+//! arguments; their memory read from `/proc`. Also gRPC clients with a bearer token, and
+//! the projection a gateway must hold, folded from the stream independently.
+//!
+//! **Finding the binaries.** Next to the test executable (`target/<profile>/`), where
+//! `cargo test --workspace` builds them, or in `CASEBUS_BIN_DIR`. A binary older than
+//! the sources it is built from fails the test with the command that rebuilds it, so a
+//! stale binary is never what the figures describe.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::process::{Child, Command};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use casebus_bus::Bus;
+use casebus_bus::ops::{Ops, ScanStart};
+use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
+use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_integrity::{ChainTip, verify_signed};
+use casebus_proto::CaseId;
+use casebus_test_support::wait_until;
+use casebus_timeline::{ProjectedInput, Projection};
+
+use super::{OFFICES, office, registry, signer};
+
+/// Ceiling for a binary to start and write its ready file.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Ceiling for one gRPC call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Ceiling for a process to exit after SIGTERM.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const BUILD_HINT: &str = "build the binaries first: `cargo build -p casebus-gateway -p casebus-customs \
+    -p casebus-ip-center -p casebus-public-security -p casebus-procuratorate -p casebus-court` \
+    (or run `cargo test --workspace`); CASEBUS_BIN_DIR may point elsewhere";
+
+/// Where binary `name` is.
+pub fn binary_path(name: &str) -> PathBuf {
+    let explicit = std::env::var_os("CASEBUS_BIN_DIR").map(PathBuf::from);
+    let dir = explicit.clone().unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        exe.parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .expect("the test executable lies in target/<profile>/deps")
+    });
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} not found: {BUILD_HINT}", path.display());
+    if explicit.is_none() {
+        assert_fresh(&path, name);
+    }
+    path
+}
+
+fn assert_fresh(binary: &Path, name: &str) {
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return;
+    };
+    let root = casebus_tests::workspace_root();
+    let package_dir = name.trim_start_matches("casebus-");
+    let mut dirs = vec![
+        "proto".to_owned(),
+        "crates/proto/src".to_owned(),
+        "crates/domain/src".to_owned(),
+        "crates/integrity/src".to_owned(),
+        "crates/bus/src".to_owned(),
+        "crates/timeline/src".to_owned(),
+        "services/runtime/src".to_owned(),
+        format!("services/{package_dir}/src"),
+    ];
+    if name != "casebus-gateway" {
+        dirs.push("services/agency/src".to_owned());
+    }
+    for dir in dirs {
+        if let Some((changed, file)) = newest(&root.join(dir))
+            && changed > built
+        {
+            panic!(
+                "{} is older than {}: it is stale; {BUILD_HINT}",
+                binary.display(),
+                file.display()
+            );
+        }
+    }
+}
+
+fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest(&path)
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "proto") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate
+            && best.as_ref().is_none_or(|b| c.0 > b.0)
+        {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+/// Keys, registry, trust file and issuer every process of a scenario shares.
+pub struct Stage {
+    pub dir: tempfile::TempDir,
+    pub issuer: IssuerKey,
+    pub nats_urls: Vec<String>,
+    started: std::sync::atomic::AtomicU64,
+}
+
+impl Stage {
+    pub fn new(nats_urls: Vec<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for id in OFFICES {
+            signer(id)
+                .save(&key_path(dir.path(), id))
+                .expect("key file");
+        }
+        registry()
+            .save(&dir.path().join("registry.toml"))
+            .expect("registry file");
+        let issuer = IssuerKey::from_seed("fault-issuer", [77; 32]);
+        std::fs::write(
+            dir.path().join("trust.toml"),
+            TrustedIssuers::default().with(&issuer).to_toml(),
+        )
+        .expect("trust file");
+        Self {
+            dir,
+            issuer,
+            nats_urls,
+            started: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A token of `office_id` with `roles`, valid for a day.
+    pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
+        self.issuer
+            .issue(
+                &office(office_id),
+                &format!("clerk of {office_id}"),
+                roles,
+                OffsetDateTime::now_utc(),
+                time::Duration::days(1),
+            )
+            .expect("token")
+    }
+
+    fn common_args(&self, ready: &Path) -> Vec<String> {
+        let p = |p: PathBuf| p.display().to_string();
+        vec![
+            "--registry".into(),
+            p(self.path("registry.toml")),
+            "--trusted-issuers".into(),
+            p(self.path("trust.toml")),
+            "--nats-url".into(),
+            self.nats_urls.join(","),
+            "--nats-request-timeout".into(),
+            "2s".into(),
+            "--grpc-listen".into(),
+            "127.0.0.1:0".into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+            "--ready-file".into(),
+            p(ready.to_path_buf()),
+            "--shutdown-grace".into(),
+            "5s".into(),
+        ]
+    }
+
+    /// Starts the agency service of `office_id` and waits until it is ready.
+    pub async fn agency(&self, office_id: &str) -> Service {
+        let name = match office_id.split_once(':').map(|(a, _)| a) {
+            Some("customs") => "casebus-customs",
+            Some("ip_center") => "casebus-ip-center",
+            Some("public_security") => "casebus-public-security",
+            Some("procuratorate") => "casebus-procuratorate",
+            Some("court") => "casebus-court",
+            _ => panic!("no agency binary serves {office_id}"),
+        };
+        let stem = office_id.replace(':', "_");
+        let mut args = vec![
+            "--office".to_owned(),
+            office_id.to_owned(),
+            "--signing-key".to_owned(),
+            key_path(self.dir.path(), office_id).display().to_string(),
+        ];
+        let ready = self.path(&format!("{stem}.ready"));
+        args.extend(self.common_args(&ready));
+        self.spawn(
+            name,
+            &stem,
+            args,
+            ready,
+            self.token(office_id, &[Role::Clerk]),
+        )
+        .await
+    }
+
+    /// Starts a gateway consuming as `gw-<name>` into `<dir>/<name>.sqlite`.
+    pub async fn gateway(&self, name: &str) -> Service {
+        let db = self.path(&format!("{name}.sqlite"));
+        let mut args = vec![
+            "--db".to_owned(),
+            db.display().to_string(),
+            "--consumer-name".to_owned(),
+            format!("gw-{name}"),
+        ];
+        let ready = self.path(&format!("gw-{name}.ready"));
+        args.extend(self.common_args(&ready));
+        // Drop the agency-only flag the gateway does not take.
+        if let Some(i) = args.iter().position(|a| a == "--nats-request-timeout") {
+            args.drain(i..i + 2);
+        }
+        let mut service = self
+            .spawn(
+                "casebus-gateway",
+                &format!("gw-{name}"),
+                args,
+                ready,
+                String::new(),
+            )
+            .await;
+        service.db = Some(db);
+        service
+    }
+
+    async fn spawn(
+        &self,
+        binary: &str,
+        stem: &str,
+        args: Vec<String>,
+        ready: PathBuf,
+        token: String,
+    ) -> Service {
+        let mut service = Service {
+            binary: binary_path(binary),
+            stem: stem.to_owned(),
+            args,
+            ready,
+            dir: self.dir.path().to_path_buf(),
+            token,
+            child: None,
+            log: PathBuf::new(),
+            grpc: "0.0.0.0:0".parse().expect("addr"),
+            metrics: "0.0.0.0:0".parse().expect("addr"),
+            db: None,
+            launches: 0,
+            counter: self
+                .started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        service.launch().await;
+        service
+    }
+}
+
+fn key_path(dir: &Path, office_id: &str) -> PathBuf {
+    dir.join(format!("{}.key", office_id.replace(':', "_")))
+}
+
+/// One casebus process, running or killed.
+pub struct Service {
+    binary: PathBuf,
+    stem: String,
+    args: Vec<String>,
+    ready: PathBuf,
+    dir: PathBuf,
+    /// A clerk token of the service's office (empty for a gateway).
+    pub token: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    /// The projection file of a gateway.
+    pub db: Option<PathBuf>,
+    launches: u32,
+    counter: u64,
+}
+
+impl Service {
+    async fn launch(&mut self) {
+        self.launches += 1;
+        let _ = std::fs::remove_file(&self.ready);
+        self.log = self.dir.join(format!(
+            "{}-{}-{}.log",
+            self.stem, self.counter, self.launches
+        ));
+        let out = std::fs::File::create(&self.log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let ready = self.ready.clone();
+        let log = self.log.clone();
+        let child = self.child.as_mut().expect("just spawned");
+        let outcome = wait_until(
+            READY_TIMEOUT,
+            &format!("{} to be ready", self.stem),
+            async || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(Err(status));
+                }
+                let text = std::fs::read_to_string(&ready).ok()?;
+                let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+                let addr = |key: &str| -> Option<SocketAddr> { value[key].as_str()?.parse().ok() };
+                Some(Ok((addr("grpc")?, addr("metrics")?)))
+            },
+        )
+        .await;
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        match outcome {
+            Ok(Ok((grpc, metrics))) => {
+                self.grpc = grpc;
+                self.metrics = metrics;
+            }
+            Ok(Err(status)) => panic!(
+                "{} exited with {status} before it was ready:\n{}",
+                self.stem,
+                text()
+            ),
+            Err(e) => panic!("{e}:\n{}", text()),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the process runs")
+    }
+
+    /// Whether the process still runs (a frozen one counts as running).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The log of the current (or last) run.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every log of every run so far.
+    pub fn all_logs(&self) -> String {
+        (1..=self.launches)
+            .map(|n| {
+                let path = self
+                    .dir
+                    .join(format!("{}-{}-{n}.log", self.stem, self.counter));
+                std::fs::read_to_string(path).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// SIGKILL, and wait for the exit.
+    pub async fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("SIGKILL");
+        }
+    }
+
+    /// Starts the process again with the same arguments (and projection file).
+    pub async fn restart(&mut self) {
+        assert!(!self.is_running(), "{} still runs", self.stem);
+        self.launch().await;
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid()).expect("pid fits"))
+            .expect("a live pid is positive");
+        rustix::process::kill_process(pid, signal).expect("signal the process");
+    }
+
+    /// SIGSTOP: the process keeps its sockets but does nothing.
+    pub fn freeze(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        let mut child = self.child.take().expect("the process runs");
+        tokio::time::timeout(EXIT_TIMEOUT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit:\n{}", self.stem, self.log_text()))
+            .expect("wait")
+    }
+
+    /// A plaintext channel to the service's gRPC port, connected lazily. A restart binds
+    /// a new port: take a new channel after it.
+    pub fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("endpoint")
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy()
+    }
+
+    /// The channel with `token` on every call.
+    pub fn authed(&self, token: Option<&str>) -> Authed {
+        InterceptedService::new(self.channel(), Bearer::new(token))
+    }
+
+    /// The stored position of a gateway's projection (0 while unreadable).
+    pub fn position(&self) -> u64 {
+        let Some(db) = &self.db else { return 0 };
+        if !db.is_file() {
+            return 0;
+        }
+        Projection::open(db).and_then(|p| p.position()).unwrap_or(0)
+    }
+
+    /// The comparison dump of a gateway's projection.
+    pub fn dump(&self) -> String {
+        Projection::open(self.db.as_ref().expect("a gateway"))
+            .expect("open projection")
+            .dump_for_comparison()
+            .expect("dump")
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        super::procs::rss_kib(self.pid())
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call (or nothing, for `None`).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.map(|t| format!("Bearer {t}").parse().expect("a token is ASCII")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry a credential.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// The projection a gateway consuming as `consumer` must hold once it has caught up
+/// with the stream as it is now, folded independently of the gateway: every message of
+/// `CASES` verified as a consumer does, the good ones projected in order.
+pub async fn expected_projection(bus: &Bus, consumer: &str) -> (String, u64) {
+    let ops = Ops::from_bus(bus);
+    let mut scanner = ops
+        .scan(CASES_STREAM, None, ScanStart::Sequence(1), 1000)
+        .await
+        .expect("scan cases");
+    let mut messages = Vec::new();
+    loop {
+        let batch = scanner.fetch().await.expect("read cases");
+        if batch.is_empty() {
+            break;
+        }
+        messages.extend(batch);
+    }
+    scanner.close().await;
+    let registry = bus.registry();
+    let mut tips: HashMap<CaseId, ChainTip> = HashMap::new();
+    let mut verified = Vec::new();
+    let mut last = 0;
+    for message in &messages {
+        last = message.sequence;
+        let Some(subject_case) = case_of_subject(&message.subject) else {
+            continue;
+        };
+        let Ok(event) = verify_signed(&message.payload, registry) else {
+            continue;
+        };
+        let tip = tips
+            .entry(subject_case.clone())
+            .or_insert_with(|| ChainTip::empty(subject_case));
+        if tip.check(&event).is_err() {
+            continue;
+        }
+        tip.advance(&event);
+        verified.push((message.sequence, event));
+    }
+    let mut projection = Projection::open_in_memory().expect("projection");
+    projection.set_consumer(consumer).expect("consumer");
+    let inputs: Vec<ProjectedInput<'_>> = verified
+        .iter()
+        .map(|(sequence, event)| ProjectedInput::new(*sequence, event))
+        .collect();
+    for chunk in inputs.chunks(500) {
+        projection.apply_batch(chunk).expect("apply");
+    }
+    projection.advance_position(last).expect("position");
+    (projection.dump_for_comparison().expect("dump"), last)
+}
