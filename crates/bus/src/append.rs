@@ -291,6 +291,12 @@ impl Appender {
             }
             .map_err(|e| unavailable(&case_id, e))?;
             if let Some(done) = head.ids.get(&event_id) {
+                // A retry. A cached head may remember an event the stream no longer
+                // holds (a server that lost acknowledged writes): confirm it against
+                // the stream before answering that it is stored.
+                if attempt == 1 && cached {
+                    continue;
+                }
                 return self.duplicate(&request, &event_id, done, &digest);
             }
             let now = OffsetDateTime::now_utc();
@@ -381,6 +387,9 @@ impl Appender {
                         .map_err(|e| unavailable(&case_id, e))?;
                     return match head.ids.get(&event_id) {
                         Some(done) => self.duplicate(&request, &event_id, done, &digest),
+                        // The stream has the original at `ack.sequence`, but the replica
+                        // that answered the reload has not got it yet: read again.
+                        None if head.last_sequence < ack.sequence => continue,
                         None => Err(AppendError::RequestIdReused {
                             case_id: case_id.to_string(),
                             request_id: request.request_id.to_string(),

@@ -189,7 +189,13 @@ impl Bus {
     /// [`LoadError::Nats`] when the stream cannot be read.
     pub async fn load_case(&self, case_id: &CaseId) -> Result<LoadedCase, LoadError> {
         let last = self.last_sequence(case_id).await?;
-        self.load_case_until(case_id, last).await
+        let messages = self.read_case_messages(case_id, 0, last).await?;
+        complete(case_id, &messages, last)?;
+        let mut loaded = LoadedCase::empty(case_id.clone());
+        for msg in &messages {
+            loaded.push(msg.sequence, &msg.payload, &self.registry);
+        }
+        Ok(loaded)
     }
 
     /// Loads the case as it was at stream sequence `until` (inclusive).
@@ -220,13 +226,40 @@ impl Bus {
             return Ok(());
         }
         let case_id = head.tip.case_id.clone();
+        if last < head.last_sequence {
+            // The stream holds less of the case than we remember: the server lost
+            // acknowledged writes (NATS 2.9 killed before its flusher ran). What we
+            // remember beyond the stream does not exist; rebuild from the stream.
+            tracing::warn!(case_id = %case_id, remembered = head.last_sequence, stored = last, "case is behind what was acknowledged; reloading it");
+            *head = CaseHead::empty(case_id.clone());
+        }
         let messages = self
             .read_case_messages(&case_id, head.last_sequence, last)
             .await?;
+        complete(&case_id, &messages, last)?;
         for msg in &messages {
             head.push(msg.sequence, &msg.payload, &self.registry);
         }
         head.last_sequence = last;
         Ok(())
     }
+}
+
+/// Fails unless a read of a case reached `last`, the case's last sequence. With direct
+/// get allowed on a replicated stream every replica answers, and one that lags has not
+/// got the newest messages yet: the read ends early. Taking such a read for the whole
+/// case would let an append pass the optimistic check on a stale state and store a
+/// broken chain.
+fn complete(case_id: &CaseId, messages: &[StreamMessage], last: u64) -> Result<(), LoadError> {
+    let reached = messages.last().map_or(0, |m| m.sequence);
+    if last > 0 && reached != last {
+        return Err(LoadError::Nats {
+            case_id: case_id.to_string(),
+            source: format!(
+                "the read of case {case_id} ended at sequence {reached}, before its last sequence {last} (a lagging replica answered); retry"
+            )
+            .into(),
+        });
+    }
+    Ok(())
 }
