@@ -42,7 +42,10 @@ pub async fn start_echo() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(EchoServiceServer::new(Echo))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            // TCP_NODELAY as bare tonic sets it when it binds the address itself.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await;
     });
     Ok((addr, task))
