@@ -22,7 +22,7 @@ use crate::codec::{
     track_status, track_status_text, visibility_kind_raw,
 };
 use crate::error::{QueryError, query};
-use crate::fold::{RebuildError, rebuild};
+use crate::fold::{RebuildError, fold_forward, rebuild};
 use crate::model::{
     CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary, OverdueHandoff,
     PartySummary, ProjectionCounts, ReferenceSummary, TimelineRow,
@@ -618,7 +618,8 @@ impl Projection {
 
     /// The case's state folded by the case rules, for visibility decisions
     /// (`casebus_domain::sight`); `None` for a case with no events. Served from the
-    /// cache when its entry is current, else folded from the stored events.
+    /// cache when its entry is current, folded forward over the newer events when the
+    /// entry is behind, else folded from all the stored events.
     ///
     /// # Errors
     /// [`QueryError::Corrupt`] when a stored event cannot be decoded;
@@ -640,7 +641,13 @@ impl Projection {
         if let Some(state) = cache.state_at(case_id, version) {
             return Ok(Some(state));
         }
-        let folded = rebuild(&tx, case_id).map_err(|e| match e {
+        // An entry behind the stored version (the case moved on since it was folded) is
+        // folded forward from where it is; only a missing entry is folded from scratch.
+        let folded = match cache.take_behind(case_id, version) {
+            Some(behind) => fold_forward(&tx, case_id, behind),
+            None => rebuild(&tx, case_id),
+        }
+        .map_err(|e| match e {
             RebuildError::Storage(source) => QueryError::Storage {
                 operation: op,
                 source,
