@@ -906,6 +906,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cached_timeline_query_is_not_prepared_again_when_its_limit_changes() {
+        let projection = Projection::open_in_memory().expect("open");
+        let case = CaseId::new("CASE-1").expect("valid case id");
+        for limit in [50, 1, 50, 7] {
+            projection
+                .timeline(&case, 1, Direction::Forward, limit)
+                .expect("query");
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE case_id = ?1 AND case_version >= ?2
+                 ORDER BY case_version ASC LIMIT ?3"
+        );
+        let stmt = projection.conn.prepare_cached(&sql).expect("cached");
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::Run),
+            4,
+            "the very statement the queries ran"
+        );
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "prepared once, reused as is"
+        );
+    }
+
+    #[test]
     fn cursors_round_trip() {
         let case = CaseId::new("CASE-7_x").expect("valid case id");
         let cursor = encode_cursor(-42, case.as_str());
