@@ -154,17 +154,11 @@ impl Store {
         events: &[StoredEvent],
     ) -> Result<ApplyOutcome, Option<ProjectError>> {
         let this = self.clone();
-        let mut touched: Vec<CaseId> = Vec::new();
-        for stored in events {
-            if !touched.contains(&stored.event.case_id) {
-                touched.push(stored.event.case_id.clone());
-            }
-        }
         // The blocking pool needs owned data; a copy of a batch is small next to the
         // SQLite work it feeds.
-        let events = events.to_vec();
+        let owned = events.to_vec();
         let outcome = tokio::task::spawn_blocking(move || {
-            let inputs: Vec<ProjectedInput<'_>> = events
+            let inputs: Vec<ProjectedInput<'_>> = owned
                 .iter()
                 .map(|e| ProjectedInput::new(e.sequence, &e.event))
                 .collect();
@@ -178,7 +172,7 @@ impl Store {
         self.cases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .announce(&touched, outcome.position);
+            .announce(events.iter().map(|e| &e.event.case_id), outcome.position);
         Ok(outcome)
     }
 
@@ -275,7 +269,8 @@ impl CaseChannels {
             .subscribe()
     }
 
-    fn announce(&mut self, cases: &[CaseId], position: u64) {
+    /// Announces `position` to the watchers of `cases` (a case may come several times).
+    fn announce<'a>(&mut self, cases: impl IntoIterator<Item = &'a CaseId>, position: u64) {
         for case in cases {
             let Some(sender) = self.channels.get(case) else {
                 continue;
