@@ -6,7 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -41,7 +42,10 @@ pub async fn start_echo() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(EchoServiceServer::new(Echo))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            // TCP_NODELAY as bare tonic sets it when it binds the address itself.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await;
     });
     Ok((addr, task))
@@ -178,6 +182,17 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
         .to_owned())
 }
 
+/// Where the started binaries log, when `--service-log` asks for it.
+static SERVICE_LOG: OnceLock<PathBuf> = OnceLock::new();
+
+/// Numbers the log files of started binaries, so a second start does not overwrite.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps the logs of every binary started from now on in `dir`.
+pub fn set_service_log(dir: PathBuf) {
+    let _ = SERVICE_LOG.set(dir);
+}
+
 /// Starts binary `name` with `args` plus `--ready-file`, and waits (30 s at most) until it
 /// wrote the file.
 pub async fn start(name: &str, args: &[String], ready_file: &Path) -> anyhow::Result<Process> {
@@ -187,13 +202,22 @@ pub async fn start(name: &str, args: &[String], ready_file: &Path) -> anyhow::Re
         "{} is missing; build it with `cargo build --release -p {name}`",
         bin.display()
     );
+    let (level, stdout, stderr) = match SERVICE_LOG.get() {
+        Some(dir) => {
+            let n = STARTED.fetch_add(1, Ordering::Relaxed);
+            let file = std::fs::File::create(dir.join(format!("{name}-{n}.log")))?;
+            let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+            (level, Stdio::from(file.try_clone()?), Stdio::from(file))
+        }
+        None => ("warn".into(), Stdio::null(), Stdio::null()),
+    };
     let child = tokio::process::Command::new(&bin)
         .args(args)
         .arg("--ready-file")
         .arg(ready_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("RUST_LOG", level)
+        .stdout(stdout)
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -42,11 +42,43 @@ struct Args {
         default_value = "target/bench/results.md"
     )]
     table: PathBuf,
+    /// Run only these rows (repeatable): append, rebuild, ingest, timeline, watch,
+    /// growth. The rebuild row reuses the append row's stream, so it runs the append
+    /// figure too.
+    #[arg(long, value_enum)]
+    only: Vec<Figure>,
+    /// Keep the started service binaries' logs, as `<name>-<n>.log` in this directory
+    /// (for profiling), at the level `RUST_LOG` gives (warnings otherwise); without it
+    /// their output is discarded.
+    #[arg(long, env = "CASEBUS_BENCH_SERVICE_LOG", value_name = "DIR")]
+    service_log: Option<PathBuf>,
+}
+
+/// The rows of the table, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Figure {
+    /// Figure 1: the append path.
+    Append,
+    /// Figure 4: the projection rebuild.
+    Rebuild,
+    /// Figure 2: ingest through an agency service.
+    Ingest,
+    /// Figure 5: GetTimeline.
+    Timeline,
+    /// Figure 6: command answered to WatchTimeline delivery.
+    Watch,
+    /// Figure 7: growth.
+    Growth,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runs = |figure: Figure| args.only.is_empty() || args.only.contains(&figure);
+    if let Some(dir) = &args.service_log {
+        std::fs::create_dir_all(dir)?;
+        grpc::set_service_log(dir.clone());
+    }
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -73,28 +105,61 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    eprintln!("== figure 1: append path vs raw publish");
-    let (server, bus) = fixture::start().await?;
-    let (row, _size) =
-        tokio::time::timeout(append::FIGURE_TIMEOUT, append::run(&bus, size)).await??;
-    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
-    report.rows.push(row);
+    if runs(Figure::Append) || runs(Figure::Rebuild) {
+        eprintln!("== figure 1: append path vs raw publish");
+        let (server, bus) = fixture::start().await?;
+        let (row, _size) =
+            tokio::time::timeout(append::FIGURE_TIMEOUT, append::run(&bus, size)).await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
 
-    eprintln!("== figure 4: projection rebuild vs raw pull consume");
-    let count = (size.cases * (size.rounds + 1)) as u64;
-    let row = tokio::time::timeout(append::FIGURE_TIMEOUT, rebuild::run(&bus, count)).await??;
-    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
-    report.rows.push(row);
-    drop(bus);
-    drop(server);
+        if runs(Figure::Rebuild) {
+            eprintln!("== figure 4: projection rebuild vs raw pull consume");
+            let count = (size.cases * (size.rounds + 1)) as u64;
+            let row =
+                tokio::time::timeout(append::FIGURE_TIMEOUT, rebuild::run(&bus, count)).await??;
+            eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+            report.rows.push(row);
+        }
+        drop(bus);
+        drop(server);
+    }
 
+    if runs(Figure::Ingest) {
+        ingest_row(&mut report, args.quick).await?;
+    }
+    if runs(Figure::Timeline) {
+        timeline_row(&mut report, args.quick).await?;
+    }
+    if runs(Figure::Watch) {
+        watch_row(&mut report, args.quick).await?;
+    }
+    if runs(Figure::Growth) {
+        growth_row(&mut report, args.quick).await?;
+    }
+
+    let table = report.to_markdown();
+    println!("{table}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
+    if let Some(dir) = args.table.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.table, &table)?;
+    eprintln!(
+        "results written to {} and {}",
+        args.out.display(),
+        args.table.display()
+    );
+    Ok(())
+}
+
+async fn ingest_row(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     eprintln!("== figure 2: ingest through an agency service vs bare tonic echo");
     let (server, bus) = fixture::start().await?;
-    let (cases, commands) = if args.quick {
-        (64, 5_000)
-    } else {
-        (256, 50_000)
-    };
+    let (cases, commands) = if quick { (64, 5_000) } else { (256, 50_000) };
     let row = tokio::time::timeout(
         append::FIGURE_TIMEOUT,
         ingest::run(&bus, &server.url(), cases, commands),
@@ -104,10 +169,13 @@ async fn main() -> anyhow::Result<()> {
     report.rows.push(row);
     drop(bus);
     drop(server);
+    Ok(())
+}
 
+async fn timeline_row(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     eprintln!("== figure 5: GetTimeline vs bare tonic echo");
     let (server, bus) = fixture::start().await?;
-    let calls = if args.quick { 3_000 } else { 30_000 };
+    let calls = if quick { 3_000 } else { 30_000 };
     let row = tokio::time::timeout(
         append::FIGURE_TIMEOUT,
         gateway::get_timeline(&bus, &server.url(), calls),
@@ -117,10 +185,13 @@ async fn main() -> anyhow::Result<()> {
     report.rows.push(row);
     drop(bus);
     drop(server);
+    Ok(())
+}
 
+async fn watch_row(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     eprintln!("== figure 6: command answered -> WatchTimeline delivery");
     let (server, bus) = fixture::start().await?;
-    let seconds = if args.quick { 3 } else { 20 };
+    let seconds = if quick { 3 } else { 20 };
     let row = tokio::time::timeout(
         append::FIGURE_TIMEOUT,
         gateway::watch_latency(&server.url(), 1000, seconds, 20),
@@ -130,9 +201,12 @@ async fn main() -> anyhow::Result<()> {
     report.rows.push(row);
     drop(bus);
     drop(server);
+    Ok(())
+}
 
+async fn growth_row(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     eprintln!("== figure 7: growth");
-    let sizes: &[u64] = if args.quick {
+    let sizes: &[u64] = if quick {
         &[10_000, 50_000]
     } else {
         &[10_000, 100_000, 1_000_000]
@@ -169,20 +243,5 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let table = report.to_markdown();
-    println!("{table}");
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
-    if let Some(dir) = args.table.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.table, &table)?;
-    eprintln!(
-        "results written to {} and {}",
-        args.out.display(),
-        args.table.display()
-    );
     Ok(())
 }

@@ -527,6 +527,23 @@ async fn watch_timeline_delivers_every_event_exactly_once_across_the_live_switch
         other => panic!("expected the live event, got {other:?}"),
     }
 
+    // A watch wakes only for its own case: another case's batches pass it by, and its
+    // case's next event still arrives, once.
+    let other = case("WATCH-2");
+    f.script(&other, declined_case()).await;
+    f.append(CUSTOMS, &other, note("elsewhere"), None).await;
+    f.append(CUSTOMS, &id, note("after another case"), None)
+        .await;
+    match next_item(&mut resumed).await.and_then(|r| r.item) {
+        Some(watch_timeline_response::Item::Event(event)) => {
+            assert_eq!(
+                (event.case_id.as_str(), event.case_version),
+                ("WATCH-1", total + 2)
+            );
+        }
+        other => panic!("expected the live event, got {other:?}"),
+    }
+
     // A stopping gateway ends its watches with UNAVAILABLE, so clients resume elsewhere.
     gateway.stop().await;
     let end = tokio::time::timeout(CALL_TIMEOUT, resumed.message())

@@ -31,8 +31,7 @@ pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
 pub use connect::{ConnectConfig, connect};
 pub use consumer::{
-    BATCH_LINGER, BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler,
-    HandlerError,
+    BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError,
 };
 pub use error::{AppendError, BusError, ConsumeError, LoadError, ProvisionError};
 pub use provision::StreamSettings;

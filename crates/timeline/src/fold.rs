@@ -118,12 +118,24 @@ impl From<rusqlite::Error> for RebuildError {
 /// stored, so only decoding is repeated here, not the signature checks.
 #[tracing::instrument(level = "debug", skip_all, fields(case_id = %case_id))]
 pub(crate) fn rebuild(conn: &Connection, case_id: &CaseId) -> Result<Folded, RebuildError> {
+    fold_forward(conn, case_id, Folded::default())
+}
+
+/// Folds the stored events of a case after `folded`'s version into it: a cached state
+/// one or two events behind is brought up to date by decoding only those events, not
+/// the whole case again.
+#[tracing::instrument(level = "debug", skip_all, fields(case_id = %case_id))]
+pub(crate) fn fold_forward(
+    conn: &Connection,
+    case_id: &CaseId,
+    mut folded: Folded,
+) -> Result<Folded, RebuildError> {
     let mut stmt = conn.prepare_cached(
         "SELECT case_version, event_id, office_id, signed FROM events
-         WHERE case_id = ?1 ORDER BY case_version",
+         WHERE case_id = ?1 AND case_version > ?2 ORDER BY case_version",
     )?;
-    let mut rows = stmt.query([case_id.as_str()])?;
-    let mut folded = Folded::default();
+    let after = i64::try_from(folded.state.version).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(rusqlite::params![case_id.as_str(), after])?;
     while let Some(row) = rows.next()? {
         let raw_version: i64 = row.get(0)?;
         let event_id: String = row.get(1)?;
@@ -156,8 +168,9 @@ pub(crate) fn rebuild(conn: &Connection, case_id: &CaseId) -> Result<Folded, Reb
 /// A bounded map of folded cases, evicting the least recently used quarter when full.
 ///
 /// Entries are only a shortcut: every user checks an entry's version against the
-/// `cases` table before trusting it, so a stale entry (another connection wrote the
-/// file, or a transaction rolled back) is simply rebuilt.
+/// `cases` table before trusting it. An entry behind it (another connection wrote the
+/// file since) is folded forward over the newer events, since stored events never
+/// change; an entry ahead of it (a transaction rolled back) is rebuilt.
 #[derive(Debug)]
 pub(crate) struct StateCache {
     entries: HashMap<CaseId, (Folded, u64)>,
@@ -186,6 +199,13 @@ impl StateCache {
     pub fn take(&mut self, case_id: &CaseId, version: u64) -> Option<Folded> {
         let (folded, _) = self.entries.remove(case_id)?;
         (folded.state.version == version).then_some(folded)
+    }
+
+    /// Removes and returns the case's entry if it is at `version` or behind it (to be
+    /// folded forward); an entry ahead of `version` is dropped.
+    pub fn take_behind(&mut self, case_id: &CaseId, version: u64) -> Option<Folded> {
+        let (folded, _) = self.entries.remove(case_id)?;
+        (folded.state.version <= version).then_some(folded)
     }
 
     /// A copy of the case's state if its entry is at `version`.
@@ -269,5 +289,18 @@ mod tests {
         assert!(cache.state_at(&case(1), 3).is_none());
         assert!(cache.take(&case(1), 3).is_none());
         assert_eq!(cache.len(), 0, "a stale entry is dropped when taken");
+    }
+
+    #[test]
+    fn an_entry_behind_is_taken_to_be_folded_forward_and_one_ahead_is_dropped() {
+        let mut cache = StateCache::new(4);
+        cache.put(case(1), Folded::default());
+        let behind = cache.take_behind(&case(1), 3).expect("an entry behind");
+        assert_eq!(behind.state.version, 0);
+        let mut ahead = Folded::default();
+        ahead.state.version = 5;
+        cache.put(case(2), ahead);
+        assert!(cache.take_behind(&case(2), 3).is_none());
+        assert_eq!(cache.len(), 0, "taken or dropped");
     }
 }

@@ -22,7 +22,7 @@ use crate::codec::{
     track_status, track_status_text, visibility_kind_raw,
 };
 use crate::error::{QueryError, query};
-use crate::fold::{RebuildError, rebuild};
+use crate::fold::{RebuildError, fold_forward, rebuild};
 use crate::model::{
     CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary, OverdueHandoff,
     PartySummary, ProjectionCounts, ReferenceSummary, TimelineRow,
@@ -618,7 +618,8 @@ impl Projection {
 
     /// The case's state folded by the case rules, for visibility decisions
     /// (`casebus_domain::sight`); `None` for a case with no events. Served from the
-    /// cache when its entry is current, else folded from the stored events.
+    /// cache when its entry is current, folded forward over the newer events when the
+    /// entry is behind, else folded from all the stored events.
     ///
     /// # Errors
     /// [`QueryError::Corrupt`] when a stored event cannot be decoded;
@@ -640,7 +641,13 @@ impl Projection {
         if let Some(state) = cache.state_at(case_id, version) {
             return Ok(Some(state));
         }
-        let folded = rebuild(&tx, case_id).map_err(|e| match e {
+        // An entry behind the stored version (the case moved on since it was folded) is
+        // folded forward from where it is; only a missing entry is folded from scratch.
+        let folded = match cache.take_behind(case_id, version) {
+            Some(behind) => fold_forward(&tx, case_id, behind),
+            None => rebuild(&tx, case_id),
+        }
+        .map_err(|e| match e {
             RebuildError::Storage(source) => QueryError::Storage {
                 operation: op,
                 source,
@@ -897,6 +904,32 @@ impl Projection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_timeline_query_is_not_prepared_again_when_its_limit_changes() {
+        let projection = Projection::open_in_memory().expect("open");
+        let case = CaseId::new("CASE-1").expect("valid case id");
+        for limit in [50, 1, 50, 7] {
+            projection
+                .timeline(&case, 1, Direction::Forward, limit)
+                .expect("query");
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE case_id = ?1 AND case_version >= ?2
+                 ORDER BY case_version ASC LIMIT ?3"
+        );
+        let stmt = projection.conn.prepare_cached(&sql).expect("cached");
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::Run),
+            4,
+            "the very statement the queries ran"
+        );
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "prepared once, reused as is"
+        );
+    }
 
     #[test]
     fn cursors_round_trip() {

@@ -60,8 +60,16 @@ impl BatchHandler for Projector {
     async fn handle_batch(&self, events: &[StoredEvent]) -> Result<(), HandlerError> {
         let started = std::time::Instant::now();
         let outcome = self.store.apply(events).await.map_err(classify)?;
+        // From the recording of the batch's oldest event (the agency service's clock)
+        // to its commit here: the projection's lag, for profiling.
+        let lag = events
+            .iter()
+            .map(|e| e.event.recorded_at)
+            .min()
+            .map(|oldest| (time::OffsetDateTime::now_utc() - oldest).whole_microseconds());
         tracing::debug!(
             took_us = started.elapsed().as_micros(),
+            lag_us = lag,
             applied = outcome.applied,
             already_applied = outcome.already_applied,
             duplicates = outcome.duplicates,

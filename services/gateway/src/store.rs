@@ -1,7 +1,9 @@
 //! `Store`: the gateway's handle on its SQLite projection. One writer connection (the
 //! consumer's batches), a small pool of reader connections (WAL lets them read beside
-//! the writer), and a `watch` channel that announces the position after every committed
-//! batch, which is what wakes the watch streams.
+//! the writer), a `watch` channel that announces the position after every committed
+//! batch (what wakes the feed streams), and one such channel per watched case that
+//! announces only the batches touching that case (what wakes its timeline watches, so
+//! a watch of a quiet case does not query the projection for every other case's event).
 //!
 //! `Projection` is `Send` but not `Sync` and blocks, so every call runs on the blocking
 //! pool with the connection behind a mutex held only for that call.
@@ -10,6 +12,7 @@
 //! same projection, and the `-wal`/`-shm` files of a deleted or emptied database are
 //! removed, because SQLite would otherwise replay a stale WAL into the new file.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Semaphore, watch};
 
 use casebus_bus::StoredEvent;
+use casebus_proto::CaseId;
 use casebus_timeline::{ApplyOutcome, ProjectError, ProjectedInput, Projection};
 
 use crate::error::{ReadError, RunError};
@@ -32,6 +36,7 @@ pub struct Store {
     readers: Mutex<Vec<Projection>>,
     permits: Semaphore,
     position: watch::Sender<u64>,
+    cases: Mutex<CaseChannels>,
     // Held for the life of the store: the exclusive lock on `<db>.lock`.
     _lock: File,
 }
@@ -114,6 +119,7 @@ impl Store {
             readers: Mutex::new(pool),
             permits: Semaphore::new(count),
             position: sender,
+            cases: Mutex::new(CaseChannels::default()),
             _lock: lock_file,
         })
     }
@@ -126,6 +132,15 @@ impl Store {
     /// A receiver told of the position after every committed batch.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.position.subscribe()
+    }
+
+    /// A receiver told of the position after every committed batch that holds an event
+    /// of `case`; batches of other cases do not wake it.
+    pub fn subscribe_case(&self, case: &CaseId) -> watch::Receiver<u64> {
+        self.cases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .subscribe(case, self.position())
     }
 
     /// Projects a batch of verified events in one transaction and announces the new
@@ -141,9 +156,9 @@ impl Store {
         let this = self.clone();
         // The blocking pool needs owned data; a copy of a batch is small next to the
         // SQLite work it feeds.
-        let events = events.to_vec();
+        let owned = events.to_vec();
         let outcome = tokio::task::spawn_blocking(move || {
-            let inputs: Vec<ProjectedInput<'_>> = events
+            let inputs: Vec<ProjectedInput<'_>> = owned
                 .iter()
                 .map(|e| ProjectedInput::new(e.sequence, &e.event))
                 .collect();
@@ -154,6 +169,10 @@ impl Store {
         .map_err(|_| None)?
         .map_err(Some)?;
         self.announce(outcome.position);
+        self.cases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .announce(events.iter().map(|e| &e.event.case_id), outcome.position);
         Ok(outcome)
     }
 
@@ -225,6 +244,52 @@ impl Store {
     }
 }
 
+/// The announcement channels of the watched cases. An entry lives while someone
+/// listens: entries without receivers are dropped when their case is next announced,
+/// and all of them whenever the map has doubled since the last sweep.
+#[derive(Debug, Default)]
+struct CaseChannels {
+    channels: HashMap<CaseId, watch::Sender<u64>>,
+    sweep_at: usize,
+}
+
+/// Watched cases from which a new subscription first sweeps unheard channels away.
+const CASE_SWEEP_FROM: usize = 64;
+
+impl CaseChannels {
+    fn subscribe(&mut self, case: &CaseId, position: u64) -> watch::Receiver<u64> {
+        if self.channels.len() >= self.sweep_at.max(CASE_SWEEP_FROM) {
+            self.channels
+                .retain(|_, sender| sender.receiver_count() > 0);
+            self.sweep_at = self.channels.len() * 2;
+        }
+        self.channels
+            .entry(case.clone())
+            .or_insert_with(|| watch::channel(position).0)
+            .subscribe()
+    }
+
+    /// Announces `position` to the watchers of `cases` (a case may come several times).
+    fn announce<'a>(&mut self, cases: impl IntoIterator<Item = &'a CaseId>, position: u64) {
+        for case in cases {
+            let Some(sender) = self.channels.get(case) else {
+                continue;
+            };
+            if sender.receiver_count() == 0 {
+                self.channels.remove(case);
+            } else {
+                sender.send_if_modified(|current| {
+                    let moved = position > *current;
+                    if moved {
+                        *current = position;
+                    }
+                    moved
+                });
+            }
+        }
+    }
+}
+
 /// Removes `-wal` and `-shm` files left next to a database file that was deleted or
 /// emptied (to have it rebuilt): opened with a fresh database, SQLite would replay the
 /// stale WAL into it.
@@ -277,6 +342,22 @@ mod tests {
             std::fs::read(sibling(&db, "-wal")).map_or(true, |b| b != b"stale"),
             "the stale WAL is gone"
         );
+    }
+
+    #[test]
+    fn a_case_channel_wakes_only_for_its_case_and_is_dropped_when_unheard() {
+        let case = |id: &str| CaseId::new(id).expect("valid case id");
+        let mut channels = CaseChannels::default();
+        let mut a = channels.subscribe(&case("A"), 3);
+        assert_eq!(*a.borrow_and_update(), 3);
+        channels.announce(&[case("B")], 4);
+        assert!(!a.has_changed().expect("open"), "another case's batch");
+        channels.announce(&[case("B"), case("A")], 5);
+        assert!(a.has_changed().expect("open"));
+        assert_eq!(*a.borrow_and_update(), 5);
+        drop(a);
+        channels.announce(&[case("A")], 6);
+        assert!(channels.channels.is_empty(), "no one listens to A any more");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The watch streams: WatchTimeline (one case from a version) and WatchFeed (every event
 //! the caller may see, from a stream position). Both are driven by the projection alone:
 //! each round queries the events after the last one delivered, sends them, and when it
-//! has caught up waits for the store's next position announcement. Catch-up and live
-//! are the same query, so there is no gap and no duplicate at the switch.
+//! has caught up waits for the store's next announcement (of a batch with an event of
+//! the case, for a timeline; of any batch, for the feed). Catch-up and live are the same
+//! query, so there is no gap and no duplicate at the switch.
 //!
 //! Memory stays bounded however slow a client is: each stream has one producer task with
 //! a small channel, the task waits while the channel is full, and what the client has
@@ -209,12 +210,17 @@ async fn run_timeline(
     mut next: u64,
     tx: &mpsc::Sender<Result<pb::WatchTimelineResponse, Status>>,
 ) -> Result<(), ReadError> {
-    let mut position = shared.store.subscribe();
+    // Only batches with an event of this case wake the stream.
+    let mut position = shared.store.subscribe_case(case);
     let mut caught_up = false;
     loop {
-        // Mark the current position seen before querying: a batch committed after this
-        // point wakes the wait below, so nothing committed is ever missed.
-        let seen = *position.borrow_and_update();
+        // Mark the case's announcements seen before querying: a batch of the case
+        // committed after this point wakes the wait below, so nothing committed is ever
+        // missed. The overall position, taken before the query too, is what the rows
+        // read are complete up to.
+        position.borrow_and_update();
+        let seen = shared.store.position();
+        let round = Instant::now();
         let (query_case, query_viewer) = (case.clone(), viewer.clone());
         let page = shared
             .store
@@ -239,6 +245,7 @@ async fn run_timeline(
             .await?;
         if let Some(last) = page.events.last() {
             next = last.case_version + 1;
+            let queried = round.elapsed();
             shared
                 .audit(
                     caller,
@@ -250,6 +257,12 @@ async fn run_timeline(
                     },
                 )
                 .await?;
+            tracing::debug!(
+                events = page.events.len(),
+                query_us = queried.as_micros(),
+                audit_us = (round.elapsed() - queried).as_micros(),
+                "watch round"
+            );
             for event in page.events {
                 let item = pb::watch_timeline_response::Item::Event(event);
                 if tx

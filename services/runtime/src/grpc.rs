@@ -119,10 +119,13 @@ where
     <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
         Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
+    // TCP_NODELAY, as tonic sets it when it binds the address itself (it ignores its
+    // own setting for an incoming stream handed to it). With Nagle's algorithm on, a
+    // small write (one event of a watch stream, the trailers of an answer) waits for
+    // the peer's delayed ack of the previous one: tens of milliseconds each time.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-            shutdown.cancelled().await
-        })
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
         .map_err(RuntimeError::Transport)
 }
