@@ -1,7 +1,9 @@
 //! Support for the workspace-wide checks in `tests/tests/`: the schema evolution guard
 //! (a text baseline of every proto field and enum value, and the rules a change must
-//! follow so a v1 consumer never mis-reads a newer event) and the workspace root.
+//! follow so a v1 consumer never mis-reads a newer event), the workspace root, and where
+//! the service binaries are (with a check that they are not stale).
 
+pub mod binaries;
 pub mod schema;
 
 use std::path::PathBuf;

@@ -135,85 +135,14 @@ impl Binary {
     }
 }
 
-/// Where the binary `name` is (see the module documentation).
+/// Where the binary `name` is (see the module documentation); a stale one fails the test.
 pub fn binary_path(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("CASEBUS_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let exe = std::env::current_exe().expect("the test knows its own path");
-            // target/<profile>/deps/<test> -> target/<profile>
-            exe.parent()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf)
-                .expect("the test executable lies in target/<profile>/deps")
-        }
-    };
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} not found. {BUILD_HINT}; CASEBUS_BIN_DIR may point elsewhere",
-        path.display()
-    );
-    if std::env::var_os("CASEBUS_BIN_DIR").is_none() {
-        assert_fresh(&path, name);
-    }
-    path
+    casebus_tests::binaries::service_binary(name, BUILD_HINT)
 }
 
 const BUILD_HINT: &str = "Run `cargo test --workspace` (which builds the service binaries), or \
     build them first: `cargo build -p casebus-customs -p casebus-ip-center \
     -p casebus-public-security -p casebus-procuratorate -p casebus-court`";
-
-/// Fails when a source the binary is built from changed after the binary was built: a
-/// test of a stale binary proves nothing (`cargo test -p casebus-tests` alone does not
-/// rebuild the service binaries).
-fn assert_fresh(binary: &Path, name: &str) {
-    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
-        return;
-    };
-    let root = casebus_tests::workspace_root();
-    let package_dir = name.trim_start_matches("casebus-");
-    let sources = [
-        "proto".to_owned(),
-        "crates/proto/src".to_owned(),
-        "crates/domain/src".to_owned(),
-        "crates/integrity/src".to_owned(),
-        "crates/bus/src".to_owned(),
-        "services/runtime/src".to_owned(),
-        "services/agency/src".to_owned(),
-        format!("services/{package_dir}/src"),
-    ];
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for dir in sources {
-        newest_file(&root.join(dir), &mut newest);
-    }
-    if let Some((changed, file)) = newest {
-        assert!(
-            changed <= built,
-            "{} is older than {}: it is stale. {BUILD_HINT}",
-            binary.display(),
-            file.display()
-        );
-    }
-}
-
-fn newest_file(dir: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let source = path.extension().is_some_and(|e| e == "rs" || e == "proto");
-        if path.is_dir() {
-            newest_file(&path, newest);
-        } else if source
-            && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
-            && newest.as_ref().is_none_or(|(at, _)| modified > *at)
-        {
-            *newest = Some((modified, path));
-        }
-    }
-}
 
 pub fn office(id: &str) -> OfficeId {
     OfficeId::new(id).expect("valid office id")

@@ -43,80 +43,11 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const BUILD_HINT: &str = "build the binaries first: `cargo build -p casebus-gateway -p casebus-customs \
     -p casebus-ip-center -p casebus-public-security -p casebus-procuratorate -p casebus-court` \
-    (or run `cargo test --workspace`); CASEBUS_BIN_DIR may point elsewhere";
+    (or run `cargo test --workspace`)";
 
-/// Where binary `name` is.
+/// Where binary `name` is; a stale one fails the test.
 pub fn binary_path(name: &str) -> PathBuf {
-    let explicit = std::env::var_os("CASEBUS_BIN_DIR").map(PathBuf::from);
-    let dir = explicit.clone().unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("the test knows its own path");
-        exe.parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .expect("the test executable lies in target/<profile>/deps")
-    });
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} not found: {BUILD_HINT}", path.display());
-    if explicit.is_none() {
-        assert_fresh(&path, name);
-    }
-    path
-}
-
-fn assert_fresh(binary: &Path, name: &str) {
-    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
-        return;
-    };
-    let root = casebus_tests::workspace_root();
-    let package_dir = name.trim_start_matches("casebus-");
-    let mut dirs = vec![
-        "proto".to_owned(),
-        "crates/proto/src".to_owned(),
-        "crates/domain/src".to_owned(),
-        "crates/integrity/src".to_owned(),
-        "crates/bus/src".to_owned(),
-        "crates/timeline/src".to_owned(),
-        "services/runtime/src".to_owned(),
-        format!("services/{package_dir}/src"),
-    ];
-    if name != "casebus-gateway" {
-        dirs.push("services/agency/src".to_owned());
-    }
-    for dir in dirs {
-        if let Some((changed, file)) = newest(&root.join(dir))
-            && changed > built
-        {
-            panic!(
-                "{} is older than {}: it is stale; {BUILD_HINT}",
-                binary.display(),
-                file.display()
-            );
-        }
-    }
-}
-
-fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest(&path)
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "proto") {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        } else {
-            None
-        };
-        if let Some(c) = candidate
-            && best.as_ref().is_none_or(|b| c.0 > b.0)
-        {
-            best = Some(c);
-        }
-    }
-    best
+    casebus_tests::binaries::service_binary(name, BUILD_HINT)
 }
 
 /// Keys, registry, trust file and issuer every process of a scenario shares.

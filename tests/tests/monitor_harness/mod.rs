@@ -90,15 +90,9 @@ const BUILD_HINT: &str = "Run `cargo test --workspace` (which builds every servi
     -p casebus-public-security -p casebus-procuratorate -p casebus-court -p casebus-gateway \
     -p casebus-monitor -p casebus-simulator`";
 
-/// The path of binary `name`, or a failure naming how to build it.
+/// The path of binary `name`, or a failure naming how to build it (or saying it is stale).
 pub fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} not found. {BUILD_HINT}; CASEBUS_BIN_DIR may point elsewhere",
-        path.display()
-    );
-    path
+    casebus_tests::binaries::service_binary(name, BUILD_HINT)
 }
 
 // ---- HTTP --------------------------------------------------------------------------
