@@ -5,12 +5,13 @@
 //! correctness check that what was counted is really in the stream or projection.
 //!
 //! `cargo run --release -p casebus-bench -- --quick` (about 3 minutes) or without
-//! `--quick` for the full run.
+//! `--quick` for the full run; `--only import` (repeatable) runs only the named figures.
 
 mod append;
 mod fixture;
 mod gateway;
 mod grpc;
+mod import;
 mod ingest;
 mod rebuild;
 mod report;
@@ -42,11 +43,20 @@ struct Args {
         default_value = "target/bench/results.md"
     )]
     table: PathBuf,
+    /// Run only these figures (repeat the flag for several): `append` (figure 1, and the
+    /// rebuild of figure 4 that reads what it wrote), `ingest`, `import`, `timeline`,
+    /// `watch`, `growth`. Default: all.
+    #[arg(long, value_parser = FIGURES)]
+    only: Vec<String>,
 }
+
+/// The names `--only` accepts.
+const FIGURES: [&str; 6] = ["append", "ingest", "import", "timeline", "watch", "growth"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let want = |figure: &str| args.only.is_empty() || args.only.iter().any(|o| o == figure);
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -73,100 +83,137 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    eprintln!("== figure 1: append path vs raw publish");
-    let (server, bus) = fixture::start().await?;
-    let (row, _size) =
-        tokio::time::timeout(append::FIGURE_TIMEOUT, append::run(&bus, size)).await??;
-    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
-    report.rows.push(row);
+    if want("append") {
+        eprintln!("== figure 1: append path vs raw publish");
+        let (server, bus) = fixture::start().await?;
+        let (row, _size) =
+            tokio::time::timeout(append::FIGURE_TIMEOUT, append::run(&bus, size)).await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
 
-    eprintln!("== figure 4: projection rebuild vs raw pull consume");
-    let count = (size.cases * (size.rounds + 1)) as u64;
-    let row = tokio::time::timeout(append::FIGURE_TIMEOUT, rebuild::run(&bus, count)).await??;
-    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
-    report.rows.push(row);
-    drop(bus);
-    drop(server);
-
-    eprintln!("== figure 2: ingest through an agency service vs bare tonic echo");
-    let (server, bus) = fixture::start().await?;
-    let (cases, commands) = if args.quick {
-        (64, 5_000)
-    } else {
-        (256, 50_000)
-    };
-    let row = tokio::time::timeout(
-        append::FIGURE_TIMEOUT,
-        ingest::run(&bus, &server.url(), cases, commands),
-    )
-    .await??;
-    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
-    report.rows.push(row);
-    drop(bus);
-    drop(server);
-
-    eprintln!("== figure 5: GetTimeline vs bare tonic echo");
-    let (server, bus) = fixture::start().await?;
-    let calls = if args.quick { 3_000 } else { 30_000 };
-    let row = tokio::time::timeout(
-        append::FIGURE_TIMEOUT,
-        gateway::get_timeline(&bus, &server.url(), calls),
-    )
-    .await??;
-    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
-    report.rows.push(row);
-    drop(bus);
-    drop(server);
-
-    eprintln!("== figure 6: command answered -> WatchTimeline delivery");
-    let (server, bus) = fixture::start().await?;
-    let seconds = if args.quick { 3 } else { 20 };
-    let row = tokio::time::timeout(
-        append::FIGURE_TIMEOUT,
-        gateway::watch_latency(&server.url(), 1000, seconds, 20),
-    )
-    .await??;
-    eprintln!("{}: p99 {:?} ms", row.figure, row.casebus.p99_ms);
-    report.rows.push(row);
-    drop(bus);
-    drop(server);
-
-    eprintln!("== figure 7: growth");
-    let sizes: &[u64] = if args.quick {
-        &[10_000, 50_000]
-    } else {
-        &[10_000, 100_000, 1_000_000]
-    };
-    let mut growth = Vec::new();
-    for &events in sizes {
-        let (rate, rss, p99) = gateway::growth(events).await?;
-        eprintln!(
-            "{events} events: projection {rate:.0}/s, peak RSS {} MB, GetTimeline p99 {p99:.2} ms",
-            rss / 1_000_000
-        );
-        growth.push((events, rate, rss, p99));
+        eprintln!("== figure 4: projection rebuild vs raw pull consume");
+        let count = (size.cases * (size.rounds + 1)) as u64;
+        let row = tokio::time::timeout(append::FIGURE_TIMEOUT, rebuild::run(&bus, count)).await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
+        drop(bus);
+        drop(server);
     }
-    if let (Some(first), Some(last)) = (growth.first(), growth.last()) {
-        let detail: Vec<String> = growth
-            .iter()
-            .map(|(n, rate, rss, p99)| format!("{n} events: projection {rate:.0} events/s, peak RSS {:.0} MB, GetTimeline p99 {p99:.2} ms", *rss as f64 / 1e6))
-            .collect();
-        report.rows.push(report::Row {
-            figure: format!("growth {} -> {} events", first.0, last.0),
-            casebus: report::Measurement {
-                unit: "events/s projected",
-                rate: last.1,
-                count: last.0,
-                seconds: last.0 as f64 / last.1.max(1e-9),
-                p50_ms: None,
-                p99_ms: Some(last.3),
-            },
-            baseline: None,
-            ratio: Some(last.3 / first.3.max(1e-9)),
-            target: "GetTimeline p99 within 1.5x of the smallest; RSS <= 150 MB at 1M".into(),
-            met: last.3 <= 1.5 * first.3 && last.2 <= 150_000_000,
-            verified: detail.join("; "),
-        });
+
+    if want("ingest") {
+        eprintln!("== figure 2: ingest through an agency service vs bare tonic echo");
+        let (server, bus) = fixture::start().await?;
+        let (cases, commands) = if args.quick {
+            (64, 5_000)
+        } else {
+            (256, 50_000)
+        };
+        let row = tokio::time::timeout(
+            append::FIGURE_TIMEOUT,
+            ingest::run(&bus, &server.url(), cases, commands),
+        )
+        .await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
+        drop(bus);
+        drop(server);
+    }
+
+    if want("import") {
+        eprintln!("== figure 3: bulk ingest through an Import stream vs raw publish");
+        let (server, bus) = fixture::start().await?;
+        let size = if args.quick {
+            import::Size {
+                cases: 1_000,
+                items_per_case: 10,
+                streams: 4,
+            }
+        } else {
+            import::Size {
+                cases: 10_000,
+                items_per_case: 10,
+                streams: 4,
+            }
+        };
+        let row = tokio::time::timeout(
+            append::FIGURE_TIMEOUT,
+            import::run(&bus, &server.url(), size),
+        )
+        .await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
+        drop(bus);
+        drop(server);
+    }
+
+    if want("timeline") {
+        eprintln!("== figure 5: GetTimeline vs bare tonic echo");
+        let (server, bus) = fixture::start().await?;
+        let calls = if args.quick { 3_000 } else { 30_000 };
+        let row = tokio::time::timeout(
+            append::FIGURE_TIMEOUT,
+            gateway::get_timeline(&bus, &server.url(), calls),
+        )
+        .await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
+        drop(bus);
+        drop(server);
+    }
+
+    if want("watch") {
+        eprintln!("== figure 6: command answered -> WatchTimeline delivery");
+        let (server, bus) = fixture::start().await?;
+        let seconds = if args.quick { 3 } else { 20 };
+        let row = tokio::time::timeout(
+            append::FIGURE_TIMEOUT,
+            gateway::watch_latency(&server.url(), 1000, seconds, 20),
+        )
+        .await??;
+        eprintln!("{}: p99 {:?} ms", row.figure, row.casebus.p99_ms);
+        report.rows.push(row);
+        drop(bus);
+        drop(server);
+    }
+
+    if want("growth") {
+        eprintln!("== figure 7: growth");
+        let sizes: &[u64] = if args.quick {
+            &[10_000, 50_000]
+        } else {
+            &[10_000, 100_000, 1_000_000]
+        };
+        let mut growth = Vec::new();
+        for &events in sizes {
+            let (rate, rss, p99) = gateway::growth(events).await?;
+            eprintln!(
+                "{events} events: projection {rate:.0}/s, peak RSS {} MB, GetTimeline p99 {p99:.2} ms",
+                rss / 1_000_000
+            );
+            growth.push((events, rate, rss, p99));
+        }
+        if let (Some(first), Some(last)) = (growth.first(), growth.last()) {
+            let detail: Vec<String> = growth
+                .iter()
+                .map(|(n, rate, rss, p99)| format!("{n} events: projection {rate:.0} events/s, peak RSS {:.0} MB, GetTimeline p99 {p99:.2} ms", *rss as f64 / 1e6))
+                .collect();
+            report.rows.push(report::Row {
+                figure: format!("growth {} -> {} events", first.0, last.0),
+                casebus: report::Measurement {
+                    unit: "events/s projected",
+                    rate: last.1,
+                    count: last.0,
+                    seconds: last.0 as f64 / last.1.max(1e-9),
+                    p50_ms: None,
+                    p99_ms: Some(last.3),
+                },
+                baseline: None,
+                ratio: Some(last.3 / first.3.max(1e-9)),
+                target: "GetTimeline p99 within 1.5x of the smallest; RSS <= 150 MB at 1M".into(),
+                met: last.3 <= 1.5 * first.3 && last.2 <= 150_000_000,
+                verified: detail.join("; "),
+            });
+        }
     }
 
     let table = report.to_markdown();
