@@ -3,7 +3,7 @@
 //! each case, and every chain verifies; the same import sent again records nothing and
 //! answers the original versions; bad items are refused one by one (INVALID_ARGUMENT
 //! naming the field, or the code the unary RPC would answer) without recording anything
-//! while the items around them succeed; callers without a clerk credential of the office
+//! while the items around them succeed, each item counted in the metrics by its code; callers without a clerk credential of the office
 //! are refused before any item is read; and a shutdown ends an open import with
 //! UNAVAILABLE after answering what it took.
 
@@ -410,6 +410,33 @@ async fn bad_items_are_refused_one_by_one_and_change_nothing_while_the_items_aro
         .collect();
     assert_eq!(versions, vec![1, 2, 3, 4]);
     assert!(f.verify("MIX-A").await.is_intact());
+    // Every item is counted by the code of its outcome, as unary calls are.
+    let metrics = http_get(customs.metrics, "/metrics").await;
+    for (code, n) in [
+        ("OK", "6"),
+        ("INVALID_ARGUMENT", "5"),
+        ("NOT_FOUND", "1"),
+        ("PERMISSION_DENIED", "1"),
+    ] {
+        let label = format!("code=\"{code}\"");
+        assert!(
+            has_sample(
+                &metrics,
+                "casebus_import_items_total",
+                CUSTOMS,
+                &[&label],
+                n
+            ),
+            "{code} {n}:\n{metrics}"
+        );
+    }
+    assert!(has_sample(
+        &metrics,
+        "casebus_duplicate_commands_total",
+        CUSTOMS,
+        &[],
+        "1"
+    ));
 }
 
 #[tokio::test]

@@ -144,9 +144,17 @@ impl Driver {
                         taken += 1;
                         taken_bytes += size;
                         match split(index, size, request) {
-                            Err(answer) => running.push(async move {
-                                Done { case: None, size, answer: *answer }
-                            }.boxed()),
+                            Err(answer) => {
+                                // Counted like a refused unary command: a call answered
+                                // with an error, by its code.
+                                if let Some(Outcome::Error(error)) = &answer.outcome {
+                                    count(&self.kit, tonic::Code::from_i32(error.code));
+                                }
+                                self.kit.stats().count::<(), _>(&Err(()));
+                                running.push(async move {
+                                    Done { case: None, size, answer: *answer }
+                                }.boxed());
+                            }
                             Ok(item) => {
                                 let case = item.meta.as_ref().map(|m| m.case_id.clone());
                                 match case {
@@ -193,13 +201,13 @@ impl Driver {
             } = item;
             let (request_id, case_id) = ids(meta.as_ref());
             let outcome = kit.execute(&caller, meta, payload).await;
-            kit.metrics()
-                .import_items
-                .with_label_values(&[code_name(match &outcome {
+            count(
+                &kit,
+                match &outcome {
                     Ok(_) => tonic::Code::Ok,
                     Err(status) => status.code(),
-                })])
-                .inc();
+                },
+            );
             kit.stats().count(&outcome);
             let outcome = match outcome {
                 Ok(reply) => Outcome::Recorded(reply),
@@ -218,6 +226,14 @@ impl Driver {
         }
         .boxed()
     }
+}
+
+/// Counts one answered item in `casebus_import_items_total`.
+fn count(kit: &Kit, code: tonic::Code) {
+    kit.metrics()
+        .import_items
+        .with_label_values(&[code_name(code)])
+        .inc();
 }
 
 /// The request id and case id an item names, as sent.
