@@ -33,10 +33,9 @@ fn note_request(case: usize, n: usize) -> AddNoteRequest {
     }
 }
 
-/// Runs figure 2 with `commands` notes over `cases` cases.
-pub async fn run(bus: &Bus, nats_url: &str, cases: usize, commands: usize) -> anyhow::Result<Row> {
-    let creds = Credentials::write()?;
-    let service = grpc::start(
+/// Starts the real `casebus-customs` binary for the benchmark office on `nats_url`.
+pub async fn start_customs(creds: &Credentials, nats_url: &str) -> anyhow::Result<grpc::Process> {
+    grpc::start(
         "casebus-customs",
         &[
             "--office".into(),
@@ -56,7 +55,13 @@ pub async fn run(bus: &Bus, nats_url: &str, cases: usize, commands: usize) -> an
         ],
         &creds.path("customs.ready"),
     )
-    .await?;
+    .await
+}
+
+/// Runs figure 2 with `commands` notes over `cases` cases.
+pub async fn run(bus: &Bus, nats_url: &str, cases: usize, commands: usize) -> anyhow::Result<Row> {
+    let creds = Credentials::write()?;
+    let service = start_customs(&creds, nats_url).await?;
     let bearer = creds.bearer(&[Role::Clerk])?;
     let channel = grpc::channel(service.grpc()?).await?;
     let before = append::stream_count(

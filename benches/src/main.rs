@@ -11,6 +11,7 @@ mod append;
 mod fixture;
 mod gateway;
 mod grpc;
+mod import;
 mod ingest;
 mod rebuild;
 mod report;
@@ -42,8 +43,8 @@ struct Args {
         default_value = "target/bench/results.md"
     )]
     table: PathBuf,
-    /// Run only these rows (repeatable): append, rebuild, ingest, timeline, watch,
-    /// growth. The rebuild row reuses the append row's stream, so it runs the append
+    /// Run only these rows (repeatable): append, rebuild, ingest, import, timeline,
+    /// watch, growth. The rebuild row reuses the append row's stream, so it runs the append
     /// figure too.
     #[arg(long, value_enum)]
     only: Vec<Figure>,
@@ -63,6 +64,8 @@ enum Figure {
     Rebuild,
     /// Figure 2: ingest through an agency service.
     Ingest,
+    /// Figure 3: bulk ingest through an Import stream.
+    Import,
     /// Figure 5: GetTimeline.
     Timeline,
     /// Figure 6: command answered to WatchTimeline delivery.
@@ -128,6 +131,9 @@ async fn main() -> anyhow::Result<()> {
     if runs(Figure::Ingest) {
         ingest_row(&mut report, args.quick).await?;
     }
+    if runs(Figure::Import) {
+        import_row(&mut report, args.quick).await?;
+    }
     if runs(Figure::Timeline) {
         timeline_row(&mut report, args.quick).await?;
     }
@@ -163,6 +169,26 @@ async fn ingest_row(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     let row = tokio::time::timeout(
         append::FIGURE_TIMEOUT,
         ingest::run(&bus, &server.url(), cases, commands),
+    )
+    .await??;
+    eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+    report.rows.push(row);
+    drop(bus);
+    drop(server);
+    Ok(())
+}
+
+async fn import_row(report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    eprintln!("== figure 3: bulk ingest through an Import stream vs raw publish");
+    let (server, bus) = fixture::start().await?;
+    let size = import::Size {
+        cases: if quick { 1_000 } else { 10_000 },
+        items_per_case: 10,
+        streams: 4,
+    };
+    let row = tokio::time::timeout(
+        append::FIGURE_TIMEOUT,
+        import::run(&bus, &server.url(), size),
     )
     .await??;
     eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));

@@ -3,7 +3,9 @@
 //! without touching this file) and each request is built dynamically: invalid case and
 //! request ids, out-of-range enum values, huge strings, huge repeated fields, missing
 //! messages, a request body that is not protobuf at all, and one past the transport's
-//! message limit.
+//! message limit. A stream of commands (`Import`) gets its own bad requests plus every
+//! command's, each sent as an item; an item refused in its answer counts as refused
+//! with the code the answer carries.
 //!
 //! It proves: every such request is refused (INVALID_ARGUMENT with a message naming what
 //! is wrong; the transport's own refusal for a body it cannot decode or that exceeds its
@@ -53,9 +55,29 @@ async fn call(channel: Authed, method: &MethodDescriptor, body: Vec<u8>) -> Stat
     )
     .await
     {
-        Ok(_) => Status::ok(""),
+        Ok(items) => first_item_error(method, &items).unwrap_or_else(|| Status::ok("")),
         Err(status) => status,
     }
+}
+
+/// For a stream answered item by item (`Import`: an answer with an `error` message of
+/// `code` and `message`), the first item refused, as the status a unary call would have
+/// answered.
+fn first_item_error(method: &MethodDescriptor, items: &[Vec<u8>]) -> Option<Status> {
+    let output = method.output();
+    let field = output.get_field_by_name("error")?;
+    items.iter().find_map(|item| {
+        let answer = DynamicMessage::decode(output.clone(), item.as_slice()).ok()?;
+        if !answer.has_field(&field) {
+            return None;
+        }
+        let Value::Message(error) = answer.get_field(&field).into_owned() else {
+            return None;
+        };
+        let code = error.get_field_by_name("code")?.as_i32()?;
+        let message = error.get_field_by_name("message")?.as_str()?.to_owned();
+        Some(Status::new(Code::from_i32(code), message))
+    })
 }
 
 /// A plausible value for every field of `desc`, `depth` levels deep: ids that pass the
@@ -136,9 +158,38 @@ fn each_field(
     }
 }
 
-/// The bad requests for `method`, named.
-fn bad_requests(
+/// The bad requests for `method`, named: its own, and for a stream of commands (a
+/// request whose oneof members are command requests with a `meta`, i.e. `Import`), every
+/// command's bad requests sent as an item, expecting the codes of the unary RPC.
+fn all_bad_requests(
     method: &MethodDescriptor,
+    case_id: &str,
+    n: &mut u64,
+) -> Vec<(String, Vec<u8>, &'static [Code])> {
+    let input = method.input();
+    let mut out: Vec<(String, Vec<u8>, &'static [Code])> = bad_requests(&input, case_id, n)
+        .into_iter()
+        .map(|(what, body, codes)| (what.to_owned(), body, codes))
+        .collect();
+    for field in input.fields() {
+        let Kind::Message(command) = field.kind() else {
+            continue;
+        };
+        if field.containing_oneof().is_none() || command.get_field_by_name("meta").is_none() {
+            continue;
+        }
+        for (what, body, codes) in bad_requests(&command, case_id, n) {
+            let mut item = Vec::new();
+            prost::encoding::bytes::encode(field.number(), &body, &mut item);
+            out.push((format!("{} item: {what}", field.name()), item, codes));
+        }
+    }
+    out
+}
+
+/// The bad requests for a request message `input`, named.
+fn bad_requests(
+    input: &MessageDescriptor,
     case_id: &str,
     n: &mut u64,
 ) -> Vec<(&'static str, Vec<u8>, &'static [Code])> {
@@ -151,7 +202,7 @@ fn bad_requests(
         Code::OutOfRange,
         Code::ResourceExhausted,
     ];
-    let input = method.input();
+    let input = input.clone();
     let has_meta = input.get_field_by_name("meta").is_some();
     let mut fresh = || {
         *n += 1;
@@ -411,7 +462,7 @@ async fn every_rpc_refuses_bad_input_with_invalid_argument_and_writes_nothing() 
             rpcs += 1;
             for (who, channel, case_id) in &targets {
                 let before = last_sequence(&bus, CASES_STREAM).await;
-                for (what, body, expected) in bad_requests(&method, case_id, &mut n) {
+                for (what, body, expected) in all_bad_requests(&method, case_id, &mut n) {
                     requests += 1;
                     let status = call(channel.clone(), &method, body).await;
                     *codes.entry(format!("{:?}", status.code())).or_default() += 1;

@@ -151,6 +151,16 @@ impl Kit {
         &self.inner.stats
     }
 
+    /// The tracker every task of the service runs on, so shutdown waits for it.
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// Cancelled when the service begins to shut down.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
     /// The caller authenticator, to wrap gRPC services with.
     pub fn authenticator(&self) -> &Authenticator {
         &self.inner.auth

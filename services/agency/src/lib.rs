@@ -10,6 +10,9 @@
 //!   append error reaches the caller through [`status_of`], the one mapping to gRPC codes.
 //! - Automatic receipts: a durable consumer per office that acknowledges every hand-off
 //!   addressed to the office, idempotently (see `receipts`).
+//! - The bulk import (`Import`): a stream of common commands, each through
+//!   [`Kit::execute`], one case's items in order, different cases concurrently, with a
+//!   bounded window (see `import`).
 //! - The inbox: pending hand-offs addressed to the office, folded from the stream and
 //!   served by `ListInbox` and `WatchInbox` (see `inbox`).
 //! - [`agencies`]: the common `AgencyService` and the five agency-specific services.
@@ -22,6 +25,7 @@
 pub mod agencies;
 mod config;
 mod error;
+mod import;
 mod inbox;
 mod kit;
 mod receipts;

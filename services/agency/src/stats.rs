@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Totals since the service started.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    /// gRPC calls of the agency APIs (commands and queries).
+    /// gRPC calls of the agency APIs (commands and queries); each item of an `Import`
+    /// stream counts as one command.
     pub requests: AtomicU64,
     /// Of those, the ones answered with an error.
     pub errors: AtomicU64,

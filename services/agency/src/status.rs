@@ -188,6 +188,15 @@ pub(crate) fn watch_lagged() -> Status {
     )
 }
 
+/// UNAVAILABLE ending an `Import` call because the service shuts down.
+pub(crate) fn import_interrupted() -> Status {
+    with_reason(
+        Code::Unavailable,
+        "the service is shutting down and took no further import items; send again every item you have no answer for (same request_ids), to another instance or after the restart",
+        "shutting_down",
+    )
+}
+
 /// INTERNAL for a bug (a task that panicked); the details are in the log.
 pub(crate) fn internal() -> Status {
     with_reason(

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     /// Commands rejected, by reason (rule name or kind).
     pub rejections: IntCounterVec,
+    /// Items of `Import` streams by the code of their outcome.
+    pub import_items: IntCounterVec,
     /// Events consumed by consumer, agency and event type.
     pub events_consumed: IntCounterVec,
     /// Messages dead-lettered by consumer.
@@ -163,6 +165,12 @@ impl Metrics {
                 "casebus_rejections_total",
                 "Commands rejected by reason",
                 &["reason"],
+            )?,
+            import_items: counter(
+                &r,
+                "casebus_import_items_total",
+                "Items of Import streams by the gRPC code of their outcome",
+                &["code"],
             )?,
             events_consumed: counter(
                 &r,

@@ -1,16 +1,19 @@
 //! `casebus.agency.v1.AgencyService`: the commands every agency records the same way
 //! (open a case, parties, evidence, notes, references, hand-offs, track, visibility),
-//! the inbox (`ListInbox`, `WatchInbox`) and the case view (`GetCase`).
+//! the inbox (`ListInbox`, `WatchInbox`), the case view (`GetCase`) and the bulk import
+//! of commands (`Import`, served by `crate::import`).
 
 use tonic::service::RoutesBuilder;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+use casebus_integrity::token::Role;
 use casebus_proto::agency::v1::agency_service_server::{AgencyService, AgencyServiceServer};
 use casebus_proto::agency::v1::*;
 use casebus_proto::event::v1::payload::Kind;
 use casebus_runtime::auth::caller;
 
 use crate::agencies::{MAX_REQUEST_BYTES, authenticated};
+use crate::import::{self, ImportStream};
 use crate::kit::{Kit, WatchStream, required};
 
 /// The common API of one service.
@@ -189,6 +192,32 @@ impl AgencyService for CommonApi {
         let outcome = caller(&request).and_then(|who| self.kit.watch_inbox(who));
         self.kit.stats().count(&outcome);
         outcome.map(Response::new)
+    }
+
+    type ImportStream = ImportStream;
+
+    async fn import(
+        &self,
+        request: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<Self::ImportStream>, Status> {
+        // The credential is checked once, when the stream opens, as for any call; a
+        // refused caller gets the error as the call's status and no item is read.
+        let authorised = caller(&request).and_then(|who| {
+            self.kit.authorize(who, &[Role::Clerk])?;
+            Ok(who.clone())
+        });
+        let who = match authorised {
+            Ok(who) => who,
+            Err(status) => {
+                self.kit.stats().count::<(), _>(&Err(status.clone()));
+                return Err(status);
+            }
+        };
+        Ok(Response::new(import::start(
+            self.kit.clone(),
+            who,
+            request.into_inner(),
+        )))
     }
 
     async fn get_case(
