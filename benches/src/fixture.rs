@@ -52,11 +52,20 @@ pub async fn start() -> anyhow::Result<(NatsServer, Bus)> {
 
 /// An appender for the benchmark office.
 pub fn appender(bus: &Bus) -> anyhow::Result<Appender> {
+    appender_caching(bus, 0)
+}
+
+/// The benchmark office's appender, caching at least `cases` case heads.
+pub fn appender_caching(bus: &Bus, cases: usize) -> anyhow::Result<Appender> {
+    let defaults = AppenderConfig::default();
     Ok(Appender::new(
         bus.clone(),
         signer()?,
         Arc::new(DeadlineRules::default()),
-        AppenderConfig::default(),
+        AppenderConfig {
+            cache_cases: defaults.cache_cases.max(cases),
+            ..defaults
+        },
     )?)
 }
 

@@ -34,8 +34,9 @@ pub struct AppenderConfig {
     /// Largest encoded signed event in bytes (keep below the stream's message limit,
     /// leaving room for headers).
     pub max_event_bytes: usize,
-    /// Cases whose head is kept in memory; beyond that the cache is emptied and refilled
-    /// from the stream (the optimistic check keeps a stale cache safe).
+    /// Cases whose head is kept in memory; beyond that an arbitrary head is evicted, and
+    /// an evicted case is read from the stream again on its next append (the optimistic
+    /// check keeps a stale cache safe).
     pub cache_cases: usize,
 }
 
@@ -141,6 +142,54 @@ fn unavailable(case_id: &CaseId, source: impl Into<crate::error::NatsError>) -> 
     }
 }
 
+/// A case head taken out of the appender's cache for one attempt: it goes back into the
+/// cache when dropped, however the attempt ends, unless [`Taken::into_inner`] took it.
+struct Taken<'a> {
+    appender: &'a Appender,
+    head: Option<CaseHead>,
+}
+
+impl<'a> Taken<'a> {
+    fn new(appender: &'a Appender, head: CaseHead) -> Self {
+        Self {
+            appender,
+            head: Some(head),
+        }
+    }
+
+    fn into_inner(mut self) -> CaseHead {
+        self.head
+            .take()
+            .expect("a taken head is present until dropped")
+    }
+}
+
+impl std::ops::Deref for Taken<'_> {
+    type Target = CaseHead;
+
+    fn deref(&self) -> &CaseHead {
+        self.head
+            .as_ref()
+            .expect("a taken head is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Taken<'_> {
+    fn deref_mut(&mut self) -> &mut CaseHead {
+        self.head
+            .as_mut()
+            .expect("a taken head is present until dropped")
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(head) = self.head.take() {
+            self.appender.store(head);
+        }
+    }
+}
+
 impl Appender {
     /// An appender signing with `signer`.
     ///
@@ -187,29 +236,35 @@ impl Appender {
         self.signer.office()
     }
 
-    /// The cached case head as it is (`true`), or the head read from the stream on a
-    /// miss (`false`).
+    /// The case head taken out of the cache as it is (`true`), or the head read from the
+    /// stream on a miss (`false`).
+    ///
+    /// Heads are taken out of the cache and put back (see [`Taken`]), never cloned: a
+    /// head holds every event id of its case, so a clone per append would make appending
+    /// to a long case cost time in proportion to its length. The per-case lock makes the
+    /// appender the only user of the head meanwhile.
     async fn cached_head(&self, case_id: &CaseId) -> Result<(CaseHead, bool), LoadError> {
-        let cached = self
-            .cache
-            .lock()
-            .map_or(None, |cache| cache.get(case_id).cloned());
-        match cached {
+        match self.take(case_id) {
             Some(head) => Ok((head, true)),
             None => self.head(case_id).await.map(|h| (h, false)),
         }
     }
 
-    /// The case head from the cache brought up to date with the stream.
+    /// The case head from the cache (taken out of it) brought up to date with the
+    /// stream. On an error the cached head is dropped, and the next append reads the
+    /// case anew.
     async fn head(&self, case_id: &CaseId) -> Result<CaseHead, LoadError> {
-        let cached = self
-            .cache
-            .lock()
-            .map_or(None, |cache| cache.get(case_id).cloned());
-        let mut head = cached.unwrap_or_else(|| CaseHead::empty(case_id.clone()));
+        let mut head = self
+            .take(case_id)
+            .unwrap_or_else(|| CaseHead::empty(case_id.clone()));
         self.bus.refresh(&mut head).await?;
-        self.store(head.clone());
         Ok(head)
+    }
+
+    fn take(&self, case_id: &CaseId) -> Option<CaseHead> {
+        self.cache
+            .lock()
+            .map_or(None, |mut cache| cache.remove(case_id))
     }
 
     fn store(&self, head: CaseHead) {
@@ -218,8 +273,15 @@ impl Appender {
                 .get(&head.tip.case_id)
                 .is_none_or(|c| c.last_sequence <= head.last_sequence);
             if newer {
-                if cache.len() >= self.config.cache_cases {
-                    cache.clear();
+                if cache.len() >= self.config.cache_cases && !cache.contains_key(&head.tip.case_id)
+                {
+                    // Evict one head, an arbitrary one (the map's hashing is seeded per
+                    // process): emptying the whole cache at the cap made every case
+                    // reload at once, and a load over more cases than the cap reload
+                    // on every append.
+                    if let Some(evicted) = cache.keys().next().cloned() {
+                        cache.remove(&evicted);
+                    }
                 }
                 cache.insert(head.tip.case_id.clone(), head);
             }
@@ -241,12 +303,13 @@ impl Appender {
     /// In every error case nothing was written, except possibly for `Unavailable`.
     #[tracing::instrument(skip_all, fields(case_id = %request.case_id, event_id))]
     pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let lock = self.case_lock(&request.case_id);
+        let case_id = request.case_id.clone();
+        let lock = self.case_lock(&case_id);
         let result = {
             let _guard = lock.lock().await;
             self.append_locked(request).await
         };
-        self.release_case_lock(lock);
+        self.release_case_lock(&case_id, &lock);
         result
     }
 
@@ -258,10 +321,14 @@ impl Appender {
         }
     }
 
-    fn release_case_lock(&self, lock: Arc<tokio::sync::Mutex<()>>) {
-        if let Ok(mut locks) = self.locks.lock() {
-            // Only the map and we hold it: nobody is waiting, so drop the entry.
-            locks.retain(|_, l| !(Arc::ptr_eq(l, &lock) && Arc::strong_count(l) == 2));
+    fn release_case_lock(&self, case_id: &CaseId, lock: &Arc<tokio::sync::Mutex<()>>) {
+        if let Ok(mut locks) = self.locks.lock()
+            && locks
+                .get(case_id)
+                // Only the map and we hold it: nobody is waiting, so drop the entry.
+                .is_some_and(|l| Arc::ptr_eq(l, lock) && Arc::strong_count(l) == 2)
+        {
+            locks.remove(case_id);
         }
     }
 
@@ -290,6 +357,8 @@ impl Appender {
                 self.head(&case_id).await.map(|h| (h, false))
             }
             .map_err(|e| unavailable(&case_id, e))?;
+            // Back into the cache whichever way this attempt ends.
+            let mut head = Taken::new(self, head);
             if let Some(done) = head.ids.get(&event_id) {
                 // A retry. A cached head may remember an event the stream no longer
                 // holds (a server that lost acknowledged writes): confirm it against
@@ -381,10 +450,12 @@ impl Appender {
                     // whose ack we never saw) was stored inside the duplicate window.
                     // Reload to report it.
                     tracing::debug!(attempt, "publish was a duplicate; reloading");
-                    let head = self
-                        .head(&case_id)
+                    let mut fresh = head.into_inner();
+                    self.bus
+                        .refresh(&mut fresh)
                         .await
                         .map_err(|e| unavailable(&case_id, e))?;
+                    let head = Taken::new(self, fresh);
                     return match head.ids.get(&event_id) {
                         Some(done) => self.duplicate(&request, &event_id, done, &digest),
                         // The stream has the original at `ack.sequence`, but the replica
@@ -399,7 +470,6 @@ impl Appender {
                 Ok(ack) => {
                     // We built and signed this event ourselves: no need to verify it again
                     // to remember it.
-                    let mut head = head;
                     let verified = VerifiedEvent {
                         event_id: event_id.clone(),
                         case_id: case_id.clone(),
@@ -414,7 +484,7 @@ impl Appender {
                     head.tip.advance(&verified);
                     head.remember(ack.sequence, &verified);
                     head.last_sequence = ack.sequence;
-                    self.store(head);
+                    drop(head);
                     tracing::debug!(version, sequence = ack.sequence, "event appended");
                     return Ok(Appended {
                         event_id,

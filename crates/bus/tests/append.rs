@@ -1,6 +1,7 @@
 //! Appending and loading against a real nats-server: the whole catalogue round-trips,
 //! concurrent writers lose no update, retries are idempotent (also after the duplicate
-//! window), bad input publishes nothing, and provisioning is idempotent.
+//! window and after the head cache evicted the case), bad input publishes nothing, and
+//! provisioning is idempotent.
 
 mod common;
 
@@ -606,4 +607,71 @@ async fn a_stale_cache_never_causes_a_wrong_rejection_or_a_lost_update() {
     let loaded = f.bus.load_case(&case_id).await.expect("load");
     assert_eq!(loaded.events.len(), 5);
     assert!(loaded.rejected.is_empty());
+}
+
+#[tokio::test]
+async fn more_cases_than_the_head_cache_holds_all_go_on_and_retries_stay_recognised() {
+    let f = Fixture::start().await;
+    // Two cached heads for five cases written round robin: every append but the first
+    // two of a round finds its case evicted and reads it from the stream again.
+    let customs = Appender::new(
+        f.bus.clone(),
+        signer(CUSTOMS),
+        Arc::new(DeadlineRules::default()),
+        AppenderConfig {
+            cache_cases: 2,
+            ..AppenderConfig::default()
+        },
+    )
+    .expect("appender");
+    let cases: Vec<CaseId> = (0..5).map(|i| case(&format!("EVICT-{i}"))).collect();
+    let mut firsts = Vec::new();
+    for round in 0..4u64 {
+        for (i, case_id) in cases.iter().enumerate() {
+            let payload = if round == 0 {
+                opened(&format!("evict {i}"))
+            } else {
+                note(&format!("round {round}"))
+            };
+            let done = customs
+                .append(request_with_id(case_id, &format!("r{round}"), payload))
+                .await
+                .unwrap_or_else(|e| panic!("{case_id} round {round}: {e}"));
+            assert_eq!(done.case_version, round + 1, "{case_id} round {round}");
+            assert!(!done.duplicate);
+            if round == 0 {
+                firsts.push(done);
+            }
+        }
+    }
+    // Every first command, retried after its head was evicted, is its original event.
+    for (case_id, first) in cases.iter().zip(&firsts) {
+        let again = customs
+            .append(request_with_id(case_id, "r0", opened("evict retried")))
+            .await;
+        // The title differs, so the retry is a reused request id, recognised as such
+        // from the stream; the same command is the original, flagged duplicate.
+        assert!(
+            matches!(again, Err(AppendError::RequestIdReused { .. })),
+            "{again:?}"
+        );
+        let i = cases.iter().position(|c| c == case_id).expect("case");
+        let same = customs
+            .append(request_with_id(
+                case_id,
+                "r0",
+                opened(&format!("evict {i}")),
+            ))
+            .await
+            .expect("retry");
+        assert!(same.duplicate);
+        assert_eq!(same.event_id, first.event_id);
+        assert_eq!(same.stream_sequence, first.stream_sequence);
+    }
+    assert_eq!(f.cases_count().await, 20);
+    for case_id in &cases {
+        let loaded = f.bus.load_case(case_id).await.expect("load");
+        assert_eq!(loaded.events.len(), 4, "{case_id}");
+        assert!(loaded.rejected.is_empty(), "{case_id}");
+    }
 }
