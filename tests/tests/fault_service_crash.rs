@@ -44,7 +44,7 @@ use casebus_proto::public_security::v1::public_security_service_client::PublicSe
 use casebus_proto::public_security::v1::{
     ConcludeInvestigationRequest, FileInvestigationRequest, TransferForProsecutionRequest,
 };
-use casebus_test_support::wait_until;
+use casebus_test_support::{wait_until, wait_until_owned};
 use tonic::Code;
 
 use fault_common::audit::{audit, dead_letters, last_sequence, read_stream};
@@ -138,16 +138,18 @@ async fn workflow_step(
     };
     if let Some(handoff_id) = awaited {
         let id = case(case_id);
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        while !receipt_seen(bus, &id, handoff_id).await {
-            if Instant::now() > deadline {
-                ledger.failures.lock().expect("lock").push(format!(
-                    "no receipt of {handoff_id} in {case_id} within {COMMAND_TIMEOUT:?}"
-                ));
-                return;
-            }
-            // Polling the stream, as `wait_until` does (its closure cannot cross a spawn).
-            tokio::time::sleep_until(Instant::now() + Duration::from_millis(25)).await;
+        let seen = wait_until_owned(
+            COMMAND_TIMEOUT,
+            &format!("the receipt of {handoff_id} in {case_id}"),
+            || {
+                let (bus, id) = (bus.clone(), id.clone());
+                async move { receipt_seen(&bus, &id, handoff_id).await }
+            },
+        )
+        .await;
+        if let Err(e) = seen {
+            ledger.failures.lock().expect("lock").push(e.to_string());
+            return;
         }
     }
     loop {
@@ -297,8 +299,7 @@ async fn workflow_step(
                 )) && started.elapsed() < COMMAND_TIMEOUT =>
             {
                 retries += 1;
-                // Pacing a retry, not waiting for a condition.
-                tokio::time::sleep_until(Instant::now() + Duration::from_millis(50)).await;
+                casebus_test_support::retry_pause(retries).await;
             }
             Err(status) => {
                 ledger.failures.lock().expect("lock").push(format!(

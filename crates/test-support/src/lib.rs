@@ -27,5 +27,5 @@ pub use probe::{PermissionProbe, ProbeLogin, Probed, REFUSAL_TIMEOUT};
 pub use server::{NatsServer, NatsServerOptions};
 pub use wait::{
     CLUSTER_READY_TIMEOUT, POLL_INTERVAL, PROBE_TIMEOUT, Ready, STARTUP_TIMEOUT, STOP_TIMEOUT,
-    wait_until,
+    retry_pause, wait_until, wait_until_owned,
 };

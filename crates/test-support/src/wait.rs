@@ -1,4 +1,5 @@
-//! Named timeouts and polling: [`wait_until`] and the deadline loop the harness uses.
+//! Named timeouts and polling: [`wait_until`] and the deadline loop the harness uses,
+//! and [`retry_pause`], the backoff of a load client retrying a command.
 
 use std::time::Duration;
 
@@ -65,6 +66,37 @@ pub async fn wait_until<R: Ready>(
     })
 }
 
+/// [`wait_until`] for a check that builds an owned future each time (a closure like
+/// `|| { let x = x.clone(); async move { ... } }`), whose wait is `Send` when the future
+/// is: usable inside spawned tasks, where an `async ||` closure borrowing its captures
+/// is not.
+///
+/// # Errors
+/// [`HarnessError::Timeout`] naming `what` when `check` is still false at the deadline.
+pub async fn wait_until_owned<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<(), HarnessError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(true) = tokio::time::timeout_at(deadline, check()).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: what.to_owned(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// Polls `check` until it yields `Some`, fails, or `deadline` passes (then `Ok(None)`).
 pub(crate) async fn poll<T>(
     deadline: Instant,
@@ -82,6 +114,14 @@ pub(crate) async fn poll<T>(
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The pause a load client takes before it retries a command whose outcome it does not
+/// know (UNAVAILABLE during a fault): 25 ms doubling per retry up to 400 ms, as a real
+/// client backs off. Not for waiting on a condition: that is [`wait_until`].
+pub async fn retry_pause(retries: u32) {
+    let millis = 25u64 << retries.min(4);
+    tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
 #[cfg(test)]

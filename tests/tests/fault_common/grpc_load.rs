@@ -118,8 +118,7 @@ pub async fn command(
                 ) && started.elapsed() < COMMAND_TIMEOUT =>
             {
                 retries += 1;
-                // Pacing a retry, not waiting for a condition.
-                tokio::time::sleep_until(Instant::now() + Duration::from_millis(50)).await;
+                casebus_test_support::retry_pause(retries).await;
             }
             Err(status) => {
                 ledger.failures.lock().expect("lock").push(format!(

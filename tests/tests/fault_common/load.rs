@@ -21,9 +21,6 @@ use super::chain::{note, opened};
 /// Ceiling for one command to be acknowledged, retries included: longer than any
 /// outage a scenario injects.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
-/// First pause before retrying an unknown outcome; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// One acknowledged command.
 #[derive(Debug, Clone)]
@@ -173,7 +170,6 @@ pub async fn command(
     };
     let started = Instant::now();
     let deadline = started + COMMAND_TIMEOUT;
-    let mut backoff = FIRST_BACKOFF;
     let mut retries = 0;
     loop {
         match appender.append(request.clone()).await {
@@ -197,10 +193,8 @@ pub async fn command(
             Err(AppendError::Unavailable { .. } | AppendError::Contention { .. })
                 if Instant::now() < deadline =>
             {
+                casebus_test_support::retry_pause(retries).await;
                 retries += 1;
-                // Pacing a retry, not waiting for a condition.
-                tokio::time::sleep_until(Instant::now() + backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => {
                 ledger
