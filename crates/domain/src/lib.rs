@@ -21,7 +21,8 @@ pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, Reject
 pub use decide::decide;
 pub use rules::{ClockName, DeadlineRules, RulesError};
 pub use state::{
-    CaseState, Detention, EventMeta, Handoff, HandoffStatus, Hearing, Judgment, Opened,
+    CaseState, ClockAnswer, ClockAnswerKind, Detention, EventMeta, Handoff, HandoffClockKind,
+    HandoffClocks, HandoffStatus, Hearing, Judgment, OpenClock, Opened, ProsecutionDecision,
     RecordedEvent, Reference, Track, TrackStatus,
 };
 pub use visibility::{Sight, effective_visibility, sight};
