@@ -16,7 +16,7 @@ use casebus_proto::event::v1::{
 use casebus_proto::{OfficeId, agency_name, timestamp_from, validate_local_id};
 
 use crate::command::{Command, Context, Decision, Rejection};
-use crate::state::{CaseState, HandoffStatus};
+use crate::state::{CaseState, ClockAnswerKind, HandoffStatus};
 
 /// How far in the future `occurred_at` may lie, for clock skew between offices.
 const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
@@ -860,15 +860,35 @@ fn check_state(
                     }
                 }
                 HandoffKind::PublicProsecution => {
-                    let indicted = state
-                        .handoffs
-                        .values()
-                        .any(|h| h.kind == HandoffKind::ProsecutionTransfer && h.answered);
-                    if !indicted {
-                        return Err(precondition(
-                            "indictment_filed",
-                            "file the indictment before the public prosecution",
-                        ));
+                    // The procuratorate's latest decision on a prosecution transfer is
+                    // what counts: after a non-prosecution or a return for
+                    // supplementary investigation nothing may go to court until an
+                    // indictment follows.
+                    match &state.prosecution_decision {
+                        None => {
+                            return Err(precondition(
+                                "indictment_filed",
+                                "file the indictment before the public prosecution",
+                            ));
+                        }
+                        Some(d) if d.by != ClockAnswerKind::IndictmentFiled => {
+                            return Err(precondition(
+                                "prosecution_decision_is_indictment",
+                                format!(
+                                    "the latest decision on prosecution transfer {} (version {}) is {}, not an indictment; a case goes to court only on an indictment",
+                                    d.handoff_id,
+                                    d.version,
+                                    match d.by {
+                                        ClockAnswerKind::NonProsecutionDecided => "non-prosecution",
+                                        ClockAnswerKind::ReturnedForSupplementaryInvestigation => {
+                                            "a return for supplementary investigation"
+                                        }
+                                        _ => "another answer",
+                                    }
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
                     }
                 }
                 HandoffKind::JudgmentNotice if state.judgment.is_none() => {

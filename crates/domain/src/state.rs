@@ -2,6 +2,13 @@
 //! events in order (`CaseState::apply`). Folding never fails: events were decided by the
 //! rules when recorded, and an event the state cannot use (e.g. an unknown payload kind
 //! from a newer producer) still advances the version.
+//!
+//! The fold also keeps each hand-off's two legal clocks (`HandoffClocks`): the receipt
+//! clock, answered by the automatic receipt, and the decision clock, answered only by
+//! the decision the law asks for (see `docs/DEADLINES.md`). Accepting a hand-off starts
+//! the work; it does not stop the decision clock. Due times are counted on demand
+//! (`CaseState::open_clocks`) with the rules and calendar the caller passes in, so the
+//! fold itself stays free of configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +17,9 @@ use time::OffsetDateTime;
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind};
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
+
+use crate::calendar::{Calendar, CalendarError};
+use crate::rules::{ClockName, DeadlineRules};
 
 /// The view of a recorded, verified event that folding needs.
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +191,139 @@ pub struct EventMeta {
     pub visibility: Visibility,
 }
 
+/// Which of a hand-off's two clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HandoffClockKind {
+    /// The receiving service must issue its automatic receipt.
+    Receipt,
+    /// The receiving agency must give the decision the law asks for.
+    Decision,
+}
+
+/// What answered a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ClockAnswerKind {
+    /// The automatic receipt (HandoffAcknowledged).
+    Acknowledged,
+    /// HandoffAccepted: answers the receipt, and the decision only of hand-offs whose
+    /// answer is taking them (a judgment notice; assistance asked of an agency other
+    /// than the IP center).
+    Accepted,
+    /// HandoffDeclined: the receiver refused the hand-off, so no decision can follow.
+    Declined,
+    /// InvestigationFiled.
+    InvestigationFiled,
+    /// InvestigationDeclined.
+    InvestigationDeclined,
+    /// ArrestApproved.
+    ArrestApproved,
+    /// ArrestDenied.
+    ArrestDenied,
+    /// IndictmentFiled.
+    IndictmentFiled,
+    /// NonProsecutionDecided.
+    NonProsecutionDecided,
+    /// The procuratorate returned the case for supplementary investigation (a
+    /// SupplementaryInvestigation hand-off).
+    ReturnedForSupplementaryInvestigation,
+    /// The police transferred the case for prosecution again after a supplementary
+    /// investigation (a new ProsecutionTransfer hand-off).
+    TransferredAgain,
+    /// CaseDocketed.
+    CaseDocketed,
+    /// InfringementAssessed.
+    InfringementAssessed,
+}
+
+/// When and by what a clock was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockAnswer {
+    /// The answering event.
+    pub by: ClockAnswerKind,
+    /// Its version in the case.
+    pub version: u64,
+    /// Its `occurred_at`.
+    pub at: OffsetDateTime,
+}
+
+/// The legal clocks of one hand-off, as folded: when they started and what answered
+/// them. Due times are counted by [`CaseState::open_clocks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffClocks {
+    /// The hand-off.
+    pub handoff_id: String,
+    /// Its kind, which names its decision clock ([`ClockName::decision_of`]).
+    pub kind: HandoffKind,
+    /// The receiving agency.
+    pub to_agency: Agency,
+    /// The `occurred_at` of the HandoffRequested event: both clocks start from the act,
+    /// not from when it was recorded.
+    pub started_at: OffsetDateTime,
+    /// Version of the HandoffRequested event (orders "the oldest open hand-off").
+    pub requested_version: u64,
+    /// What answered the receipt clock, once answered.
+    pub receipt: Option<ClockAnswer>,
+    /// What answered the decision clock, once answered.
+    pub decision: Option<ClockAnswer>,
+}
+
+impl HandoffClocks {
+    /// The clock still running: the receipt clock while unanswered (it always falls due
+    /// first), then the decision clock; `None` once both are answered.
+    pub fn open(&self) -> Option<HandoffClockKind> {
+        if self.receipt.is_none() {
+            Some(HandoffClockKind::Receipt)
+        } else if self.decision.is_none() {
+            Some(HandoffClockKind::Decision)
+        } else {
+            None
+        }
+    }
+}
+
+/// A hand-off's running clock with its due time and legal basis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenClock {
+    /// The hand-off.
+    pub handoff_id: String,
+    /// Its kind.
+    pub kind: HandoffKind,
+    /// The receiving agency.
+    pub to_agency: Agency,
+    /// Which of its clocks is running.
+    pub clock: HandoffClockKind,
+    /// The rule counted.
+    pub rule: ClockName,
+    /// When the clock started (the triggering act's `occurred_at`).
+    pub started_at: OffsetDateTime,
+    /// When it falls due, or why the calendar cannot say (a year without a schedule).
+    pub due_at: Result<OffsetDateTime, CalendarError>,
+    /// The rule's legal basis.
+    pub basis: String,
+}
+
+impl OpenClock {
+    /// Whether the due time passed at `now`. A due time the calendar cannot count is
+    /// not overdue; callers show its error instead.
+    pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
+        self.due_at.as_ref().is_ok_and(|due| now > *due)
+    }
+}
+
+/// The procuratorate's latest decision on a prosecution transfer, which decides whether
+/// the case may be sent to court.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProsecutionDecision {
+    /// The prosecution transfer decided on.
+    pub handoff_id: String,
+    /// The decision: an indictment, a non-prosecution or a return for supplementary
+    /// investigation.
+    pub by: ClockAnswerKind,
+    /// Version of the deciding event.
+    pub version: u64,
+}
+
 /// The folded state of one case.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CaseState {
@@ -224,6 +367,10 @@ pub struct CaseState {
     pub unknown_events: u64,
     /// Per-event metadata, index = version - 1.
     pub events: Vec<EventMeta>,
+    /// The legal clocks of every hand-off, by hand-off id.
+    pub clocks: BTreeMap<String, HandoffClocks>,
+    /// The latest decision on a prosecution transfer, if any.
+    pub prosecution_decision: Option<ProsecutionDecision>,
 }
 
 fn office_or_none(id: &str) -> Option<OfficeId> {
@@ -288,6 +435,61 @@ impl CaseState {
         self.handoffs.values().filter(move |h| h.is_overdue(now))
     }
 
+    /// Every hand-off's running clock, with its due time counted by `rules` on
+    /// `calendar` and its legal basis, in hand-off id order. Hand-offs whose clocks are
+    /// all answered are left out.
+    pub fn open_clocks(&self, rules: &DeadlineRules, calendar: &Calendar) -> Vec<OpenClock> {
+        self.clocks
+            .values()
+            .filter_map(|c| Self::open_clock_of(c, rules, calendar))
+            .collect()
+    }
+
+    /// The running clock of one hand-off, if it has one.
+    pub fn open_clock(
+        &self,
+        handoff_id: &str,
+        rules: &DeadlineRules,
+        calendar: &Calendar,
+    ) -> Option<OpenClock> {
+        Self::open_clock_of(self.clocks.get(handoff_id)?, rules, calendar)
+    }
+
+    /// The running clocks whose due time passed at `now`.
+    pub fn overdue_clocks(
+        &self,
+        rules: &DeadlineRules,
+        calendar: &Calendar,
+        now: OffsetDateTime,
+    ) -> Vec<OpenClock> {
+        let mut open = self.open_clocks(rules, calendar);
+        open.retain(|c| c.is_overdue(now));
+        open
+    }
+
+    fn open_clock_of(
+        clocks: &HandoffClocks,
+        rules: &DeadlineRules,
+        calendar: &Calendar,
+    ) -> Option<OpenClock> {
+        let clock = clocks.open()?;
+        let name = match clock {
+            HandoffClockKind::Receipt => ClockName::Receipt,
+            HandoffClockKind::Decision => ClockName::decision_of(clocks.kind)?,
+        };
+        let rule = rules.clock(name);
+        Some(OpenClock {
+            handoff_id: clocks.handoff_id.clone(),
+            kind: clocks.kind,
+            to_agency: clocks.to_agency,
+            clock,
+            rule: name,
+            started_at: clocks.started_at,
+            due_at: rule.due(clocks.started_at, calendar),
+            basis: rule.basis.clone(),
+        })
+    }
+
     /// Folds one event. Events must come in version order; an event whose version is
     /// not `self.version + 1` is ignored (the chain check upstream rejects such events).
     pub fn apply(&mut self, event: &RecordedEvent<'_>) {
@@ -342,6 +544,49 @@ impl CaseState {
                 });
             }
             Kind::HandoffRequested(p) => {
+                let answer = |by| ClockAnswer {
+                    by,
+                    version: event.version,
+                    at,
+                };
+                // A return for supplementary investigation answers the review of the
+                // oldest open prosecution transfer; the transfer that follows the
+                // supplementary investigation answers the oldest open return.
+                match (p.kind(), agency) {
+                    (HandoffKind::SupplementaryInvestigation, Agency::Procuratorate) => {
+                        let by = ClockAnswerKind::ReturnedForSupplementaryInvestigation;
+                        if let Some(id) =
+                            self.oldest_open_decision(HandoffKind::ProsecutionTransfer, agency)
+                        {
+                            self.prosecution_decision = Some(ProsecutionDecision {
+                                handoff_id: id.clone(),
+                                by,
+                                version: event.version,
+                            });
+                            self.answer_decision(&id, answer(by));
+                        }
+                    }
+                    (HandoffKind::ProsecutionTransfer, Agency::PublicSecurity) => {
+                        if let Some(id) = self
+                            .oldest_open_decision(HandoffKind::SupplementaryInvestigation, agency)
+                        {
+                            self.answer_decision(&id, answer(ClockAnswerKind::TransferredAgain));
+                        }
+                    }
+                    _ => {}
+                }
+                self.clocks.insert(
+                    p.handoff_id.clone(),
+                    HandoffClocks {
+                        handoff_id: p.handoff_id.clone(),
+                        kind: p.kind(),
+                        to_agency: p.to_agency(),
+                        started_at: at,
+                        requested_version: event.version,
+                        receipt: None,
+                        decision: None,
+                    },
+                );
                 self.handoffs.insert(
                     p.handoff_id.clone(),
                     Handoff {
@@ -360,10 +605,26 @@ impl CaseState {
                 );
             }
             Kind::HandoffAcknowledged(p) => {
-                self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged)
+                self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged);
+                self.answer_receipt(
+                    &p.handoff_id,
+                    self.answer_of(ClockAnswerKind::Acknowledged, event),
+                );
             }
             Kind::HandoffAccepted(p) => {
                 self.move_handoff(&p.handoff_id, HandoffStatus::Accepted);
+                let answer = self.answer_of(ClockAnswerKind::Accepted, event);
+                self.answer_receipt(&p.handoff_id, answer);
+                // Only hand-offs whose answer is taking them stop their decision clock
+                // here; for the others accepting starts the work the law times.
+                let taken_is_answer = self.clocks.get(&p.handoff_id).is_some_and(|c| {
+                    c.kind == HandoffKind::JudgmentNotice
+                        || (c.kind == HandoffKind::AssistanceRequest
+                            && c.to_agency != Agency::IpCenter)
+                });
+                if taken_is_answer {
+                    self.answer_decision(&p.handoff_id, answer);
+                }
                 self.open_track(agency, event.office, at);
                 if !p.local_case_number.is_empty() {
                     self.references.insert(Reference {
@@ -373,7 +634,11 @@ impl CaseState {
                     });
                 }
             }
-            Kind::HandoffDeclined(p) => self.move_handoff(&p.handoff_id, HandoffStatus::Declined),
+            Kind::HandoffDeclined(p) => {
+                self.move_handoff(&p.handoff_id, HandoffStatus::Declined);
+                let answer = self.answer_of(ClockAnswerKind::Declined, event);
+                self.answer_decision(&p.handoff_id, answer);
+            }
             Kind::TrackClosed(_) => {
                 if let Some(track) = self.tracks.get_mut(&agency) {
                     track.status = TrackStatus::Closed;
@@ -407,6 +672,17 @@ impl CaseState {
             }
             Kind::InfringementAssessed(p) => {
                 self.assessments.insert(p.assessment_id.clone());
+                let answer = self.answer_of(ClockAnswerKind::InfringementAssessed, event);
+                // Assessments recorded without naming the hand-off answer the oldest
+                // open request for assistance to the IP center.
+                let id = if p.handoff_id.is_empty() {
+                    self.oldest_open_decision(HandoffKind::AssistanceRequest, agency)
+                } else {
+                    Some(p.handoff_id.clone())
+                };
+                if let Some(id) = id {
+                    self.answer_decision_of(&id, &[HandoffKind::AssistanceRequest], answer);
+                }
             }
             Kind::MediationConcluded(p) => self.mediation = Some(p.settled),
             Kind::PreExaminationRequested(p) => {
@@ -417,17 +693,55 @@ impl CaseState {
                 self.pre_examinations
                     .insert(p.pre_examination_id.clone(), true);
             }
-            Kind::InvestigationFiled(_) => self.investigation_filed = Some(true),
-            Kind::InvestigationDeclined(_) => self.investigation_filed = Some(false),
+            Kind::InvestigationFiled(_) => {
+                self.investigation_filed = Some(true);
+                let answer = self.answer_of(ClockAnswerKind::InvestigationFiled, event);
+                self.answer_all_open(HandoffKind::SuspectedCrimeReferral, agency, answer);
+            }
+            Kind::InvestigationDeclined(_) => {
+                self.investigation_filed = Some(false);
+                let answer = self.answer_of(ClockAnswerKind::InvestigationDeclined, event);
+                self.answer_all_open(HandoffKind::SuspectedCrimeReferral, agency, answer);
+            }
             Kind::SuspectDetained(p) => {
                 self.detained_suspects.insert(p.party_id.clone());
             }
             Kind::InvestigationConcluded(_) => self.investigation_concluded = true,
-            Kind::ArrestApproved(p) => self.answer(&p.handoff_id),
-            Kind::ArrestDenied(p) => self.answer(&p.handoff_id),
-            Kind::IndictmentFiled(p) => self.answer(&p.handoff_id),
-            Kind::NonProsecutionDecided(p) => self.answer(&p.handoff_id),
-            Kind::CaseDocketed(p) => self.docketed = Some(p.court_case_number.clone()),
+            Kind::ArrestApproved(p) => {
+                self.answer(&p.handoff_id);
+                let answer = self.answer_of(ClockAnswerKind::ArrestApproved, event);
+                self.answer_decision_of(
+                    &p.handoff_id,
+                    &[HandoffKind::ArrestApprovalRequest],
+                    answer,
+                );
+            }
+            Kind::ArrestDenied(p) => {
+                self.answer(&p.handoff_id);
+                let answer = self.answer_of(ClockAnswerKind::ArrestDenied, event);
+                self.answer_decision_of(
+                    &p.handoff_id,
+                    &[HandoffKind::ArrestApprovalRequest],
+                    answer,
+                );
+            }
+            Kind::IndictmentFiled(p) => {
+                self.answer(&p.handoff_id);
+                self.decide_prosecution(&p.handoff_id, ClockAnswerKind::IndictmentFiled, event);
+            }
+            Kind::NonProsecutionDecided(p) => {
+                self.answer(&p.handoff_id);
+                self.decide_prosecution(
+                    &p.handoff_id,
+                    ClockAnswerKind::NonProsecutionDecided,
+                    event,
+                );
+            }
+            Kind::CaseDocketed(p) => {
+                self.docketed = Some(p.court_case_number.clone());
+                let answer = self.answer_of(ClockAnswerKind::CaseDocketed, event);
+                self.answer_all_open(HandoffKind::PublicProsecution, agency, answer);
+            }
             Kind::PreliminaryInjunctionIssued(_) => self.injunctions += 1,
             Kind::HearingScheduled(p) => {
                 self.hearings
@@ -480,6 +794,83 @@ impl CaseState {
                 h.status = to;
             }
         }
+    }
+
+    fn answer_of(&self, by: ClockAnswerKind, event: &RecordedEvent<'_>) -> ClockAnswer {
+        ClockAnswer {
+            by,
+            version: event.version,
+            at: event.occurred_at,
+        }
+    }
+
+    fn answer_receipt(&mut self, handoff_id: &str, answer: ClockAnswer) {
+        if let Some(c) = self.clocks.get_mut(handoff_id) {
+            c.receipt.get_or_insert(answer);
+        }
+    }
+
+    /// Stops a hand-off's decision clock (and its receipt clock, should the decision
+    /// come before any receipt); a clock answered already keeps its first answer.
+    fn answer_decision(&mut self, handoff_id: &str, answer: ClockAnswer) {
+        if let Some(c) = self.clocks.get_mut(handoff_id) {
+            c.receipt.get_or_insert(answer);
+            c.decision.get_or_insert(answer);
+        }
+    }
+
+    /// As `answer_decision`, for a hand-off named by the answering event, which only
+    /// answers hand-offs of `kinds`.
+    fn answer_decision_of(&mut self, handoff_id: &str, kinds: &[HandoffKind], answer: ClockAnswer) {
+        if self
+            .clocks
+            .get(handoff_id)
+            .is_some_and(|c| kinds.contains(&c.kind))
+        {
+            self.answer_decision(handoff_id, answer);
+        }
+    }
+
+    /// The oldest hand-off of `kind` to `agency` whose decision clock still runs: the
+    /// one an answer that does not name its hand-off answers.
+    fn oldest_open_decision(&self, kind: HandoffKind, agency: Agency) -> Option<String> {
+        self.clocks
+            .values()
+            .filter(|c| c.kind == kind && c.to_agency == agency && c.decision.is_none())
+            .min_by_key(|c| c.requested_version)
+            .map(|c| c.handoff_id.clone())
+    }
+
+    /// Answers every open decision clock of `kind` to `agency`: for the decisions taken
+    /// once per case (filing, docketing), which answer every hand-off asking for them.
+    fn answer_all_open(&mut self, kind: HandoffKind, agency: Agency, answer: ClockAnswer) {
+        for c in self.clocks.values_mut() {
+            if c.kind == kind && c.to_agency == agency && c.decision.is_none() {
+                c.receipt.get_or_insert(answer);
+                c.decision = Some(answer);
+            }
+        }
+    }
+
+    fn decide_prosecution(
+        &mut self,
+        handoff_id: &str,
+        by: ClockAnswerKind,
+        event: &RecordedEvent<'_>,
+    ) {
+        let answer = self.answer_of(by, event);
+        if self
+            .clocks
+            .get(handoff_id)
+            .is_some_and(|c| c.kind == HandoffKind::ProsecutionTransfer)
+        {
+            self.prosecution_decision = Some(ProsecutionDecision {
+                handoff_id: handoff_id.to_owned(),
+                by,
+                version: event.version,
+            });
+        }
+        self.answer_decision_of(handoff_id, &[HandoffKind::ProsecutionTransfer], answer);
     }
 
     fn answer(&mut self, handoff_id: &str) {

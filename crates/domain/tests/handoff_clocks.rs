@@ -1,0 +1,709 @@
+//! The legal clocks of hand-offs as the fold keeps them, table-style: each test records
+//! a history through `decide` and the fold (with the act's `occurred_at` and the time of
+//! recording given separately), then states, through the single `check` helper, which
+//! clock of which hand-off runs, until when, and whether it is overdue. Then the rule
+//! that only an indictment sends a case to court, and the replay property.
+
+use proptest::prelude::*;
+use time::macros::offset;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+use casebus_domain::{
+    Calendar, CaseState, ClockAnswerKind, ClockName, Command, Context, DeadlineRules,
+    HandoffClockKind, RecordedEvent, Rejection, decide,
+};
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::*;
+use casebus_proto::{CaseId, EventId, OfficeId, RequestId};
+
+const CUSTOMS: &str = "customs:ningbo";
+const IPC: &str = "ip_center:zhejiang";
+const POLICE: &str = "public_security:ningbo";
+const PROC: &str = "procuratorate:ningbo";
+const COURT: &str = "court:hangzhou-ip";
+
+fn calendar() -> Calendar {
+    Calendar::parse_files([(
+        "deploy/calendar/2026.toml",
+        include_str!("../../../deploy/calendar/2026.toml"),
+    )])
+    .expect("the shipped calendar is valid")
+}
+
+/// `"2026-03-06 15:00"` in China Standard Time; `"2026-03-09 24:00"` is the end of that day.
+fn cst(text: &str) -> OffsetDateTime {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    match text.strip_suffix(" 24:00") {
+        Some(day) => cst(&format!("{day} 00:00")) + time::Duration::days(1),
+        None => PrimitiveDateTime::parse(text, format)
+            .unwrap_or_else(|e| panic!("bad test time {text:?}: {e}"))
+            .assume_offset(offset!(+8)),
+    }
+}
+
+struct Stored {
+    case_id: CaseId,
+    version: u64,
+    event_id: EventId,
+    office: OfficeId,
+    occurred_at: OffsetDateTime,
+    visibility: Visibility,
+    payload: Kind,
+}
+
+impl Stored {
+    fn view(&self) -> RecordedEvent<'_> {
+        RecordedEvent {
+            case_id: &self.case_id,
+            version: self.version,
+            event_id: &self.event_id,
+            office: &self.office,
+            occurred_at: self.occurred_at,
+            visibility: Some(&self.visibility),
+            payload: Some(&self.payload),
+        }
+    }
+}
+
+struct World {
+    rules: DeadlineRules,
+    state: CaseState,
+    log: Vec<Stored>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            rules: DeadlineRules::default(),
+            state: CaseState::default(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Records what `who` did at `occurred` (CST), as recorded at `recorded` (CST).
+    fn record_at(
+        &mut self,
+        who: &str,
+        occurred: &str,
+        recorded: &str,
+        payload: Kind,
+    ) -> Result<(), Rejection> {
+        let cmd = Command {
+            case_id: CaseId::new("CASE-1").expect("valid"),
+            office: OfficeId::new(who).expect("valid"),
+            actor: "officer-1".into(),
+            occurred_at: cst(occurred),
+            visibility: None,
+            payload,
+        };
+        let ctx = Context {
+            now: cst(recorded),
+            rules: &self.rules,
+            offices: &|_: &OfficeId| true,
+        };
+        let decision = decide(&self.state, &cmd, &ctx)?;
+        let version = self.state.version + 1;
+        let request = RequestId::new(&format!("r{version}")).expect("valid");
+        let stored = Stored {
+            case_id: cmd.case_id.clone(),
+            version,
+            event_id: EventId::derive(&cmd.office, &cmd.case_id, &request),
+            office: cmd.office.clone(),
+            occurred_at: cmd.occurred_at,
+            visibility: decision.visibility,
+            payload: decision.payload,
+        };
+        self.state.apply(&stored.view());
+        self.log.push(stored);
+        Ok(())
+    }
+
+    /// Records what `who` did at `at` (CST), recorded at once.
+    fn record(&mut self, who: &str, at: &str, payload: Kind) {
+        if let Err(e) = self.record_at(who, at, at, payload.clone()) {
+            panic!("{who} at {at}: {payload:?} was rejected: {e}");
+        }
+    }
+}
+
+/// What the running clock of a hand-off should be: which clock, which rule, and its
+/// due time in CST (`"… 24:00"` for the end of a day).
+type Expected<'a> = Option<(HandoffClockKind, ClockName, &'a str)>;
+
+/// Checks the running clock of `handoff_id` in `world`, and whether it is overdue at
+/// `now` (CST).
+fn check(world: &World, handoff_id: &str, expected: Expected<'_>, now: &str, overdue: bool) {
+    let open = world
+        .state
+        .open_clock(handoff_id, &world.rules, &calendar());
+    let got = open.as_ref().map(|c| {
+        (
+            c.clock,
+            c.rule,
+            c.due_at.clone().expect("the due time is countable"),
+        )
+    });
+    let want = expected.map(|(clock, rule, due)| (clock, rule, cst(due)));
+    assert_eq!(got, want, "running clock of {handoff_id}");
+    if let Some(open) = &open {
+        assert_eq!(
+            open.basis,
+            world.rules.clock(open.rule).basis,
+            "the basis is the rule's"
+        );
+        assert_eq!(open.is_overdue(cst(now)), overdue, "{handoff_id} at {now}");
+    }
+    let listed = world
+        .state
+        .overdue_clocks(&world.rules, &calendar(), cst(now))
+        .iter()
+        .any(|c| c.handoff_id == handoff_id);
+    assert_eq!(listed, overdue, "{handoff_id} in the overdue list at {now}");
+}
+
+fn opened() -> Kind {
+    Kind::CaseOpened(CaseOpened {
+        case_type: CaseType::CounterfeitTrademark as i32,
+        title: "Earphones".into(),
+        parties: vec![Party {
+            party_id: "s1".into(),
+            role: PartyRole::Suspect as i32,
+            name: "Suspect One".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn handoff(id: &str, kind: HandoffKind, to: Agency) -> Kind {
+    Kind::HandoffRequested(HandoffRequested {
+        handoff_id: id.into(),
+        kind: kind as i32,
+        to_agency: to as i32,
+        reason: "please act".into(),
+        ..Default::default()
+    })
+}
+
+fn ack(id: &str) -> Kind {
+    Kind::HandoffAcknowledged(HandoffAcknowledged {
+        handoff_id: id.into(),
+    })
+}
+
+fn accept(id: &str) -> Kind {
+    Kind::HandoffAccepted(HandoffAccepted {
+        handoff_id: id.into(),
+        local_case_number: String::new(),
+    })
+}
+
+fn filed() -> Kind {
+    Kind::InvestigationFiled(InvestigationFiled {
+        police_case_number: "NB-PS-77".into(),
+        suspected_offence: "Criminal Law art. 213".into(),
+        basis: "customs referral".into(),
+    })
+}
+
+fn concluded() -> Kind {
+    Kind::InvestigationConcluded(InvestigationConcluded {
+        findings: "counterfeit".into(),
+        recommend_prosecution: true,
+    })
+}
+
+fn indictment(handoff_id: &str) -> Kind {
+    Kind::IndictmentFiled(IndictmentFiled {
+        handoff_id: handoff_id.into(),
+        indictment_number: "NB-P-1".into(),
+        charges: "Criminal Law art. 213".into(),
+        defendant_party_ids: vec!["s1".into()],
+    })
+}
+
+fn non_prosecution(handoff_id: &str) -> Kind {
+    Kind::NonProsecutionDecided(NonProsecutionDecided {
+        handoff_id: handoff_id.into(),
+        reason: "insufficient evidence".into(),
+    })
+}
+
+use ClockName::*;
+use HandoffClockKind::{Decision, Receipt as ReceiptClock};
+
+/// Customs opens the case on Friday 6 March and refers it to the police at 10:20.
+fn referred() -> World {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-03-06 09:00", opened());
+    w.record(
+        CUSTOMS,
+        "2026-03-06 10:20",
+        handoff(
+            "ref",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    );
+    w
+}
+
+#[test]
+fn a_referral_runs_its_receipt_then_its_filing_clock_until_the_filing_decision() {
+    let mut w = referred();
+    check(
+        &w,
+        "ref",
+        Some((ReceiptClock, Receipt, "2026-03-07 11:00")),
+        "2026-03-07 10:59",
+        false,
+    );
+    check(
+        &w,
+        "ref",
+        Some((ReceiptClock, Receipt, "2026-03-07 11:00")),
+        "2026-03-07 11:01",
+        true,
+    );
+    w.record(POLICE, "2026-03-06 10:21", ack("ref"));
+    // Three days from Friday: Saturday, Sunday, Monday.
+    let filing = Some((Decision, FilingDecision, "2026-03-09 24:00"));
+    check(&w, "ref", filing, "2026-03-09 23:59", false);
+    // Accepting starts the work; it does not stop the clock.
+    w.record(POLICE, "2026-03-09 09:00", accept("ref"));
+    check(&w, "ref", filing, "2026-03-09 23:59", false);
+    check(&w, "ref", filing, "2026-03-10 00:01", true);
+    // Only the filing decision answers it, even late.
+    w.record(POLICE, "2026-03-10 09:00", filed());
+    check(&w, "ref", None, "2026-03-10 09:01", false);
+    let answer = w.state.clocks["ref"].decision.expect("answered");
+    assert_eq!(answer.by, ClockAnswerKind::InvestigationFiled);
+}
+
+#[test]
+fn a_clock_starts_from_when_the_act_occurred_not_from_when_it_was_recorded() {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-03-02 09:00", opened());
+    // The referral went out on Friday 6 March but was entered on Wednesday 11 March.
+    w.record_at(
+        CUSTOMS,
+        "2026-03-06 10:20",
+        "2026-03-11 08:00",
+        handoff(
+            "ref",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    )
+    .expect("accepted");
+    w.record_at(POLICE, "2026-03-06 10:30", "2026-03-11 08:01", ack("ref"))
+        .expect("accepted");
+    // Counted from the recording it would run to Monday 16 March (Sat 14 → Mon 16);
+    // counted from the act it ended on Monday 9 March, so it is overdue on entry.
+    check(
+        &w,
+        "ref",
+        Some((Decision, FilingDecision, "2026-03-09 24:00")),
+        "2026-03-11 08:02",
+        true,
+    );
+}
+
+#[test]
+fn a_declined_referral_stops_both_clocks_and_a_filing_decision_answers_every_open_referral() {
+    let mut w = referred();
+    w.record(POLICE, "2026-03-06 11:00", ack("ref"));
+    w.record(
+        POLICE,
+        "2026-03-06 11:05",
+        Kind::HandoffDeclined(HandoffDeclined {
+            handoff_id: "ref".into(),
+            reason: "another office has jurisdiction".into(),
+        }),
+    );
+    check(&w, "ref", None, "2026-04-01 00:00", false);
+
+    let mut w = referred();
+    // The IP center joins by taking an assistance request, then refers the case too.
+    w.record(
+        CUSTOMS,
+        "2026-03-06 11:30",
+        handoff("a1", HandoffKind::AssistanceRequest, Agency::IpCenter),
+    );
+    w.record(IPC, "2026-03-06 12:00", accept("a1"));
+    w.record(
+        IPC,
+        "2026-03-06 12:30",
+        handoff(
+            "ref2",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    );
+    w.record(POLICE, "2026-03-06 13:00", accept("ref"));
+    w.record(POLICE, "2026-03-06 13:05", accept("ref2"));
+    w.record(POLICE, "2026-03-07 10:00", filed());
+    check(&w, "ref", None, "2026-04-01 00:00", false);
+    check(&w, "ref2", None, "2026-04-01 00:00", false);
+}
+
+#[test]
+fn an_assessment_answers_the_assistance_request_it_names_or_else_the_oldest_open_one() {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-03-02 09:00", opened());
+    for id in ["a1", "a2", "a3"] {
+        w.record(
+            CUSTOMS,
+            "2026-03-02 10:00",
+            handoff(id, HandoffKind::AssistanceRequest, Agency::IpCenter),
+        );
+        w.record(IPC, "2026-03-02 10:30", accept(id));
+    }
+    // 15 days from Monday 2 March end on Tuesday 17 March.
+    let open = Some((Decision, AssistanceDecision, "2026-03-17 24:00"));
+    check(&w, "a1", open, "2026-03-10 00:00", false);
+    let assess = |id: &str, handoff_id: &str| {
+        Kind::InfringementAssessed(InfringementAssessed {
+            assessment_id: id.into(),
+            infringing: true,
+            opinion: "identical mark".into(),
+            handoff_id: handoff_id.into(),
+        })
+    };
+    w.record(IPC, "2026-03-03 09:00", assess("as1", "a2"));
+    check(&w, "a2", None, "2026-03-10 00:00", false);
+    check(&w, "a1", open, "2026-03-18 00:01", true);
+    w.record(IPC, "2026-03-04 09:00", assess("as2", ""));
+    check(&w, "a1", None, "2026-03-18 00:01", false);
+    check(&w, "a3", open, "2026-03-18 00:01", true);
+}
+
+/// The police filed the investigation of the referred case and concluded it.
+fn investigated() -> World {
+    let mut w = referred();
+    w.record(POLICE, "2026-03-06 11:00", accept("ref"));
+    w.record(POLICE, "2026-03-07 09:00", filed());
+    w
+}
+
+#[test]
+fn an_arrest_request_runs_until_the_arrest_decision_naming_it_without_roll_over() {
+    let mut w = investigated();
+    // Requested on Thursday 24 September: 7 days end on 1 October, National Day, and a
+    // detained suspect's arrest decision does not roll over.
+    w.record(
+        POLICE,
+        "2026-09-24 10:00",
+        handoff(
+            "arr",
+            HandoffKind::ArrestApprovalRequest,
+            Agency::Procuratorate,
+        ),
+    );
+    w.record(PROC, "2026-09-24 10:05", ack("arr"));
+    w.record(PROC, "2026-09-24 11:00", accept("arr"));
+    let open = Some((Decision, ArrestDecision, "2026-10-01 24:00"));
+    check(&w, "arr", open, "2026-10-01 23:00", false);
+    check(&w, "arr", open, "2026-10-02 00:01", true);
+    w.record(
+        PROC,
+        "2026-09-30 10:00",
+        Kind::ArrestApproved(ArrestApproved {
+            handoff_id: "arr".into(),
+            party_id: "s1".into(),
+        }),
+    );
+    check(&w, "arr", None, "2026-10-02 00:01", false);
+}
+
+/// The case is transferred for prosecution on Saturday 31 January and accepted.
+fn transferred() -> World {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-01-05 09:00", opened());
+    w.record(
+        CUSTOMS,
+        "2026-01-05 10:00",
+        handoff(
+            "ref",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    );
+    w.record(POLICE, "2026-01-05 11:00", accept("ref"));
+    w.record(POLICE, "2026-01-06 09:00", filed());
+    w.record(POLICE, "2026-01-30 09:00", concluded());
+    w.record(
+        POLICE,
+        "2026-01-31 10:00",
+        handoff(
+            "pt1",
+            HandoffKind::ProsecutionTransfer,
+            Agency::Procuratorate,
+        ),
+    );
+    w.record(PROC, "2026-01-31 10:05", ack("pt1"));
+    w.record(PROC, "2026-02-02 09:00", accept("pt1"));
+    w
+}
+
+#[test]
+fn prosecution_review_runs_one_month_and_stops_at_the_indictment() {
+    let mut w = transferred();
+    // One month from 31 January ends on Saturday 28 February, a make-up working day.
+    let review = Some((Decision, ProsecutionReview, "2026-02-28 24:00"));
+    check(&w, "pt1", review, "2026-02-28 12:00", false);
+    check(&w, "pt1", review, "2026-03-01 00:01", true);
+    w.record(PROC, "2026-02-27 09:00", indictment("pt1"));
+    check(&w, "pt1", None, "2026-03-01 00:01", false);
+    w.record(
+        PROC,
+        "2026-02-27 10:00",
+        handoff("pp", HandoffKind::PublicProsecution, Agency::Court),
+    );
+    // Seven days from Friday 27 February end on Friday 6 March.
+    check(
+        &w,
+        "pp",
+        Some((ReceiptClock, Receipt, "2026-02-28 11:00")),
+        "2026-02-28 10:00",
+        false,
+    );
+    w.record(COURT, "2026-02-27 10:05", ack("pp"));
+    w.record(COURT, "2026-03-02 09:00", accept("pp"));
+    let acceptance = Some((Decision, CourtAcceptance, "2026-03-06 24:00"));
+    check(&w, "pp", acceptance, "2026-03-07 00:01", true);
+    w.record(
+        COURT,
+        "2026-03-03 09:00",
+        Kind::CaseDocketed(CaseDocketed {
+            court_case_number: "(2026)Zhe02XingChu1".into(),
+            procedure: Procedure::Criminal as i32,
+            presiding_judge: String::new(),
+        }),
+    );
+    check(&w, "pp", None, "2026-03-07 00:01", false);
+}
+
+#[test]
+fn after_non_prosecution_the_case_cannot_be_sent_to_court() {
+    let mut w = transferred();
+    w.record(PROC, "2026-02-20 09:00", non_prosecution("pt1"));
+    check(&w, "pt1", None, "2026-03-01 00:01", false);
+    let before = w.state.clone();
+    let refused = w
+        .record_at(
+            PROC,
+            "2026-02-21 09:00",
+            "2026-02-21 09:00",
+            handoff("pp", HandoffKind::PublicProsecution, Agency::Court),
+        )
+        .expect_err("a non-prosecuted case does not go to court");
+    assert_eq!(
+        refused.kind(),
+        casebus_domain::RejectionKind::Precondition,
+        "{refused}"
+    );
+    assert_eq!(refused.reason_code(), "prosecution_decision_is_indictment");
+    assert!(refused.to_string().contains("pt1"), "{refused}");
+    assert!(refused.to_string().contains("non-prosecution"), "{refused}");
+    assert_eq!(w.state, before, "the refusal changed nothing");
+}
+
+#[test]
+fn a_return_for_supplementary_investigation_answers_the_review_and_the_next_transfer_restarts_it() {
+    let mut w = transferred();
+    w.record(
+        PROC,
+        "2026-02-10 09:00",
+        handoff(
+            "si1",
+            HandoffKind::SupplementaryInvestigation,
+            Agency::PublicSecurity,
+        ),
+    );
+    let answer = w.state.clocks["pt1"]
+        .decision
+        .expect("the return answers the review");
+    assert_eq!(
+        answer.by,
+        ClockAnswerKind::ReturnedForSupplementaryInvestigation
+    );
+    check(&w, "pt1", None, "2026-03-01 00:01", false);
+    // While the case is back with the police it cannot go to court.
+    let refused = w
+        .record_at(
+            PROC,
+            "2026-02-11 09:00",
+            "2026-02-11 09:00",
+            handoff("pp", HandoffKind::PublicProsecution, Agency::Court),
+        )
+        .expect_err("returned, not indicted");
+    assert_eq!(refused.reason_code(), "prosecution_decision_is_indictment");
+    w.record(POLICE, "2026-02-10 10:00", accept("si1"));
+    // One month from 10 February ends on 10 March.
+    let supplementary = Some((Decision, SupplementaryInvestigation, "2026-03-10 24:00"));
+    check(&w, "si1", supplementary, "2026-03-11 00:01", true);
+    // The police transfer the case again on Friday 6 March: that answers the return and
+    // starts a full review period again (one month: Monday 6 April is Qingming, so
+    // Tuesday 7 April).
+    w.record(
+        POLICE,
+        "2026-03-06 10:00",
+        handoff(
+            "pt2",
+            HandoffKind::ProsecutionTransfer,
+            Agency::Procuratorate,
+        ),
+    );
+    check(&w, "si1", None, "2026-03-11 00:01", false);
+    w.record(PROC, "2026-03-06 10:05", ack("pt2"));
+    check(
+        &w,
+        "pt2",
+        Some((Decision, ProsecutionReview, "2026-04-07 24:00")),
+        "2026-04-07 12:00",
+        false,
+    );
+}
+
+#[test]
+fn a_judgment_notice_is_answered_by_taking_it() {
+    let mut w = World::new();
+    w.record(COURT, "2026-03-02 09:00", opened());
+    w.record(
+        COURT,
+        "2026-03-02 09:30",
+        Kind::CaseDocketed(CaseDocketed {
+            court_case_number: "(2026)Zhe02MinChu1".into(),
+            procedure: Procedure::Civil as i32,
+            presiding_judge: String::new(),
+        }),
+    );
+    w.record(
+        COURT,
+        "2026-03-03 09:00",
+        Kind::HearingScheduled(HearingScheduled {
+            hearing_id: "hr1".into(),
+            scheduled_for: Some(casebus_proto::timestamp_from(cst("2026-03-04 09:00"))),
+            location: String::new(),
+        }),
+    );
+    w.record(
+        COURT,
+        "2026-03-04 09:00",
+        Kind::HearingHeld(HearingHeld {
+            hearing_id: "hr1".into(),
+            summary: String::new(),
+        }),
+    );
+    w.record(
+        COURT,
+        "2026-03-05 09:00",
+        Kind::JudgmentIssued(JudgmentIssued {
+            judgment_number: "J1".into(),
+            outcome: "infringing".into(),
+            summary: String::new(),
+        }),
+    );
+    w.record(
+        COURT,
+        "2026-03-05 10:00",
+        handoff("jn", HandoffKind::JudgmentNotice, Agency::Customs),
+    );
+    w.record(CUSTOMS, "2026-03-05 10:01", ack("jn"));
+    // Ten days from Thursday 5 March end on Sunday 15 March, which rolls to Monday.
+    let service = Some((Decision, JudgmentService, "2026-03-16 24:00"));
+    check(&w, "jn", service, "2026-03-17 00:01", true);
+    w.record(CUSTOMS, "2026-03-06 09:00", accept("jn"));
+    check(&w, "jn", None, "2026-03-17 00:01", false);
+}
+
+fn any_step() -> impl Strategy<Value = (usize, Kind)> {
+    let ids = prop_oneof![Just("x1"), Just("x2"), Just("x3")];
+    let kinds = prop_oneof![
+        Just((HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
+        Just((HandoffKind::AssistanceRequest, Agency::IpCenter)),
+        Just((HandoffKind::AssistanceRequest, Agency::Court)),
+        Just((HandoffKind::ArrestApprovalRequest, Agency::Procuratorate)),
+        Just((HandoffKind::ProsecutionTransfer, Agency::Procuratorate)),
+        Just((
+            HandoffKind::SupplementaryInvestigation,
+            Agency::PublicSecurity
+        )),
+        Just((HandoffKind::PublicProsecution, Agency::Court)),
+    ];
+    let payload = prop_oneof![
+        (ids.clone(), kinds).prop_map(|(id, (k, a))| handoff(id, k, a)),
+        ids.clone().prop_map(ack),
+        ids.clone().prop_map(accept),
+        ids.clone()
+            .prop_map(|id| Kind::HandoffDeclined(HandoffDeclined {
+                handoff_id: id.into(),
+                reason: "no".into()
+            })),
+        Just(filed()),
+        Just(concluded()),
+        ids.clone().prop_map(indictment),
+        ids.clone().prop_map(non_prosecution),
+        ids.clone().prop_map(|id| Kind::ArrestDenied(ArrestDenied {
+            handoff_id: id.into(),
+            party_id: "s1".into(),
+            reason: "no grounds".into()
+        })),
+        (ids.clone(), prop_oneof![Just(true), Just(false)]).prop_map(|(id, named)| {
+            Kind::InfringementAssessed(InfringementAssessed {
+                assessment_id: format!("as-{id}-{named}"),
+                infringing: true,
+                opinion: "o".into(),
+                handoff_id: if named { id.into() } else { String::new() },
+            })
+        }),
+        Just(Kind::CaseDocketed(CaseDocketed {
+            court_case_number: "c".into(),
+            procedure: Procedure::Criminal as i32,
+            presiding_judge: String::new()
+        })),
+    ];
+    (0usize..5, payload)
+}
+
+const OFFICES: [&str; 5] = [CUSTOMS, IPC, POLICE, PROC, COURT];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Replaying the recorded events gives the same clocks, at once or in two parts, and
+    /// every running clock is due after it started.
+    #[test]
+    fn replaying_the_events_gives_the_same_clocks(
+        steps in proptest::collection::vec((any_step(), 0i64..72), 1..50)
+    ) {
+        let mut w = World::new();
+        w.record(CUSTOMS, "2026-03-02 09:00", opened());
+        let mut at = cst("2026-03-02 09:00");
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        for ((who, payload), hours) in steps {
+            at += time::Duration::hours(hours);
+            let text = at.to_offset(offset!(+8)).format(format).expect("formats");
+            let _ = w.record_at(OFFICES[who], &text, &text, payload);
+        }
+        let calendar = calendar();
+        let replayed = CaseState::fold(w.log.iter().map(Stored::view));
+        prop_assert_eq!(&replayed.clocks, &w.state.clocks);
+        prop_assert_eq!(
+            replayed.open_clocks(&w.rules, &calendar),
+            w.state.open_clocks(&w.rules, &calendar)
+        );
+        let cut = w.log.len() / 2;
+        let mut halves = CaseState::fold(w.log[..cut].iter().map(Stored::view));
+        for stored in &w.log[cut..] {
+            halves.apply(&stored.view());
+        }
+        prop_assert_eq!(&halves, &w.state);
+        for open in w.state.open_clocks(&w.rules, &calendar) {
+            if let Ok(due) = &open.due_at {
+                prop_assert!(*due > open.started_at, "{:?}", open);
+            }
+        }
+    }
+}
