@@ -70,6 +70,16 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) that signed the NATS servers' TLS certificates; requires TLS.
     #[arg(long = "nats-tls-ca", env = "CASEBUS_NATS_TLS_CA", global = true)]
     pub nats_tls_ca: Option<PathBuf>,
+    /// Prefix of the subjects the CLI receives its NATS replies on (`_INBOX_operator`
+    /// for the operator user of deploy/nats, `_INBOX_provisioner` for the break-glass
+    /// provisioner); default `_INBOX`.
+    #[arg(
+        long = "nats-inbox-prefix",
+        env = "CASEBUS_NATS_INBOX_PREFIX",
+        global = true,
+        value_parser = casebus_bus::check_inbox_prefix
+    )]
+    pub nats_inbox_prefix: Option<String>,
     /// Office registry (TOML): the public keys events are verified with, or the file
     /// `keys register`/`keys rotate` change.
     #[arg(long, env = "CASEBUS_REGISTRY", global = true)]
