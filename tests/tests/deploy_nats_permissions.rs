@@ -8,12 +8,17 @@
 //! server under test is older than 2.10 (set `NATS_SERVER_BIN` to a newer one to run the
 //! shipped configs unmodified).
 //!
-//! The three-node cluster test then logs in as every user the config defines and shows
-//! that each can do its job through casebus-bus (append, consume, dead-letter, audit,
-//! read state, reset consumers, drop dead letters) and that the server refuses, with a
-//! permissions violation, everything else it tries. The single-node test does the same
-//! for `single.conf` in brief; the other tests check the configs with `nats-server -t`
-//! and the two scripts that make a site's users file.
+//! The three-node cluster test then logs in as every user the config defines, each with
+//! its own reply-inbox prefix as the deploy files give it, and shows that each can do its
+//! job through casebus-bus (append, consume, dead-letter, audit, read state, reset
+//! consumers, drop dead letters; only the break-glass provisioner provisions) and that
+//! the server refuses, with a permissions violation, everything else it tries: among it
+//! every way a day-to-day user could erase the record through a stream change (an update
+//! lowering `max_msgs`, `max_age` or `max_bytes`, a stream delete, a purge), after which
+//! the streams' config and messages are checked unchanged, and every subscription to
+//! another user's replies. The single-node test does the same for `single.conf` in
+//! brief; the other tests check the configs with `nats-server -t` and the two scripts
+//! that make a site's users file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,10 +67,12 @@ enum Job {
     Gateway,
     Monitor,
     Operator,
+    /// The break-glass provisioner: creates and updates the streams, nothing else.
+    Provisioner,
 }
 
 /// The users of `users.conf.in`: site.env key prefix, gen-nkeys role, job.
-const USERS: [(&str, &str, Job); 8] = [
+const USERS: [(&str, &str, Job); 9] = [
     ("CUSTOMS", "customs", Job::Agency),
     ("IP_CENTER", "ip-center", Job::Agency),
     ("PUBLIC_SECURITY", "public-security", Job::Agency),
@@ -74,7 +81,22 @@ const USERS: [(&str, &str, Job); 8] = [
     ("GATEWAY", "gateway", Job::Gateway),
     ("MONITOR", "monitor", Job::Monitor),
     ("OPERATOR", "operator", Job::Operator),
+    ("PROVISIONER", "provisioner", Job::Provisioner),
 ];
+
+/// The reply-inbox prefix the deploy files give the user of gen-nkeys role `role`.
+fn inbox_prefix_of_role(role: &str) -> String {
+    format!("_INBOX_{role}")
+}
+
+/// The reply-inbox prefix of the user with site.env key prefix `key`.
+fn inbox_prefix(key: &str) -> String {
+    let (_, role, _) = USERS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .unwrap_or_else(|| panic!("no user {key}"));
+    inbox_prefix_of_role(role)
+}
 
 fn deploy(path: &str) -> PathBuf {
     workspace_root().join("deploy").join(path)
@@ -185,6 +207,7 @@ impl Site {
         let mut config = ConnectConfig::new(urls.join(","), format!("test-{key}"));
         config.nkey_seed_file = Some(self.seed_files[key].clone());
         config.tls_ca_file = Some(self.ca_file());
+        config.inbox_prefix = Some(inbox_prefix(key));
         config
     }
 
@@ -199,6 +222,7 @@ impl Site {
             urls: urls.to_vec(),
             nkey_seed: Some(self.seed(key)),
             tls_ca: Some(self.ca_file()),
+            inbox_prefix: Some(inbox_prefix(key)),
         })
         .await
         .unwrap_or_else(|e| panic!("{key} probe logs in: {e}"))
@@ -338,9 +362,10 @@ async fn start_node(template: String, site: &Site, route_ports: &[u16], node: us
     .unwrap_or_else(|e| panic!("node {} starts: {e}", node + 1))
 }
 
-/// Logs in as the operator and provisions the streams once JetStream can place them.
-async fn provision_as_operator(site: &Site, urls: &[String], replicas: usize) -> Ops {
-    let client = site.client("OPERATOR", urls).await;
+/// Logs in as the break-glass provisioner and provisions the streams once JetStream can
+/// place them; returns the day-to-day operator's operations.
+async fn provision_as_provisioner(site: &Site, urls: &[String], replicas: usize) -> Ops {
+    let client = site.client("PROVISIONER", urls).await;
     let ops = Ops::new(client, &bus_config());
     let settings = StreamSettings {
         replicas,
@@ -348,12 +373,12 @@ async fn provision_as_operator(site: &Site, urls: &[String], replicas: usize) ->
     };
     wait_until(
         CLUSTER_READY_TIMEOUT,
-        "the operator to provision the streams",
+        "the provisioner to provision the streams",
         async || ops.provision(&settings).await.is_ok(),
     )
     .await
-    .expect("the operator provisions CASES, CASES_DLQ and AUDIT");
-    ops
+    .expect("the provisioner provisions CASES, CASES_DLQ and AUDIT");
+    Ops::new(site.client("OPERATOR", urls).await, &bus_config())
 }
 
 fn bus_config() -> BusConfig {
@@ -503,7 +528,7 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
         Attempt {
             what: "read CASES by direct get",
             try_: Try::Request(format!("$JS.API.DIRECT.GET.{CASES_STREAM}"), r#"{"seq":1}"#),
-            allowed: true,
+            allowed: !is(&[Provisioner]),
         },
         Attempt {
             what: "read CASES stream info",
@@ -513,12 +538,12 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
         Attempt {
             what: "read account info",
             try_: Try::Request("$JS.API.INFO".into(), ""),
-            allowed: is(&[Monitor, Operator]),
+            allowed: is(&[Monitor, Operator, Provisioner]),
         },
         Attempt {
             what: "list streams",
             try_: Try::Request("$JS.API.STREAM.NAMES".into(), ""),
-            allowed: is(&[Monitor, Operator]),
+            allowed: is(&[Monitor, Operator, Provisioner]),
         },
         Attempt {
             what: "read a dead letter",
@@ -581,30 +606,56 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             allowed: is(&[Operator]),
         },
         Attempt {
+            // Dead letters are dropped one by one, each drop recorded (casebus dlq drop).
             what: "purge the dead letters",
             try_: Try::Request(
                 format!("$JS.API.STREAM.PURGE.{DLQ_STREAM}"),
                 r#"{"filter":"dlq.nobody"}"#,
             ),
-            allowed: is(&[Operator]),
+            allowed: false,
         },
         Attempt {
-            what: "create a stream",
-            // Overlaps CASES, so even the operator's allowed request creates nothing.
+            what: "create another stream",
+            // Overlaps CASES, so a wrongly allowed request would still create nothing.
             try_: Try::Request(
                 "$JS.API.STREAM.CREATE.EVIL".into(),
                 r#"{"name":"EVIL","subjects":["case.*"]}"#,
             ),
-            allowed: is(&[Operator]),
+            allowed: false,
+        },
+        Attempt {
+            what: "create the CASES stream",
+            // A name mismatch, so even the provisioner's allowed request creates nothing.
+            try_: Try::Request(
+                format!("$JS.API.STREAM.CREATE.{CASES_STREAM}"),
+                r#"{"name":"NOT_CASES"}"#,
+            ),
+            allowed: is(&[Provisioner]),
         },
         Attempt {
             what: "change the CASES stream",
-            // A name mismatch, so even the operator's allowed request changes nothing.
+            // A name mismatch, so even the provisioner's allowed request changes nothing.
             try_: Try::Request(
                 format!("$JS.API.STREAM.UPDATE.{CASES_STREAM}"),
                 r#"{"name":"NOT_CASES"}"#,
             ),
-            allowed: is(&[Operator]),
+            allowed: is(&[Provisioner]),
+        },
+        Attempt {
+            what: "change the AUDIT stream",
+            try_: Try::Request(
+                "$JS.API.STREAM.UPDATE.AUDIT".into(),
+                r#"{"name":"NOT_AUDIT"}"#,
+            ),
+            allowed: is(&[Provisioner]),
+        },
+        Attempt {
+            what: "remove a CASES replica",
+            try_: Try::Request(
+                format!("$JS.API.STREAM.PEER.REMOVE.{CASES_STREAM}"),
+                r#"{"peer":"nobody"}"#,
+            ),
+            allowed: false,
         },
         Attempt {
             what: "purge CASES",
@@ -671,8 +722,27 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             format!("$JS.API.CONSUMER.CREATE.{CASES_STREAM}.reader-x_1.case.*"),
             "{}",
         ),
-        allowed: true,
+        allowed: !is(&[Provisioner]),
     });
+    // Replies are private: nobody listens to the default inbox, to every subject, or to
+    // another user's inbox prefix (where its JetStream answers, acks and pulled messages
+    // arrive). Its own prefix is allowed: every allowed request above is answered there.
+    for subject in ["_INBOX.>", ">", "*.>"] {
+        list.push(Attempt {
+            what: "listen to replies meant for others",
+            try_: Try::Subscribe(subject.into()),
+            allowed: false,
+        });
+    }
+    for (other_key, other_role, _) in USERS {
+        if other_key != key {
+            list.push(Attempt {
+                what: "listen to another user's replies",
+                try_: Try::Subscribe(format!("{}.>", inbox_prefix_of_role(other_role))),
+                allowed: false,
+            });
+        }
+    }
     if let (Some(own), Agency) = (&own, job) {
         // The gateway may reset its own consumer (its job step does); agencies may not.
         list.push(Attempt {
@@ -701,7 +771,7 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             allowed: false,
         }),
     }
-    if matches!(job, Monitor | Operator) {
+    if matches!(job, Monitor | Operator | Provisioner) {
         list.push(Attempt {
             what: "register as a NATS service",
             try_: Try::Subscribe("$SRV.>".into()),
@@ -756,6 +826,117 @@ async fn check_matrix(site: &Site, urls: &[String], key: &str, job: Job) -> Vec<
     wrong
 }
 
+/// The streams whose loss or shrinking would erase the record (or its dead letters).
+const GUARDED_STREAMS: [&str; 3] = [CASES_STREAM, DLQ_STREAM, "AUDIT"];
+
+/// What must not change about a stream: its whole config and what it holds.
+#[derive(Debug, PartialEq)]
+struct StreamSnapshot {
+    config: serde_json::Value,
+    messages: u64,
+    bytes: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// The stream info the server gives `probe` for `stream`, as JSON.
+async fn stream_info(probe: &mut PermissionProbe, stream: &str) -> serde_json::Value {
+    match probe
+        .request(&format!("$JS.API.STREAM.INFO.{stream}"), "")
+        .await
+        .unwrap_or_else(|e| panic!("stream info of {stream}: {e}"))
+    {
+        Probed::Answered(text) => {
+            let info: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(
+                info.get("error").is_none(),
+                "stream info of {stream}: {text}"
+            );
+            info
+        }
+        other => panic!("stream info of {stream}: {other:?}"),
+    }
+}
+
+async fn snapshot(probe: &mut PermissionProbe, stream: &str) -> StreamSnapshot {
+    let info = stream_info(probe, stream).await;
+    let state = |field: &str| {
+        info["state"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{stream} state has no {field}: {info}"))
+    };
+    StreamSnapshot {
+        config: info["config"].clone(),
+        messages: state("messages"),
+        bytes: state("bytes"),
+        first_seq: state("first_seq"),
+        last_seq: state("last_seq"),
+    }
+}
+
+/// Update requests that would make the server discard `stream`'s events: its current
+/// config with `max_msgs`, `max_age` or `max_bytes` lowered to almost nothing.
+fn lowering_updates(stream: &str, config: &serde_json::Value) -> Vec<(String, String)> {
+    [
+        ("max_msgs", serde_json::json!(1)),
+        // Nanoseconds: one second.
+        ("max_age", serde_json::json!(1_000_000_000_u64)),
+        ("max_bytes", serde_json::json!(1)),
+    ]
+    .into_iter()
+    .map(|(field, value)| {
+        let mut lowered = config.clone();
+        lowered[field] = value.clone();
+        if field == "max_age" {
+            // The server requires the duplicate window to fit within the age limit.
+            lowered["duplicate_window"] = value;
+        }
+        (format!("lower {field} of {stream}"), lowered.to_string())
+    })
+    .collect()
+}
+
+/// Tries, as `key`, every way to erase a guarded stream through the JetStream API: each
+/// lowering update (day-to-day users only; the provisioner may update), the stream
+/// delete and the purge. Returns what the server did not refuse.
+async fn try_to_erase(
+    site: &Site,
+    urls: &[String],
+    key: &str,
+    job: Job,
+    configs: &BTreeMap<&str, serde_json::Value>,
+) -> Vec<String> {
+    let mut probe = site.probe(key, urls).await;
+    let mut tries = Vec::new();
+    for stream in GUARDED_STREAMS {
+        if job != Job::Provisioner {
+            for (what, body) in lowering_updates(stream, &configs[stream]) {
+                tries.push((what, format!("$JS.API.STREAM.UPDATE.{stream}"), body));
+            }
+        }
+        tries.push((
+            format!("delete {stream}"),
+            format!("$JS.API.STREAM.DELETE.{stream}"),
+            String::new(),
+        ));
+        tries.push((
+            format!("purge {stream}"),
+            format!("$JS.API.STREAM.PURGE.{stream}"),
+            String::new(),
+        ));
+    }
+    let mut wrong = Vec::new();
+    for (what, subject, body) in tries {
+        match probe.request(&subject, &body).await {
+            Ok(Probed::Refused) => {}
+            Ok(other) => wrong.push(format!("{key} may {what} ({subject}): {other:?}")),
+            Err(e) => wrong.push(format!("{key}: {what} ({subject}): {e}")),
+        }
+    }
+    wrong
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_else() {
     let site = Site::prepare();
@@ -768,7 +949,7 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
     let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
 
     // Operator: provisions replicated streams once the cluster has formed over TLS routes.
-    let operator = provision_as_operator(&site, &urls, 3).await;
+    let operator = provision_as_provisioner(&site, &urls, 3).await;
     let cases = operator
         .stream_status(CASES_STREAM)
         .await
@@ -1002,6 +1183,35 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
         wrong.join("\n  ")
     );
 
+    // Nobody erases the record through a stream change, and everything stays as it was.
+    let mut before = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    for stream in GUARDED_STREAMS {
+        let snap = snapshot(&mut operator_probe, stream).await;
+        configs.insert(stream, snap.config.clone());
+        before.insert(stream, snap);
+    }
+    assert!(
+        before[CASES_STREAM].messages >= 2 && before["AUDIT"].messages >= 1,
+        "the streams hold what the jobs above wrote: {before:?}"
+    );
+    let mut erased = Vec::new();
+    for (key, _, job) in USERS {
+        erased.extend(try_to_erase(&site, &urls, key, job, &configs).await);
+    }
+    assert!(
+        erased.is_empty(),
+        "a stream could be changed, deleted or purged:\n  {}",
+        erased.join("\n  ")
+    );
+    for stream in GUARDED_STREAMS {
+        assert_eq!(
+            snapshot(&mut operator_probe, stream).await,
+            before[stream],
+            "{stream} is unchanged after the refused attempts"
+        );
+    }
+
     // Nobody logs in without a listed key, or without trusting the servers' CA.
     let stranger = nkeys::KeyPair::new_user();
     assert!(
@@ -1009,6 +1219,7 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
             urls: urls.clone(),
             nkey_seed: Some(stranger.seed().expect("seed")),
             tls_ca: Some(site.ca_file()),
+            inbox_prefix: None,
         })
         .await
         .is_err(),
@@ -1019,6 +1230,7 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
             urls: urls.clone(),
             nkey_seed: Some(site.seed("OPERATOR")),
             tls_ca: None,
+            inbox_prefix: Some(inbox_prefix("OPERATOR")),
         })
         .await
         .is_err(),
@@ -1033,7 +1245,7 @@ async fn the_single_node_config_serves_tls_clients_with_nkey_users() {
     let template = read(&deploy("nats/single.conf"));
     let server = start_node(template, &site, &[], 0).await;
     let urls = vec![server.url()];
-    let operator = provision_as_operator(&site, &urls, 1).await;
+    let operator = provision_as_provisioner(&site, &urls, 1).await;
     let customs_client = site.client("CUSTOMS", &urls).await;
     let bus = Bus::open(customs_client, registry(), bus_config())
         .await
@@ -1065,6 +1277,60 @@ async fn the_single_node_config_serves_tls_clients_with_nkey_users() {
         Probed::Refused,
         "the monitor may not publish events"
     );
+
+    // A lowering update is a real way to erase events: refused to the day-to-day users,
+    // it is carried out for the break-glass provisioner, and the stream empties.
+    appender
+        .append(open_case(&CaseId::new("NB-2026-0002").expect("case id")))
+        .await
+        .expect("customs appends a second case");
+    let mut operator_probe = site.probe("OPERATOR", &urls).await;
+    let before = snapshot(&mut operator_probe, CASES_STREAM).await;
+    assert_eq!(before.messages, 2);
+    // max_age, because it expires events whatever the discard policy: CASES discards
+    // new messages, so on newer servers a lowered max_msgs or max_bytes keeps the stored
+    // events and refuses every later append instead (no erasure, but no record either).
+    let (_, body) = lowering_updates(CASES_STREAM, &before.config)
+        .into_iter()
+        .find(|(what, _)| what.contains("max_age"))
+        .expect("a max_age update");
+    let update = format!("$JS.API.STREAM.UPDATE.{CASES_STREAM}");
+    for key in ["OPERATOR", "CUSTOMS", "GATEWAY", "MONITOR"] {
+        assert_eq!(
+            site.probe(key, &urls)
+                .await
+                .request(&update, &body)
+                .await
+                .expect("the server answers"),
+            Probed::Refused,
+            "{key} may not lower max_age of CASES"
+        );
+    }
+    assert_eq!(snapshot(&mut operator_probe, CASES_STREAM).await, before);
+    match site
+        .probe("PROVISIONER", &urls)
+        .await
+        .request(&update, &body)
+        .await
+        .expect("the server answers")
+    {
+        Probed::Answered(reply) => assert!(!reply.contains("\"error\""), "{reply}"),
+        other => panic!("the provisioner's update: {other:?}"),
+    }
+    // The server expires the events once they are older than the new max_age (1 s).
+    let shrunk = tokio::sync::Mutex::new(operator_probe);
+    wait_until(
+        STEP_TIMEOUT,
+        "the allowed update to expire the stored events",
+        async || {
+            snapshot(&mut *shrunk.lock().await, CASES_STREAM)
+                .await
+                .messages
+                == 0
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `nats-server -t` on a config rendered like the tests render it; its output on

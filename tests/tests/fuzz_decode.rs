@@ -5,7 +5,9 @@
 //!
 //! - byte mutations of stored messages (flips, insertions, deletions, truncation, splices
 //!   of two events) through `verify_signed`, `verify_case` and the fold: nothing panics,
-//!   and whatever still verifies carries exactly the bytes an office signed;
+//!   whatever still verifies carries exactly the bytes an office signed, the untouched
+//!   events before the mutated one all verify, and a mutated message that fails is left
+//!   out with exactly the one event after it (which no longer links) and no other;
 //! - mutations of the inner event bytes, signed again with a valid key, so that garbage
 //!   passes the signature check and reaches the envelope checks, the chain and the case
 //!   rules' fold and visibility;
@@ -28,7 +30,7 @@ use prost::Message as _;
 
 use casebus_bus::recorded;
 use casebus_domain::{CaseState, sight};
-use casebus_integrity::{ChainTip, OfficeRegistry, verify_case, verify_signed};
+use casebus_integrity::{ChainTip, EventHash, OfficeRegistry, verify_case, verify_signed};
 use casebus_proto::event::v1::{Event, SignedEvent, Visibility};
 use casebus_proto::{CaseId, Timestamp};
 
@@ -64,8 +66,8 @@ fn corpus() -> &'static Corpus {
 }
 
 /// Runs everything a consumer and a loader run on one case's messages, and returns the
-/// events that verified.
-fn exercise(corpus: &Corpus, messages: &[Vec<u8>]) -> usize {
+/// hashes of the events that verified as the case's chain, in order.
+fn exercise(corpus: &Corpus, messages: &[Vec<u8>]) -> Vec<EventHash> {
     let registry = &corpus.registry;
     // One message at a time, as a consumer does, with its own chain tip.
     let mut tip = ChainTip::empty(corpus.case_id.clone());
@@ -90,7 +92,7 @@ fn exercise(corpus: &Corpus, messages: &[Vec<u8>]) -> usize {
             let _ = sight(&folded, v, &office(o));
         }
     }
-    report.events.len()
+    report.events.iter().map(|e| e.hash).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -189,9 +191,36 @@ proptest! {
                 "{mutations:?} made a message that verifies with unsigned bytes"
             );
         }
+        let outcome = verify_signed(&bytes, &corpus.registry).map(|e| e.signed.event);
         messages[target] = bytes;
         let verified = exercise(corpus, &messages);
-        prop_assert!(verified <= messages.len());
+        let originals: Vec<EventHash> = corpus.events.iter().map(|e| e.hash).collect();
+        // Every event that verified is one of the case's signed events, never twice.
+        for (i, hash) in verified.iter().enumerate() {
+            prop_assert!(originals.contains(hash), "{mutations:?}: an unknown event verified");
+            prop_assert!(!verified[..i].contains(hash), "{mutations:?}: an event verified twice");
+        }
+        // The untouched events before the target verify, all and in order.
+        prop_assert!(
+            verified.len() >= target && verified[..target] == originals[..target],
+            "{mutations:?}: events before {target} were lost: {} verified",
+            verified.len()
+        );
+        match outcome {
+            // The mutation changed nothing an office signed: the whole case verifies.
+            Ok(event) if event == corpus.events[target].signed.event => {
+                prop_assert_eq!(&verified, &originals, "{:?}", mutations);
+            }
+            // A refused message is left out, and the event after it no longer links (a
+            // gap the chain resynchronises on); everything after that verifies.
+            Err(_) => {
+                let mut expected = originals.clone();
+                expected.drain(target..(target + 2).min(originals.len()));
+                prop_assert_eq!(&verified, &expected, "{:?}", mutations);
+            }
+            // Another genuine event spliced in (a copy out of place): only the checks above.
+            Ok(_) => {}
+        }
     }
 
     /// The inner event mutated and signed again with a valid key: garbage that passes

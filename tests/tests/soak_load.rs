@@ -3,11 +3,14 @@
 //! sampling every process's resident memory, the consumers' backlog and the command
 //! latency per window.
 //!
-//! It proves, after a warm-up of a quarter of the run: resident memory of every process
-//! grows by less than 1.5 KiB per command (the per-case caches filling up to their caps;
-//! see the assertion), the consumers' backlog stays bounded, p99 command latency
-//! stays stable (the last half within a bound of the first), every command is
-//! acknowledged, and the gateway's projection equals the fold of the stream at the end.
+//! It proves: the planned number of commands was sent and acknowledged (the rate times
+//! the load's duration, within 5 %); over the last third of the run the resident memory
+//! of every casebus process grows no faster than its caches fill (its least-squares
+//! slope against the commands acknowledged stays under [`MAX_SLOPE_KIB_PER_COMMAND`],
+//! with no absolute allowance; see the assertion); the consumers' backlog stays
+//! bounded; p99 command latency stays stable (the last half within a bound of the
+//! first); every command is acknowledged; and the gateway's projection equals the fold
+//! of the stream at the end.
 //! The curve goes to `target/reliability/soak-<server>.csv` and `.md`.
 //!
 //! `CASEBUS_SOAK_SECS` sets the duration (default 20 s, for CI; the documented run is
@@ -37,9 +40,15 @@ use fault_common::{CUSTOMS, POLICE, generations, open_bus};
 /// Ceiling for the consumers to settle after the load.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const GATEWAY: &str = "soak";
-/// Memory growth allowed per command acknowledged after the warm-up, in KiB (see the
-/// assertion).
-const MAX_KIB_PER_COMMAND: f64 = 1.5;
+/// Slope of resident memory over the last third of the run allowed per command
+/// acknowledged, in KiB (see the assertion). Measured at the CI settings (20 s, 100/s,
+/// nats-server 2.9): customs 0.6, police 0.7, gateway 1.3 KiB per command, while the
+/// caches fill.
+const MAX_SLOPE_KIB_PER_COMMAND: f64 = 1.5;
+/// Concurrent load clients.
+const WORKERS: usize = 16;
+/// Share of the planned commands that must have been sent and acknowledged.
+const MIN_SENT_SHARE: f64 = 0.95;
 /// Samples per run (at least one every 30 s).
 const WINDOWS: u64 = 20;
 
@@ -86,7 +95,7 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         target(&customs),
         ledger.clone(),
         "soak".into(),
-        16,
+        WORKERS,
         rate,
         stop.clone(),
     ));
@@ -121,7 +130,9 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         });
     }
     stop.store(true, Ordering::Relaxed);
+    let load_secs = started.elapsed().as_secs_f64();
     load.await.expect("the load stops");
+    let planned = rate * load_secs;
 
     // Settle, then compare the projection with the stream.
     let last = wait_until(
@@ -193,6 +204,16 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         let last = f(after_warmup.last().expect("samples")) as f64;
         (first, last)
     };
+    // The last third, as (commands acknowledged, resident KiB) per sample.
+    let last_third = &samples[(samples.len() * 2 / 3).min(samples.len().saturating_sub(3))..];
+    let slope_of = |f: fn(&Sample) -> u64| {
+        slope(
+            &last_third
+                .iter()
+                .map(|s| (s.acked as f64, f(s) as f64))
+                .collect::<Vec<_>>(),
+        )
+    };
     let half = samples.len() / 2;
     let p99_first = samples[..half.max(1)]
         .iter()
@@ -209,6 +230,10 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         &generation.label,
     );
     figures
+        .row(
+            "commands planned / acknowledged",
+            format!("{planned:.0} / {}", ledger.count()),
+        )
         .row("commands acknowledged", ledger.count())
         .row(
             "acknowledged but lost / duplicated / chain failures",
@@ -250,11 +275,13 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
     ] {
         let (a, b) = growth(f);
         let acked = (after_warmup.last().expect("samples").acked - after_warmup[0].acked).max(1);
+        let per_command = slope_of(f);
         figures.row(
             name,
             format!(
-                "{a:.0} / {b:.0} ({:.2} KiB per command)",
-                (b - a) / acked as f64
+                "{a:.0} / {b:.0} ({:.2} KiB per command; last third's slope {per_command:.3} KiB per command, {:.0} MiB/h at this rate)",
+                (b - a) / acked as f64,
+                per_command * rate * 3600.0 / 1024.0
             ),
         );
     }
@@ -266,6 +293,14 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         "commands failed: {:?}",
         ledger.failures()
     );
+    // The load sent what it planned: a client that stalls, or a pacing bug, would make
+    // every other assertion hold over a fraction of the load. Each client's first tick
+    // fires at once, hence at most one command per client above the plan.
+    let sent = ledger.count() as f64;
+    assert!(
+        sent >= planned * MIN_SENT_SHARE && sent <= planned + WORKERS as f64,
+        "{sent} commands acknowledged, {planned:.0} planned ({rate}/s for {load_secs:.1} s)"
+    );
     assert!(
         audit.lost.is_empty() && audit.duplicated.is_empty() && audit.chain_failures.is_empty(),
         "{}",
@@ -276,14 +311,15 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         projection_equal,
         "the gateway's projection differs from the fold of the stream"
     );
-    // Memory after the warm-up. The agency services keep a cache of case heads (every
-    // event id of up to 10,000 cases, see `AppenderConfig::cache_cases`) and every
-    // consumer a chain tip per case (up to 100,000): while a run keeps opening new cases
-    // these fill, so memory grows with the cases touched until the caps, then stops. The
-    // bound below is per command acknowledged after the warm-up: a cache entry costs well
-    // under it, a leak that keeps whole requests or events (kilobytes each) exceeds it.
-    let acked_after_warmup =
-        (after_warmup.last().expect("samples").acked - after_warmup[0].acked).max(1) as f64;
+    // Flat memory over the last third. The agency services keep a cache of case heads
+    // (every event id of up to 10,000 cases, see `AppenderConfig::cache_cases`) and every
+    // consumer a chain tip per case (up to 100,000), and the gateway's SQLite its page
+    // cache: while a run keeps opening new cases (one per ten commands) these fill until
+    // their caps, which a run at 100 commands/s reaches only after about 17 minutes. So
+    // at the CI settings memory is not yet flat, and the bound is the fill rate measured
+    // (see the constant); a leak that keeps whole requests or events costs more per
+    // command. The slope is fitted over the last third's samples, so one jump of the
+    // allocator does not decide it, and no absolute allowance hides a leak in a short run.
     for (name, f) in [
         (
             "customs",
@@ -292,11 +328,11 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         ("police", |s: &Sample| s.rss_police),
         ("gateway", |s: &Sample| s.rss_gateway),
     ] {
-        let (first, last) = growth(f);
-        let per_command = (last - first) / acked_after_warmup;
+        let per_command = slope_of(f);
         assert!(
-            last <= first + 16.0 * 1024.0 || per_command <= MAX_KIB_PER_COMMAND,
-            "{name} grew from {first} KiB to {last} KiB after the warm-up, {per_command:.2} KiB per command"
+            per_command <= MAX_SLOPE_KIB_PER_COMMAND,
+            "{name}'s memory grew by {per_command:.3} KiB per command over the last third ({:?} KiB)",
+            last_third.iter().map(f).collect::<Vec<_>>()
         );
     }
     // Bounded backlog: the consumers never fall more than ten seconds of load behind.
@@ -309,4 +345,14 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         p99_last <= p99_first * 3.0 + 50.0,
         "p99 went from {p99_first:.1} ms to {p99_last:.1} ms"
     );
+}
+
+/// Least-squares slope of `y` over `x`; 0 when `x` does not vary.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }

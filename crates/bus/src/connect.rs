@@ -1,6 +1,12 @@
 //! Connecting to NATS the way every casebus process should: a name, optional
-//! credentials (a `.creds` file or an NKey seed file), optional TLS trust anchors, bounded
-//! connection and request timeouts, unlimited reconnects, and connection events logged.
+//! credentials (a `.creds` file or an NKey seed file), optional TLS trust anchors, an
+//! optional reply-inbox prefix of the user's own, bounded connection and request
+//! timeouts, unlimited reconnects, and connection events logged.
+//!
+//! The inbox prefix matters because every reply (JetStream API answers, publish acks,
+//! pulled messages, `$SRV` answers) goes to a subject under it: a deployment that gives
+//! each NATS user its own prefix, and lets it subscribe only there, keeps one user from
+//! reading another's replies (see `deploy/nats/users.conf.in`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +30,10 @@ pub struct ConnectConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Client name shown in the server's connection list.
     pub name: String,
+    /// Prefix of the subjects this client receives replies on (`_INBOX_customs`);
+    /// `None` keeps the NATS default `_INBOX`. A deployment allows each user to subscribe
+    /// only under its own prefix. Checked by [`check_inbox_prefix`] on connect.
+    pub inbox_prefix: Option<String>,
     /// Ceiling for the first connection.
     pub connect_timeout: Duration,
 }
@@ -37,16 +47,49 @@ impl ConnectConfig {
             nkey_seed_file: None,
             tls_ca_file: None,
             name: name.into(),
+            inbox_prefix: None,
             connect_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Checks that `prefix` can serve as a reply-inbox prefix: one or more dot-separated
+/// tokens of ASCII letters, digits, `_` and `-`, with no wildcard, space or empty token,
+/// at most 64 characters. Returns the prefix unchanged, so it can parse a flag.
+///
+/// # Errors
+/// A text naming the prefix and what is wrong with it.
+pub fn check_inbox_prefix(prefix: &str) -> Result<String, String> {
+    const MAX_LEN: usize = 64;
+    let bad = |reason: &str| Err(format!("inbox prefix {prefix:?} {reason}"));
+    if prefix.is_empty() {
+        return bad("is empty");
+    }
+    if prefix.len() > MAX_LEN {
+        return bad(&format!("is longer than {MAX_LEN} characters"));
+    }
+    for token in prefix.split('.') {
+        if token.is_empty() {
+            return bad("has an empty token (a leading, trailing or doubled '.')");
+        }
+        if let Some(c) = token
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return bad(&format!(
+                "contains {c:?}; only letters, digits, '_', '-' and '.' between tokens are allowed"
+            ));
+        }
+    }
+    Ok(prefix.to_owned())
 }
 
 /// Connects to NATS.
 ///
 /// # Errors
 /// [`BusError::Nats`] naming the URL when no server can be reached, the credentials
-/// or seed file cannot be read, or both a credentials file and a seed file are given.
+/// or seed file cannot be read, both a credentials file and a seed file are given, or
+/// the inbox prefix is malformed (see [`check_inbox_prefix`]).
 pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, BusError> {
     let fail = |source: crate::error::NatsError| BusError::Nats {
         what: format!("connection to {}", config.url),
@@ -67,6 +110,10 @@ pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, BusEr
         return Err(fail(
             "give either a credentials file or an nkey seed file, not both".into(),
         ));
+    }
+    if let Some(prefix) = &config.inbox_prefix {
+        check_inbox_prefix(prefix).map_err(|e| fail(e.into()))?;
+        options = options.custom_inbox_prefix(prefix.clone());
     }
     if let Some(path) = &config.credentials_file {
         options = options
@@ -94,4 +141,33 @@ pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, BusEr
         .collect::<Result<_, _>>()
         .map_err(|e| fail(Box::new(e)))?;
     options.connect(addrs).await.map_err(|e| fail(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_inbox_prefix;
+
+    #[test]
+    fn an_inbox_prefix_is_dot_separated_tokens_without_wildcards() {
+        for good in ["_INBOX_customs", "_INBOX.customs", "_INBOX_ip-center", "a"] {
+            assert_eq!(check_inbox_prefix(good).as_deref(), Ok(good));
+        }
+        for (bad, complaint) in [
+            ("", "is empty"),
+            ("_INBOX.>", "contains '>'"),
+            ("_INBOX.*", "contains '*'"),
+            ("_INBOX customs", "contains ' '"),
+            ("_INBOX.", "empty token"),
+            (".x", "empty token"),
+            ("a..b", "empty token"),
+        ] {
+            let error = check_inbox_prefix(bad).expect_err(bad);
+            assert!(
+                error.contains(complaint) && error.contains(&format!("{bad:?}")),
+                "{bad:?}: {error}"
+            );
+        }
+        let long = "x".repeat(65);
+        assert!(check_inbox_prefix(&long).is_err_and(|e| e.contains("longer than 64")));
+    }
 }

@@ -29,7 +29,7 @@ mod tail;
 pub use append::{AppendRequest, Appended, Appender, AppenderConfig, command_digest};
 pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
-pub use connect::{ConnectConfig, connect};
+pub use connect::{ConnectConfig, check_inbox_prefix, connect};
 pub use consumer::{
     BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError,
 };

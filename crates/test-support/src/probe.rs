@@ -30,6 +30,9 @@ pub struct ProbeLogin {
     pub nkey_seed: Option<String>,
     /// PEM CA file the server's certificate must chain to; `None` uses the system roots.
     pub tls_ca: Option<PathBuf>,
+    /// Prefix of the probe's reply inboxes (the user's own, as its service would use);
+    /// `None` keeps the NATS default `_INBOX`.
+    pub inbox_prefix: Option<String>,
 }
 
 /// What the server did with a probe.
@@ -73,6 +76,9 @@ impl PermissionProbe {
         }
         if let Some(ca) = &login.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some(prefix) = &login.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix.clone());
         }
         let what = format!("logging in to {}", login.urls.join(","));
         let addrs = login

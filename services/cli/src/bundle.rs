@@ -13,6 +13,11 @@
 //! readable field is recomputed from the bytes and compared, and the manifest is
 //! recomputed. A missing event in the middle breaks the chain; a missing last event
 //! changes the manifest, so quote the manifest digest where the bundle is referenced.
+//!
+//! The bundle's own keys prove only that the bundle agrees with itself: whoever forges
+//! the events can put matching keys beside them. So a bundle verified without a trusted
+//! registry fails with [`own_keys_failure`] unless the verifier explicitly accepts its
+//! keys, and a quoted digest is checked with [`digest_failure`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -285,6 +290,35 @@ pub struct BundleReport {
     pub failures: Vec<BundleFailure>,
     /// The manifest digest recomputed (to compare with a quoted one).
     pub digest: String,
+}
+
+/// The failure of a bundle checked only with the keys it carries, when the verifier has
+/// not accepted them: they are the bundle's own, so they prove nothing about who signed.
+pub fn own_keys_failure() -> BundleFailure {
+    BundleFailure::new(
+        None,
+        None,
+        "own_keys",
+        "the keys are the bundle's own: anyone who writes a bundle can sign it with keys of \
+         their making; give --registry with a registry you trust, or --trust-bundle-keys \
+         to accept the bundle's keys",
+    )
+}
+
+/// The failure of a bundle whose recomputed manifest digest is not the `expected` one
+/// quoted where it was referenced; `None` when they agree (`expected` in lower case).
+pub fn digest_failure(report: &BundleReport, expected: &str) -> Option<BundleFailure> {
+    (report.digest != expected).then(|| {
+        BundleFailure::new(
+            None,
+            None,
+            "digest_mismatch",
+            format!(
+                "manifest digest {} is not the expected {expected}",
+                report.digest
+            ),
+        )
+    })
 }
 
 fn decode_b64(text: &str) -> Option<Vec<u8>> {

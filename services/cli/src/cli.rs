@@ -70,6 +70,16 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) that signed the NATS servers' TLS certificates; requires TLS.
     #[arg(long = "nats-tls-ca", env = "CASEBUS_NATS_TLS_CA", global = true)]
     pub nats_tls_ca: Option<PathBuf>,
+    /// Prefix of the subjects the CLI receives its NATS replies on (`_INBOX_operator`
+    /// for the operator user of deploy/nats, `_INBOX_provisioner` for the break-glass
+    /// provisioner); default `_INBOX`.
+    #[arg(
+        long = "nats-inbox-prefix",
+        env = "CASEBUS_NATS_INBOX_PREFIX",
+        global = true,
+        value_parser = casebus_bus::check_inbox_prefix
+    )]
+    pub nats_inbox_prefix: Option<String>,
     /// Office registry (TOML): the public keys events are verified with, or the file
     /// `keys register`/`keys rotate` change.
     #[arg(long, env = "CASEBUS_REGISTRY", global = true)]
@@ -99,10 +109,18 @@ pub enum Command {
     /// without NATS. Every failure is reported with case, version, stream sequence and
     /// reason; the exit code is 1 when anything fails.
     ///
+    /// A bundle carries the public keys it was signed with, so whoever forges a bundle
+    /// can forge its keys too: without --registry (a registry you trust) the check
+    /// fails, saying the keys are the bundle's own, unless --trust-bundle-keys accepts
+    /// them. --expect-digest compares the manifest digest with the one quoted where the
+    /// bundle was referenced (which also catches a bundle cut short).
+    ///
     /// Example:
     ///   casebus --registry offices.toml verify --case NB-2026-0042
     ///   casebus --registry offices.toml verify --all
-    ///   casebus verify --bundle NB-2026-0042.bundle.json
+    ///   casebus --registry offices.toml verify --bundle NB-2026-0042.bundle.json \
+    ///     --expect-digest 3f1c...e9
+    ///   casebus verify --bundle NB-2026-0042.bundle.json --trust-bundle-keys
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
     /// Reset a service's durable consumer to a sequence or a time (plan first).
@@ -146,7 +164,8 @@ pub enum Command {
     /// bytes (base64), hash, previous hash, signature and key id, and its decoded JSON;
     /// the messages of the case that failed verification, apart; the registry entries
     /// (public keys) of every office that signed; and a manifest with a SHA-256 digest
-    /// over all of it. A third party verifies it with `casebus verify --bundle`, without
+    /// over all of it. A third party verifies it with `casebus verify --bundle` against
+    /// a registry it trusts (--registry) and the quoted digest (--expect-digest), without
     /// NATS; quote the manifest digest wherever the bundle is referenced. Refuses to
     /// overwrite a file. Needs --registry.
     ///
@@ -326,10 +345,30 @@ pub struct VerifyArgs {
     /// Verify every case in the stream.
     #[arg(long)]
     pub all: bool,
-    /// Verify an evidence bundle offline, with the public keys it carries (or with
-    /// --registry, to check them against a registry you trust).
+    /// Verify an evidence bundle offline, against --registry (a registry you trust),
+    /// or with the public keys it carries if --trust-bundle-keys is given.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// Accept the public keys inside the bundle when no --registry is given. This
+    /// proves only that the bundle is consistent with itself, not who signed it.
+    #[arg(long)]
+    pub trust_bundle_keys: bool,
+    /// The manifest digest quoted where the bundle was referenced (64 hex digits);
+    /// the bundle fails unless its recomputed digest is this one.
+    #[arg(long, value_name = "SHA256", value_parser = digest_arg)]
+    pub expect_digest: Option<String>,
+}
+
+/// Parses a quoted manifest digest: 64 hex digits, compared in lower case.
+fn digest_arg(text: &str) -> Result<String, String> {
+    let digest = text.trim();
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(digest.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} is not a manifest digest (64 hex digits, as `casebus verify --bundle` prints it)"
+        ))
+    }
 }
 
 /// `casebus replay` arguments.

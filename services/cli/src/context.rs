@@ -38,6 +38,7 @@ impl Ctx {
         config.credentials_file = self.global.nats_creds.clone();
         config.nkey_seed_file = self.global.nats_nkey_seed.clone();
         config.tls_ca_file = self.global.nats_tls_ca.clone();
+        config.inbox_prefix = self.global.nats_inbox_prefix.clone();
         connect(&config).await.map_err(|e| {
             CliError::caused(format!("cannot reach NATS at {}", self.global.nats_url), e)
         })

@@ -47,6 +47,19 @@ async fn bad_arguments_exit_2_naming_the_argument() {
         ),
         (&["audit"], "--case"),
         (
+            &["--nats-inbox-prefix", "_INBOX.>", "streams", "status"],
+            "inbox prefix \"_INBOX.>\" contains '>'",
+        ),
+        (
+            &[
+                "--nats-inbox-prefix",
+                "_INBOX..operator",
+                "streams",
+                "status",
+            ],
+            "has an empty token",
+        ),
+        (
             &[
                 "keys", "generate", "--office", "navy:x", "--label", "a", "--out", "k",
             ],

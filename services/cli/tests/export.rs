@@ -1,7 +1,10 @@
 //! `casebus export` and `casebus verify --bundle`: an exported evidence bundle verifies
 //! offline (no NATS reachable), and fails after any one byte of an event's signed bytes
 //! is changed, after an event is removed, after a readable field is altered, or against
-//! a trusted registry whose keys differ. Export never overwrites a file.
+//! a trusted registry whose keys differ. Checked with its own keys only, it fails unless
+//! `--trust-bundle-keys` accepts them; a bundle that is not the quoted one (an older,
+//! shorter export of the same case) fails `--expect-digest`. Export never overwrites a
+//! file.
 
 mod common;
 
@@ -50,9 +53,25 @@ fn write(f: &Fixture, name: &str, bundle: &Value) -> String {
     path.display().to_string()
 }
 
-/// Verifies a bundle with no NATS reachable, so it is certainly offline.
+/// Verifies a bundle with no NATS reachable, so it is certainly offline, accepting the
+/// keys it carries (what these tests change is the bundle, not who vouches for keys).
 async fn verify_offline(path: &str) -> Run {
-    run_offline(&["--json", "verify", "--bundle", path]).await
+    run_offline(&["--json", "verify", "--bundle", path, "--trust-bundle-keys"]).await
+}
+
+/// Verifies a bundle offline against the fixture's registry, as a third party that
+/// trusts it would.
+async fn verify_trusted(f: &Fixture, args: &[&str]) -> Run {
+    let mut all = vec!["--json", "verify"];
+    all.extend_from_slice(args);
+    run_with_env(
+        &all,
+        &[
+            ("CASEBUS_NATS_URL", "nats://127.0.0.1:1"),
+            ("CASEBUS_REGISTRY", f.registry_path.to_str().expect("utf-8")),
+        ],
+    )
+    .await
 }
 
 fn codes(run: &Run) -> Vec<String> {
@@ -246,4 +265,101 @@ async fn a_missing_or_altered_event_fails_verification() {
     // Not a bundle at all.
     let run = verify_offline(&write(&f, "nonsense.json", &serde_json::json!({"a": 1}))).await;
     run.expect_code(1);
+}
+
+/// Exports `case` to file `name` of the fixture's directory; its path.
+async fn export_to(f: &Fixture, case: &str, name: &str) -> String {
+    let out = f.path(name).display().to_string();
+    f.cli(&["export", "--case", case, "--out", &out])
+        .await
+        .expect_code(0);
+    out
+}
+
+#[tokio::test]
+async fn a_bundle_is_not_trusted_on_its_own_keys_and_must_be_the_quoted_one() {
+    let f = Fixture::start().await;
+    let c = case("DIG-1");
+    let mut appenders = std::collections::HashMap::new();
+    for (office_id, payload) in declined_case() {
+        let appender = appenders
+            .entry(office_id)
+            .or_insert_with(|| f.appender(office_id));
+        append(appender, &c, payload).await;
+    }
+    // An earlier export, then the case goes on and the full one is quoted.
+    let short = export_to(&f, "DIG-1", "short.json").await;
+    append(&f.appender(CUSTOMS), &c, note("the last word")).await;
+    let full = export_to(&f, "DIG-1", "full.json").await;
+    let quoted = read(std::path::Path::new(&full))["manifest"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+
+    // Without a trusted registry the keys are the bundle's own: not good enough.
+    let run = run_offline(&["--json", "verify", "--bundle", &full]).await;
+    run.expect_code(1);
+    let report = run.json();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["keys"], "bundle");
+    assert_eq!(report["verified"], 5, "the chain itself verifies: {report}");
+    assert_eq!(codes(&run), ["own_keys"]);
+    let text = run_offline(&["verify", "--bundle", &full]).await;
+    text.expect_code(1);
+    assert!(
+        text.stdout.contains("the keys are the bundle's own")
+            && text.stdout.contains("--trust-bundle-keys"),
+        "{}",
+        text.stdout
+    );
+    // Accepting them explicitly, it verifies.
+    let run = run_offline(&["--json", "verify", "--bundle", &full, "--trust-bundle-keys"]).await;
+    run.expect_code(0);
+
+    // The quoted digest: the full bundle matches it (in either case of hex digits),
+    // the earlier export of the same case, genuine on its own, does not.
+    let run = verify_trusted(&f, &["--bundle", &full, "--expect-digest", &quoted]).await;
+    run.expect_code(0);
+    assert_eq!(run.json()["expected_digest"], quoted.as_str());
+    let upper = quoted.to_ascii_uppercase();
+    verify_trusted(&f, &["--bundle", &full, "--expect-digest", &upper])
+        .await
+        .expect_code(0);
+    verify_trusted(&f, &["--bundle", &short])
+        .await
+        .expect_code(0);
+    let run = verify_trusted(&f, &["--bundle", &short, "--expect-digest", &quoted]).await;
+    run.expect_code(1);
+    assert_eq!(codes(&run), ["digest_mismatch"]);
+    let reason = run.json()["failures"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .to_owned();
+    assert!(reason.contains(&quoted), "{reason}");
+
+    // A digest that is not one, or the flags without a bundle, are usage errors.
+    for (args, complaint) in [
+        (
+            vec![
+                "verify",
+                "--bundle",
+                full.as_str(),
+                "--expect-digest",
+                "abc",
+            ],
+            "is not a manifest digest",
+        ),
+        (
+            vec!["verify", "--case", "DIG-1", "--trust-bundle-keys"],
+            "--bundle",
+        ),
+        (
+            vec!["verify", "--all", "--expect-digest", quoted.as_str()],
+            "--bundle",
+        ),
+    ] {
+        let run = run_offline(&args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(complaint), "{args:?}: {}", run.stderr);
+    }
 }

@@ -33,6 +33,15 @@ pub struct NatsArgs {
     /// the system roots); setting it requires TLS.
     #[arg(long = "nats-tls-ca", env = "CASEBUS_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Prefix of the subjects this service receives its NATS replies on (e.g.
+    /// `_INBOX_customs`); the deployment's users file lets each user subscribe only under
+    /// its own prefix, so no other user can read its replies. Default: `_INBOX`.
+    #[arg(
+        long = "nats-inbox-prefix",
+        env = "CASEBUS_NATS_INBOX_PREFIX",
+        value_parser = casebus_bus::check_inbox_prefix
+    )]
+    pub inbox_prefix: Option<String>,
     /// Publishes awaiting their JetStream ack at once (backpressure beyond).
     #[arg(
         long = "nats-max-ack-inflight",
@@ -54,6 +63,7 @@ impl NatsArgs {
         config.credentials_file = self.creds.clone();
         config.nkey_seed_file = self.nkey_seed.clone();
         config.tls_ca_file = self.tls_ca.clone();
+        config.inbox_prefix = self.inbox_prefix.clone();
         config
     }
 

@@ -1,7 +1,8 @@
 //! `casebus verify --case <id> | --all | --bundle <file>`: chain and signatures of one
 //! case, of every case in the stream (one pass, with a progress bar), or of an evidence
 //! bundle offline. Every failure is reported with case, version, sequence and reason;
-//! any failure makes the exit code 1.
+//! any failure makes the exit code 1. A bundle checked with its own keys fails unless
+//! `--trust-bundle-keys` accepts them, and `--expect-digest` must match its manifest.
 
 use std::path::Path;
 
@@ -25,7 +26,17 @@ const SCAN_BATCH: usize = 1024;
 /// `casebus verify`.
 pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome, CliError> {
     if let Some(path) = &args.bundle {
-        return verify_bundle(ctx, path);
+        return verify_bundle(ctx, path, args);
+    }
+    for (given, flag) in [
+        (args.trust_bundle_keys, "--trust-bundle-keys"),
+        (args.expect_digest.is_some(), "--expect-digest"),
+    ] {
+        if given {
+            return Err(CliError::usage(format!(
+                "{flag} applies to a bundle only; give --bundle"
+            )));
+        }
     }
     if let Some(case) = &args.case {
         return verify_one(ctx, case).await;
@@ -211,7 +222,7 @@ async fn verify_all(ctx: &Ctx) -> Result<Outcome, CliError> {
     Ok(Outcome::problems_if(!failures.is_empty()))
 }
 
-fn verify_bundle(ctx: &Ctx, path: &Path) -> Result<Outcome, CliError> {
+fn verify_bundle(ctx: &Ctx, path: &Path, args: &VerifyArgs) -> Result<Outcome, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::caused(format!("cannot read bundle {}", path.display()), e))?;
     let bundle: Bundle = match serde_json::from_str(&text) {
@@ -233,12 +244,20 @@ fn verify_bundle(ctx: &Ctx, path: &Path) -> Result<Outcome, CliError> {
         Some(path) => Some(load_registry(path)?),
         None => None,
     };
-    if trusted.is_none() {
+    if trusted.is_none() && args.trust_bundle_keys {
         ctx.out.note(
-            "verifying with the keys inside the bundle; give --registry to check them against a registry you trust",
+            "verifying with the keys inside the bundle, as --trust-bundle-keys asks; this shows the bundle agrees with itself, not who signed it",
         );
     }
-    let report = bundle::verify(&bundle, trusted.as_ref());
+    let mut report = bundle::verify(&bundle, trusted.as_ref());
+    if trusted.is_none() && !args.trust_bundle_keys {
+        report.failures.push(bundle::own_keys_failure());
+    }
+    if let Some(expected) = &args.expect_digest {
+        report
+            .failures
+            .extend(bundle::digest_failure(&report, expected));
+    }
     let ok = report.failures.is_empty();
     if ctx.out.is_json() {
         ctx.out.json_document(&json!({
@@ -249,6 +268,7 @@ fn verify_bundle(ctx: &Ctx, path: &Path) -> Result<Outcome, CliError> {
             "rejected_at_export": bundle.rejected.len(),
             "digest": report.digest,
             "keys": if trusted.is_some() { "trusted registry" } else { "bundle" },
+            "expected_digest": args.expect_digest,
             "failures": report.failures.iter().map(|f| json!({
                 "sequence": f.sequence, "version": f.version,
                 "code": f.problem.code, "reason": f.problem.reason,
