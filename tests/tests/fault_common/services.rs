@@ -147,10 +147,6 @@ impl Stage {
         ];
         let ready = self.path(&format!("gw-{name}.ready"));
         args.extend(self.common_args(&ready));
-        // Drop the agency-only flag the gateway does not take.
-        if let Some(i) = args.iter().position(|a| a == "--nats-request-timeout") {
-            args.drain(i..i + 2);
-        }
         let mut service = self
             .spawn(
                 "casebus-gateway",
