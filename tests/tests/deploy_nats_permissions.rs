@@ -30,7 +30,6 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tempfile::TempDir;
-use time::macros::datetime;
 
 use casebus_bus::ops::{AuditRecord, Ops, PublishOptions};
 use casebus_bus::service::{ServiceInfo, register};
@@ -41,10 +40,10 @@ use casebus_bus::{
     StreamSettings, connect,
 };
 use casebus_domain::DeadlineRules;
-use casebus_integrity::{OfficeEntry, OfficeRegistry, OfficeSigner};
+use casebus_integrity::{OfficeRegistry, OfficeSigner};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{CaseOpened, CaseType, IpRight, IpRightKind};
-use casebus_proto::{CaseId, OfficeId, RequestId};
+use casebus_proto::{CaseId, RequestId};
 use casebus_test_support::{
     NatsServer, PermissionProbe, ProbeLogin, Probed, find_nats_server, wait_until,
 };
@@ -58,7 +57,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The office the customs user records for.
-const CUSTOMS_OFFICE: &str = "customs:ningbo";
+const CUSTOMS_OFFICE: &str = casebus_fixtures::CUSTOMS;
 
 /// What a user is for; it decides what the config must allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,23 +388,11 @@ fn bus_config() -> BusConfig {
 }
 
 fn customs_signer() -> OfficeSigner {
-    OfficeSigner::from_seed(office(CUSTOMS_OFFICE), "k1", [7; 32]).expect("signer")
-}
-
-fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("office id")
+    casebus_fixtures::signer(CUSTOMS_OFFICE)
 }
 
 fn registry() -> Arc<OfficeRegistry> {
-    let mut registry = OfficeRegistry::default();
-    registry
-        .insert_office(OfficeEntry {
-            id: office(CUSTOMS_OFFICE),
-            name: "Ningbo customs".into(),
-            keys: vec![customs_signer().key_entry(datetime!(2020-01-01 0:00 UTC))],
-        })
-        .expect("register customs");
-    Arc::new(registry)
+    Arc::new(casebus_fixtures::registry_of(&[CUSTOMS_OFFICE]).expect("customs registry"))
 }
 
 fn open_case(case_id: &CaseId) -> AppendRequest {

@@ -226,6 +226,43 @@ fn the_test_harness_is_only_ever_a_dev_dependency() {
 }
 
 #[test]
+fn the_fixtures_are_only_ever_a_dev_dependency_and_never_reach_nats() {
+    let meta = metadata();
+    let packages = meta.workspace_packages();
+    for package in &packages {
+        for dep in &package.dependencies {
+            if dep.name == "casebus-fixtures" {
+                assert_eq!(
+                    dep.kind,
+                    DependencyKind::Development,
+                    "{} uses the fixtures outside tests",
+                    package.name
+                );
+            }
+        }
+    }
+    // Every workspace crate the fixtures reach through normal dependencies, and what
+    // each depends on: none may be async-nats, so the fixtures stay usable without a
+    // server and by suites that must not see NATS.
+    let by_name = |name: &str| packages.iter().find(|p| p.name.as_str() == name);
+    let mut seen = vec!["casebus-fixtures".to_owned()];
+    let mut queue = seen.clone();
+    while let Some(name) = queue.pop() {
+        let package = by_name(&name).unwrap_or_else(|| panic!("{name} is a workspace package"));
+        for dep in normal_deps(package) {
+            assert_ne!(
+                dep, "async-nats",
+                "casebus-fixtures reaches async-nats through {name}"
+            );
+            if by_name(dep).is_some() && !seen.iter().any(|s| s == dep) {
+                seen.push(dep.to_owned());
+                queue.push(dep.to_owned());
+            }
+        }
+    }
+}
+
+#[test]
 fn every_package_carries_the_prefix_and_the_workspace_lints() {
     for package in metadata().workspace_packages() {
         assert!(

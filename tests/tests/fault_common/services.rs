@@ -15,24 +15,20 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::process::{Child, Command};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
 
 use casebus_bus::Bus;
 use casebus_bus::ops::{Ops, ScanStart};
 use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_integrity::token::{IssuerKey, Role};
 use casebus_integrity::{ChainTip, verify_signed};
 use casebus_proto::CaseId;
 use casebus_test_support::wait_until;
 use casebus_timeline::{ProjectedInput, Projection};
 
-use super::{OFFICES, office, registry, signer};
+use super::OFFICES;
 
 /// Ceiling for a binary to start and write its ready file.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,20 +57,11 @@ pub struct Stage {
 impl Stage {
     pub fn new(nats_urls: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        for id in OFFICES {
-            signer(id)
-                .save(&key_path(dir.path(), id))
-                .expect("key file");
-        }
-        registry()
-            .save(&dir.path().join("registry.toml"))
-            .expect("registry file");
-        let issuer = IssuerKey::from_seed("fault-issuer", [77; 32]);
-        std::fs::write(
-            dir.path().join("trust.toml"),
-            TrustedIssuers::default().with(&issuer).to_toml(),
-        )
-        .expect("trust file");
+        casebus_fixtures::write_office_files(dir.path(), &OFFICES, "registry.toml")
+            .expect("key and registry files");
+        let issuer = casebus_fixtures::issuer();
+        casebus_fixtures::write_trust_file(&dir.path().join("trust.toml"), &issuer)
+            .expect("trust file");
         Self {
             dir,
             issuer,
@@ -89,15 +76,13 @@ impl Stage {
 
     /// A token of `office_id` with `roles`, valid for a day.
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
-        self.issuer
-            .issue(
-                &office(office_id),
-                &format!("clerk of {office_id}"),
-                roles,
-                OffsetDateTime::now_utc(),
-                time::Duration::days(1),
-            )
-            .expect("token")
+        casebus_fixtures::issue_token(
+            &self.issuer,
+            office_id,
+            &format!("clerk of {office_id}"),
+            roles,
+            time::Duration::days(1),
+        )
     }
 
     fn common_args(&self, ready: &Path) -> Vec<String> {
@@ -162,10 +147,6 @@ impl Stage {
         ];
         let ready = self.path(&format!("gw-{name}.ready"));
         args.extend(self.common_args(&ready));
-        // Drop the agency-only flag the gateway does not take.
-        if let Some(i) = args.iter().position(|a| a == "--nats-request-timeout") {
-            args.drain(i..i + 2);
-        }
         let mut service = self
             .spawn(
                 "casebus-gateway",
@@ -210,7 +191,7 @@ impl Stage {
 }
 
 fn key_path(dir: &Path, office_id: &str) -> PathBuf {
-    dir.join(format!("{}.key", office_id.replace(':', "_")))
+    dir.join(casebus_fixtures::key_file_name(office_id))
 }
 
 /// One casebus process, running or killed.
@@ -393,29 +374,7 @@ impl Service {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call (or nothing, for `None`).
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(|t| format!("Bearer {t}").parse().expect("a token is ASCII")))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A channel whose calls carry a credential.
-pub type Authed = InterceptedService<Channel, Bearer>;
+pub use casebus_fixtures::{Authed, Bearer};
 
 /// The projection a gateway consuming as `consumer` must hold once it has caught up
 /// with the stream as it is now, folded independently of the gateway: every message of

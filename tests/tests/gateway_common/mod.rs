@@ -1,6 +1,6 @@
 //! The harness of the gateway end-to-end tests (`gateway_*.rs`): a real `nats-server`
-//! with provisioned streams, six offices with deterministic keys in a registry file, a
-//! token issuer with its trust file, and the real `casebus-gateway` binary started on
+//! with provisioned streams, the six offices of `casebus-fixtures` in a registry file, its
+//! token issuer with the trust file, and the real `casebus-gateway` binary started on
 //! port 0, announcing its addresses through `--ready-file`.
 //!
 //! **Finding the binary.** `env!("CARGO_BIN_EXE_…")` exists only inside the binary's own
@@ -16,9 +16,8 @@
 //! It also folds the stream into an in-memory projection exactly as the gateway should,
 //! for comparisons, and reads the `AUDIT` stream.
 
-#![allow(dead_code)]
-
-pub mod catalogue;
+// Each test binary uses its own part of this module, re-exports included.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,14 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use time::OffsetDateTime;
-use time::macros::datetime;
 use tokio::process::{Child, Command};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
 
 use casebus_bus::ops::{AuditRecord, Ops, ScanStart};
 use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, case_of_subject};
@@ -43,24 +37,20 @@ use casebus_bus::{
     AppendRequest, Appended, Appender, AppenderConfig, Bus, BusConfig, StreamSettings,
 };
 use casebus_domain::DeadlineRules;
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
-use casebus_integrity::{ChainTip, OfficeEntry, OfficeRegistry, OfficeSigner, verify_signed};
+use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::{ChainTip, verify_signed};
 use casebus_proto::event::v1::payload::Kind;
-use casebus_proto::event::v1::{Agency, Visibility, VisibilityKind};
+use casebus_proto::event::v1::{Agency, Visibility};
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
-use casebus_proto::{CaseId, OfficeId, RequestId};
+use casebus_proto::{CaseId, RequestId};
 use casebus_test_support::{NatsServer, wait_until};
 use casebus_tests::workspace_root;
 use casebus_timeline::{ProjectedInput, Projection};
 
-pub const CUSTOMS: &str = "customs:ningbo";
-pub const CUSTOMS_SH: &str = "customs:shanghai";
-pub const IPC: &str = "ip_center:zhejiang";
-pub const POLICE: &str = "public_security:ningbo";
-pub const PROC: &str = "procuratorate:ningbo";
-pub const COURT: &str = "court:hangzhou-ip";
-/// Every office of the fixture's registry.
-pub const OFFICES: [&str; 6] = [CUSTOMS, CUSTOMS_SH, IPC, POLICE, PROC, COURT];
+pub use casebus_fixtures::catalogue;
+pub use casebus_fixtures::{
+    Bearer, COURT, CUSTOMS, CUSTOMS_SH, IPC, OFFICES, POLICE, PROC, case, office, registry, signer,
+};
 
 /// Ceiling for the gateway to start and report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,48 +64,14 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The binary under test.
 const GATEWAY: &str = "casebus-gateway";
 
-pub fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
-
-pub fn case(id: &str) -> CaseId {
-    CaseId::new(id).expect("valid case id")
-}
-
-/// The deterministic signer of an office (seed = index + 1).
-pub fn signer(id: &str) -> OfficeSigner {
-    let index = OFFICES.iter().position(|o| *o == id).unwrap_or(100) as u8;
-    OfficeSigner::from_seed(office(id), "k1", [index + 1; 32]).expect("signer")
-}
-
-pub fn registry() -> OfficeRegistry {
-    let mut registry = OfficeRegistry::default();
-    for id in OFFICES {
-        registry
-            .insert_office(OfficeEntry {
-                id: office(id),
-                name: id.to_owned(),
-                keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
-            })
-            .expect("register office");
-    }
-    registry
-}
-
 /// Visibility for an append: origin only (sealed).
 pub fn sealed() -> Option<Visibility> {
-    Some(Visibility {
-        kind: VisibilityKind::OriginOnly as i32,
-        agencies: vec![],
-    })
+    Some(catalogue::origin_only())
 }
 
 /// Visibility for an append: the listed agencies (plus the recording agency).
 pub fn listed(agencies: &[Agency]) -> Option<Visibility> {
-    Some(Visibility {
-        kind: VisibilityKind::ListedAgencies as i32,
-        agencies: agencies.iter().map(|a| *a as i32).collect(),
-    })
+    Some(catalogue::listed(agencies))
 }
 
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
@@ -224,13 +180,9 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry_path = dir.path().join("offices.toml");
         std::fs::write(&registry_path, registry.to_toml()).expect("registry file");
-        let issuer = IssuerKey::from_seed("test-issuer", [42; 32]);
+        let issuer = casebus_fixtures::issuer();
         let issuers_path = dir.path().join("issuers.toml");
-        std::fs::write(
-            &issuers_path,
-            TrustedIssuers::default().with(&issuer).to_toml(),
-        )
-        .expect("trust file");
+        casebus_fixtures::write_trust_file(&issuers_path, &issuer).expect("trust file");
         let bus = Bus::open(client, Arc::new(registry), BusConfig::default())
             .await
             .expect("open bus");
@@ -289,15 +241,13 @@ impl Fixture {
 
     /// A token for `office_id` with `roles`, valid for an hour.
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
-        self.issuer
-            .issue(
-                &office(office_id),
-                "officer-7",
-                roles,
-                OffsetDateTime::now_utc(),
-                time::Duration::hours(1),
-            )
-            .expect("token")
+        casebus_fixtures::issue_token(
+            &self.issuer,
+            office_id,
+            "officer-7",
+            roles,
+            time::Duration::hours(1),
+        )
     }
 
     /// A reader token for `office_id`.
@@ -460,27 +410,6 @@ impl Fixture {
         };
         gateway.wait_ready().await;
         gateway
-    }
-}
-
-/// A bearer token on every request (or none).
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(|t| format!("Bearer {t}").parse().expect("ascii token")))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The harness of the monitor and launcher tests (`monitor_*.rs`, `local_*.rs`):
 //!
-//! - [`System`]: a real `nats-server` with provisioned streams, five offices with
-//!   deterministic keys, a token issuer, and the real binaries (the five agency
+//! - [`System`]: a real `nats-server` with provisioned streams, the five offices of
+//!   `casebus-fixtures` (one per agency) with their keys, its token issuer, and the real binaries (the five agency
 //!   services, the gateway, the monitor) started on port 0, each announcing its
 //!   addresses through `--ready-file`; traffic comes from the simulator library driving
 //!   the agency services over gRPC.
@@ -22,17 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use time::OffsetDateTime;
-use time::macros::datetime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use casebus_bus::BusConfig;
 use casebus_bus::ops::{Ops, PublishOptions};
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
-use casebus_integrity::{OfficeEntry, OfficeRegistry, OfficeSigner};
-use casebus_proto::OfficeId;
+use casebus_integrity::token::{IssuerKey, Role};
 use casebus_simulator::{SimConfig, SimReport, Target};
 use casebus_test_support::{NatsServer, wait_until};
 
@@ -309,9 +305,7 @@ pub async fn spawn_ready(
     }
 }
 
-fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
+use casebus_fixtures::office;
 
 /// The test world.
 pub struct System {
@@ -329,33 +323,15 @@ impl System {
     pub async fn start() -> Self {
         let nats = NatsServer::start().await.expect("nats-server starts");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut registry = OfficeRegistry::default();
-        for (i, (id, _)) in OFFICES.iter().enumerate() {
-            let seed = [u8::try_from(i).expect("few offices") + 70; 32];
-            let signer = OfficeSigner::from_seed(office(id), "k1", seed).expect("signer");
-            signer
-                .save(&dir.path().join(format!("{}.key", id.replace(':', "-"))))
-                .expect("key file");
-            registry
-                .insert_office(OfficeEntry {
-                    id: office(id),
-                    name: (*id).to_owned(),
-                    keys: vec![signer.key_entry(datetime!(2020-01-01 0:00 UTC))],
-                })
-                .expect("register office");
-        }
-        registry
-            .save(&dir.path().join("registry.toml"))
-            .expect("registry file");
-        let issuer = IssuerKey::from_seed("monitor-test-issuer", [9; 32]);
+        let ids = OFFICES.map(|(id, _)| id);
+        casebus_fixtures::write_office_files(dir.path(), &ids, "registry.toml")
+            .expect("key and registry files");
+        let issuer = casebus_fixtures::issuer();
         issuer
             .save(&dir.path().join("issuer.key"))
             .expect("issuer key file");
-        std::fs::write(
-            dir.path().join("trust.toml"),
-            TrustedIssuers::default().with(&issuer).to_toml(),
-        )
-        .expect("trust file");
+        casebus_fixtures::write_trust_file(&dir.path().join("trust.toml"), &issuer)
+            .expect("trust file");
         let client = nats.client().await.expect("connect");
         Ops::new(client, &BusConfig::default())
             .provision(&casebus_bus::StreamSettings::default())
@@ -375,7 +351,7 @@ impl System {
                 "--office".into(),
                 id.into(),
                 "--signing-key".into(),
-                system.path(&format!("{}.key", id.replace(':', "-"))),
+                system.path(&casebus_fixtures::key_file_name(id)),
                 "--grpc-listen".into(),
                 "127.0.0.1:0".into(),
             ]);
@@ -408,15 +384,13 @@ impl System {
 
     /// A token of `office_id` with `roles`, valid for an hour.
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
-        self.issuer
-            .issue(
-                &office(office_id),
-                "monitor-test",
-                roles,
-                OffsetDateTime::now_utc(),
-                time::Duration::hours(1),
-            )
-            .expect("token")
+        casebus_fixtures::issue_token(
+            &self.issuer,
+            office_id,
+            "monitor-test",
+            roles,
+            time::Duration::hours(1),
+        )
     }
 
     /// Starts the gateway.

@@ -1,58 +1,29 @@
-//! Shared fixture of the bus tests: a real nats-server, provisioned streams, five
-//! registered offices with deterministic keys, and helpers to build commands.
+//! Shared fixture of the bus tests: a real nats-server, provisioned streams, the five
+//! offices of `casebus-fixtures` (one per agency) with their deterministic keys, and
+//! helpers to build commands.
 
-#![allow(dead_code)]
+// Each test binary uses its own part of this module, re-exports included.
+#![allow(dead_code, unused_imports)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::macros::datetime;
 
 use casebus_bus::{AppendRequest, Appender, AppenderConfig, Bus, BusConfig, StreamSettings};
 use casebus_domain::DeadlineRules;
-use casebus_integrity::{OfficeEntry, OfficeRegistry, OfficeSigner};
 use casebus_proto::event::v1::payload::Kind;
-use casebus_proto::{CaseId, OfficeId, RequestId};
+use casebus_proto::{CaseId, RequestId};
 use casebus_test_support::NatsServer;
 
-pub const CUSTOMS: &str = "customs:ningbo";
-pub const IPC: &str = "ip_center:zhejiang";
-pub const POLICE: &str = "public_security:ningbo";
-pub const PROC: &str = "procuratorate:ningbo";
-pub const COURT: &str = "court:hangzhou-ip";
-pub const OFFICES: [&str; 5] = [CUSTOMS, IPC, POLICE, PROC, COURT];
+pub use casebus_fixtures::catalogue;
+pub use casebus_fixtures::{
+    COURT, CUSTOMS, IPC, ONE_PER_AGENCY as OFFICES, POLICE, PROC, agency_registry as registry,
+    case, office, signer,
+};
 
 /// Ceiling for a consumer to deliver what the test expects.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
-
-pub fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
-
-pub fn case(id: &str) -> CaseId {
-    CaseId::new(id).expect("valid case id")
-}
-
-/// The deterministic signer of an office (seed = index + 1).
-pub fn signer(id: &str) -> OfficeSigner {
-    let index = OFFICES.iter().position(|o| *o == id).unwrap_or(100) as u8;
-    OfficeSigner::from_seed(office(id), "k1", [index + 1; 32]).expect("signer")
-}
-
-pub fn registry() -> OfficeRegistry {
-    let mut registry = OfficeRegistry::default();
-    for id in OFFICES {
-        registry
-            .insert_office(OfficeEntry {
-                id: office(id),
-                name: id.to_owned(),
-                keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
-            })
-            .expect("register office");
-    }
-    registry
-}
 
 pub struct Fixture {
     pub server: NatsServer,
@@ -118,4 +89,3 @@ pub fn request_with_id(case_id: &CaseId, request_id: &str, payload: Kind) -> App
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
-pub mod catalogue;

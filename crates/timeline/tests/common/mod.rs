@@ -1,70 +1,36 @@
-//! Shared fixture of the timeline tests, without NATS: five registered offices with
-//! deterministic keys, `CaseBuilder` (commands decided by the real case rules, then
+//! Shared fixture of the timeline tests, without NATS: the six offices of
+//! `casebus-fixtures` with their deterministic keys, `CaseBuilder` (commands decided by the real case rules, then
 //! signed, verified and chained exactly as the bus would store them) and `Stream`
 //! (assigns CASES sequences, with holes where dead-lettered messages would be).
 
-#![allow(dead_code)]
+// Each test binary uses its own part of this module, re-exports included.
+#![allow(dead_code, unused_imports)]
 
-pub mod catalogue;
-
-use std::sync::OnceLock;
+/// The catalogue of `casebus-fixtures`, whose main case takes its instant from the
+/// caller here so histories are deterministic.
+pub mod catalogue {
+    pub use casebus_fixtures::catalogue::main_case_at as main_case;
+    pub use casebus_fixtures::catalogue::*;
+}
 
 use prost::Message as _;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use casebus_domain::{CaseState, Context, DeadlineRules, RecordedEvent, decide};
-use casebus_integrity::{
-    ChainTip, OfficeEntry, OfficeRegistry, OfficeSigner, VerifiedEvent, verify_signed,
-};
+use casebus_integrity::{ChainTip, VerifiedEvent, verify_signed};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Event, Payload, Visibility};
 use casebus_proto::{CaseId, EventId, OfficeId, PayloadKind, RequestId, timestamp_from};
 use casebus_timeline::{ProjectedInput, Projection};
 
-pub const CUSTOMS: &str = "customs:ningbo";
-pub const IPC: &str = "ip_center:zhejiang";
-pub const POLICE: &str = "public_security:ningbo";
-pub const PROC: &str = "procuratorate:ningbo";
-pub const COURT: &str = "court:hangzhou-ip";
-pub const CUSTOMS_SH: &str = "customs:shanghai";
-pub const OFFICES: [&str; 6] = [CUSTOMS, IPC, POLICE, PROC, COURT, CUSTOMS_SH];
+pub use casebus_fixtures::{
+    COURT, CUSTOMS, CUSTOMS_SH, IPC, OFFICES, POLICE, PROC, case, office,
+    shared_registry as registry, signer,
+};
 
 /// The instant the scripted cases start at.
 pub const T0: OffsetDateTime = datetime!(2026-03-02 9:00 UTC);
-
-pub fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
-
-pub fn case(id: &str) -> CaseId {
-    CaseId::new(id).expect("valid case id")
-}
-
-/// The deterministic signer of an office (seed = index + 1).
-pub fn signer(id: &str) -> OfficeSigner {
-    let index = OFFICES.iter().position(|o| *o == id).expect("known office");
-    let seed = u8::try_from(index + 1).expect("few offices");
-    OfficeSigner::from_seed(office(id), "k1", [seed; 32]).expect("signer")
-}
-
-/// The registry of all test offices (built once).
-pub fn registry() -> &'static OfficeRegistry {
-    static REGISTRY: OnceLock<OfficeRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut registry = OfficeRegistry::default();
-        for id in OFFICES {
-            registry
-                .insert_office(OfficeEntry {
-                    id: office(id),
-                    name: id.to_owned(),
-                    keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
-                })
-                .expect("register office");
-        }
-        registry
-    })
-}
 
 /// The domain's view of a verified event (as the bus folds it).
 pub fn recorded(event: &VerifiedEvent) -> RecordedEvent<'_> {

@@ -1,11 +1,10 @@
-//! Shared fixture of the CLI tests: a real nats-server with provisioned streams, five
-//! registered offices with deterministic keys written to a registry file, helpers to
+//! Shared fixture of the CLI tests: a real nats-server with provisioned streams, the five
+//! offices of `casebus-fixtures` (one per agency) written to a registry file, helpers to
 //! seed cases, to publish raw messages, to run durable consumers that record what they
 //! handle, and to run the real `casebus` binary against it all.
 
-#![allow(dead_code)]
-
-pub mod catalogue;
+// Each test binary uses its own part of this module, re-exports included.
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,6 @@ use std::time::Duration;
 
 use prost::Message as _;
 use time::OffsetDateTime;
-use time::macros::datetime;
 
 use casebus_bus::ops::{Ops, PublishOptions};
 use casebus_bus::{
@@ -22,18 +20,17 @@ use casebus_bus::{
     StreamSettings,
 };
 use casebus_domain::DeadlineRules;
-use casebus_integrity::{EventHash, OfficeEntry, OfficeRegistry, OfficeSigner};
+use casebus_integrity::{EventHash, OfficeRegistry, OfficeSigner};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Event, NoteAdded, Payload};
-use casebus_proto::{CaseId, OfficeId, RequestId, timestamp_from};
+use casebus_proto::{CaseId, RequestId, timestamp_from};
 use casebus_test_support::{NatsServer, wait_until};
 
-pub const CUSTOMS: &str = "customs:ningbo";
-pub const IPC: &str = "ip_center:zhejiang";
-pub const POLICE: &str = "public_security:ningbo";
-pub const PROC: &str = "procuratorate:ningbo";
-pub const COURT: &str = "court:hangzhou-ip";
-pub const OFFICES: [&str; 5] = [CUSTOMS, IPC, POLICE, PROC, COURT];
+pub use casebus_fixtures::catalogue;
+pub use casebus_fixtures::{
+    COURT, CUSTOMS, IPC, ONE_PER_AGENCY as OFFICES, POLICE, PROC, agency_registry as registry,
+    case, office, second_signer, signer,
+};
 
 /// Ceiling for a consumer to deliver what the test expects.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,51 +42,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// The binary under test.
 pub const CASEBUS: &str = env!("CARGO_BIN_EXE_casebus");
 
-pub fn office(id: &str) -> OfficeId {
-    OfficeId::new(id).expect("valid office id")
-}
-
-pub fn case(id: &str) -> CaseId {
-    CaseId::new(id).expect("valid case id")
-}
-
-/// The deterministic signer of an office (seed = index + 1), key label `k1`.
-pub fn signer(id: &str) -> OfficeSigner {
-    let index = OFFICES.iter().position(|o| *o == id).unwrap_or(100) as u8;
-    OfficeSigner::from_seed(office(id), "k1", [index + 1; 32]).expect("signer")
-}
-
-/// A second key of an office (label `k2`), for rotation scenarios.
-pub fn second_signer(id: &str) -> OfficeSigner {
-    let index = OFFICES.iter().position(|o| *o == id).unwrap_or(100) as u8;
-    OfficeSigner::from_seed(office(id), "k2", [index + 101; 32]).expect("signer")
-}
-
-/// Every office with its `k1` key valid since 2020.
-pub fn registry() -> OfficeRegistry {
-    let mut registry = OfficeRegistry::default();
-    for id in OFFICES {
-        registry
-            .insert_office(OfficeEntry {
-                id: office(id),
-                name: id.to_owned(),
-                keys: vec![signer(id).key_entry(datetime!(2020-01-01 0:00 UTC))],
-            })
-            .expect("register office");
-    }
-    registry
-}
-
 /// [`registry`] plus the `k2` key of `id`.
 pub fn registry_with_second_key(id: &str) -> OfficeRegistry {
-    let mut registry = registry();
-    registry
-        .add_key(
-            &office(id),
-            second_signer(id).key_entry(datetime!(2020-01-01 0:00 UTC)),
-        )
-        .expect("add k2");
-    registry
+    casebus_fixtures::with_second_key(registry(), id)
 }
 
 /// The outcome of one run of the binary.
