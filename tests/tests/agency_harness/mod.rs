@@ -33,7 +33,7 @@ use tonic::{Code, Request, Status};
 
 use casebus_agency::{REASON_METADATA, RULE_METADATA, ReadyFile};
 use casebus_bus::{Bus, BusConfig, LoadedCase, StreamSettings};
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_integrity::token::{Audience, IssuerKey, Role, TrustedIssuers};
 use casebus_integrity::{CaseReport, OfficeEntry, OfficeRegistry, OfficeSigner, verify_case};
 use casebus_proto::agency::v1::agency_service_client::AgencyServiceClient;
 use casebus_proto::agency::v1::{
@@ -274,6 +274,7 @@ impl Fixture {
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
         self.issuer
             .issue(
+                Audience::Agency,
                 &office(office_id),
                 &format!("clerk of {office_id}"),
                 roles,

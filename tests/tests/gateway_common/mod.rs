@@ -43,7 +43,7 @@ use casebus_bus::{
     AppendRequest, Appended, Appender, AppenderConfig, Bus, BusConfig, StreamSettings,
 };
 use casebus_domain::DeadlineRules;
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_integrity::token::{Audience, IssuerKey, Role, TrustedIssuers};
 use casebus_integrity::{ChainTip, OfficeEntry, OfficeRegistry, OfficeSigner, verify_signed};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, Visibility, VisibilityKind};
@@ -291,6 +291,7 @@ impl Fixture {
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
         self.issuer
             .issue(
+                Audience::Gateway,
                 &office(office_id),
                 "officer-7",
                 roles,
