@@ -212,3 +212,46 @@ async fn tokens_for_the_agency_services_or_the_monitor_open_no_gateway_read() {
         .await
         .expect("a gateway token reads");
 }
+
+#[tokio::test]
+async fn with_reflection_off_health_still_answers_without_credentials_and_reflection_is_unimplemented()
+ {
+    use casebus_proto::gateway::v1::gateway_server::SERVICE_NAME as GATEWAY_SERVICE_NAME;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+
+    let f = Fixture::start().await;
+    let extra = ["--grpc-reflection".to_owned(), "false".to_owned()];
+    let gateway = f
+        .gateway_with("gw-noreflect", &f.db("gw-noreflect"), &extra)
+        .await;
+    let channel = gateway.channel().await;
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: GATEWAY_SERVICE_NAME.into(),
+        })
+        .await
+        .expect("health needs no credentials")
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let outcome = match ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("no reflection answer"),
+    };
+    assert_eq!(outcome.code(), Code::Unimplemented, "{outcome:?}");
+}
