@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_integrity::token::{Audience, IssuerKey, Role, TrustedIssuers};
 use casebus_proto::OfficeId;
 use casebus_proto::bench::v1::EchoMessage;
 use casebus_proto::bench::v1::echo_service_server::{EchoService, EchoServiceServer};
@@ -124,7 +124,14 @@ impl Credentials {
         &self,
         roles: &[Role],
     ) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        // Clerks call the agency services; readers call the gateway.
+        let audience = if roles.contains(&Role::Clerk) {
+            Audience::Agency
+        } else {
+            Audience::Gateway
+        };
         let token = self.issuer.issue(
+            audience,
             &OfficeId::new(crate::fixture::OFFICE)?,
             "bench",
             roles,

@@ -10,7 +10,7 @@ use prost_types::Timestamp;
 use time::OffsetDateTime;
 use tonic::Code;
 
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_proto::agency::v1::*;
 use casebus_proto::customs::v1::{
     ConfiscateGoodsRequest, DetainGoodsRequest, ReferToPublicSecurityRequest,
@@ -454,6 +454,7 @@ async fn calls_without_a_valid_credential_are_unauthenticated() {
     let expired = f
         .issuer
         .issue(
+            Audience::Agency,
             &office(CUSTOMS),
             "clerk",
             &[Role::Clerk],
@@ -464,6 +465,7 @@ async fn calls_without_a_valid_credential_are_unauthenticated() {
     // Same key id as the trusted issuer, different key: a forgery.
     let forged = IssuerKey::from_seed("test-issuer", [9; 32])
         .issue(
+            Audience::Agency,
             &office(CUSTOMS),
             "clerk",
             &[Role::Clerk],
@@ -473,6 +475,7 @@ async fn calls_without_a_valid_credential_are_unauthenticated() {
         .expect("token");
     let unknown = IssuerKey::from_seed("other-issuer", [9; 32])
         .issue(
+            Audience::Agency,
             &office(CUSTOMS),
             "clerk",
             &[Role::Clerk],

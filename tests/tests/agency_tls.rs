@@ -1,6 +1,7 @@
 //! An agency service serving TLS with client certificates, as the real binary is
 //! configured in production: a certificate whose common name is the service's office
-//! records events (the actor from the `x-casebus-actor` header), a certificate of another
+//! records events (the actor from the certificate; the `x-casebus-actor` header counts only
+//! for a certificate with the URI `casebus:actor:*`), a certificate of another
 //! office is refused with PERMISSION_DENIED, a bearer token still works over TLS, and a
 //! caller with neither is UNAUTHENTICATED.
 
@@ -40,6 +41,22 @@ fn leaf(pki: &Pki, common_name: &str, sans: Vec<String>) -> (String, String) {
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &pki.issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A certificate for `common_name` with URI subject alternative names `uris`.
+fn leaf_with_uris(pki: &Pki, common_name: &str, uris: &[&str]) -> (String, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    for uri in uris {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI((*uri).try_into().expect("ia5")));
+    }
     let key = KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, &pki.issuer).expect("signed");
     (cert.pem(), key.serialize_pem())
@@ -108,8 +125,14 @@ async fn a_client_certificate_naming_the_office_records_and_one_of_another_offic
         )
         .await;
 
-    // The office's own certificate: the case opens and a note records the header's actor.
-    let own = connect(&pki, &customs, Some(leaf(&pki, CUSTOMS, vec![]))).await;
+    // The office's own certificate of a back-office system that records for many people
+    // (`casebus:actor:*`): the case opens and a note records the header's actor.
+    let own = connect(
+        &pki,
+        &customs,
+        Some(leaf_with_uris(&pki, CUSTOMS, &["casebus:actor:*"])),
+    )
+    .await;
     let mut common = AgencyServiceClient::new(own.clone());
     let mut open = tonic::Request::new(casebus_proto::agency::v1::OpenCaseRequest {
         meta: meta("C-TLS"),
@@ -131,6 +154,32 @@ async fn a_client_certificate_naming_the_office_records_and_one_of_another_offic
     assert_eq!(stored.event.event.actor, "officer-9");
     assert_eq!(stored.event.office.as_str(), CUSTOMS);
 
+    // A certificate naming its own actor, and one naming none: the header an attacker adds
+    // is ignored and the actor comes from the certificate.
+    for (request_id, cert, expected) in [
+        (
+            "tls-named",
+            leaf_with_uris(&pki, CUSTOMS, &["casebus:actor:clerk.zhao"]),
+            "clerk.zhao",
+        ),
+        ("tls-plain", leaf(&pki, CUSTOMS, vec![]), "certificate "),
+    ] {
+        let channel = connect(&pki, &customs, Some(cert)).await;
+        let reply = note(channel, None, Some("chief.judge"), request_id)
+            .await
+            .expect("note over mTLS")
+            .into_inner();
+        let loaded = f.load("C-TLS").await;
+        let actor = loaded
+            .events
+            .iter()
+            .find(|e| e.event.event_id.as_str() == reply.event_id)
+            .map(|e| e.event.event.actor.clone())
+            .expect("the note is stored");
+        assert!(actor.starts_with(expected), "{request_id}: {actor}");
+        assert_ne!(actor, "chief.judge");
+    }
+
     // Another office's certificate from the same CA: authenticated, but not this office.
     let police = connect(&pki, &customs, Some(leaf(&pki, POLICE, vec![]))).await;
     let status = refused(
@@ -149,5 +198,9 @@ async fn a_client_certificate_naming_the_office_records_and_one_of_another_offic
         Code::Unauthenticated,
     );
 
-    assert_eq!(f.load("C-TLS").await.state.version, 3, "open and two notes");
+    assert_eq!(
+        f.load("C-TLS").await.state.version,
+        5,
+        "open and four notes (header, certificate-named, plain certificate, token)"
+    );
 }

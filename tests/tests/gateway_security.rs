@@ -13,7 +13,7 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use casebus_bus::StreamSettings;
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_proto::event::v1::Agency;
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_proto::gateway::v1::{
@@ -108,6 +108,7 @@ async fn refused_credentials_are_unauthenticated_and_leave_no_audit_record() {
     let expired = f
         .issuer
         .issue(
+            Audience::Gateway,
             &office(CUSTOMS),
             "officer-7",
             &[Role::Reader],
@@ -117,6 +118,7 @@ async fn refused_credentials_are_unauthenticated_and_leave_no_audit_record() {
         .expect("token");
     let forged = IssuerKey::from_seed("test-issuer", [43; 32])
         .issue(
+            Audience::Gateway,
             &office(CUSTOMS),
             "officer-7",
             &[Role::Reader],
@@ -126,6 +128,7 @@ async fn refused_credentials_are_unauthenticated_and_leave_no_audit_record() {
         .expect("token");
     let unknown_issuer = IssuerKey::from_seed("someone-else", [42; 32])
         .issue(
+            Audience::Gateway,
             &office(CUSTOMS),
             "officer-7",
             &[Role::Admin],

@@ -144,6 +144,10 @@ async fn cases_at_gateway(gateway: &str, token: &str) -> Option<usize> {
 
 async fn wait_for_traffic(dir: &Path) {
     let env = env_file(dir);
+    let gateway_token = std::fs::read_to_string(&env["CASEBUS_LOCAL_GATEWAY_ADMIN_TOKEN_FILE"])
+        .expect("gateway admin token")
+        .trim()
+        .to_owned();
     let token = std::fs::read_to_string(&env["CASEBUS_LOCAL_ADMIN_TOKEN_FILE"])
         .expect("admin token")
         .trim()
@@ -152,7 +156,11 @@ async fn wait_for_traffic(dir: &Path) {
     wait_until(
         TRAFFIC_TIMEOUT,
         "the gateway to list simulated cases",
-        async || cases_at_gateway(&gateway, &token).await.filter(|n| *n > 0),
+        async || {
+            cases_at_gateway(&gateway, &gateway_token)
+                .await
+                .filter(|n| *n > 0)
+        },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}; logs in {}", dir.join("logs").display()));

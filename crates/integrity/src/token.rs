@@ -1,8 +1,16 @@
-//! Bearer tokens for gRPC callers: claims (office, actor, roles, validity) signed with an
-//! issuer's Ed25519 key, and their verification against the trusted issuer keys.
+//! Bearer tokens for gRPC callers: claims (audience, office, actor, roles, validity)
+//! signed with an issuer's Ed25519 key, and their verification against the trusted issuer
+//! keys and the limits the trust file sets for each issuer (offices, roles, audiences,
+//! the longest lifetime).
 //!
 //! Format: `cb1.<claims>.<signature>`, both parts unpadded base64url; the signature
 //! covers the ASCII bytes `cb1.<claims>`. Claims are JSON with fixed field order.
+//!
+//! A token names the one kind of service it is for (its audience): a clerk's token for an
+//! agency service is refused by the gateway and the monitor, so a credential leaked from
+//! one surface opens no other. Tokens issued before audiences existed carry none and are
+//! refused everywhere: accepting them would keep every old, possibly leaked, token valid
+//! on every surface until it expires, and issuing a new token is one command.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +28,55 @@ use casebus_proto::OfficeId;
 const PREFIX: &str = "cb1";
 /// Longest token accepted, in bytes.
 const MAX_TOKEN_LEN: usize = 4096;
+/// Longest lifetime `IssuerKey::issue` signs: a year and a day. A trust file usually caps
+/// an issuer far lower; this bound keeps every expiry a representable date.
+pub const MAX_TTL: time::Duration = time::Duration::days(366);
+/// The cap of an issuer whose trust-file entry sets no `max_ttl`.
+pub const DEFAULT_MAX_TTL: time::Duration = time::Duration::days(30);
+
+/// The kind of service a token is for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// The agency services (commands, inbox, import).
+    Agency,
+    /// The query gateway.
+    Gateway,
+    /// The monitoring dashboard.
+    Monitor,
+}
+
+impl Audience {
+    /// Every audience.
+    pub const ALL: [Audience; 3] = [Self::Agency, Self::Gateway, Self::Monitor];
+
+    /// Parses `agency`, `gateway` or `monitor`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "agency" => Self::Agency,
+            "gateway" => Self::Gateway,
+            "monitor" => Self::Monitor,
+            _ => return None,
+        })
+    }
+
+    /// The lower-case name used in tokens and trust files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agency => "agency",
+            Self::Gateway => "gateway",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
+impl fmt::Display for Audience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a caller may do, beyond acting for its office.
 #[derive(
@@ -38,6 +95,19 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Self::Clerk, Self::Reader, Self::Admin, Self::Operator];
+
+    /// The lower-case name used in tokens and trust files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clerk => "clerk",
+            Self::Reader => "reader",
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+        }
+    }
+
     /// Parses `clerk`, `reader`, `admin` or `operator`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -56,6 +126,10 @@ impl Role {
 pub struct Claims {
     /// Id of the issuer key that signed the token.
     pub iss: String,
+    /// The kind of service the token is for; `None` only in tokens issued before
+    /// audiences existed, which every verifier refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
     /// The office the caller acts for.
     pub office: OfficeId,
     /// The person or system at the office.
@@ -96,6 +170,54 @@ pub enum TokenError {
     /// The token is not valid yet.
     #[error("token is not valid before {0}")]
     NotYetValid(String),
+    /// The token names no audience (issued before audiences existed).
+    #[error("token names no audience; issue a new one with --audience {0}")]
+    NoAudience(Audience),
+    /// The token is for another kind of service.
+    #[error("token is for the {found} audience, not {expected}")]
+    WrongAudience {
+        /// The audience of this service.
+        expected: Audience,
+        /// The audience the token names.
+        found: Audience,
+    },
+    /// The trust file does not let the issuer sign for this office.
+    #[error("issuer {issuer} may not issue tokens for office {office}")]
+    OfficeNotAllowed {
+        /// The issuer key id.
+        issuer: String,
+        /// The office the token names.
+        office: String,
+    },
+    /// The trust file does not let the issuer grant this role.
+    #[error("issuer {issuer} may not grant the {role} role")]
+    RoleNotAllowed {
+        /// The issuer key id.
+        issuer: String,
+        /// The role the token names.
+        role: &'static str,
+    },
+    /// The trust file does not let the issuer sign for this audience.
+    #[error("issuer {issuer} may not issue tokens for the {audience} audience")]
+    AudienceNotAllowed {
+        /// The issuer key id.
+        issuer: String,
+        /// The audience the token names.
+        audience: Audience,
+    },
+    /// The token lives longer than the trust file allows its issuer.
+    #[error("token lifetime of {lifetime_secs}s exceeds issuer {issuer}'s cap of {cap_secs}s")]
+    LifetimeTooLong {
+        /// The issuer key id.
+        issuer: String,
+        /// `exp - iat` of the token, in seconds.
+        lifetime_secs: i64,
+        /// The issuer's cap, in seconds.
+        cap_secs: i64,
+    },
+    /// The token id is on the revocation list.
+    #[error("token {0} is revoked")]
+    Revoked(String),
 }
 
 /// Errors handling issuer key and trust files.
@@ -152,9 +274,146 @@ struct TrustFile {
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
 struct TrustedIssuer {
     key_id: String,
     public_key: String,
+    /// Required: an entry without limits is refused rather than read as "anything".
+    offices: Option<Vec<String>>,
+    /// Required, like `offices`.
+    roles: Option<Vec<Role>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audiences: Option<Vec<Audience>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_ttl: Option<String>,
+}
+
+/// A pattern of offices an issuer may sign for: `*` (any office), `<agency>:*` (any office
+/// of that agency) or one office id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfficePattern(String);
+
+impl OfficePattern {
+    /// Parses a pattern.
+    ///
+    /// # Errors
+    /// [`IssuerError::Claims`] naming the pattern when it is none of the three forms.
+    pub fn parse(pattern: &str) -> Result<Self, IssuerError> {
+        let ok = if pattern == "*" {
+            true
+        } else if let Some(agency) = pattern.strip_suffix(":*") {
+            !agency.is_empty()
+                && agency
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        } else {
+            OfficeId::new(pattern).is_ok()
+        };
+        if ok {
+            Ok(Self(pattern.to_owned()))
+        } else {
+            Err(IssuerError::Claims(format!(
+                "office pattern {pattern:?} must be `*`, `<agency>:*` or an office id"
+            )))
+        }
+    }
+
+    /// Whether `office` matches.
+    pub fn matches(&self, office: &OfficeId) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => office.as_str().starts_with(prefix),
+            None => office.as_str() == self.0,
+        }
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What the trust file lets one issuer sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerLimits {
+    /// Offices the issuer may sign for.
+    pub offices: Vec<OfficePattern>,
+    /// Roles it may grant.
+    pub roles: Vec<Role>,
+    /// Audiences it may sign for.
+    pub audiences: Vec<Audience>,
+    /// Longest lifetime (`exp - iat`) of its tokens.
+    pub max_ttl: time::Duration,
+}
+
+impl IssuerLimits {
+    /// No limit but the default lifetime cap: any office, role and audience (tests, and
+    /// the site-wide issuer of a single-site deployment).
+    pub fn any() -> Self {
+        Self {
+            offices: vec![OfficePattern("*".into())],
+            roles: Role::ALL.to_vec(),
+            audiences: Audience::ALL.to_vec(),
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+
+    fn check(&self, issuer: &str, claims: &Claims, aud: Audience) -> Result<(), TokenError> {
+        if !self.audiences.contains(&aud) {
+            return Err(TokenError::AudienceNotAllowed {
+                issuer: issuer.to_owned(),
+                audience: aud,
+            });
+        }
+        if !self.offices.iter().any(|p| p.matches(&claims.office)) {
+            return Err(TokenError::OfficeNotAllowed {
+                issuer: issuer.to_owned(),
+                office: claims.office.to_string(),
+            });
+        }
+        if let Some(role) = claims.roles.iter().find(|r| !self.roles.contains(r)) {
+            return Err(TokenError::RoleNotAllowed {
+                issuer: issuer.to_owned(),
+                role: role.as_str(),
+            });
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        let cap = self.max_ttl.whole_seconds();
+        if lifetime > cap {
+            return Err(TokenError::LifetimeTooLong {
+                issuer: issuer.to_owned(),
+                lifetime_secs: lifetime,
+                cap_secs: cap,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses a lifetime such as `8h`, `30days` or `1year` (humantime syntax).
+///
+/// # Errors
+/// A message naming the value when it is not a duration or is longer than [`MAX_TTL`].
+pub fn parse_ttl(text: &str) -> Result<time::Duration, String> {
+    let std = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 8h or 30days: {e}"))?;
+    let ttl = time::Duration::try_from(std).unwrap_or(time::Duration::MAX);
+    if ttl > MAX_TTL {
+        return Err(format!(
+            "{text:?} is longer than the longest token lifetime, 366 days"
+        ));
+    }
+    Ok(ttl)
+}
+
+fn format_ttl(ttl: time::Duration) -> String {
+    let secs = ttl.whole_seconds();
+    if secs % 86_400 == 0 {
+        format!("{}days", secs / 86_400)
+    } else if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 fn valid_key_id(key_id: &str) -> bool {
@@ -264,13 +523,15 @@ impl IssuerKey {
         B64.encode(self.key.verifying_key().to_bytes())
     }
 
-    /// Issues a token for `office`/`actor` with `roles`, valid from `now` for `ttl`.
+    /// Issues a token for `audience` and `office`/`actor` with `roles`, valid from `now`
+    /// for `ttl`.
     ///
     /// # Errors
     /// [`IssuerError::Claims`] when the actor is empty or longer than 128 chars, no role is
-    /// given, or the ttl is not positive.
+    /// given, or the ttl is not positive or longer than [`MAX_TTL`].
     pub fn issue(
         &self,
+        audience: Audience,
         office: &OfficeId,
         actor: &str,
         roles: &[Role],
@@ -286,6 +547,11 @@ impl IssuerKey {
         if ttl <= time::Duration::ZERO {
             return Err(IssuerError::Claims("ttl must be positive".into()));
         }
+        if ttl > MAX_TTL {
+            return Err(IssuerError::Claims(
+                "ttl must be at most 366 days (the trust file may cap it lower)".into(),
+            ));
+        }
         let mut jti = [0u8; 12];
         getrandom::fill(&mut jti)
             .map_err(|e| IssuerError::Claims(format!("random source failed: {e}")))?;
@@ -294,6 +560,7 @@ impl IssuerKey {
         roles.dedup();
         let claims = Claims {
             iss: self.key_id.clone(),
+            aud: Some(audience),
             office: office.clone(),
             actor: actor.to_owned(),
             roles,
@@ -311,21 +578,28 @@ impl IssuerKey {
     }
 }
 
-/// The issuer keys a verifier trusts, by key id.
+/// The issuer keys a verifier trusts, by key id, each with its limits.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedIssuers {
-    keys: BTreeMap<String, VerifyingKey>,
+    keys: BTreeMap<String, (VerifyingKey, IssuerLimits)>,
 }
 
 impl TrustedIssuers {
-    /// Trusts `key`.
-    pub fn with(mut self, key: &IssuerKey) -> Self {
+    /// Trusts `key` without limits ([`IssuerLimits::any`]).
+    pub fn with(self, key: &IssuerKey) -> Self {
+        self.with_limits(key, IssuerLimits::any())
+    }
+
+    /// Trusts `key` within `limits`.
+    pub fn with_limits(mut self, key: &IssuerKey, limits: IssuerLimits) -> Self {
         self.keys
-            .insert(key.key_id.clone(), key.key.verifying_key());
+            .insert(key.key_id.clone(), (key.key.verifying_key(), limits));
         self
     }
 
-    /// Loads a trust file: `[[issuer]] key_id = "...", public_key = "<base64>"`.
+    /// Loads a trust file: per `[[issuer]]` its `key_id`, `public_key` (base64), the
+    /// `offices` patterns and `roles` it may sign for (both required), and optionally the
+    /// `audiences` it may sign for (default all) and `max_ttl` (default 30 days).
     ///
     /// # Errors
     /// [`IssuerError::Io`] or [`IssuerError::Invalid`].
@@ -353,7 +627,27 @@ impl TrustedIssuers {
                 .map_err(|_| format!("issuer {}: public_key must be 32 bytes", issuer.key_id))?;
             let key = VerifyingKey::from_bytes(&raw)
                 .map_err(|_| format!("issuer {}: not an Ed25519 public key", issuer.key_id))?;
-            if keys.insert(issuer.key_id.clone(), key).is_some() {
+            let id = &issuer.key_id;
+            let offices = issuer
+                .offices
+                .ok_or_else(|| format!("issuer {id}: offices is required (patterns such as \"customs:*\", or [\"*\"])"))?
+                .iter()
+                .map(|p| OfficePattern::parse(p).map_err(|e| format!("issuer {id}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let roles = issuer.roles.ok_or_else(|| {
+                format!("issuer {id}: roles is required (clerk, reader, admin, operator)")
+            })?;
+            let max_ttl = match &issuer.max_ttl {
+                None => DEFAULT_MAX_TTL,
+                Some(text) => parse_ttl(text).map_err(|e| format!("issuer {id}: max_ttl {e}"))?,
+            };
+            let limits = IssuerLimits {
+                offices,
+                roles,
+                audiences: issuer.audiences.unwrap_or_else(|| Audience::ALL.to_vec()),
+                max_ttl,
+            };
+            if keys.insert(issuer.key_id.clone(), (key, limits)).is_some() {
                 return Err(format!("issuer {} listed twice", issuer.key_id));
             }
         }
@@ -366,20 +660,30 @@ impl TrustedIssuers {
             issuer: self
                 .keys
                 .iter()
-                .map(|(key_id, key)| TrustedIssuer {
+                .map(|(key_id, (key, limits))| TrustedIssuer {
                     key_id: key_id.clone(),
                     public_key: B64.encode(key.to_bytes()),
+                    offices: Some(limits.offices.iter().map(|p| p.0.clone()).collect()),
+                    roles: Some(limits.roles.clone()),
+                    audiences: Some(limits.audiences.clone()),
+                    max_ttl: Some(format_ttl(limits.max_ttl)),
                 })
                 .collect(),
         };
         toml::to_string_pretty(&file).unwrap_or_default()
     }
 
-    /// Verifies a token at `now` and returns its claims.
+    /// Verifies a token for a service of `audience` at `now` and returns its claims: the
+    /// signature of a trusted issuer, the audience, the issuer's limits and the validity.
     ///
     /// # Errors
     /// [`TokenError`] naming why the token is refused.
-    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Claims, TokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        audience: Audience,
+        now: OffsetDateTime,
+    ) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed("too long"));
         }
@@ -397,7 +701,7 @@ impl TrustedIssuers {
             .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
         let claims: Claims = serde_json::from_slice(&json)
             .map_err(|_| TokenError::Malformed("claims are not valid"))?;
-        let key = self
+        let (key, limits) = self
             .keys
             .get(&claims.iss)
             .ok_or_else(|| TokenError::UnknownIssuer(claims.iss.clone()))?;
@@ -408,6 +712,15 @@ impl TrustedIssuers {
             .map_err(|_| TokenError::BadSignature)?;
         key.verify_strict(format!("{PREFIX}.{body}").as_bytes(), &signature)
             .map_err(|_| TokenError::BadSignature)?;
+        // Only signed claims are judged below, so no refusal tells a forger anything.
+        let aud = claims.aud.ok_or(TokenError::NoAudience(audience))?;
+        if aud != audience {
+            return Err(TokenError::WrongAudience {
+                expected: audience,
+                found: aud,
+            });
+        }
+        limits.check(&claims.iss, &claims, aud)?;
         let at = |secs: i64| {
             OffsetDateTime::from_unix_timestamp(secs)
                 .ok()
@@ -446,6 +759,7 @@ mod tests {
         let issuer = IssuerKey::from_seed("ops#1", [5; 32]);
         let token = issuer
             .issue(
+                Audience::Agency,
                 &office(),
                 "li.wei",
                 &[Role::Reader, Role::Clerk],
@@ -455,7 +769,7 @@ mod tests {
             .expect("issue");
         let claims = TrustedIssuers::default()
             .with(&issuer)
-            .verify(&token, NOW)
+            .verify(&token, Audience::Agency, NOW)
             .expect("valid");
         assert_eq!(claims.office, office());
         assert_eq!(claims.roles, vec![Role::Clerk, Role::Reader]);
@@ -469,6 +783,7 @@ mod tests {
         let trust = TrustedIssuers::default().with(&issuer);
         let token = issuer
             .issue(
+                Audience::Agency,
                 &office(),
                 "a",
                 &[Role::Reader],
@@ -477,22 +792,12 @@ mod tests {
             )
             .expect("issue");
         assert!(matches!(
-            trust.verify(&token, NOW + time::Duration::hours(2)),
+            trust.verify(&token, Audience::Agency, NOW + time::Duration::hours(2)),
             Err(TokenError::Expired(_))
         ));
         let forged = other
             .issue(
-                &office(),
-                "a",
-                &[Role::Reader],
-                NOW,
-                time::Duration::hours(1),
-            )
-            .expect("issue");
-        assert_eq!(trust.verify(&forged, NOW), Err(TokenError::BadSignature));
-        let stranger = IssuerKey::from_seed("elsewhere", [7; 32]);
-        let foreign = stranger
-            .issue(
+                Audience::Agency,
                 &office(),
                 "a",
                 &[Role::Reader],
@@ -501,7 +806,22 @@ mod tests {
             )
             .expect("issue");
         assert_eq!(
-            trust.verify(&foreign, NOW),
+            trust.verify(&forged, Audience::Agency, NOW),
+            Err(TokenError::BadSignature)
+        );
+        let stranger = IssuerKey::from_seed("elsewhere", [7; 32]);
+        let foreign = stranger
+            .issue(
+                Audience::Agency,
+                &office(),
+                "a",
+                &[Role::Reader],
+                NOW,
+                time::Duration::hours(1),
+            )
+            .expect("issue");
+        assert_eq!(
+            trust.verify(&foreign, Audience::Agency, NOW),
             Err(TokenError::UnknownIssuer("elsewhere".into()))
         );
         // Changing the claims (e.g. the office) breaks the signature.
@@ -511,12 +831,15 @@ mod tests {
         claims.office = OfficeId::new("court:x").expect("valid");
         parts[1] = B64URL.encode(serde_json::to_vec(&claims).expect("json"));
         assert_eq!(
-            trust.verify(&parts.join("."), NOW),
+            trust.verify(&parts.join("."), Audience::Agency, NOW),
             Err(TokenError::BadSignature)
         );
         for junk in ["", "cb1", "cb1.x.y", "xx.yy.zz", "cb1..", &"a".repeat(5000)] {
             assert!(
-                matches!(trust.verify(junk, NOW), Err(TokenError::Malformed(_))),
+                matches!(
+                    trust.verify(junk, Audience::Agency, NOW),
+                    Err(TokenError::Malformed(_))
+                ),
                 "{junk:?}"
             );
         }
@@ -529,6 +852,7 @@ mod tests {
         let parsed = TrustedIssuers::parse(&trust.to_toml()).expect("parse");
         let token = issuer
             .issue(
+                Audience::Agency,
                 &office(),
                 "a",
                 &[Role::Admin],
@@ -536,13 +860,164 @@ mod tests {
                 time::Duration::minutes(5),
             )
             .expect("issue");
-        assert!(parsed.verify(&token, NOW).is_ok());
+        assert!(parsed.verify(&token, Audience::Agency, NOW).is_ok());
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("issuer.key");
         issuer.save(&path).expect("save");
         assert_eq!(
             IssuerKey::load(&path).expect("load").public_key_base64(),
             issuer.public_key_base64()
+        );
+    }
+
+    /// Signs `claims` as `issuer` would, so a test can build what `issue` refuses to.
+    fn sign(issuer: &IssuerKey, claims: &Claims) -> String {
+        let body = serde_json::to_vec(claims).expect("json");
+        let signed_part = format!("{PREFIX}.{}", B64URL.encode(body));
+        let signature = issuer.key.sign(signed_part.as_bytes());
+        format!("{signed_part}.{}", B64URL.encode(signature.to_bytes()))
+    }
+
+    #[test]
+    fn a_token_is_refused_by_a_service_of_another_audience_and_one_without_audience_everywhere() {
+        let issuer = IssuerKey::from_seed("ops#1", [5; 32]);
+        let trust = TrustedIssuers::default().with(&issuer);
+        let clerk = issuer
+            .issue(
+                Audience::Agency,
+                &office(),
+                "a",
+                &[Role::Clerk, Role::Reader],
+                NOW,
+                time::Duration::hours(1),
+            )
+            .expect("issue");
+        for other in [Audience::Gateway, Audience::Monitor] {
+            assert_eq!(
+                trust.verify(&clerk, other, NOW),
+                Err(TokenError::WrongAudience {
+                    expected: other,
+                    found: Audience::Agency
+                })
+            );
+        }
+        // A validly signed token of the old format, without `aud`.
+        let mut claims = trust.verify(&clerk, Audience::Agency, NOW).expect("valid");
+        claims.aud = None;
+        let old = sign(&issuer, &claims);
+        assert!(
+            !old.is_empty()
+                && !serde_json::to_string(&claims)
+                    .expect("json")
+                    .contains("aud")
+        );
+        for audience in Audience::ALL {
+            assert_eq!(
+                trust.verify(&old, audience, NOW),
+                Err(TokenError::NoAudience(audience))
+            );
+        }
+    }
+
+    #[test]
+    fn the_trust_file_limits_an_issuer_to_its_offices_roles_audiences_and_lifetime() {
+        let issuer = IssuerKey::from_seed("customs-hr", [8; 32]);
+        let file = format!(
+            "[[issuer]]\nkey_id = \"customs-hr\"\npublic_key = \"{}\"\noffices = [\"customs:*\"]\nroles = [\"clerk\", \"reader\"]\naudiences = [\"agency\"]\nmax_ttl = \"8h\"\n",
+            issuer.public_key_base64()
+        );
+        let trust = TrustedIssuers::parse(&file).expect("parse");
+        let issue = |office_id: &str, roles: &[Role], audience: Audience, ttl| {
+            issuer
+                .issue(
+                    audience,
+                    &OfficeId::new(office_id).expect("valid"),
+                    "a",
+                    roles,
+                    NOW,
+                    ttl,
+                )
+                .expect("issue")
+        };
+        let hour = time::Duration::hours(1);
+        let ok = issue("customs:ningbo", &[Role::Clerk], Audience::Agency, hour);
+        assert!(trust.verify(&ok, Audience::Agency, NOW).is_ok());
+        let court = issue("court:hangzhou", &[Role::Clerk], Audience::Agency, hour);
+        assert_eq!(
+            trust.verify(&court, Audience::Agency, NOW),
+            Err(TokenError::OfficeNotAllowed {
+                issuer: "customs-hr".into(),
+                office: "court:hangzhou".into()
+            })
+        );
+        let admin = issue(
+            "customs:ningbo",
+            &[Role::Clerk, Role::Admin],
+            Audience::Agency,
+            hour,
+        );
+        assert_eq!(
+            trust.verify(&admin, Audience::Agency, NOW),
+            Err(TokenError::RoleNotAllowed {
+                issuer: "customs-hr".into(),
+                role: "admin"
+            })
+        );
+        let gateway = issue("customs:ningbo", &[Role::Reader], Audience::Gateway, hour);
+        assert_eq!(
+            trust.verify(&gateway, Audience::Gateway, NOW),
+            Err(TokenError::AudienceNotAllowed {
+                issuer: "customs-hr".into(),
+                audience: Audience::Gateway
+            })
+        );
+        let long = issue(
+            "customs:ningbo",
+            &[Role::Clerk],
+            Audience::Agency,
+            time::Duration::hours(9),
+        );
+        assert_eq!(
+            trust.verify(&long, Audience::Agency, NOW),
+            Err(TokenError::LifetimeTooLong {
+                issuer: "customs-hr".into(),
+                lifetime_secs: 9 * 3600,
+                cap_secs: 8 * 3600
+            })
+        );
+        // An entry without limits is an error naming the issuer, not "anything goes".
+        let bare = format!(
+            "[[issuer]]\nkey_id = \"x\"\npublic_key = \"{}\"\n",
+            issuer.public_key_base64()
+        );
+        let error = TrustedIssuers::parse(&bare).expect_err("refused");
+        assert!(error.contains("issuer x: offices is required"), "{error}");
+        let bad = file.replace("customs:*", "customs*");
+        let error = TrustedIssuers::parse(&bad).expect_err("refused");
+        assert!(error.contains("office pattern \"customs*\""), "{error}");
+    }
+
+    #[test]
+    fn an_absurd_ttl_is_a_clear_error_not_a_panic() {
+        let issuer = IssuerKey::from_seed("ops#1", [5; 32]);
+        let error = parse_ttl("100000years").expect_err("refused");
+        assert!(
+            error.contains("longer than the longest token lifetime"),
+            "{error}"
+        );
+        assert!(parse_ttl("soon").is_err());
+        assert_eq!(parse_ttl("8h"), Ok(time::Duration::hours(8)));
+        let refused = issuer.issue(
+            Audience::Agency,
+            &office(),
+            "a",
+            &[Role::Clerk],
+            NOW,
+            time::Duration::MAX,
+        );
+        assert!(
+            matches!(&refused, Err(IssuerError::Claims(m)) if m.contains("at most 366 days")),
+            "{refused:?}"
         );
     }
 }

@@ -38,7 +38,7 @@ use casebus_proto::{
     CaseId, EventId, OfficeId, RequestId, agency_name, datetime_from, payload_type_name,
     timestamp_from,
 };
-use casebus_runtime::auth::{Authenticator, Caller, caller};
+use casebus_runtime::auth::{Authenticator, Caller, caller, credential_expired};
 use casebus_runtime::metrics::Metrics;
 
 use crate::inbox::{Change, Inbox};
@@ -328,7 +328,7 @@ impl Kit {
     }
 
     /// `WatchInbox`: the pending hand-offs, a caught-up marker, then every change, until
-    /// the caller hangs up or the service shuts down.
+    /// the caller hangs up, the service shuts down or the caller's credential expires.
     pub(crate) fn watch_inbox(&self, caller: &Caller) -> Result<WatchStream, Status> {
         self.authorize(caller, &[Role::Clerk, Role::Reader])?;
         if !self.inner.inbox.is_ready() {
@@ -349,14 +349,27 @@ impl Kit {
             change: InboxChange::CaughtUp as i32,
             item: None,
         }));
+        // The stream ends with UNAUTHENTICATED when the credential that opened it
+        // expires, so a token's lifetime bounds what it can read.
+        let expiry: futures::future::BoxFuture<'static, ()> = Box::pin(caller.expiry());
         let live = futures::stream::unfold(
-            (receiver, self.inner.shutdown.clone(), false),
-            |(mut receiver, shutdown, ended)| async move {
+            (
+                receiver,
+                self.inner.shutdown.clone(),
+                expiry,
+                caller.clone(),
+                false,
+            ),
+            |(mut receiver, shutdown, mut expiry, caller, ended)| async move {
                 if ended {
                     return None;
                 }
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return None,
+                    () = &mut expiry => {
+                        let status = credential_expired(&caller);
+                        return Some((Err(status), (receiver, shutdown, expiry, caller, true)));
+                    }
                     next = receiver.recv() => next,
                 };
                 match next {
@@ -365,11 +378,12 @@ impl Kit {
                             change: change as i32,
                             item: Some(entry.item(OffsetDateTime::now_utc())),
                         };
-                        Some((Ok(message), (receiver, shutdown, false)))
+                        Some((Ok(message), (receiver, shutdown, expiry, caller, false)))
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Some((Err(status::watch_lagged()), (receiver, shutdown, true)))
-                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some((
+                        Err(status::watch_lagged()),
+                        (receiver, shutdown, expiry, caller, true),
+                    )),
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             },
@@ -542,6 +556,7 @@ mod tests {
             roles: vec![Role::Clerk],
             method: Method::Token,
             token_id: "t".into(),
+            expires_at: None,
         }
     }
 

@@ -42,6 +42,7 @@ use casebus_bus::{
     StreamSettings, connect,
 };
 use casebus_domain::DeadlineRules;
+use casebus_integrity::token::Audience;
 use casebus_integrity::{OfficeRegistry, OfficeSigner};
 use casebus_proto::{OfficeId, agency_name};
 use casebus_runtime::RuntimeError;
@@ -220,7 +221,7 @@ impl Service {
                 format!("{consumer:?} must be 1-64 chars of [A-Za-z0-9_-]"),
             ));
         }
-        let auth = grpc::authenticator(&config.grpc)?;
+        let auth = grpc::authenticator(&config.grpc, Audience::Agency)?;
         let server = grpc::server(&config.grpc)?;
         let metrics = Metrics::new(A::SERVICE_NAME, office.as_str())?;
 
@@ -344,7 +345,9 @@ impl Service {
         register_common(&kit, &mut routes);
         register(&kit, &mut routes);
         routes.add_service(health_service);
-        routes.add_service(grpc::reflection()?);
+        if let Some(reflection) = grpc::reflection_if_enabled(&config.grpc)? {
+            routes.add_service(reflection);
+        }
         let router = server
             .layer(GrpcMetricsLayer::new(metrics.clone()))
             .add_routes(routes.routes());

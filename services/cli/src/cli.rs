@@ -603,6 +603,19 @@ pub enum KeysCommand {
     List,
 }
 
+fn audience_arg(value: &str) -> Result<casebus_integrity::token::Audience, String> {
+    casebus_integrity::token::Audience::parse(value.trim())
+        .ok_or_else(|| format!("{value:?} is not an audience; use agency, gateway or monitor"))
+}
+
+fn ttl_arg(value: &str) -> Result<time::Duration, String> {
+    casebus_integrity::token::parse_ttl(value)
+}
+
+fn office_pattern_arg(value: &str) -> Result<casebus_integrity::token::OfficePattern, String> {
+    casebus_integrity::token::OfficePattern::parse(value.trim()).map_err(|e| e.to_string())
+}
+
 fn roles_arg(value: &str) -> Result<casebus_integrity::token::Role, String> {
     casebus_integrity::token::Role::parse(value.trim())
         .ok_or_else(|| format!("{value:?} is not a role; use clerk, reader, admin or operator"))
@@ -611,18 +624,23 @@ fn roles_arg(value: &str) -> Result<casebus_integrity::token::Role, String> {
 /// `casebus token ...`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Issue a bearer token for an office's caller, signed with an issuer key.
+    /// Issue a bearer token for an office's caller, signed with an issuer key, for one
+    /// kind of service (its audience): agency services, the gateway or the monitor.
     ///
-    /// Prints the token; with --json also its claims.
+    /// Prints the token; with --json also its claims. Services refuse a token for
+    /// another audience, and one beyond its issuer's limits in their trust file.
     ///
     /// Example:
-    ///   casebus token issue --issuer-key issuer.key --office customs:ningbo \
-    ///     --actor clerk-wang --roles clerk,reader --ttl 8h
+    ///   casebus token issue --issuer-key issuer.key --audience agency \
+    ///     --office customs:ningbo --actor clerk-wang --roles clerk,reader --ttl 8h
     #[command(verbatim_doc_comment)]
     Issue {
         /// The issuer's secret key file (from `casebus issuer generate`).
         #[arg(long)]
         issuer_key: PathBuf,
+        /// The kind of service the token is for: agency, gateway or monitor.
+        #[arg(long, value_parser = audience_arg)]
+        audience: casebus_integrity::token::Audience,
         /// The office the caller acts for.
         #[arg(long, value_parser = office_id_arg)]
         office: OfficeId,
@@ -632,9 +650,9 @@ pub enum TokenCommand {
         /// Roles: clerk, reader, admin, operator (comma-separated).
         #[arg(long, value_delimiter = ',', required = true, value_parser = roles_arg)]
         roles: Vec<casebus_integrity::token::Role>,
-        /// How long the token is valid.
-        #[arg(long, value_parser = duration_arg, default_value = "8h")]
-        ttl: Duration,
+        /// How long the token is valid (at most 366 days; the trust file may cap it lower).
+        #[arg(long, value_parser = ttl_arg, default_value = "8h")]
+        ttl: time::Duration,
     },
 }
 
@@ -657,6 +675,19 @@ pub enum IssuerCommand {
         /// Trust file to add the public key to.
         #[arg(long)]
         trust_file: Option<PathBuf>,
+        /// With --trust-file (required there): the offices the issuer may sign for,
+        /// comma-separated patterns (`*`, `<agency>:*` or an office id).
+        #[arg(long, value_delimiter = ',', value_parser = office_pattern_arg)]
+        offices: Vec<casebus_integrity::token::OfficePattern>,
+        /// With --trust-file: the roles the issuer may grant (default all).
+        #[arg(long = "allow-roles", value_delimiter = ',', value_parser = roles_arg)]
+        allow_roles: Vec<casebus_integrity::token::Role>,
+        /// With --trust-file: the audiences the issuer may sign for (default all).
+        #[arg(long, value_delimiter = ',', value_parser = audience_arg)]
+        audiences: Vec<casebus_integrity::token::Audience>,
+        /// With --trust-file: the longest lifetime of the issuer's tokens.
+        #[arg(long, value_parser = ttl_arg, default_value = "30days")]
+        max_ttl: time::Duration,
     },
 }
 

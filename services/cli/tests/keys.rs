@@ -8,7 +8,7 @@ mod common;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use casebus_integrity::token::{Role, TrustedIssuers};
+use casebus_integrity::token::{Audience, Role, TokenError, TrustedIssuers};
 use casebus_integrity::{OfficeRegistry, OfficeSigner, verify_signed};
 
 use common::*;
@@ -239,6 +239,8 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         s(&key),
         "--trust-file",
         s(&trust),
+        "--offices",
+        "customs:*",
     ])
     .await;
     made.expect_code(0);
@@ -251,6 +253,8 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         s(&dir.path().join("i2.key")),
         "--trust-file",
         s(&trust),
+        "--offices",
+        "customs:*",
     ])
     .await;
     second.expect_code(0);
@@ -263,6 +267,8 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         s(&dir.path().join("i3.key")),
         "--trust-file",
         s(&trust),
+        "--offices",
+        "customs:*",
     ])
     .await;
     duplicate.expect_code(2);
@@ -272,6 +278,8 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         "--json",
         "token",
         "issue",
+        "--audience",
+        "agency",
         "--issuer-key",
         s(&key),
         "--office",
@@ -288,7 +296,7 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
     let token = issued.json()["token"].as_str().expect("token").to_owned();
     let trusted = TrustedIssuers::load(&trust).expect("trust file");
     let claims = trusted
-        .verify(&token, OffsetDateTime::now_utc())
+        .verify(&token, Audience::Agency, OffsetDateTime::now_utc())
         .expect("token verifies");
     assert_eq!(claims.office, office(CUSTOMS));
     assert_eq!(claims.actor, "clerk-wang");
@@ -296,7 +304,11 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
     assert!(claims.exp - claims.iat == 8 * 3600);
     assert!(
         trusted
-            .verify(&token, OffsetDateTime::now_utc() + time::Duration::hours(9))
+            .verify(
+                &token,
+                Audience::Agency,
+                OffsetDateTime::now_utc() + time::Duration::hours(9)
+            )
             .is_err(),
         "it expires"
     );
@@ -305,6 +317,8 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
     let plain = run_offline(&[
         "token",
         "issue",
+        "--audience",
+        "agency",
         "--issuer-key",
         s(&key),
         "--office",
@@ -327,6 +341,8 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         let mut args = vec![
             "token",
             "issue",
+            "--audience",
+            "agency",
             "--issuer-key",
             s(&key),
             "--office",
@@ -338,4 +354,80 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         let run = run_offline(&args).await;
         run.expect_code(2);
     }
+
+    // An absurd lifetime is a usage error naming the limit, not a panic.
+    let absurd = run_offline(&[
+        "token",
+        "issue",
+        "--audience",
+        "agency",
+        "--issuer-key",
+        s(&key),
+        "--office",
+        CUSTOMS,
+        "--actor",
+        "a",
+        "--roles",
+        "clerk",
+        "--ttl",
+        "100000years",
+    ])
+    .await;
+    absurd.expect_code(2);
+    assert!(
+        absurd
+            .stderr
+            .contains("is longer than the longest token lifetime, 366 days"),
+        "{}",
+        absurd.stderr
+    );
+    assert!(!absurd.stderr.contains("panicked"), "{}", absurd.stderr);
+
+    // The issuer was trusted for customs offices only: a token it signs for the court
+    // verifies nowhere.
+    let court = run_offline(&[
+        "token",
+        "issue",
+        "--audience",
+        "agency",
+        "--issuer-key",
+        s(&key),
+        "--office",
+        "court:hangzhou",
+        "--actor",
+        "a",
+        "--roles",
+        "clerk",
+    ])
+    .await;
+    court.expect_code(0);
+    assert_eq!(
+        trusted.verify(
+            court.stdout.trim(),
+            Audience::Agency,
+            OffsetDateTime::now_utc()
+        ),
+        Err(TokenError::OfficeNotAllowed {
+            issuer: "ops-2026".into(),
+            office: "court:hangzhou".into()
+        })
+    );
+    // And a trust file entry always names its limits.
+    let unlimited = run_offline(&[
+        "issuer",
+        "generate",
+        "--key-id",
+        "ops-2028",
+        "--out",
+        s(&dir.path().join("i4.key")),
+        "--trust-file",
+        s(&trust),
+    ])
+    .await;
+    unlimited.expect_code(2);
+    assert!(
+        unlimited.stderr.contains("--trust-file needs --offices"),
+        "{}",
+        unlimited.stderr
+    );
 }

@@ -28,6 +28,7 @@ use casebus_bus::service::{ServiceInfo, register};
 use casebus_bus::subjects::CASES_STREAM;
 use casebus_bus::{Bus, ConsumerConfig, ConsumerCounters, ConsumerRunner, StreamSettings, connect};
 use casebus_integrity::OfficeRegistry;
+use casebus_integrity::token::Audience;
 use casebus_proto::event::v1::Agency;
 use casebus_proto::gateway::v1::gateway_server::GatewayServer;
 use casebus_proto::{AGENCY_NAMES, agency_name};
@@ -219,7 +220,7 @@ fn stats(
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
     // Every call must be authenticated: refuse to start before touching anything else.
-    let auth = grpc::authenticator(&config.grpc).map_err(RunError::Runtime)?;
+    let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
     let registry = OfficeRegistry::load(&config.registry).map_err(RunError::Registry)?;
     let metrics = GatewayMetrics::new(&name).map_err(RunError::Runtime)?;
@@ -277,7 +278,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let metrics_addr = local(&metrics_listener, config.metrics.listen);
 
     let server = grpc::server(&config.grpc).map_err(RunError::Runtime)?;
-    let reflection = grpc::reflection().map_err(RunError::Runtime)?;
+    let reflection = grpc::reflection_if_enabled(&config.grpc).map_err(RunError::Runtime)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     let gateway_name = <GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
     health
@@ -298,7 +299,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let router = server
         .layer(GrpcMetricsLayer::new(metrics.base.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(GatewayServer::with_interceptor(service, auth.interceptor()));
 
     let consumer_task = tracker.spawn({

@@ -196,6 +196,7 @@ mod tests {
             roles,
             method: casebus_runtime::auth::Method::Token,
             token_id: String::new(),
+            expires_at: None,
         };
         assert!(Viewer::of(&caller(vec![Role::Reader])).is_ok());
         assert!(Viewer::of(&caller(vec![Role::Admin])).expect("admin").admin);

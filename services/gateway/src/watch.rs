@@ -9,7 +9,8 @@
 //! a small channel, the task waits while the channel is full, and what the client has
 //! not yet taken stays in the projection, not in memory (a stream holds one page of
 //! events and its channel's items at most). The number of streams is
-//! capped; every stream ends when its client goes away or the gateway shuts down.
+//! capped; every stream ends when its client goes away or the gateway shuts down, and
+//! with UNAUTHENTICATED when the credential that opened it expires.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -26,7 +27,7 @@ use tonic::Status;
 use casebus_domain::{CaseState, Sight};
 use casebus_proto::CaseId;
 use casebus_proto::gateway::v1 as pb;
-use casebus_runtime::auth::Caller;
+use casebus_runtime::auth::{Caller, credential_expired};
 
 use crate::audit::Read;
 use crate::convert::timeline_event;
@@ -179,17 +180,23 @@ pub(crate) async fn timeline(
     let task_shared = shared.clone();
     shared.watches.tracker.spawn(async move {
         let _open = open;
-        if let Err(e) = run_timeline(
+        let run = run_timeline(
             &task_shared,
             &caller,
             &viewer,
             &case,
             from_version.max(1),
             &tx,
-        )
-        .await
-        {
-            let _ = tx.send(Err(Status::from(e))).await;
+        );
+        // The stream lives no longer than the credential that opened it: what the
+        // caller may read after that needs a new call with a valid credential.
+        tokio::select! {
+            result = run => if let Err(e) = result {
+                let _ = tx.send(Err(Status::from(e))).await;
+            },
+            () = caller.expiry() => {
+                let _ = tx.send(Err(credential_expired(&caller))).await;
+            }
         }
     });
     Ok(ResponseStream { rx })
@@ -319,8 +326,14 @@ pub(crate) fn feed(
     shared.watches.tracker.spawn(async move {
         let _open = open;
         let after = from_position.saturating_sub(1);
-        if let Err(e) = run_feed(&task_shared, &caller, &viewer, after, &tx).await {
-            let _ = tx.send(Err(Status::from(e))).await;
+        // As for a timeline, the feed ends when its credential does.
+        tokio::select! {
+            result = run_feed(&task_shared, &caller, &viewer, after, &tx) => if let Err(e) = result {
+                let _ = tx.send(Err(Status::from(e))).await;
+            },
+            () = caller.expiry() => {
+                let _ = tx.send(Err(credential_expired(&caller))).await;
+            }
         }
     });
     Ok(ResponseStream { rx })

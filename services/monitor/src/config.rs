@@ -17,8 +17,8 @@ use casebus_runtime::args::{MetricsArgs, NatsArgs, ProcessArgs, humantime_durati
 lag, stream size and growth, dead letters, verification failures, overdue hand-offs and the \
 health of every service, live in the browser and as JSON.",
     long_about = None,
-    after_help = "Administrators sign in with a bearer token carrying the admin role (casebus token \
-issue --roles admin ...), sent as `Authorization: Bearer <token>` or entered once on the sign-in \
+    after_help = "Administrators sign in with a bearer token for the monitor carrying the admin role \
+(casebus token issue --audience monitor --roles admin ...), sent as `Authorization: Bearer <token>` or entered once on the sign-in \
 page, which keeps it in an HttpOnly cookie. The monitor reads NATS and the gateway; it writes \
 nothing to the streams."
 )]
@@ -39,8 +39,8 @@ pub struct Config {
     /// for overdue hand-offs. Without it they are folded from the CASES stream.
     #[arg(long = "gateway-url", env = "CASEBUS_MONITOR_GATEWAY_URL")]
     pub gateway_url: Option<String>,
-    /// File holding the bearer token (role `admin`) the monitor reads the gateway with;
-    /// read again before every refresh, so it can be renewed in place.
+    /// File holding the bearer token (audience `gateway`, role `admin`) the monitor reads
+    /// the gateway with; read again before every refresh, so it can be renewed in place.
     #[arg(
         long = "gateway-token-file",
         env = "CASEBUS_MONITOR_GATEWAY_TOKEN_FILE",

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use time::OffsetDateTime;
 
-use casebus_integrity::token::{Claims, Role, TrustedIssuers};
+use casebus_integrity::token::{Audience, Claims, Role, TrustedIssuers};
 
 use crate::collect::SharedModel;
 use crate::metrics::MonitorMetrics;
@@ -95,7 +95,7 @@ fn credential(headers: &HeaderMap) -> Option<String> {
 }
 
 fn check(issuers: &TrustedIssuers, token: &str, now: OffsetDateTime) -> Auth {
-    match issuers.verify(token, now) {
+    match issuers.verify(token, Audience::Monitor, now) {
         Ok(claims) if claims.has(Role::Admin) => Auth::Admin(claims),
         Ok(claims) => Auth::NotAdmin(claims),
         Err(e) => Auth::Refused(e.to_string()),

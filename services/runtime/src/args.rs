@@ -98,9 +98,34 @@ pub struct GrpcArgs {
     /// common name must be the caller's office id (e.g. `customs:ningbo`).
     #[arg(long = "client-ca", env = "CASEBUS_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
-    /// Trust file of token issuer public keys (`[[issuer]] key_id, public_key`).
+    /// Trust file of token issuers: per `[[issuer]]` its `key_id`, `public_key`, the
+    /// `offices` (patterns such as `customs:*`) and `roles` it may sign for, optionally
+    /// `audiences` and `max_ttl`.
     #[arg(long = "trusted-issuers", env = "CASEBUS_TRUSTED_ISSUERS")]
     pub trusted_issuers: Option<PathBuf>,
+    /// File of revoked token ids, one a line (`#` comments); checked on every call and
+    /// reloaded within a second of a change.
+    #[arg(long = "revoked-tokens", env = "CASEBUS_REVOKED_TOKENS")]
+    pub revoked_tokens: Option<PathBuf>,
+    /// Accept bearer tokens over plaintext gRPC on a non-loopback address (only behind a
+    /// TLS-terminating proxy); without it such tokens are refused, since they would cross
+    /// the network in clear.
+    #[arg(
+        long = "allow-plaintext-tokens",
+        env = "CASEBUS_ALLOW_PLAINTEXT_TOKENS"
+    )]
+    pub allow_plaintext_tokens: bool,
+    /// Serve gRPC server reflection (`true` or `false`), which lists every method and
+    /// message without credentials: convenient with grpcurl locally; production
+    /// deployments turn it off.
+    #[arg(
+        long = "grpc-reflection",
+        env = "CASEBUS_GRPC_REFLECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub reflection: bool,
 }
 
 /// Metrics and health over HTTP.

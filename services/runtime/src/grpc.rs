@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use casebus_integrity::token::TrustedIssuers;
+use casebus_integrity::token::{Audience, TrustedIssuers};
 
 use crate::RuntimeError;
 use crate::args::GrpcArgs;
@@ -42,12 +42,15 @@ pub fn tls_config(args: &GrpcArgs) -> Result<Option<ServerTlsConfig>, RuntimeErr
     Ok(Some(config))
 }
 
-/// The authenticator for the configured methods.
+/// The authenticator for the configured methods, accepting tokens for `audience`.
+///
+/// Bearer tokens are refused when the listener is plaintext on an address other than
+/// loopback, unless `--allow-plaintext-tokens` says a TLS proxy is in front.
 ///
 /// # Errors
 /// [`RuntimeError::Config`] when neither tokens nor client certificates are configured
-/// (every call must be authenticated), or the trust file is invalid.
-pub fn authenticator(args: &GrpcArgs) -> Result<Authenticator, RuntimeError> {
+/// (every call must be authenticated), or the trust file or revocation list is invalid.
+pub fn authenticator(args: &GrpcArgs, audience: Audience) -> Result<Authenticator, RuntimeError> {
     let issuers = match &args.trusted_issuers {
         Some(path) => Some(
             TrustedIssuers::load(path).map_err(|e| RuntimeError::Config {
@@ -57,7 +60,17 @@ pub fn authenticator(args: &GrpcArgs) -> Result<Authenticator, RuntimeError> {
         ),
         None => None,
     };
-    let auth = Authenticator::new(issuers, args.client_ca.is_some());
+    let mut auth = Authenticator::new(audience, issuers, args.client_ca.is_some());
+    if let Some(path) = &args.revoked_tokens {
+        auth = auth.with_revocation_list(path)?;
+    }
+    if args.tls_cert.is_none() && !args.listen.ip().is_loopback() && !args.allow_plaintext_tokens {
+        tracing::warn!(listen = %args.listen, "plaintext gRPC on a non-loopback address: bearer tokens are refused");
+        auth = auth.refuse_tokens(&format!(
+            "bearer tokens are refused over plaintext gRPC on {}: the server must serve TLS (--tls-cert), or run behind a TLS proxy with --allow-plaintext-tokens",
+            args.listen
+        ));
+    }
     if !auth.is_configured() {
         return Err(RuntimeError::Config {
             key: "--trusted-issuers / --client-ca",
@@ -77,6 +90,29 @@ pub fn server(args: &GrpcArgs) -> Result<Server, RuntimeError> {
         server = server.tls_config(tls).map_err(RuntimeError::Transport)?;
     }
     Ok(server)
+}
+
+/// The standard reflection service over every casebus proto, if `--grpc-reflection` is
+/// on (health is always served: callers and orchestrators probe it without credentials,
+/// as the gRPC convention expects).
+///
+/// # Errors
+/// [`RuntimeError::Config`] when the descriptor set is unusable (a build problem).
+pub fn reflection_if_enabled(
+    args: &GrpcArgs,
+) -> Result<
+    Option<
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    >,
+    RuntimeError,
+> {
+    if args.reflection {
+        reflection().map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// The standard reflection service over every casebus proto.

@@ -228,16 +228,60 @@ impl Metrics {
     }
 }
 
+/// The method label of requests on a path that names no method casebus serves.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The gRPC methods any casebus server may serve, as `package.Service/Method`: those of
+/// the casebus descriptor set, plus the standard health and reflection services.
+pub fn known_methods() -> std::collections::HashSet<String> {
+    use prost::Message as _;
+    let mut methods: std::collections::HashSet<String> = [
+        "grpc.health.v1.Health/Check",
+        "grpc.health.v1.Health/Watch",
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    // The descriptor set is built into the binary; one that does not decode is a build
+    // defect, and the labels then fall back to `unknown` rather than failing a service.
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(casebus_proto::FILE_DESCRIPTOR_SET) {
+        for file in &set.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    let service_name = if package.is_empty() {
+                        service.name().to_owned()
+                    } else {
+                        format!("{package}.{}", service.name())
+                    };
+                    methods.insert(format!("{service_name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    methods
+}
+
 /// A tower layer recording every gRPC request in [`Metrics`].
+///
+/// The method label comes only from the fixed set of [`known_methods`]: a path is chosen
+/// by the caller before any authentication, so taking it from the request would let
+/// anyone create a new series (and memory in every scraper) per request.
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
     metrics: Metrics,
+    methods: Arc<std::collections::HashSet<String>>,
 }
 
 impl GrpcMetricsLayer {
     /// The layer for `metrics`.
     pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            methods: Arc::new(known_methods()),
+        }
     }
 }
 
@@ -247,6 +291,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
         GrpcMetrics {
             inner,
             metrics: self.metrics.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -256,6 +301,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetrics<S> {
     inner: S,
     metrics: Metrics,
+    methods: Arc<std::collections::HashSet<String>>,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
@@ -273,9 +319,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // The method is the last path segment's pair `/package.Service/Method`; its set is
-        // bounded by the services we serve (unknown paths are answered UNIMPLEMENTED).
-        let method = request.uri().path().trim_start_matches('/').to_owned();
+        // The path is `/package.Service/Method`; anything outside the known set is
+        // `unknown`, so the series stay bounded whatever paths callers send.
+        let path = request.uri().path().trim_start_matches('/');
+        let method = if self.methods.contains(path) {
+            path.to_owned()
+        } else {
+            UNKNOWN_METHOD.to_owned()
+        };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.metrics.clone();

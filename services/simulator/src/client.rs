@@ -11,7 +11,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_proto::OfficeId;
 use casebus_proto::event::v1::Agency;
 
@@ -116,6 +116,7 @@ impl Offices {
         let token = self
             .issuer
             .issue(
+                Audience::Agency,
                 office,
                 actor,
                 &[Role::Clerk, Role::Reader],

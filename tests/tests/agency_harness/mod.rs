@@ -30,7 +30,7 @@ use tonic::{Code, Status};
 
 use casebus_agency::{REASON_METADATA, RULE_METADATA, ReadyFile};
 use casebus_bus::{Bus, BusConfig, LoadedCase, StreamSettings};
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_integrity::{CaseReport, verify_case};
 use casebus_proto::agency::v1::agency_service_client::AgencyServiceClient;
 use casebus_proto::agency::v1::{
@@ -201,6 +201,7 @@ impl Fixture {
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
         casebus_fixtures::issue_token(
             &self.issuer,
+            Audience::Agency,
             office_id,
             &format!("clerk of {office_id}"),
             roles,

@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use casebus_bus::Bus;
 use casebus_bus::ops::{Ops, ScanStart};
 use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_integrity::{ChainTip, verify_signed};
 use casebus_proto::CaseId;
 use casebus_test_support::wait_until;
@@ -76,8 +76,15 @@ impl Stage {
 
     /// A token of `office_id` with `roles`, valid for a day.
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
+        // Clerks call the agency services; every other role here reads the gateway.
+        let audience = if roles.contains(&Role::Clerk) {
+            Audience::Agency
+        } else {
+            Audience::Gateway
+        };
         casebus_fixtures::issue_token(
             &self.issuer,
+            audience,
             office_id,
             &format!("clerk of {office_id}"),
             roles,

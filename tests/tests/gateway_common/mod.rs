@@ -37,7 +37,7 @@ use casebus_bus::{
     AppendRequest, Appended, Appender, AppenderConfig, Bus, BusConfig, StreamSettings,
 };
 use casebus_domain::DeadlineRules;
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_integrity::{ChainTip, verify_signed};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, Visibility};
@@ -243,6 +243,7 @@ impl Fixture {
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
         casebus_fixtures::issue_token(
             &self.issuer,
+            Audience::Gateway,
             office_id,
             "officer-7",
             roles,

@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 
 use casebus_bus::BusConfig;
 use casebus_bus::ops::{Ops, PublishOptions};
-use casebus_integrity::token::{IssuerKey, Role};
+use casebus_integrity::token::{Audience, IssuerKey, Role};
 use casebus_simulator::{SimConfig, SimReport, Target};
 use casebus_test_support::{NatsServer, wait_until};
 
@@ -382,10 +382,16 @@ impl System {
         ]
     }
 
-    /// A token of `office_id` with `roles`, valid for an hour.
+    /// A token for the monitor (signing in) of `office_id` with `roles`, valid for an hour.
     pub fn token(&self, office_id: &str, roles: &[Role]) -> String {
+        self.token_for(Audience::Monitor, office_id, roles)
+    }
+
+    /// A token for `audience` of `office_id` with `roles`, valid for an hour.
+    pub fn token_for(&self, audience: Audience, office_id: &str, roles: &[Role]) -> String {
         casebus_fixtures::issue_token(
             &self.issuer,
+            audience,
             office_id,
             "monitor-test",
             roles,
@@ -442,7 +448,7 @@ impl System {
             "1s".into(),
         ];
         if let (true, Some(gateway)) = (use_gateway, &self.gateway) {
-            let token = self.token(ADMIN_OFFICE, &[Role::Admin]);
+            let token = self.token_for(Audience::Gateway, ADMIN_OFFICE, &[Role::Admin]);
             std::fs::write(self.dir.path().join("monitor-gateway.token"), token)
                 .expect("token file");
             args.extend([

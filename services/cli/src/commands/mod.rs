@@ -66,16 +66,29 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         Command::Keys(KeysCommand::List) => keys::list(ctx),
         Command::Token(TokenCommand::Issue {
             issuer_key,
+            audience,
             office,
             actor,
             roles,
             ttl,
-        }) => token::issue(ctx, &issuer_key, &office, &actor, &roles, ttl),
+        }) => token::issue(ctx, &issuer_key, audience, &office, &actor, &roles, ttl),
         Command::Issuer(IssuerCommand::Generate {
             key_id,
             out,
             trust_file,
-        }) => token::generate_issuer(ctx, &key_id, &out, trust_file.as_deref()),
+            offices,
+            allow_roles,
+            audiences,
+            max_ttl,
+        }) => {
+            let limits = token::Limits {
+                offices,
+                roles: allow_roles,
+                audiences,
+                max_ttl,
+            };
+            token::generate_issuer(ctx, &key_id, &out, trust_file.as_deref(), limits)
+        }
         Command::Streams(StreamsCommand::Status) => streams::status(ctx).await,
         Command::Streams(StreamsCommand::Provision {
             replicas,

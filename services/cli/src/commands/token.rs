@@ -3,13 +3,14 @@
 //! tokens against.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use casebus_integrity::token::{IssuerKey, Role, TrustedIssuers};
+use casebus_integrity::token::{
+    Audience, IssuerKey, IssuerLimits, OfficePattern, Role, TrustedIssuers,
+};
 use casebus_proto::OfficeId;
 
 use crate::context::Ctx;
@@ -17,33 +18,42 @@ use crate::error::{CliError, Outcome};
 use crate::times::rfc3339;
 
 fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Clerk => "clerk",
-        Role::Reader => "reader",
-        Role::Admin => "admin",
-        Role::Operator => "operator",
-    }
+    role.as_str()
+}
+
+/// What `casebus issuer generate --trust-file` lets the new issuer sign.
+#[derive(Debug)]
+pub struct Limits {
+    /// Office patterns (required with a trust file).
+    pub offices: Vec<OfficePattern>,
+    /// Roles it may grant; empty means all.
+    pub roles: Vec<Role>,
+    /// Audiences it may sign for; empty means all.
+    pub audiences: Vec<Audience>,
+    /// Longest token lifetime.
+    pub max_ttl: time::Duration,
 }
 
 /// `casebus token issue`.
 pub fn issue(
     ctx: &Ctx,
     issuer_key: &Path,
+    audience: Audience,
     office: &OfficeId,
     actor: &str,
     roles: &[Role],
-    ttl: Duration,
+    ttl: time::Duration,
 ) -> Result<Outcome, CliError> {
     let key = IssuerKey::load(issuer_key).map_err(CliError::from_source)?;
-    let ttl = time::Duration::try_from(ttl).map_err(|_| CliError::usage("--ttl is too long"))?;
     let now = OffsetDateTime::now_utc();
     let token = key
-        .issue(office, actor, roles, now, ttl)
+        .issue(audience, office, actor, roles, now, ttl)
         .map_err(|e| CliError::usage(e.to_string()))?;
     if ctx.out.is_json() {
         ctx.out.json_document(&json!({
             "token": token,
             "issuer": key.key_id(),
+            "audience": audience.as_str(),
             "office": office.as_str(),
             "actor": actor,
             "roles": roles.iter().map(|r| role_name(*r)).collect::<Vec<_>>(),
@@ -53,7 +63,7 @@ pub fn issue(
     } else {
         ctx.out.line(&token)?;
         ctx.out.note(format!(
-            "token for {actor} at {office}, roles {}, valid until {} (issuer {})",
+            "token for {actor} at {office}, audience {audience}, roles {}, valid until {} (issuer {})",
             roles
                 .iter()
                 .map(|r| role_name(*r))
@@ -84,7 +94,27 @@ pub fn generate_issuer(
     key_id: &str,
     out: &Path,
     trust_file: Option<&Path>,
+    limits: Limits,
 ) -> Result<Outcome, CliError> {
+    if trust_file.is_some() && limits.offices.is_empty() {
+        return Err(CliError::usage(
+            "--trust-file needs --offices: the office patterns the issuer may sign for (e.g. customs:* or *)",
+        ));
+    }
+    let limits = IssuerLimits {
+        offices: limits.offices,
+        roles: if limits.roles.is_empty() {
+            Role::ALL.to_vec()
+        } else {
+            limits.roles
+        },
+        audiences: if limits.audiences.is_empty() {
+            Audience::ALL.to_vec()
+        } else {
+            limits.audiences
+        },
+        max_ttl: limits.max_ttl,
+    };
     if out.exists() {
         return Err(CliError::usage(format!(
             "{} exists already; refusing to overwrite it",
@@ -116,7 +146,7 @@ pub fn generate_issuer(
     };
     key.save(out).map_err(CliError::from_source)?;
     if let Some((path, trusted)) = trust {
-        let text = trusted.with(&key).to_toml();
+        let text = trusted.with_limits(&key, limits).to_toml();
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, path))

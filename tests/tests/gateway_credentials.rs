@@ -1,0 +1,257 @@
+//! Credentials at the gateway through the real binary: `WatchTimeline` and `WatchFeed`
+//! end with UNAUTHENTICATED when the token that opened them expires, while the same
+//! streams opened with a longer-lived token go on; a token for another audience (an
+//! agency clerk's, the monitor's sign-in token) is UNAUTHENTICATED on every read.
+
+mod gateway_common;
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tonic::Code;
+
+use casebus_integrity::token::{Audience, Role};
+use casebus_proto::gateway::v1::{
+    GetCaseRequest, ListCasesRequest, WatchFeedRequest, WatchTimelineRequest, watch_feed_response,
+    watch_timeline_response,
+};
+
+use gateway_common::catalogue::{declined_case, note};
+use gateway_common::*;
+
+/// Lifetime of the short-lived token: long enough to open both streams and see them
+/// catch up, short enough to wait for.
+const SHORT_TTL: time::Duration = time::Duration::seconds(4);
+/// Ceiling for a stream to end after its token expired.
+const EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn token_for(
+    f: &Fixture,
+    audience: Audience,
+    office_id: &str,
+    roles: &[Role],
+    ttl: time::Duration,
+) -> String {
+    f.issuer
+        .issue(
+            audience,
+            &office(office_id),
+            "officer-7",
+            roles,
+            OffsetDateTime::now_utc(),
+            ttl,
+        )
+        .expect("token")
+}
+
+/// Reads `stream` until it ends, returning the status it ends with.
+async fn end_of<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>) -> tonic::Status {
+    let deadline = tokio::time::Instant::now() + EXPIRY_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => panic!("the stream did not end within {EXPIRY_TIMEOUT:?}"),
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expires() {
+    let f = Fixture::start().await;
+    let id = case("EXPIRE-1");
+    f.script(&id, declined_case()).await;
+    let mut gateway = f.gateway("gw-expiry").await;
+    gateway.wait_projected(f.cases_last().await).await;
+
+    let short = token_for(&f, Audience::Gateway, POLICE, &[Role::Reader], SHORT_TTL);
+    let expires_at = OffsetDateTime::now_utc() + SHORT_TTL;
+    let mut client = gateway.client(Some(&short)).await;
+    let mut timeline = client
+        .watch_timeline(WatchTimelineRequest {
+            case_id: "EXPIRE-1".into(),
+            from_version: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut feed = client
+        .watch_feed(WatchFeedRequest { from_position: 0 })
+        .await
+        .expect("feed")
+        .into_inner();
+    // A control opened with an hour's token must outlive the short one.
+    let mut control = gateway
+        .client(Some(&f.reader(POLICE)))
+        .await
+        .watch_timeline(WatchTimelineRequest {
+            case_id: "EXPIRE-1".into(),
+            from_version: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    loop {
+        match next_item(&mut timeline).await.and_then(|r| r.item) {
+            Some(watch_timeline_response::Item::CaughtUp(_)) => break,
+            Some(watch_timeline_response::Item::Event(_)) => {}
+            None => panic!("the watch ended"),
+        }
+    }
+    loop {
+        match next_item(&mut feed).await.and_then(|r| r.item) {
+            Some(watch_feed_response::Item::Checkpoint(_)) => break,
+            Some(watch_feed_response::Item::Event(_)) => {}
+            None => panic!("the feed ended"),
+        }
+    }
+
+    for (name, status) in [
+        ("WatchTimeline", end_of(&mut timeline).await),
+        ("WatchFeed", end_of(&mut feed).await),
+    ] {
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        assert!(
+            status
+                .message()
+                .contains("token that opened this stream expired"),
+            "{name}: {}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains(&short),
+            "{name}: the token is not echoed"
+        );
+    }
+    assert!(
+        OffsetDateTime::now_utc() >= expires_at - time::Duration::seconds(1),
+        "the streams ended at the expiry, not before"
+    );
+
+    // The control stream still delivers what is appended after the expiry.
+    f.append(CUSTOMS, &id, note("after the expiry"), None).await;
+    loop {
+        match next_item(&mut control).await.and_then(|r| r.item) {
+            Some(watch_timeline_response::Item::Event(event))
+                if event.case_version == declined_case().len() as u64 + 1 =>
+            {
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the control watch ended"),
+        }
+    }
+    // And a new call with the expired token is refused.
+    let status = client
+        .get_case(GetCaseRequest {
+            case_id: "EXPIRE-1".into(),
+        })
+        .await
+        .expect_err("expired");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn tokens_for_the_agency_services_or_the_monitor_open_no_gateway_read() {
+    let f = Fixture::start().await;
+    f.script(&case("AUD-1"), declined_case()).await;
+    let mut gateway = f.gateway("gw-audience").await;
+    gateway.wait_projected(f.cases_last().await).await;
+    let hour = time::Duration::hours(1);
+    for (label, audience, roles) in [
+        (
+            "an agency clerk's token",
+            Audience::Agency,
+            vec![Role::Clerk, Role::Reader],
+        ),
+        (
+            "the monitor's sign-in token",
+            Audience::Monitor,
+            vec![Role::Admin],
+        ),
+    ] {
+        let token = token_for(&f, audience, CUSTOMS, &roles, hour);
+        let mut client = gateway.client(Some(&token)).await;
+        let refusals = [
+            client
+                .get_case(GetCaseRequest {
+                    case_id: "AUD-1".into(),
+                })
+                .await
+                .map(|_| ())
+                .expect_err(label),
+            client
+                .list_cases(ListCasesRequest::default())
+                .await
+                .map(|_| ())
+                .expect_err(label),
+            client
+                .watch_feed(WatchFeedRequest { from_position: 0 })
+                .await
+                .map(|_| ())
+                .expect_err(label),
+        ];
+        for status in refusals {
+            assert_eq!(status.code(), Code::Unauthenticated, "{label}");
+            assert!(
+                status.message().contains(&format!(
+                    "token is for the {audience} audience, not gateway"
+                )),
+                "{label}: {}",
+                status.message()
+            );
+        }
+    }
+    // The same office with a gateway token reads.
+    let mut client = gateway.client(Some(&f.reader(CUSTOMS))).await;
+    client
+        .get_case(GetCaseRequest {
+            case_id: "AUD-1".into(),
+        })
+        .await
+        .expect("a gateway token reads");
+}
+
+#[tokio::test]
+async fn with_reflection_off_health_still_answers_without_credentials_and_reflection_is_unimplemented()
+ {
+    use casebus_proto::gateway::v1::gateway_server::SERVICE_NAME as GATEWAY_SERVICE_NAME;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+
+    let f = Fixture::start().await;
+    let extra = ["--grpc-reflection".to_owned(), "false".to_owned()];
+    let gateway = f
+        .gateway_with("gw-noreflect", &f.db("gw-noreflect"), &extra)
+        .await;
+    let channel = gateway.channel().await;
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: GATEWAY_SERVICE_NAME.into(),
+        })
+        .await
+        .expect("health needs no credentials")
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let outcome = match ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("no reflection answer"),
+    };
+    assert_eq!(outcome.code(), Code::Unimplemented, "{outcome:?}");
+}
