@@ -226,28 +226,6 @@ pub fn list_item_of_summary(
     }
 }
 
-/// Whether the viewer may read the case's title, and it contains `text`, or may read a
-/// party whose name contains it: the text filter re-applied to visible data only, so
-/// it cannot be used to probe hidden titles or names.
-pub fn matches_visible_text(
-    summary: &CaseSummary,
-    state: &CaseState,
-    viewer: &Viewer,
-    text: &str,
-) -> bool {
-    use crate::visibility::contains_text;
-    let title = viewer.reads(state, 1)
-        && summary
-            .opened
-            .as_ref()
-            .is_some_and(|o| contains_text(&o.title, text));
-    title
-        || summary
-            .parties
-            .iter()
-            .any(|p| viewer.reads(state, p.source_version) && contains_text(&p.name, text))
-}
-
 /// The agency an enum number names, if it is a real agency (not unspecified).
 pub fn agency(value: i32) -> Option<Agency> {
     Agency::try_from(value)
