@@ -158,16 +158,16 @@ fn answer(status: &Status, case_id: &str) -> (Code, String, Vec<(String, String)
     let mut trailers: Vec<(String, String)> = status
         .metadata()
         .iter()
-        .filter_map(|entry| match entry {
-            tonic::metadata::KeyAndValueRef::Ascii(key, value) => Some((
+        .map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(key, value) => (
                 key.as_str().to_owned(),
                 value
                     .to_str()
                     .unwrap_or_default()
                     .replace(case_id, "<case>"),
-            )),
+            ),
             tonic::metadata::KeyAndValueRef::Binary(key, _) => {
-                Some((key.as_str().to_owned(), "<binary>".into()))
+                (key.as_str().to_owned(), "<binary>".into())
             }
         })
         .filter(|(key, _)| key.starts_with("x-casebus"))
