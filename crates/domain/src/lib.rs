@@ -19,4 +19,4 @@ pub use state::{
     CaseState, Detention, EventMeta, Handoff, HandoffStatus, Hearing, Judgment, Opened,
     RecordedEvent, Reference, Track, TrackStatus,
 };
-pub use visibility::{Sight, effective_visibility, sight};
+pub use visibility::{Sight, effective_visibility, event_sight, sight};
