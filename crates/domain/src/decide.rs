@@ -3,7 +3,8 @@
 //! here.
 //!
 //! Checks run in a fixed order so the answer is predictable: the command's own fields
-//! (INVALID_ARGUMENT), the case's existence (NOT_FOUND / ALREADY_EXISTS), the acting
+//! (INVALID_ARGUMENT), the case's existence for the acting agency (NOT_FOUND also when
+//! the agency takes no part in it; ALREADY_EXISTS for opening a taken id), the acting
 //! agency's permission (PERMISSION_DENIED), then the state rules (FAILED_PRECONDITION).
 
 use time::OffsetDateTime;
@@ -272,7 +273,10 @@ pub fn decide(state: &CaseState, cmd: &Command, ctx: &Context<'_>) -> Result<Dec
             visibility,
         });
     }
-    if !state.exists() {
+    // An agency that takes no part in the case (no track, no hand-off addressed to it)
+    // must not learn that it exists: every command of it gets exactly the answer a case
+    // that does not exist gets, before any rule could name a track, an office or an id.
+    if !state.exists() || !state.involves(agency) {
         return Err(Rejection::CaseNotFound {
             case_id: case.to_owned(),
         });

@@ -45,16 +45,24 @@ pub fn sight(state: &CaseState, version: u64, viewer: &OfficeId) -> Sight {
     let Some(meta) = state.events.get(index) else {
         return Sight::Stub;
     };
-    if &meta.office == viewer {
+    event_sight(&meta.office, &meta.visibility, viewer)
+}
+
+/// What `viewer`, whose agency takes part in the case, may see of one event recorded by
+/// `recorder` with `visibility`: the rule of [`sight`] for a single event, for readers
+/// that hold the event but not the whole case state (an agency's inbox).
+pub fn event_sight(recorder: &OfficeId, visibility: &Visibility, viewer: &OfficeId) -> Sight {
+    if recorder == viewer {
         return Sight::Clear;
     }
-    let same_agency = meta.office.agency() == agency;
-    let clear = match meta.visibility.kind() {
+    let agency = viewer.agency();
+    let same_agency = recorder.agency() == agency;
+    let clear = match visibility.kind() {
         VisibilityKind::OriginOnly => false,
         VisibilityKind::ListedAgencies => {
-            same_agency || meta.visibility.agencies.contains(&(agency as i32))
+            same_agency || visibility.agencies.contains(&(agency as i32))
         }
-        // The viewer passed the `involves` check above, so it is a participant.
+        // The caller vouches that the viewer's agency is a participant.
         VisibilityKind::Participants | VisibilityKind::Unspecified => true,
     };
     if clear { Sight::Clear } else { Sight::Stub }

@@ -247,11 +247,7 @@ fn acting_on_a_case_that_does_not_exist_is_not_found() {
 
 #[test]
 fn another_agencys_action_is_not_permitted() {
-    check(
-        &[(CUSTOMS, opened())],
-        (IPC, detain()),
-        Err("not_permitted"),
-    );
+    check(&to_police(), (POLICE, detain()), Err("not_permitted"));
     check(
         &to_police(),
         (
@@ -267,11 +263,87 @@ fn another_agencys_action_is_not_permitted() {
 
 #[test]
 fn an_agency_without_a_track_must_accept_a_hand_off_first() {
+    let addressed = vec![
+        (CUSTOMS, opened()),
+        (
+            CUSTOMS,
+            handoff(
+                "h1",
+                HandoffKind::SuspectedCrimeReferral,
+                Agency::PublicSecurity,
+            ),
+        ),
+    ];
     check(
-        &[(CUSTOMS, opened())],
+        &addressed,
         (POLICE, file_investigation()),
         Err("track_open"),
     );
+}
+
+/// Every command of an agency that takes no part in a case, answered as for a case
+/// that does not exist: the same rejection, the same text.
+#[test]
+fn an_agency_taking_no_part_gets_the_answer_of_a_case_that_does_not_exist() {
+    let commands = |who: &'static str| -> Vec<(&'static str, Kind)> {
+        vec![
+            (who, detain()),
+            (who, file_investigation()),
+            (who, ack("h1")),
+            (who, accept("h1")),
+            (
+                who,
+                Kind::HandoffDeclined(HandoffDeclined {
+                    handoff_id: "h1".into(),
+                    reason: "no".into(),
+                }),
+            ),
+            (
+                who,
+                handoff("h2", HandoffKind::AssistanceRequest, Agency::Customs),
+            ),
+            (who, Kind::NoteAdded(NoteAdded { text: "n".into() })),
+            (
+                who,
+                Kind::PartyAdded(PartyAdded {
+                    party: Some(party("p9", PartyRole::Witness)),
+                }),
+            ),
+            (
+                who,
+                Kind::TrackClosed(TrackClosed {
+                    reason: "done".into(),
+                }),
+            ),
+            (
+                who,
+                Kind::VisibilityChanged(VisibilityChanged {
+                    target_version: 1,
+                    reason: "r".into(),
+                    visibility: Some(Visibility {
+                        kind: VisibilityKind::Participants as i32,
+                        agencies: vec![],
+                    }),
+                }),
+            ),
+        ]
+    };
+    for outsider in [IPC, PROC, COURT] {
+        for (who, payload) in commands(outsider) {
+            let mut missing = World::new();
+            let absent = missing.act(who, payload.clone()).expect_err("no case");
+            let mut world = World::new();
+            for (w, p) in to_police() {
+                world.act(w, p).expect("history");
+            }
+            let before = world.state.clone();
+            let hidden = world.act(who, payload).expect_err("outsider");
+            assert_eq!(hidden.reason_code(), "case_not_found", "{who}: {hidden}");
+            assert_eq!(hidden.to_string(), absent.to_string(), "{who}");
+            assert_eq!(hidden.reason_code(), absent.reason_code(), "{who}");
+            assert_eq!(world.state, before);
+        }
+    }
 }
 
 #[test]
@@ -369,7 +441,8 @@ fn only_the_addressee_answers_a_hand_off_and_only_forward() {
             ),
         ),
     ];
-    check(&base, (COURT, ack("h1")), Err("not_permitted"));
+    check(&base, (COURT, ack("h1")), Err("case_not_found"));
+    check(&base, (CUSTOMS, ack("h1")), Err("not_permitted"));
     let mut acked = base.clone();
     acked.push((POLICE, ack("h1")));
     check(&acked, (POLICE, ack("h1")), Err("handoff_unacknowledged"));

@@ -29,7 +29,8 @@ mod schema;
 pub use error::{ProjectError, QueryError};
 pub use model::{
     ApplyOutcome, CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary,
-    OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts, ReferenceSummary, TimelineRow,
+    ListReader, OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts, ReferenceSummary,
+    TimelineRow,
 };
 pub use projection::{DEFAULT_CACHE_CASES, Projection};
 pub use query::{MAX_LIMIT, MAX_TEXT_FILTER};

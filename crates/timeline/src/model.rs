@@ -168,6 +168,29 @@ pub struct CaseFilter {
     /// Only cases whose title or a party's name contains this text (case-insensitive
     /// for ASCII letters; `%` and `_` match themselves). 1 to 200 characters.
     pub text: Option<String>,
+    /// Whose list this is. `None` lists and matches everything (operators, tests);
+    /// `Some` restricts the listing to what the reader may see, inside the query itself.
+    pub reader: Option<ListReader>,
+}
+
+/// The reader a listing is for, so the query only ever touches and matches what it may
+/// see: the same rule as `casebus_domain::sight`, expressed in SQL.
+///
+/// - Without `all_cases`, only cases the reader's agency takes part in are listed, and
+///   the query walks that agency's participations, never another case's rows.
+/// - With `all_cases` (an administrator), every case is listed.
+/// - Either way, `case_type` and `text` match only content the reader may read in
+///   clear: the title and type of a readable CaseOpened (version 1), the names of
+///   parties whose source event is readable. A hidden value that would match is never
+///   even compared, so a match cannot be told from a miss, not by the answer and not by
+///   the work done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListReader {
+    /// The reading office.
+    pub office: OfficeId,
+    /// Whether every case is listed (metadata for administrators), not only those its
+    /// agency takes part in.
+    pub all_cases: bool,
 }
 
 /// One case in a list.

@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 
 use time::{Duration, OffsetDateTime};
 
-use casebus_domain::{CaseState, HandoffStatus, TrackStatus, effective_visibility};
-use casebus_proto::CaseId;
+use casebus_domain::{CaseState, HandoffStatus, Sight, TrackStatus, effective_visibility, sight};
 use casebus_proto::event::v1::{Agency, CaseType, HandoffKind, PartyRole, VisibilityKind};
+use casebus_proto::{CaseId, OfficeId};
 use casebus_timeline::{
-    CaseFilter, CaseListItem, Direction, MAX_LIMIT, Projection, QueryError, TimelineRow,
+    CaseFilter, CaseListItem, Direction, ListReader, MAX_LIMIT, Projection, QueryError, TimelineRow,
 };
 
 use common::catalogue::{
@@ -579,6 +579,8 @@ struct Known {
     case_id: CaseId,
     title: String,
     party_names: Vec<String>,
+    /// Every party name with the version of the event that set it.
+    named: Vec<(String, u64)>,
     state: CaseState,
 }
 
@@ -605,9 +607,13 @@ fn many_cases() -> (Vec<Known>, Projection, tempfile::TempDir) {
         if i % 4 == 0 {
             parties.push(named_party("s1", PartyRole::Suspect, "Zhang Wei"));
         }
-        b.record(
+        let mut named: Vec<(String, u64)> = parties.iter().map(|p| (p.name.clone(), 1)).collect();
+        // Some openings are sealed, so their title and type are hidden from every other
+        // office: readers' listings must neither show nor match them.
+        b.record_with(
             opener,
             opened_as(TYPES[i % TYPES.len()], &title, parties, &format!("N-{i}")),
+            (i % 5 == 3).then(origin_only),
         );
         if i % 3 == 0 {
             if opener == POLICE {
@@ -630,10 +636,18 @@ fn many_cases() -> (Vec<Known>, Projection, tempfile::TempDir) {
             }
         }
         if i % 7 == 2 {
-            b.record(
+            // A witness listed for the court only, or sealed.
+            let visibility = if i % 2 == 0 {
+                listed(&[Agency::Court])
+            } else {
+                origin_only()
+            };
+            b.record_with(
                 opener,
                 party_added(named_party("w1", PartyRole::Witness, "Wang Fang")),
+                Some(visibility),
             );
+            named.push(("Wang Fang".into(), b.state.version));
         }
         if i % 5 == 1 {
             b.record(opener, close("done"));
@@ -643,6 +657,7 @@ fn many_cases() -> (Vec<Known>, Projection, tempfile::TempDir) {
             case_id: b.case_id.clone(),
             title,
             party_names,
+            named,
             state: b.state.clone(),
         });
         builders.push(b);
@@ -889,6 +904,7 @@ fn list_cases_filters_by_agency_status_type_dates_overdue_and_text() {
             opened_to: Some(T0 + Duration::days(30)),
             overdue_at: Some(now),
             text: Some("a".into()),
+            reader: None,
         },
         &|k| {
             k.state.involves(Agency::PublicSecurity)
@@ -899,6 +915,86 @@ fn list_cases_filters_by_agency_status_type_dates_overdue_and_text() {
                 && k.state.overdue_handoffs(now).next().is_some()
                 && text("a")(k)
         },
+    );
+}
+
+#[test]
+fn a_readers_listing_holds_exactly_the_cases_and_matches_that_sight_allows() {
+    let (known, projection, _dir) = many_cases();
+    let reads = |k: &Known, office: &OfficeId, version: u64| {
+        sight(&k.state, version, office) == Sight::Clear
+    };
+    type Keep = Box<dyn Fn(&Known, &OfficeId) -> bool>;
+    let mut filters: Vec<(CaseFilter, Keep)> = vec![
+        (CaseFilter::default(), Box::new(|_, _| true)),
+        (
+            CaseFilter {
+                agency: Some(Agency::PublicSecurity),
+                ..CaseFilter::default()
+            },
+            Box::new(|k, _| k.state.involves(Agency::PublicSecurity)),
+        ),
+    ];
+    for text in ["acme", "wang", "zhang", "matter", "lamps"] {
+        filters.push((
+            CaseFilter {
+                text: Some(text.into()),
+                ..CaseFilter::default()
+            },
+            Box::new(move |k, office| {
+                (reads(k, office, 1) && k.title.to_ascii_lowercase().contains(text))
+                    || k.named.iter().any(|(name, version)| {
+                        reads(k, office, *version) && name.to_ascii_lowercase().contains(text)
+                    })
+            }),
+        ));
+    }
+    for case_type in TYPES {
+        filters.push((
+            CaseFilter {
+                case_type: Some(case_type),
+                ..CaseFilter::default()
+            },
+            Box::new(move |k, office| {
+                reads(k, office, 1)
+                    && k.state.opened.as_ref().map(|o| o.case_type) == Some(case_type)
+            }),
+        ));
+    }
+    let mut hidden_matches = 0;
+    for reader in [CUSTOMS, CUSTOMS_SH, IPC, POLICE, COURT] {
+        let office = OfficeId::new(reader).expect("office");
+        for all_cases in [false, true] {
+            for (filter, keep) in &filters {
+                let filter = CaseFilter {
+                    reader: Some(ListReader {
+                        office: office.clone(),
+                        all_cases,
+                    }),
+                    ..filter.clone()
+                };
+                let want = expected(&known, |k| {
+                    (all_cases || k.state.involves(office.agency())) && keep(k, &office)
+                });
+                // A match only the unfiltered rule sees is a hidden value that matched.
+                let unfiltered = expected(&known, |k| {
+                    (all_cases || k.state.involves(office.agency()))
+                        && keep(k, &OfficeId::new(CUSTOMS).expect("office"))
+                });
+                hidden_matches += unfiltered.len().saturating_sub(want.len());
+                for limit in [1, 7] {
+                    assert_eq!(
+                        ids(&list_all(&projection, &filter, limit)),
+                        want,
+                        "{reader} all_cases={all_cases} limit {limit} {filter:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        hidden_matches > 0,
+        "the store hides values the filters would match"
     );
 }
 

@@ -26,10 +26,13 @@ use tokio_util::sync::CancellationToken;
 use casebus_bus::ops::Ops;
 use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
 use casebus_bus::{Bus, RawEvent};
+use casebus_domain::{Sight, event_sight};
 use casebus_integrity::{VerifiedEvent, verify_signed};
 use casebus_proto::agency::v1::{HandoffStatus, InboxChange, InboxItem};
 use casebus_proto::event::v1::payload::Kind;
-use casebus_proto::event::v1::{Agency, Event, HandoffKind, SignedEvent};
+use casebus_proto::event::v1::{
+    Agency, Event, HandoffKind, SignedEvent, Visibility, VisibilityKind,
+};
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from, timestamp_from};
 use casebus_runtime::metrics::Metrics;
 
@@ -142,6 +145,14 @@ pub(crate) fn addressed_to(office: &OfficeId, to_agency: Agency, to_office: &str
     to_agency == office.agency() && (to_office.is_empty() || to_office == office.as_str())
 }
 
+/// The visibility an event was recorded with; none means participants.
+fn normalised(visibility: Option<&Visibility>) -> Visibility {
+    visibility.cloned().unwrap_or(Visibility {
+        kind: VisibilityKind::Participants as i32,
+        agencies: Vec::new(),
+    })
+}
+
 /// Whether a payload kind can change an inbox.
 fn is_handoff_event(kind: &Kind) -> bool {
     matches!(
@@ -228,6 +239,14 @@ impl Inbox {
                 if state.items.contains_key(&key) {
                     return; // a replay of a hand-off we know
                 }
+                // The hand-off's content (reason, evidence ids) reaches this office
+                // only if the event's visibility lets it read the event; a sealed or
+                // restricted hand-off still arrives, as routing and due time.
+                let clear = event_sight(
+                    &event.office,
+                    &normalised(event.event.visibility.as_ref()),
+                    &self.office,
+                ) == Sight::Clear;
                 let entry = Entry {
                     case_id: event.case_id.clone(),
                     handoff_id: h.handoff_id.clone(),
@@ -236,8 +255,16 @@ impl Inbox {
                     to_agency: h.to_agency(),
                     to_office: OfficeId::new(&h.to_office_id).ok(),
                     status: HandoffStatus::Requested,
-                    reason: h.reason.clone(),
-                    evidence_ids: h.evidence_ids.clone(),
+                    reason: if clear {
+                        h.reason.clone()
+                    } else {
+                        String::new()
+                    },
+                    evidence_ids: if clear {
+                        h.evidence_ids.clone()
+                    } else {
+                        Vec::new()
+                    },
                     requested_at: event.occurred_at,
                     due_at: h.due_at.as_ref().and_then(datetime_from),
                     event_id: event.event_id.clone(),
@@ -582,6 +609,51 @@ mod tests {
         assert_eq!(cases, ["C2", "C1"]);
         assert_eq!(items[0].status, HandoffStatus::Requested as i32);
         assert_eq!(items[0].from_office_id, CUSTOMS);
+    }
+
+    #[test]
+    fn a_sealed_or_restricted_hand_off_arrives_without_its_reason_and_evidence() {
+        let inbox = Inbox::new(office(POLICE));
+        let with = |case: &str, visibility: Option<Visibility>| {
+            let mut e = event(case, CUSTOMS, 2, requested("h1", "", 2_000_000_000));
+            if let Some(Kind::HandoffRequested(h)) =
+                e.event.payload.as_mut().and_then(|p| p.kind.as_mut())
+            {
+                h.evidence_ids = vec!["ev-secret".into()];
+            }
+            // The inbox reads the visibility from the decoded event it is given.
+            e.event.visibility = visibility;
+            e
+        };
+        let listed = |agencies: &[Agency]| {
+            Some(Visibility {
+                kind: VisibilityKind::ListedAgencies as i32,
+                agencies: agencies.iter().map(|a| *a as i32).collect(),
+            })
+        };
+        let sealed = Some(Visibility {
+            kind: VisibilityKind::OriginOnly as i32,
+            agencies: vec![],
+        });
+        inbox.fold(1, &with("C-OPEN", None));
+        inbox.fold(2, &with("C-SEALED", sealed));
+        inbox.fold(3, &with("C-LISTED-OTHER", listed(&[Agency::Court])));
+        inbox.fold(4, &with("C-LISTED-US", listed(&[Agency::PublicSecurity])));
+        let (items, _) = inbox.list(at(1_800_000_000), None, false);
+        let seen: BTreeMap<&str, (&str, usize)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i.case_id.as_str(),
+                    (i.reason.as_str(), i.evidence_ids.len()),
+                )
+            })
+            .collect();
+        assert_eq!(seen.len(), 4, "every hand-off arrives: {seen:?}");
+        assert_eq!(seen["C-OPEN"], ("please investigate", 1));
+        assert_eq!(seen["C-LISTED-US"], ("please investigate", 1));
+        assert_eq!(seen["C-SEALED"], ("", 0));
+        assert_eq!(seen["C-LISTED-OTHER"], ("", 0));
     }
 
     #[test]

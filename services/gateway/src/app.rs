@@ -39,6 +39,7 @@ use crate::audit::Auditor;
 use crate::config::Config;
 use crate::error::RunError;
 use crate::metrics::GatewayMetrics;
+use crate::page_token::PageTokens;
 use crate::projector::Projector;
 use crate::service::{GatewayService, ServiceSettings};
 use crate::store::Store;
@@ -224,6 +225,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let name = config.consumer_name.clone();
     let registry = OfficeRegistry::load(&config.registry).map_err(RunError::Registry)?;
     let metrics = GatewayMetrics::new(&name).map_err(RunError::Runtime)?;
+    let page_tokens = Arc::new(match &config.page_token_key {
+        Some(path) => PageTokens::from_file(path)?,
+        None => {
+            tracing::info!("no page token key given; page tokens end with this process");
+            PageTokens::generate()?
+        }
+    });
 
     let (db, readers, store_name) = (config.db.clone(), config.readers, name.clone());
     let store = tokio::task::spawn_blocking(move || Store::open(&db, readers, &store_name))
@@ -292,6 +300,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         &ServiceSettings {
             max_watches: config.max_watches,
             watch_buffer: config.watch_buffer,
+            page_tokens: page_tokens.clone(),
         },
         tracker.clone(),
         shutdown.clone(),

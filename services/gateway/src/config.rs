@@ -58,6 +58,12 @@ pub struct Config {
     /// Responses buffered per watch stream before it waits for its client.
     #[arg(long, env = "CASEBUS_GATEWAY_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,
+    /// Key of the ListCases page tokens: a file holding 64 hex digits (32 random bytes,
+    /// e.g. `openssl rand -hex 32`; keep it mode 0600). Without it a key is generated at
+    /// start, and every page token handed out dies with the process. Gateways a client
+    /// may switch between need the same key file.
+    #[arg(long = "page-token-key", env = "CASEBUS_GATEWAY_PAGE_TOKEN_KEY")]
+    pub page_token_key: Option<PathBuf>,
     /// Write the bound gRPC and metrics addresses here as JSON once serving (for
     /// launchers and tests using port 0); removed on a clean stop.
     #[arg(long, env = "CASEBUS_GATEWAY_READY_FILE")]

@@ -74,12 +74,18 @@ fn handoff_status(status: HandoffStatus) -> pb::HandoffStatus {
     }
 }
 
-fn handoff(summary: &HandoffSummary) -> pb::Handoff {
+/// The wire form of a hand-off; `names_office` is false when its request is sealed and
+/// the viewer may not read it, so the requesting office stays hidden as in a stub.
+fn handoff(summary: &HandoffSummary, names_office: bool) -> pb::Handoff {
     let h = &summary.handoff;
     pb::Handoff {
         handoff_id: h.handoff_id.clone(),
         kind: h.kind as i32,
-        from_office_id: h.from_office.to_string(),
+        from_office_id: if names_office {
+            h.from_office.to_string()
+        } else {
+            String::new()
+        },
         to_agency: h.to_agency as i32,
         to_office_id: h
             .to_office
@@ -99,6 +105,14 @@ fn handoff(summary: &HandoffSummary) -> pb::Handoff {
 struct OpenedSight {
     clear: bool,
     office: bool,
+}
+
+/// Whether the viewer may learn which office recorded the event at `version`: it reads
+/// the event, or the event is not sealed (a stub of a sealed event names no office).
+fn names_office(state: &CaseState, viewer: &Viewer, version: u64) -> bool {
+    viewer.reads(state, version)
+        || effective_visibility(state, version)
+            .is_none_or(|v| v.kind() != VisibilityKind::OriginOnly)
 }
 
 fn opened_sight(state: &CaseState, viewer: &Viewer) -> OpenedSight {
@@ -130,7 +144,11 @@ pub fn case_summary(summary: &CaseSummary, state: &CaseState, viewer: &Viewer) -
                 opened_at: Some(timestamp_from(t.opened_at)),
             })
             .collect(),
-        handoffs: summary.handoffs.iter().map(handoff).collect(),
+        handoffs: summary
+            .handoffs
+            .iter()
+            .map(|h| handoff(h, names_office(state, viewer, h.handoff.requested_version)))
+            .collect(),
         participants: summary.participants.iter().map(|a| *a as i32).collect(),
         ..Default::default()
     };
@@ -224,28 +242,6 @@ pub fn list_item_of_summary(
         updated_at: Some(timestamp_from(summary.updated_at)),
         redacted: !opened.clear,
     }
-}
-
-/// Whether the viewer may read the case's title, and it contains `text`, or may read a
-/// party whose name contains it: the text filter re-applied to visible data only, so
-/// it cannot be used to probe hidden titles or names.
-pub fn matches_visible_text(
-    summary: &CaseSummary,
-    state: &CaseState,
-    viewer: &Viewer,
-    text: &str,
-) -> bool {
-    use crate::visibility::contains_text;
-    let title = viewer.reads(state, 1)
-        && summary
-            .opened
-            .as_ref()
-            .is_some_and(|o| contains_text(&o.title, text));
-    title
-        || summary
-            .parties
-            .iter()
-            .any(|p| viewer.reads(state, p.source_version) && contains_text(&p.name, text))
 }
 
 /// The agency an enum number names, if it is a real agency (not unspecified).

@@ -10,7 +10,8 @@
 //! - `projector`: the consumer's batch handler;
 //! - `service` and `watch`: the gRPC reads and streams;
 //! - `visibility` and `convert`: who sees what, and how it goes on the wire;
-//! - `audit`: one audit record per read.
+//! - `audit`: one audit record per read;
+//! - `page_token`: sealed, tamper-evident `ListCases` page tokens.
 //!
 //! **Boundary:** the gateway never writes to `CASES`; it does not verify events itself
 //! (the bus's consumer does, and dead-letters what fails); it decides visibility only
@@ -22,6 +23,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod metrics;
+mod page_token;
 mod projector;
 mod service;
 mod store;

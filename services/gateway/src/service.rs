@@ -21,15 +21,15 @@ use casebus_proto::gateway::v1 as pb;
 use casebus_proto::gateway::v1::gateway_server::Gateway;
 use casebus_proto::{CaseId, agency_name};
 use casebus_runtime::auth::{Caller, caller};
-use casebus_timeline::{CaseFilter, Direction, MAX_LIMIT};
+use casebus_timeline::{CaseFilter, Direction, ListReader, MAX_LIMIT};
 
 use crate::audit::{Auditor, Read, version_list};
 use crate::convert::{
-    agency, case_summary, instant, list_item, list_item_of_summary, matches_visible_text,
-    timeline_event,
+    agency, case_summary, instant, list_item, list_item_of_summary, timeline_event,
 };
 use crate::error::ReadError;
 use crate::metrics::GatewayMetrics;
+use crate::page_token::{PageTokens, Scope};
 use crate::store::Store;
 use crate::visibility::Viewer;
 use crate::watch::{self, ResponseStream, Watches};
@@ -47,6 +47,7 @@ pub(crate) struct Shared {
     pub auditor: Auditor,
     pub metrics: GatewayMetrics,
     pub watches: Watches,
+    pub page_tokens: Arc<PageTokens>,
 }
 
 impl Shared {
@@ -81,6 +82,8 @@ pub struct ServiceSettings {
     pub max_watches: usize,
     /// Responses buffered per watch stream before the stream waits for its client.
     pub watch_buffer: usize,
+    /// The key sealing `ListCases` page tokens.
+    pub page_tokens: Arc<PageTokens>,
 }
 
 impl GatewayService {
@@ -99,6 +102,7 @@ impl GatewayService {
                 store,
                 auditor,
                 metrics,
+                page_tokens: settings.page_tokens.clone(),
                 watches: Watches {
                     slots: Arc::new(Semaphore::new(settings.max_watches)),
                     limit: settings.max_watches,
@@ -211,6 +215,29 @@ fn local_number(raw: &str) -> Result<String, ReadError> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+/// The scope page tokens of a listing are bound to: the caller and every filter, so a
+/// token continues only the listing that handed it out.
+fn list_scope(viewer: &Viewer, req: &pb::ListCasesRequest) -> Scope {
+    let instant = |ts: Option<&casebus_proto::Timestamp>| {
+        ts.map(|ts| format!("{}.{}", ts.seconds, ts.nanos))
+            .unwrap_or_default()
+    };
+    let (from, to) = (
+        instant(req.opened_from.as_ref()),
+        instant(req.opened_to.as_ref()),
+    );
+    Scope::of(&[
+        viewer.office.as_str().as_bytes(),
+        &[u8::from(viewer.admin), u8::from(req.has_overdue_handoffs)],
+        &req.agency.to_be_bytes(),
+        &req.track_status.to_be_bytes(),
+        &req.case_type.to_be_bytes(),
+        from.as_bytes(),
+        to.as_bytes(),
+        req.text.as_bytes(),
+    ])
 }
 
 /// The audit detail naming redacted versions, if any.
@@ -363,33 +390,28 @@ impl GatewayService {
         let req = request.into_inner();
         let asked_agency = agency_filter("agency", req.agency)?;
         let now = OffsetDateTime::now_utc();
-        let mut filter = CaseFilter {
+        let filter = CaseFilter {
+            agency: asked_agency,
             track_status: track_status_filter(req.track_status)?,
             case_type: case_type_filter(req.case_type)?,
             opened_from: instant_filter("opened_from", req.opened_from.as_ref())?,
             opened_to: instant_filter("opened_to", req.opened_to.as_ref())?,
             overdue_at: req.has_overdue_handoffs.then_some(now),
             text: (!req.text.is_empty()).then(|| req.text.clone()),
-            agency: None,
+            // The projection lists only what the caller may see and matches filters only
+            // on what it may read, inside the query: a page is filled from visible rows,
+            // and nothing hidden can decide whether a row is listed.
+            reader: Some(ListReader {
+                office: viewer.office.clone(),
+                all_cases: viewer.admin,
+            }),
         };
         let limit = limit(req.limit)?;
-        let cursor = (!req.page_token.is_empty()).then(|| req.page_token.clone());
-        // A non-admin lists only cases its own agency takes part in. The projection
-        // filters one agency, so asking for another agency's cases filters by that one
-        // and checks the caller's part afterwards.
-        let check_own_part = match (viewer.admin, asked_agency) {
-            (true, asked) => {
-                filter.agency = asked;
-                false
-            }
-            (false, Some(asked)) if asked != viewer.agency() => {
-                filter.agency = Some(asked);
-                true
-            }
-            (false, _) => {
-                filter.agency = Some(viewer.agency());
-                false
-            }
+        let scope = list_scope(&viewer, &req);
+        let cursor = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(self.shared.page_tokens.open(&scope, &req.page_token)?)
         };
         let query_viewer = viewer.clone();
         let (cases, next) = self
@@ -399,32 +421,24 @@ impl GatewayService {
                 let page = p.list_cases(&filter, cursor.as_deref(), limit)?;
                 let mut cases = Vec::with_capacity(page.cases.len());
                 for item in &page.cases {
-                    let Some(state) = p.case_state(&item.case_id)? else {
-                        continue;
-                    };
-                    if !query_viewer.may_see_case(&state)
-                        || (check_own_part && !state.involves(query_viewer.agency()))
-                    {
-                        continue;
+                    let state = p.case_state(&item.case_id)?;
+                    match state.filter(|s| query_viewer.may_see_case(s)) {
+                        Some(state) => cases.push(list_item(item, &state, &query_viewer)),
+                        // The query and `sight` are the same rule; should they ever
+                        // disagree, nothing the caller may not see leaves the gateway.
+                        None => tracing::error!(
+                            case_id = %item.case_id,
+                            "listing returned a case its reader may not see"
+                        ),
                     }
-                    // Filters on what the viewer may not read must not select cases:
-                    // that would let it probe hidden titles, types and names.
-                    if filter.case_type.is_some() && !query_viewer.reads(&state, 1) {
-                        continue;
-                    }
-                    if let Some(text) = &filter.text {
-                        let Some(summary) = p.case_summary(&item.case_id, now)? else {
-                            continue;
-                        };
-                        if !matches_visible_text(&summary, &state, &query_viewer, text) {
-                            continue;
-                        }
-                    }
-                    cases.push(list_item(item, &state, &query_viewer));
                 }
                 Ok((cases, page.next_cursor))
             })
             .await?;
+        // The token continues after the last case returned, sealed for this listing.
+        let next = next
+            .map(|cursor| self.shared.page_tokens.seal(&scope, &cursor))
+            .transpose()?;
         let ids: Vec<&str> = cases.iter().map(|c| c.case_id.as_str()).collect();
         self.shared
             .audit(

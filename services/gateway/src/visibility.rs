@@ -77,14 +77,6 @@ pub fn stub_names_office(kind: VisibilityKind) -> bool {
     kind != VisibilityKind::OriginOnly
 }
 
-/// Whether `haystack` contains `needle`, ignoring ASCII case: the rule of the
-/// projection's text filter (SQLite `LIKE`), applied again to what the viewer may read.
-pub fn contains_text(haystack: &str, needle: &str) -> bool {
-    haystack
-        .to_ascii_lowercase()
-        .contains(&needle.to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use casebus_domain::RecordedEvent;
@@ -211,11 +203,5 @@ mod tests {
         assert!(!stub_names_office(VisibilityKind::OriginOnly));
         assert!(stub_names_office(VisibilityKind::ListedAgencies));
         assert!(stub_names_office(VisibilityKind::Participants));
-    }
-
-    #[test]
-    fn text_matching_ignores_ascii_case() {
-        assert!(contains_text("Counterfeit EARPHONES", "earphones"));
-        assert!(!contains_text("Counterfeit", "phones"));
     }
 }
