@@ -1,8 +1,13 @@
 //! `Bus`: a connected handle on the casebus streams (JetStream context sized for
 //! pipelined publishing, the `CASES` stream, the office registry), and reading a case's
 //! messages in order with direct get.
+//!
+//! The registry can be replaced while the bus runs ([`Bus::replace_registry`]): every
+//! clone of the bus, and so every appender and consumer built on it, verifies with the
+//! new one from its next message on. This is how a service picks up a rotated key
+//! without a restart.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::message::StreamMessage;
@@ -41,7 +46,9 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     cases: jetstream::stream::Stream,
-    registry: Arc<OfficeRegistry>,
+    /// Shared by every clone, so one replacement reaches every user of the bus. A
+    /// reader takes a snapshot (an `Arc` clone) and never holds the lock while working.
+    registry: Arc<RwLock<Arc<OfficeRegistry>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -81,7 +88,7 @@ impl Bus {
             client,
             js,
             cases,
-            registry,
+            registry: Arc::new(RwLock::new(registry)),
         })
     }
 
@@ -109,9 +116,24 @@ impl Bus {
         &self.cases
     }
 
-    /// The office registry used to verify events.
-    pub fn registry(&self) -> &Arc<OfficeRegistry> {
-        &self.registry
+    /// The office registry used to verify events: a snapshot, which a later
+    /// [`Bus::replace_registry`] does not change.
+    pub fn registry(&self) -> Arc<OfficeRegistry> {
+        match self.registry.read() {
+            Ok(current) => current.clone(),
+            // A writer panicked while swapping one `Arc` for another: the value inside
+            // is still a whole registry.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the office registry for every clone of this bus (a reloaded registry
+    /// file). Messages verified from now on are verified with `registry`.
+    pub fn replace_registry(&self, registry: Arc<OfficeRegistry>) {
+        match self.registry.write() {
+            Ok(mut current) => *current = registry,
+            Err(poisoned) => *poisoned.into_inner() = registry,
+        }
     }
 
     /// Drains the connection: stops every subscription from taking new messages, lets
@@ -191,9 +213,10 @@ impl Bus {
         let last = self.last_sequence(case_id).await?;
         let messages = self.read_case_messages(case_id, 0, last).await?;
         complete(case_id, &messages, last)?;
+        let registry = self.registry();
         let mut loaded = LoadedCase::empty(case_id.clone());
         for msg in &messages {
-            loaded.push(msg.sequence, &msg.payload, &self.registry);
+            loaded.push(msg.sequence, &msg.payload, &registry);
         }
         Ok(loaded)
     }
@@ -208,9 +231,10 @@ impl Bus {
         until: u64,
     ) -> Result<LoadedCase, LoadError> {
         let messages = self.read_case_messages(case_id, 0, until).await?;
+        let registry = self.registry();
         let mut loaded = LoadedCase::empty(case_id.clone());
         for msg in &messages {
-            loaded.push(msg.sequence, &msg.payload, &self.registry);
+            loaded.push(msg.sequence, &msg.payload, &registry);
         }
         Ok(loaded)
     }
@@ -237,8 +261,9 @@ impl Bus {
             .read_case_messages(&case_id, head.last_sequence, last)
             .await?;
         complete(&case_id, &messages, last)?;
+        let registry = self.registry();
         for msg in &messages {
-            head.push(msg.sequence, &msg.payload, &self.registry);
+            head.push(msg.sequence, &msg.payload, &registry);
         }
         head.last_sequence = last;
         Ok(())

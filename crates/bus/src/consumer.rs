@@ -368,7 +368,7 @@ impl ConsumerRunner {
         subject: &str,
         payload: &[u8],
     ) -> Result<Option<VerifiedEvent>, VerifyError> {
-        let event = verify_signed(payload, self.bus.registry())?;
+        let event = verify_signed(payload, &self.bus.registry())?;
         Ok(self
             .check_chain(sequence, subject, &event)
             .await?
@@ -642,7 +642,7 @@ impl ConsumerRunner {
         &self,
         messages: &[Message],
     ) -> Vec<Result<VerifiedEvent, VerifyError>> {
-        let registry = self.bus.registry().clone();
+        let registry = self.bus.registry();
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         if messages.len() < PARALLEL_VERIFY_FROM || cores < 2 {
             return messages

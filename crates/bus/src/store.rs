@@ -130,6 +130,9 @@ pub(crate) struct CaseHead {
     pub tip: ChainTip,
     pub last_sequence: u64,
     pub ids: HashMap<EventId, IdEntry>,
+    /// `recorded_at` of the last valid event: the next event may not be recorded
+    /// earlier (consumers dead-letter a case whose time goes backwards).
+    pub last_recorded_at: Option<time::OffsetDateTime>,
 }
 
 impl CaseHead {
@@ -139,6 +142,7 @@ impl CaseHead {
             tip: ChainTip::empty(case_id),
             last_sequence: 0,
             ids: HashMap::new(),
+            last_recorded_at: None,
         }
     }
 
@@ -160,6 +164,7 @@ impl CaseHead {
 
     pub fn remember(&mut self, sequence: u64, event: &VerifiedEvent) {
         self.state.apply(&recorded(event));
+        self.last_recorded_at = Some(event.recorded_at);
         let digest = <[u8; 32]>::try_from(event.event.command_digest.as_slice()).unwrap_or([0; 32]);
         self.ids.insert(
             event.event_id.clone(),
