@@ -463,7 +463,7 @@ impl Appender {
             // Time never goes backwards within a case (consumers dead-letter an event
             // recorded before its predecessor): another instance with a clock slightly
             // ahead may have recorded the last event.
-            let recorded_at = head.last_recorded_at.map_or(now, |last| last.max(now));
+            let recorded_at = head.tip.recorded_at.map_or(now, |last| last.max(now));
             // The key is judged at the instant the event records, against the registry
             // consumers verify with now, so no event leaves here that they would refuse.
             // A snapshot of both: a rotation during this attempt applies to the next.

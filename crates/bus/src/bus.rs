@@ -18,7 +18,7 @@ use casebus_proto::CaseId;
 
 use crate::error::{BusError, LoadError};
 use crate::provision::is_stream_not_found;
-use crate::store::{CaseHead, LoadedCase};
+use crate::store::{CaseHead, LoadedCase, Stored};
 use crate::subjects::{CASES_STREAM, case_subject};
 
 /// How the bus uses its NATS connection.
@@ -29,6 +29,11 @@ pub struct BusConfig {
     pub max_ack_inflight: usize,
     /// Ceiling for JetStream API requests and publish acks.
     pub request_timeout: Duration,
+    /// How far an event's `recorded_at` may be from the time the stream stored it, either
+    /// way; consumers dead-letter (code `clock_skew`) and loaders leave out an event
+    /// beyond it. The signer chooses `recorded_at`, and its key's validity is judged at
+    /// it, so this is what stops a backdated event.
+    pub max_clock_skew: Duration,
 }
 
 impl Default for BusConfig {
@@ -36,6 +41,7 @@ impl Default for BusConfig {
         Self {
             max_ack_inflight: 1024,
             request_timeout: Duration::from_secs(5),
+            max_clock_skew: Duration::from_secs(300),
         }
     }
 }
@@ -49,6 +55,7 @@ pub struct Bus {
     /// Shared by every clone, so one replacement reaches every user of the bus. A
     /// reader takes a snapshot (an `Arc` clone) and never holds the lock while working.
     registry: Arc<RwLock<Arc<OfficeRegistry>>>,
+    max_clock_skew: Duration,
 }
 
 impl std::fmt::Debug for Bus {
@@ -89,6 +96,7 @@ impl Bus {
             js,
             cases,
             registry: Arc::new(RwLock::new(registry)),
+            max_clock_skew: config.max_clock_skew,
         })
     }
 
@@ -124,6 +132,18 @@ impl Bus {
             // A writer panicked while swapping one `Arc` for another: the value inside
             // is still a whole registry.
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// How far `recorded_at` may be from the stored time ([`BusConfig::max_clock_skew`]).
+    pub fn max_clock_skew(&self) -> Duration {
+        self.max_clock_skew
+    }
+
+    fn stored(&self, msg: &StreamMessage) -> Stored {
+        Stored {
+            at: msg.time,
+            max_skew: self.max_clock_skew,
         }
     }
 
@@ -216,7 +236,7 @@ impl Bus {
         let registry = self.registry();
         let mut loaded = LoadedCase::empty(case_id.clone());
         for msg in &messages {
-            loaded.push(msg.sequence, &msg.payload, &registry);
+            loaded.push(msg.sequence, &msg.payload, self.stored(msg), &registry);
         }
         Ok(loaded)
     }
@@ -234,7 +254,7 @@ impl Bus {
         let registry = self.registry();
         let mut loaded = LoadedCase::empty(case_id.clone());
         for msg in &messages {
-            loaded.push(msg.sequence, &msg.payload, &registry);
+            loaded.push(msg.sequence, &msg.payload, self.stored(msg), &registry);
         }
         Ok(loaded)
     }
@@ -263,7 +283,7 @@ impl Bus {
         complete(&case_id, &messages, last)?;
         let registry = self.registry();
         for msg in &messages {
-            head.push(msg.sequence, &msg.payload, &registry);
+            head.push(msg.sequence, &msg.payload, self.stored(msg), &registry);
         }
         head.last_sequence = last;
         Ok(())

@@ -408,7 +408,10 @@ async fn tampering_with_stored_events_is_detected() {
     // Each stored message also verifies on its own, signed by the office that acted.
     for msg in &raw {
         assert_eq!(
-            verify_signed(msg, &registry).expect("valid").office.as_str(),
+            verify_signed(msg, &registry)
+                .expect("valid")
+                .office
+                .as_str(),
             CUSTOMS
         );
     }

@@ -245,6 +245,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     .map_err(RunError::Nats)?;
     let bus_config = BusConfig {
         max_ack_inflight: config.nats.max_ack_inflight,
+        max_clock_skew: config.nats.max_clock_skew,
         ..BusConfig::default()
     };
     if config.provision {
