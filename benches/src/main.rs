@@ -14,6 +14,7 @@ mod grpc;
 mod import;
 mod ingest;
 mod rebuild;
+mod replay;
 mod report;
 
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ struct Args {
     )]
     table: PathBuf,
     /// Run only these rows (repeatable): append, rebuild, ingest, import, timeline,
-    /// watch, growth. The rebuild row reuses the append row's stream, so it runs the append
+    /// watch, growth, replay. The rebuild row reuses the append row's stream, so it runs the append
     /// figure too.
     #[arg(long, value_enum)]
     only: Vec<Figure>,
@@ -72,6 +73,8 @@ enum Figure {
     Watch,
     /// Figure 7: growth.
     Growth,
+    /// Replayed copies of stored events through one consumer.
+    Replay,
 }
 
 #[tokio::main]
@@ -107,6 +110,13 @@ async fn main() -> anyhow::Result<()> {
             writers: 256,
         }
     };
+
+    if runs(Figure::Replay) {
+        eprintln!("== replay: copies of stored events through one consumer");
+        let row = replay::run().await?;
+        eprintln!("{} -> {}", row.figure, row.verified);
+        report.rows.push(row);
+    }
 
     if runs(Figure::Append) || runs(Figure::Rebuild) {
         eprintln!("== figure 1: append path vs raw publish");

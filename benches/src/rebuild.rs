@@ -76,7 +76,7 @@ pub async fn casebus_rebuild(
         let raw = raw?;
         seen += 1;
         let t = Instant::now();
-        let event = verify_signed(&raw.payload, bus.registry())?;
+        let event = verify_signed(&raw.payload, &bus.registry())?;
         let tip = tips
             .entry(event.case_id.clone())
             .or_insert_with(|| ChainTip::empty(event.case_id.clone()));

@@ -516,7 +516,7 @@ async fn services_scenario(generation: &Generation) {
     let mut receipts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for m in fault_common::audit::read_stream(&bus, CASES_STREAM).await {
         if m.header("Casebus-Event-Type") == Some("HandoffAcknowledged")
-            && let Ok(e) = casebus_integrity::verify_signed(&m.payload, bus.registry())
+            && let Ok(e) = casebus_integrity::verify_signed(&m.payload, &bus.registry())
         {
             *receipts.entry(e.case_id.to_string()).or_default() += 1;
         }

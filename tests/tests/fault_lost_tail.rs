@@ -93,7 +93,7 @@ async fn an_appender_whose_case_lost_its_last_event_rebuilds_it_from_the_stream(
     let report = verify_case(
         &id,
         messages.iter().map(|m| m.payload.as_ref()),
-        bus.registry(),
+        &bus.registry(),
     );
     assert!(report.is_intact(), "chain failures: {:?}", report.failures);
     assert_eq!(

@@ -427,7 +427,7 @@ async fn killing_the_gateway_and_each_agency_service_mid_load_leaves_no_gap_dupl
     // Receipts per hand-off, from the verified events.
     let mut receipts: HashMap<(String, String), usize> = HashMap::new();
     for m in read_stream(&bus, CASES_STREAM).await {
-        if let Ok(e) = casebus_integrity::verify_signed(&m.payload, bus.registry())
+        if let Ok(e) = casebus_integrity::verify_signed(&m.payload, &bus.registry())
             && let Some(Kind::HandoffAcknowledged(a)) =
                 e.event.payload.as_ref().and_then(|p| p.kind.as_ref())
         {

@@ -109,7 +109,8 @@ impl Kind {
             Self::Gap => &["gap"],
             Self::WrongPreviousHash => &["chain_break", "reorder", "gap", "invalid_envelope"],
             Self::ReplayedOntoAnotherCase | Self::NotACaseSubject => &["case_mismatch"],
-            Self::RepeatedInPlace => &["reorder"],
+            // A stored event published again: the consumer knows it from its replay index.
+            Self::RepeatedInPlace => &["replay"],
             Self::OverStreamLimit | Self::OverMaxPayload => &[],
         }
     }

@@ -185,7 +185,7 @@ fn verify_chain(f: &Fixture, events: &[TimelineEvent]) {
                 key_id: event.key_id.clone(),
             };
             let verified =
-                verify_signed(&signed.encode_to_vec(), f.bus.registry()).expect("signature");
+                verify_signed(&signed.encode_to_vec(), &f.bus.registry()).expect("signature");
             assert_eq!(verified.office.as_str(), event.office_id);
             let decoded = event.event.as_ref().expect("decoded event");
             assert_eq!(decoded.prev_event_hash, event.prev_hash);

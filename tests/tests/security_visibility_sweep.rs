@@ -235,7 +235,7 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
             .collect::<Vec<_>>()
             .iter()
             .map(Vec::as_slice),
-        bus.registry(),
+        &bus.registry(),
     );
     assert!(report.is_intact());
     let state = CaseState::fold(loaded.events.iter().map(|e| e.recorded()));

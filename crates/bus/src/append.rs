@@ -6,7 +6,7 @@
 //! number of times. This gives one total order per case and no lost update.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -117,7 +117,10 @@ pub fn command_digest(
 /// and one publish.
 pub struct Appender {
     bus: Bus,
-    signer: OfficeSigner,
+    office: casebus_proto::OfficeId,
+    /// The key events are signed with; replaced by [`Appender::replace_signer`] when the
+    /// office's key is rotated. Each append takes a snapshot.
+    signer: RwLock<Arc<SigningKey>>,
     rules: Arc<DeadlineRules>,
     config: AppenderConfig,
     cache: Mutex<HashMap<CaseId, CaseHead>>,
@@ -130,8 +133,63 @@ pub struct Appender {
 impl std::fmt::Debug for Appender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Appender")
-            .field("office", self.signer.office())
+            .field("office", &self.office)
             .finish_non_exhaustive()
+    }
+}
+
+/// A signer with its public key as the registry writes it, so that the check at every
+/// append compares two strings instead of encoding the key again.
+struct SigningKey {
+    signer: OfficeSigner,
+    public_key: String,
+}
+
+impl SigningKey {
+    fn new(signer: OfficeSigner) -> Self {
+        let public_key = signer.key_entry(OffsetDateTime::UNIX_EPOCH).public_key;
+        Self { signer, public_key }
+    }
+
+    /// Whether the registry has this very key (id and public key) for the office; the
+    /// key's entry when it does.
+    fn registered<'r>(
+        &self,
+        registry: &'r casebus_integrity::OfficeRegistry,
+    ) -> Option<&'r casebus_integrity::KeyEntry> {
+        registry
+            .key_entry(self.signer.key_id())
+            .filter(|(office, entry)| {
+                *office == self.signer.office() && entry.public_key == self.public_key
+            })
+            .map(|(_, entry)| entry)
+    }
+
+    /// Checks that an event recorded at `at` may carry this key under `registry`: the
+    /// check every consumer makes, made before anything is published.
+    fn check(
+        &self,
+        registry: &casebus_integrity::OfficeRegistry,
+        at: OffsetDateTime,
+    ) -> Result<(), AppendError> {
+        let rfc3339 = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let reason = match self.registered(registry) {
+            Some(entry) if entry.valid_at(at) => return Ok(()),
+            Some(entry) => match entry.valid_until {
+                Some(until) if at >= until => format!("it expired at {}", rfc3339(until)),
+                _ => format!("it is valid from {}", rfc3339(entry.valid_from)),
+            },
+            None => "it is not in the office registry".to_owned(),
+        };
+        Err(AppendError::SigningKeyNotValid {
+            office: self.signer.office().to_string(),
+            key_id: self.signer.key_id().to_owned(),
+            at: rfc3339(at),
+            reason,
+        })
     }
 }
 
@@ -203,27 +261,57 @@ impl Appender {
         rules: Arc<DeadlineRules>,
         config: AppenderConfig,
     ) -> Result<Self, AppendError> {
+        let key = SigningKey::new(signer);
         let registry = bus.registry();
         let now = OffsetDateTime::now_utc();
-        let mine = signer.key_entry(now).public_key;
-        let registered = registry.office(signer.office()).is_some_and(|o| {
-            o.keys
-                .iter()
-                .any(|k| k.key_id == signer.key_id() && k.public_key == mine && k.valid_at(now))
-        });
-        if !registered {
+        if key.registered(&registry).is_none_or(|k| !k.valid_at(now)) {
             return Err(AppendError::UnknownSigner {
-                office: format!("{} (key {})", signer.office(), signer.key_id()),
+                office: format!("{} (key {})", key.signer.office(), key.signer.key_id()),
             });
         }
         Ok(Self {
             bus,
-            signer,
+            office: key.signer.office().clone(),
+            signer: RwLock::new(Arc::new(key)),
             rules,
             config,
             cache: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Signs from now on with `signer` (a rotated key). The key's validity is not
+    /// required now (a key may be installed ahead of its `valid_from`): every append
+    /// checks it at the instant it records.
+    ///
+    /// # Errors
+    /// [`AppendError::UnknownSigner`] when `signer` signs for another office, or its key
+    /// id and public key are not in the bus's registry (replace the registry first);
+    /// the appender keeps its key then.
+    pub fn replace_signer(&self, signer: OfficeSigner) -> Result<(), AppendError> {
+        let key = SigningKey::new(signer);
+        if key.signer.office() != &self.office || key.registered(&self.bus.registry()).is_none() {
+            return Err(AppendError::UnknownSigner {
+                office: format!("{} (key {})", key.signer.office(), key.signer.key_id()),
+            });
+        }
+        match self.signer.write() {
+            Ok(mut current) => *current = Arc::new(key),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(key),
+        }
+        Ok(())
+    }
+
+    /// The id of the key events are signed with now.
+    pub fn key_id(&self) -> String {
+        self.signing_key().signer.key_id().to_owned()
+    }
+
+    fn signing_key(&self) -> Arc<SigningKey> {
+        match self.signer.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The bus this appender publishes to.
@@ -233,7 +321,7 @@ impl Appender {
 
     /// The signing office.
     pub fn office(&self) -> &casebus_proto::OfficeId {
-        self.signer.office()
+        &self.office
     }
 
     /// The case head taken out of the cache as it is (`true`), or the head read from the
@@ -297,6 +385,9 @@ impl Appender {
     /// - [`AppendError::RequestIdReused`] when the request id was used for another command;
     /// - [`AppendError::TooLarge`] when the event exceeds the size limit;
     /// - [`AppendError::Contention`] when the case kept changing for every attempt;
+    /// - [`AppendError::SigningKeyNotValid`] when the signing key is not valid at the
+    ///   instant the event would be recorded (checked at every attempt, against the
+    ///   registry the bus verifies with now);
     /// - [`AppendError::Unavailable`] when NATS is down or did not confirm: the outcome is
     ///   unknown and a retry with the same request id is safe.
     ///
@@ -340,11 +431,11 @@ impl Appender {
                 reason: "at most 128 characters are allowed".into(),
             });
         }
-        let office = self.signer.office().clone();
+        let office = self.office.clone();
         let event_id = EventId::derive(&office, &case_id, &request.request_id);
         tracing::Span::current().record("event_id", tracing::field::display(&event_id));
         let digest = command_digest(&case_id, &request.payload, request.visibility.as_ref());
-        let registry = self.bus.registry().clone();
+        let registry = self.bus.registry();
         let directory = |o: &casebus_proto::OfficeId| registry.contains(o);
 
         for attempt in 1..=self.config.max_attempts {
@@ -369,6 +460,15 @@ impl Appender {
                 return self.duplicate(&request, &event_id, done, &digest);
             }
             let now = OffsetDateTime::now_utc();
+            // Time never goes backwards within a case (consumers dead-letter an event
+            // recorded before its predecessor): another instance with a clock slightly
+            // ahead may have recorded the last event.
+            let recorded_at = head.tip.recorded_at.map_or(now, |last| last.max(now));
+            // The key is judged at the instant the event records, against the registry
+            // consumers verify with now, so no event leaves here that they would refuse.
+            // A snapshot of both: a rotation during this attempt applies to the next.
+            let key = self.signing_key();
+            key.check(&self.bus.registry(), recorded_at)?;
             let command = Command {
                 case_id: case_id.clone(),
                 office: office.clone(),
@@ -404,7 +504,7 @@ impl Appender {
                 agency: office.agency() as i32,
                 actor: request.actor.clone(),
                 occurred_at: Some(timestamp_from(command.occurred_at)),
-                recorded_at: Some(timestamp_from(now)),
+                recorded_at: Some(timestamp_from(recorded_at)),
                 causation_id: request
                     .causation_id
                     .as_ref()
@@ -419,7 +519,7 @@ impl Appender {
                     kind: Some(decision.payload),
                 }),
             };
-            let (signed, hash) = self.signer.sign(&event);
+            let (signed, hash) = key.signer.sign(&event);
             let bytes = signed.encode_to_vec();
             if bytes.len() > self.config.max_event_bytes {
                 return Err(AppendError::TooLarge {
@@ -476,7 +576,7 @@ impl Appender {
                         office: office.clone(),
                         hash,
                         prev_hash: head.tip.hash,
-                        recorded_at: now,
+                        recorded_at,
                         occurred_at: command.occurred_at,
                         event,
                         signed,

@@ -1,8 +1,13 @@
 //! `Bus`: a connected handle on the casebus streams (JetStream context sized for
 //! pipelined publishing, the `CASES` stream, the office registry), and reading a case's
 //! messages in order with direct get.
+//!
+//! The registry can be replaced while the bus runs ([`Bus::replace_registry`]): every
+//! clone of the bus, and so every appender and consumer built on it, verifies with the
+//! new one from its next message on. This is how a service picks up a rotated key
+//! without a restart.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::message::StreamMessage;
@@ -13,7 +18,7 @@ use casebus_proto::CaseId;
 
 use crate::error::{BusError, LoadError};
 use crate::provision::is_stream_not_found;
-use crate::store::{CaseHead, LoadedCase};
+use crate::store::{CaseHead, LoadedCase, Stored};
 use crate::subjects::{CASES_STREAM, case_subject};
 
 /// How the bus uses its NATS connection.
@@ -24,6 +29,11 @@ pub struct BusConfig {
     pub max_ack_inflight: usize,
     /// Ceiling for JetStream API requests and publish acks.
     pub request_timeout: Duration,
+    /// How far an event's `recorded_at` may be from the time the stream stored it, either
+    /// way; consumers dead-letter (code `clock_skew`) and loaders leave out an event
+    /// beyond it. The signer chooses `recorded_at`, and its key's validity is judged at
+    /// it, so this is what stops a backdated event.
+    pub max_clock_skew: Duration,
 }
 
 impl Default for BusConfig {
@@ -31,6 +41,7 @@ impl Default for BusConfig {
         Self {
             max_ack_inflight: 1024,
             request_timeout: Duration::from_secs(5),
+            max_clock_skew: Duration::from_secs(300),
         }
     }
 }
@@ -41,7 +52,10 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     cases: jetstream::stream::Stream,
-    registry: Arc<OfficeRegistry>,
+    /// Shared by every clone, so one replacement reaches every user of the bus. A
+    /// reader takes a snapshot (an `Arc` clone) and never holds the lock while working.
+    registry: Arc<RwLock<Arc<OfficeRegistry>>>,
+    max_clock_skew: Duration,
 }
 
 impl std::fmt::Debug for Bus {
@@ -81,7 +95,8 @@ impl Bus {
             client,
             js,
             cases,
-            registry,
+            registry: Arc::new(RwLock::new(registry)),
+            max_clock_skew: config.max_clock_skew,
         })
     }
 
@@ -109,9 +124,36 @@ impl Bus {
         &self.cases
     }
 
-    /// The office registry used to verify events.
-    pub fn registry(&self) -> &Arc<OfficeRegistry> {
-        &self.registry
+    /// The office registry used to verify events: a snapshot, which a later
+    /// [`Bus::replace_registry`] does not change.
+    pub fn registry(&self) -> Arc<OfficeRegistry> {
+        match self.registry.read() {
+            Ok(current) => current.clone(),
+            // A writer panicked while swapping one `Arc` for another: the value inside
+            // is still a whole registry.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// How far `recorded_at` may be from the stored time ([`BusConfig::max_clock_skew`]).
+    pub fn max_clock_skew(&self) -> Duration {
+        self.max_clock_skew
+    }
+
+    fn stored(&self, msg: &StreamMessage) -> Stored {
+        Stored {
+            at: msg.time,
+            max_skew: self.max_clock_skew,
+        }
+    }
+
+    /// Replaces the office registry for every clone of this bus (a reloaded registry
+    /// file). Messages verified from now on are verified with `registry`.
+    pub fn replace_registry(&self, registry: Arc<OfficeRegistry>) {
+        match self.registry.write() {
+            Ok(mut current) => *current = registry,
+            Err(poisoned) => *poisoned.into_inner() = registry,
+        }
     }
 
     /// Drains the connection: stops every subscription from taking new messages, lets
@@ -191,9 +233,10 @@ impl Bus {
         let last = self.last_sequence(case_id).await?;
         let messages = self.read_case_messages(case_id, 0, last).await?;
         complete(case_id, &messages, last)?;
+        let registry = self.registry();
         let mut loaded = LoadedCase::empty(case_id.clone());
         for msg in &messages {
-            loaded.push(msg.sequence, &msg.payload, &self.registry);
+            loaded.push(msg.sequence, &msg.payload, self.stored(msg), &registry);
         }
         Ok(loaded)
     }
@@ -208,9 +251,10 @@ impl Bus {
         until: u64,
     ) -> Result<LoadedCase, LoadError> {
         let messages = self.read_case_messages(case_id, 0, until).await?;
+        let registry = self.registry();
         let mut loaded = LoadedCase::empty(case_id.clone());
         for msg in &messages {
-            loaded.push(msg.sequence, &msg.payload, &self.registry);
+            loaded.push(msg.sequence, &msg.payload, self.stored(msg), &registry);
         }
         Ok(loaded)
     }
@@ -237,8 +281,9 @@ impl Bus {
             .read_case_messages(&case_id, head.last_sequence, last)
             .await?;
         complete(&case_id, &messages, last)?;
+        let registry = self.registry();
         for msg in &messages {
-            head.push(msg.sequence, &msg.payload, &self.registry);
+            head.push(msg.sequence, &msg.payload, self.stored(msg), &registry);
         }
         head.last_sequence = last;
         Ok(())

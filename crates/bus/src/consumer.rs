@@ -16,7 +16,6 @@
 //! and [`BatchHandler::skipped`] then tells the handler which sequence was
 //! dead-lettered.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +26,17 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt as _, StreamExt as _};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use casebus_integrity::{ChainError, ChainTip, VerifiedEvent, VerifyError, verify_signed};
+use casebus_integrity::{
+    ChainError, ChainTip, VerifiedEvent, VerifyError, check_recorded_at, verify_signed,
+};
 use casebus_proto::CaseId;
 
 use crate::bus::Bus;
 use crate::error::ConsumeError;
+use crate::memory::{CaseMemory, Known, Memories};
 use crate::store::StoredEvent;
 use crate::subjects::{
     CASES_STREAM, CASES_SUBJECTS, case_of_subject, case_subject, dlq_subject, headers,
@@ -94,8 +97,12 @@ pub struct ConsumerConfig {
     pub max_ack_pending: i64,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
-    /// Chain tips kept in memory; beyond that they are dropped and reloaded on demand.
+    /// Cases whose chain tip and replay index are kept in memory; beyond that
+    /// arbitrary cases are forgotten and read from the stream again on demand.
     pub tip_cache: usize,
+    /// Events remembered in the replay index over all cases (16 bytes each); beyond
+    /// that arbitrary cases are forgotten, as for `tip_cache`.
+    pub replay_index_events: usize,
 }
 
 impl ConsumerConfig {
@@ -107,6 +114,7 @@ impl ConsumerConfig {
             max_ack_pending: 1024,
             ack_wait: Duration::from_secs(30),
             tip_cache: 100_000,
+            replay_index_events: 4_000_000,
         }
     }
 }
@@ -128,7 +136,7 @@ pub struct ConsumerCounters {
 pub struct ConsumerRunner {
     bus: Bus,
     config: ConsumerConfig,
-    tips: HashMap<CaseId, ChainTip>,
+    memory: Memories,
     counters: Arc<ConsumerCounters>,
 }
 
@@ -169,8 +177,8 @@ impl ConsumerRunner {
     pub fn new(bus: Bus, config: ConsumerConfig) -> Self {
         Self {
             bus,
+            memory: Memories::new(config.tip_cache, config.replay_index_events),
             config,
-            tips: HashMap::new(),
             counters: Arc::new(ConsumerCounters::default()),
         }
     }
@@ -276,8 +284,12 @@ impl ConsumerRunner {
         message: Message,
         shutdown: &CancellationToken,
     ) {
-        let (sequence, subject) = match message.info() {
-            Ok(info) => (info.stream_sequence, message.subject.to_string()),
+        let (sequence, stored_at, subject) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.published,
+                message.subject.to_string(),
+            ),
             Err(e) => {
                 tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
                 return;
@@ -285,7 +297,10 @@ impl ConsumerRunner {
         };
         let mut backoff = FIRST_BACKOFF;
         let event = loop {
-            match self.verify(sequence, &subject, &message.payload).await {
+            match self
+                .verify(sequence, stored_at, &subject, &message.payload)
+                .await
+            {
                 Ok(Some(event)) => break event,
                 Ok(None) => {
                     // The case's chain could not be loaded (NATS briefly away). Retry in
@@ -351,81 +366,111 @@ impl ConsumerRunner {
     }
 
     fn advance(&mut self, stored: &StoredEvent) {
-        if self.tips.len() >= self.config.tip_cache {
-            self.tips.clear();
-        }
-        let tip = self
-            .tips
-            .entry(stored.event.case_id.clone())
-            .or_insert_with(|| ChainTip::empty(stored.event.case_id.clone()));
-        tip.advance(&stored.event);
+        self.memory.advance(stored.sequence, &stored.event);
     }
 
     /// Verifies one message. `Ok(None)` means the chain could not be loaded right now.
     async fn verify(
         &mut self,
         sequence: u64,
+        stored_at: OffsetDateTime,
         subject: &str,
         payload: &[u8],
     ) -> Result<Option<VerifiedEvent>, VerifyError> {
-        let event = verify_signed(payload, self.bus.registry())?;
+        let event = verify_signed(payload, &self.bus.registry())?;
         Ok(self
-            .check_chain(sequence, subject, &event)
+            .check_chain(sequence, stored_at, subject, &event)
             .await?
             .then_some(event))
     }
 
     /// Checks that a signature-verified event continues the chain of the case named by
-    /// its subject. `Ok(false)` means the chain could not be loaded right now.
+    /// its subject, is not a copy of an event handled already, and was recorded at a
+    /// plausible time (within the clock skew of `stored_at`, and not before the event it
+    /// follows). `Ok(false)` means the chain could not be loaded right now.
+    ///
+    /// The stream is read only when the memory of the case cannot decide: a case not
+    /// remembered (read whole, up to the message), a message at or before what was
+    /// examined already that is not a known copy (a redelivery, or a stream that lost
+    /// its tail: read whole), and a message that does not continue the remembered tip
+    /// (read only the case's messages after the last one examined: instances sharing
+    /// the durable consumer handled them). So a flood of signed junk on one case costs
+    /// one short read per message, and a flood of replays none.
     async fn check_chain(
         &mut self,
         sequence: u64,
+        stored_at: OffsetDateTime,
         subject: &str,
         event: &VerifiedEvent,
     ) -> Result<bool, VerifyError> {
-        let Some(subject_case) = case_of_subject(subject) else {
+        let Some(case_id) = case_of_subject(subject) else {
             return Err(ChainError::CaseMismatch {
                 expected_case: subject.to_owned(),
                 event_case: event.case_id.to_string(),
             }
             .into());
         };
-        let cached = self.tips.contains_key(&subject_case);
-        if !cached && !self.reload_tip(&subject_case, sequence).await {
+        if self.memory.get(&case_id).is_none() && !self.reload(&case_id, sequence).await {
             return Ok(false);
         }
-        let tip = self
-            .tips
-            .get(&subject_case)
-            .cloned()
-            .unwrap_or_else(|| ChainTip::empty(subject_case.clone()));
-        if tip.check(event).is_err() && cached {
-            // A cached tip can be stale: instances sharing this durable consumer handle
-            // the case's other events, and a redelivered message was seen before. Only
-            // the stream can tell whether the chain is really broken.
-            if !self.reload_tip(&subject_case, sequence).await {
-                return Ok(false);
+        let (known, examined, continues) = match self.memory.get(&case_id) {
+            Some(m) => (
+                m.known(sequence, event),
+                m.examined,
+                m.tip.check(event).is_ok(),
+            ),
+            None => (None, 0, false),
+        };
+        let read = match known {
+            Some(Known::Replay { original_sequence }) => {
+                self.memory.examined(&case_id, sequence);
+                return Err(ChainError::Replay {
+                    case_id: case_id.to_string(),
+                    version: event.version(),
+                    original_sequence,
+                }
+                .into());
             }
+            Some(Known::Redelivery) => self.reload(&case_id, sequence).await,
+            None if sequence <= examined => self.reload(&case_id, sequence).await,
+            None if !continues => self.catch_up(&case_id, sequence).await,
+            None => true,
+        };
+        if !read {
+            return Ok(false);
         }
-        let tip = self
-            .tips
-            .get(&subject_case)
-            .cloned()
-            .unwrap_or_else(|| ChainTip::empty(subject_case.clone()));
-        tip.check(event)?;
-        Ok(true)
+        let checked = match self.memory.get(&case_id) {
+            Some(m) => match m.known(sequence, event) {
+                // Another instance handled the original, which the catch-up just read.
+                Some(Known::Replay { original_sequence }) => Err(ChainError::Replay {
+                    case_id: case_id.to_string(),
+                    version: event.version(),
+                    original_sequence,
+                }
+                .into()),
+                _ => m.tip.check(event).map_err(VerifyError::from),
+            },
+            None => ChainTip::empty(case_id.clone())
+                .check(event)
+                .map_err(VerifyError::from),
+        }
+        .and_then(|()| check_recorded_at(event, stored_at, self.bus.max_clock_skew()));
+        if checked.is_err() {
+            self.memory.examined(&case_id, sequence);
+        }
+        checked.map(|()| true)
     }
 
-    /// Rebuilds the case's tip from the stream, up to the message before `sequence`.
+    /// Rebuilds the case's memory from the stream, up to the message before `sequence`.
     /// False when the stream cannot be read right now.
-    async fn reload_tip(&mut self, case_id: &CaseId, sequence: u64) -> bool {
+    async fn reload(&mut self, case_id: &CaseId, sequence: u64) -> bool {
         match self
             .bus
             .load_case_until(case_id, sequence.saturating_sub(1))
             .await
         {
             Ok(loaded) => {
-                self.tips.insert(case_id.clone(), loaded.tip);
+                self.memory.insert(CaseMemory::loaded(&loaded));
                 true
             }
             Err(e) => {
@@ -433,6 +478,47 @@ impl ConsumerRunner {
                 false
             }
         }
+    }
+
+    /// Brings the case's memory up to the message before `sequence`, reading only the
+    /// case's messages after the last one examined (those other instances handled).
+    /// False when the stream cannot be read right now.
+    async fn catch_up(&mut self, case_id: &CaseId, sequence: u64) -> bool {
+        let examined = self.memory.get(case_id).map_or(0, |m| m.examined);
+        let messages = match self
+            .bus
+            .read_case_messages(case_id, examined, sequence.saturating_sub(1))
+            .await
+        {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(consumer = %self.config.name, case_id = %case_id, error = %e, "reading chain failed; will retry");
+                return false;
+            }
+        };
+        if messages.is_empty() {
+            return true;
+        }
+        // Taken out of the map and put back, never cloned: a memory holds every event of
+        // its case.
+        let mut memory = self
+            .memory
+            .remove(case_id)
+            .unwrap_or_else(|| CaseMemory::empty(case_id.clone()));
+        let registry = self.bus.registry();
+        for message in &messages {
+            let ok = verify_signed(&message.payload, &registry).ok().filter(|e| {
+                memory.known(message.sequence, e).is_none()
+                    && memory.tip.check(e).is_ok()
+                    && check_recorded_at(e, message.time, self.bus.max_clock_skew()).is_ok()
+            });
+            match ok {
+                Some(event) => memory.advance(message.sequence, &event),
+                None => memory.examined(message.sequence),
+            }
+        }
+        self.memory.insert(memory);
+        true
     }
 
     /// Dead-letters a message and acks it (the one-at-a-time mode).
@@ -642,7 +728,7 @@ impl ConsumerRunner {
         &self,
         messages: &[Message],
     ) -> Vec<Result<VerifiedEvent, VerifyError>> {
-        let registry = self.bus.registry().clone();
+        let registry = self.bus.registry();
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         if messages.len() < PARALLEL_VERIFY_FROM || cores < 2 {
             return messages
@@ -686,8 +772,12 @@ impl ConsumerRunner {
         pending: &mut Pending,
         shutdown: &CancellationToken,
     ) -> bool {
-        let (sequence, subject) = match message.info() {
-            Ok(info) => (info.stream_sequence, message.subject.to_string()),
+        let (sequence, stored_at, subject) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.published,
+                message.subject.to_string(),
+            ),
             Err(e) => {
                 tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
                 return true;
@@ -696,7 +786,10 @@ impl ConsumerRunner {
         let mut backoff = FIRST_BACKOFF;
         let checked = match signature {
             Ok(event) => loop {
-                match self.check_chain(sequence, &subject, &event).await {
+                match self
+                    .check_chain(sequence, stored_at, &subject, &event)
+                    .await
+                {
                     Ok(true) => break Ok(event),
                     Ok(false) => {
                         // The case's chain could not be loaded. Commit what came before

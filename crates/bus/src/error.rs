@@ -134,6 +134,22 @@ pub enum AppendError {
         /// The office.
         office: String,
     },
+    /// The office's signing key is not valid at the instant the event would be recorded:
+    /// expired, not valid yet, or no longer in the office registry. Nothing was
+    /// published: every consumer would dead-letter an event signed with it. It clears
+    /// when the operator rotates the key (the service picks up the new key and registry
+    /// without a restart); retry with the same request id then.
+    #[error("signing key {key_id} of office {office} is not valid at {at}: {reason}")]
+    SigningKeyNotValid {
+        /// The signing office.
+        office: String,
+        /// The signing key.
+        key_id: String,
+        /// The instant the event would have been recorded at (RFC 3339).
+        at: String,
+        /// Why the key is not valid then (its period, or that it is not registered).
+        reason: String,
+    },
     /// NATS is unreachable or did not confirm in time; the outcome is unknown, so retry
     /// with the same request id (a retry never creates a second event).
     #[error("case {case_id}: the bus is unavailable; retry with the same request id")]

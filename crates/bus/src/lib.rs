@@ -19,6 +19,7 @@ mod connect;
 mod consumer;
 pub mod discovery;
 mod error;
+mod memory;
 pub mod ops;
 pub mod provision;
 pub mod service;

@@ -4,11 +4,21 @@
 //!
 //! A message that fails verification is left out of the chain; the next valid event
 //! links to the last valid one. So a poison message never blocks a case.
+//!
+//! The loaders apply exactly the checks a consumer applies, including the two on time
+//! (`recorded_at` within the clock skew of the time the stream stored the message, and
+//! never before the event it follows), so the appender decides on the same chain that
+//! every consumer follows: an event a consumer dead-letters is left out here too.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 use casebus_domain::{CaseState, RecordedEvent};
-use casebus_integrity::{ChainTip, OfficeRegistry, VerifiedEvent, VerifyError, verify_signed};
+use casebus_integrity::{
+    ChainTip, OfficeRegistry, VerifiedEvent, VerifyError, check_recorded_at, verify_signed,
+};
 use casebus_proto::{CaseId, EventId, PayloadKind};
 
 /// A verified event and where it is in the stream.
@@ -67,14 +77,24 @@ pub struct LoadedCase {
     pub tip: ChainTip,
 }
 
-/// Checks one raw message against the tip; on success advances the tip.
+/// When the stream stored a message and how far its `recorded_at` may be from that.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    pub at: OffsetDateTime,
+    pub max_skew: Duration,
+}
+
+/// Checks one raw message against the tip and its stored time, as a consumer does; on
+/// success advances the tip.
 fn check_message(
     tip: &mut ChainTip,
     raw: &[u8],
+    stored: Stored,
     registry: &OfficeRegistry,
 ) -> Result<VerifiedEvent, VerifyError> {
     let event = verify_signed(raw, registry)?;
     tip.check(&event)?;
+    check_recorded_at(&event, stored.at, stored.max_skew)?;
     tip.advance(&event);
     Ok(event)
 }
@@ -96,9 +116,15 @@ impl LoadedCase {
     }
 
     /// Verifies and folds one more message.
-    pub(crate) fn push(&mut self, sequence: u64, raw: &[u8], registry: &OfficeRegistry) {
+    pub(crate) fn push(
+        &mut self,
+        sequence: u64,
+        raw: &[u8],
+        stored: Stored,
+        registry: &OfficeRegistry,
+    ) {
         self.last_sequence = sequence;
-        match check_message(&mut self.tip, raw, registry) {
+        match check_message(&mut self.tip, raw, stored, registry) {
             Ok(event) => {
                 let stored = StoredEvent { sequence, event };
                 self.state.apply(&stored.recorded());
@@ -142,9 +168,9 @@ impl CaseHead {
         }
     }
 
-    pub fn push(&mut self, sequence: u64, raw: &[u8], registry: &OfficeRegistry) {
+    pub fn push(&mut self, sequence: u64, raw: &[u8], stored: Stored, registry: &OfficeRegistry) {
         self.last_sequence = sequence;
-        match check_message(&mut self.tip, raw, registry) {
+        match check_message(&mut self.tip, raw, stored, registry) {
             Ok(event) => self.remember(sequence, &event),
             Err(error) => {
                 tracing::warn!(

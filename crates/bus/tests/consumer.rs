@@ -377,7 +377,7 @@ async fn tampering_with_stored_events_is_detected() {
         .map(|m| m.payload.to_vec())
         .collect();
     let registry = f.bus.registry();
-    let check = |msgs: &[Vec<u8>]| verify_case(&case_id, msgs.iter().map(Vec::as_slice), registry);
+    let check = |msgs: &[Vec<u8>]| verify_case(&case_id, msgs.iter().map(Vec::as_slice), &registry);
     assert!(check(&raw).is_intact(), "the stored case verifies");
 
     let mut flipped = raw.clone();
@@ -408,7 +408,10 @@ async fn tampering_with_stored_events_is_detected() {
     // Each stored message also verifies on its own, signed by the office that acted.
     for msg in &raw {
         assert_eq!(
-            verify_signed(msg, registry).expect("valid").office.as_str(),
+            verify_signed(msg, &registry)
+                .expect("valid")
+                .office
+                .as_str(),
             CUSTOMS
         );
     }

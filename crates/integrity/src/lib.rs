@@ -15,8 +15,8 @@ pub use hash::EventHash;
 pub use keys::{KeyError, KeyFile, OfficeSigner};
 pub use registry::{KeyEntry, OfficeEntry, OfficeRegistry, RegistryError};
 pub use verify::{
-    CaseFailure, CaseReport, ChainError, ChainTip, VerifiedEvent, VerifyError, verify_case,
-    verify_signed,
+    CaseFailure, CaseReport, ChainError, ChainTip, VerifiedEvent, VerifyError, check_recorded_at,
+    verify_case, verify_signed,
 };
 
 pub mod token;

@@ -293,6 +293,13 @@ impl OfficeRegistry {
         self.offices.values()
     }
 
+    /// The office and entry (public key, validity period) registered under `key_id`.
+    pub fn key_entry(&self, key_id: &str) -> Option<(&OfficeId, &KeyEntry)> {
+        self.keys
+            .get(key_id)
+            .map(|(office, entry, _)| (office, entry))
+    }
+
     /// The office and verifying key registered under `key_id`.
     pub(crate) fn key(&self, key_id: &str) -> Option<&(OfficeId, KeyEntry, VerifyingKey)> {
         self.keys.get(key_id)

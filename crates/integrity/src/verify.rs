@@ -54,6 +54,20 @@ pub enum VerifyError {
         /// The key id.
         key_id: String,
     },
+    /// The event's `recorded_at`, which its signer chose, is further from the time the
+    /// stream stored the message than the allowed clock skew: a backdated event (say,
+    /// to use a key whose period has ended) or a badly wrong clock.
+    #[error(
+        "recorded_at {recorded_at} is more than {max_skew_secs} s from the stored time {stored_at}"
+    )]
+    ClockSkew {
+        /// The event's recorded_at (RFC 3339).
+        recorded_at: String,
+        /// When the stream stored the message (RFC 3339).
+        stored_at: String,
+        /// The allowed skew in seconds.
+        max_skew_secs: u64,
+    },
     /// An envelope field is missing or invalid.
     #[error("invalid envelope field {field}: {reason}")]
     InvalidEnvelope {
@@ -75,6 +89,7 @@ impl VerifyError {
             Self::UnknownKey { .. } => "unknown_key",
             Self::BadSignature { .. } => "bad_signature",
             Self::KeyNotValidAt { .. } => "key_not_valid",
+            Self::ClockSkew { .. } => "clock_skew",
             Self::OfficeMismatch { .. } => "office_mismatch",
             Self::InvalidEnvelope { .. } => "invalid_envelope",
             Self::Chain(c) => c.code(),
@@ -122,6 +137,34 @@ pub enum ChainError {
         /// The version of the event whose link is broken.
         version: u64,
     },
+    /// The event is recorded before the event it follows: time goes backwards within
+    /// the case.
+    #[error(
+        "time goes backwards in case {case_id} at version {version}: recorded_at {found} is before {previous}"
+    )]
+    TimeRegression {
+        /// The case.
+        case_id: String,
+        /// The version of the event.
+        version: u64,
+        /// recorded_at of the event before it (RFC 3339).
+        previous: String,
+        /// recorded_at of this event (RFC 3339).
+        found: String,
+    },
+    /// The message is a copy of an event of the case handled already (the same signed
+    /// bytes published again), not a new event.
+    #[error(
+        "replay in case {case_id}: version {version} was stored already at sequence {original_sequence}"
+    )]
+    Replay {
+        /// The case.
+        case_id: String,
+        /// The version the copy claims.
+        version: u64,
+        /// Stream sequence of the original.
+        original_sequence: u64,
+    },
 }
 
 impl ChainError {
@@ -132,6 +175,8 @@ impl ChainError {
             Self::Gap { .. } => "gap",
             Self::Reorder { .. } => "reorder",
             Self::ChainBreak { .. } => "chain_break",
+            Self::TimeRegression { .. } => "time_regression",
+            Self::Replay { .. } => "replay",
         }
     }
 }
@@ -312,6 +357,35 @@ pub fn verify_signed(raw: &[u8], registry: &OfficeRegistry) -> Result<VerifiedEv
     })
 }
 
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Checks the event's `recorded_at` (chosen by its signer, and the instant its key's
+/// validity is judged at) against `stored_at`, when the stream stored the message: they
+/// may differ by at most `max_skew` either way. Only a reader that knows the stored
+/// time can make this check (a consumer, a loader reading the stream); an offline
+/// bundle cannot.
+///
+/// # Errors
+/// [`VerifyError::ClockSkew`] when they differ by more.
+pub fn check_recorded_at(
+    event: &VerifiedEvent,
+    stored_at: OffsetDateTime,
+    max_skew: std::time::Duration,
+) -> Result<(), VerifyError> {
+    let skew = (event.recorded_at - stored_at).unsigned_abs();
+    if skew > max_skew {
+        return Err(VerifyError::ClockSkew {
+            recorded_at: rfc3339(event.recorded_at),
+            stored_at: rfc3339(stored_at),
+            max_skew_secs: max_skew.as_secs(),
+        });
+    }
+    Ok(())
+}
+
 /// The last verified event of a case: what the next event must link to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainTip {
@@ -321,6 +395,9 @@ pub struct ChainTip {
     pub version: u64,
     /// Hash of the last verified event; `None` before the first.
     pub hash: Option<EventHash>,
+    /// `recorded_at` of the last verified event; `None` before the first. The next
+    /// event may not be recorded earlier.
+    pub recorded_at: Option<OffsetDateTime>,
 }
 
 impl ChainTip {
@@ -330,11 +407,13 @@ impl ChainTip {
             case_id,
             version: 0,
             hash: None,
+            recorded_at: None,
         }
     }
 
-    /// Checks that `event` is the next event of this case: same case, version + 1, and
-    /// `prev_event_hash` equal to the tip's hash.
+    /// Checks that `event` is the next event of this case: same case, version + 1,
+    /// `prev_event_hash` equal to the tip's hash, and `recorded_at` not before the
+    /// tip's.
     ///
     /// # Errors
     /// [`ChainError`] naming the mismatch; the tip is left unchanged.
@@ -369,6 +448,16 @@ impl ChainTip {
                 version: found,
             });
         }
+        if let Some(previous) = self.recorded_at
+            && event.recorded_at < previous
+        {
+            return Err(ChainError::TimeRegression {
+                case_id: self.case_id.to_string(),
+                version: found,
+                previous: rfc3339(previous),
+                found: rfc3339(event.recorded_at),
+            });
+        }
         Ok(())
     }
 
@@ -376,6 +465,7 @@ impl ChainTip {
     pub fn advance(&mut self, event: &VerifiedEvent) {
         self.version = event.version();
         self.hash = Some(event.hash);
+        self.recorded_at = Some(event.recorded_at);
     }
 }
 

@@ -23,13 +23,26 @@ pub struct AgencyConfig {
     #[arg(long, env = "CASEBUS_OFFICE")]
     pub office: OfficeId,
     /// The office's secret signing key file (TOML with key_id, office_id, secret_key;
-    /// mode 0600).
+    /// mode 0600). Reloaded without a restart on SIGHUP or when the file changes (see
+    /// --key-reload-interval); the new key must be in the registry by then.
     #[arg(long = "signing-key", env = "CASEBUS_SIGNING_KEY")]
     pub signing_key: PathBuf,
     /// The office registry file (TOML): every office and its public keys, used to verify
-    /// what other offices signed.
+    /// what other offices signed. Reloaded without a restart on SIGHUP or when the file
+    /// changes.
     #[arg(long, env = "CASEBUS_REGISTRY")]
     pub registry: PathBuf,
+    /// How often the registry and signing key files are checked for a change (their
+    /// modification time, length and inode); a changed file is reloaded, and so is
+    /// everything on SIGHUP. A command is refused (UNAVAILABLE, reason
+    /// signing_key_not_valid) while the signing key is not valid.
+    #[arg(
+        long = "key-reload-interval",
+        env = "CASEBUS_KEY_RELOAD_INTERVAL",
+        default_value = "5s",
+        value_parser = casebus_runtime::args::humantime_duration
+    )]
+    pub key_reload_interval: std::time::Duration,
     /// Deadline rules file (TOML, `[handoff_due]` and `[periods]`); the built-in defaults
     /// of the procedure law apply to anything it leaves out, or to everything without it.
     #[arg(long = "deadline-rules", env = "CASEBUS_DEADLINE_RULES")]

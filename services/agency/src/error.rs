@@ -66,6 +66,9 @@ pub enum AgencyError {
         #[source]
         source: ConsumeError,
     },
+    /// The SIGHUP listener (key reload) could not be installed.
+    #[error("installing the sighup listener")]
+    Signal(#[source] std::io::Error),
     /// The registration as a NATS service was refused.
     #[error("nats service registration")]
     Register(#[source] BusError),

@@ -392,7 +392,7 @@ fn fold_raw(inbox: &Inbox, bus: &Bus, metrics: &Metrics, raw: &RawEvent) {
         inbox.advance(raw.sequence);
         return;
     }
-    match verify_signed(&raw.payload, bus.registry()) {
+    match verify_signed(&raw.payload, &bus.registry()) {
         Ok(event) if case_of_subject(&raw.subject).as_ref() == Some(&event.case_id) => {
             inbox.fold(raw.sequence, &event);
         }

@@ -290,6 +290,10 @@ impl Kit {
                         Stats::bump(&stats.rejected);
                         tracing::warn!(error = %error, "append gave up under contention");
                     }
+                    AppendError::SigningKeyNotValid { .. } => {
+                        Stats::bump(&stats.unavailable);
+                        tracing::error!(error = %error, "the signing key is not valid; rotate it (the service reloads key and registry on SIGHUP or when their files change)");
+                    }
                     AppendError::UnknownSigner { .. } => {
                         Stats::bump(&stats.rejected);
                         tracing::error!(error = %error, "the signing key is not in the office registry");

@@ -27,6 +27,7 @@ mod config;
 mod error;
 mod import;
 mod inbox;
+mod keys;
 mod kit;
 mod receipts;
 mod service;

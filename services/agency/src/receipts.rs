@@ -113,9 +113,13 @@ impl EventHandler for Receipts {
                 tracing::debug!(handoff_id = %handoff.handoff_id, "hand-off no longer awaits a receipt");
                 Ok(())
             }
-            Err(error @ (AppendError::Unavailable { .. } | AppendError::Contention { .. })) => {
-                Err(HandlerError::Transient(error.to_string()))
-            }
+            // A signing key that is not valid clears with a rotation: retry in place, as
+            // for NATS trouble, so the hand-off still gets its receipt.
+            Err(
+                error @ (AppendError::Unavailable { .. }
+                | AppendError::Contention { .. }
+                | AppendError::SigningKeyNotValid { .. }),
+            ) => Err(HandlerError::Transient(error.to_string())),
             Err(error) => {
                 tracing::warn!(
                     handoff_id = %handoff.handoff_id,

@@ -9,6 +9,7 @@
 //! - `/metrics`, `/healthz`, `/readyz` over HTTP;
 //! - the inbox, following `CASES` from the start;
 //! - the durable consumer issuing automatic receipts;
+//! - the key reload: the registry and signing key files again on SIGHUP or a change;
 //! - the registration as a NATS service (`$SRV.PING/INFO/STATS`);
 //! - a once-a-second sweep: overdue hand-offs (metric and watchers), consumer gauges.
 //!
@@ -53,6 +54,7 @@ use crate::agencies::{AgencyApi, register_common};
 use crate::config::AgencyConfig;
 use crate::error::AgencyError;
 use crate::inbox::{self, Inbox};
+use crate::keys::{Hangup, KeyReload};
 use crate::kit::Kit;
 use crate::receipts::Receipts;
 use crate::stats::Stats;
@@ -125,6 +127,7 @@ pub struct Service {
     stop: CancellationToken,
     tracker: TaskTracker,
     started_at: OffsetDateTime,
+    hangup: Hangup,
 }
 
 impl std::fmt::Debug for Service {
@@ -252,6 +255,9 @@ impl Service {
             AppenderConfig::default(),
         )
         .map_err(AgencyError::Signer)?;
+        // Installed now, so that a SIGHUP from here on reloads the keys rather than
+        // ending the process.
+        let hangup = Hangup::install().map_err(AgencyError::Signal)?;
 
         let grpc_listener = metrics::bind("gRPC", config.grpc.listen).await?;
         let metrics_listener = metrics::bind("metrics", config.metrics.listen).await?;
@@ -289,6 +295,7 @@ impl Service {
             stop,
             tracker,
             started_at: OffsetDateTime::now_utc(),
+            hangup,
         })
     }
 
@@ -333,6 +340,7 @@ impl Service {
             stop,
             tracker,
             started_at,
+            hangup,
         } = self;
         let office = kit.office().clone();
         let metrics = kit.metrics().clone();
@@ -435,6 +443,17 @@ impl Service {
                 }
             }
         });
+        tracker.spawn(
+            KeyReload {
+                office: office.clone(),
+                registry: config.registry.clone(),
+                signing_key: config.signing_key.clone(),
+                interval: config.key_reload_interval,
+                bus: bus.clone(),
+                appender: kit.appender().clone(),
+            }
+            .run(hangup, stop.clone()),
+        );
         tracker.spawn(sweep(
             inbox.clone(),
             metrics.clone(),

@@ -15,7 +15,15 @@
 //! | a case rule failed (message starts with `rule <name> failed:`) | FAILED_PRECONDITION |
 //! | the case kept changing concurrently | ABORTED |
 //! | NATS unreachable or no confirmation in time; service still starting | UNAVAILABLE |
+//! | the office's signing key is not valid now (expired, not yet valid, unregistered) | UNAVAILABLE |
 //! | a service misconfiguration | INTERNAL |
+//!
+//! A signing key that is not valid is UNAVAILABLE, not FAILED_PRECONDITION: nothing in
+//! the request or the case is wrong and the caller cannot fix it; the service cannot
+//! record for its office until its operator rotates the key, which it picks up without a
+//! restart, and the same request (same request id) then succeeds. That is the retry
+//! contract of UNAVAILABLE; FAILED_PRECONDITION is reserved for case rules, which a
+//! retry never passes.
 //!
 //! A reused request id is ALREADY_EXISTS rather than INVALID_ARGUMENT: the request is
 //! well-formed, but its idempotency key exists already for another command; the fix is
@@ -55,6 +63,7 @@ pub(crate) fn reason_of(error: &AppendError) -> &'static str {
         AppendError::TooLarge { .. } => "too_large",
         AppendError::Contention { .. } => "contention",
         AppendError::UnknownSigner { .. } => "unknown_signer",
+        AppendError::SigningKeyNotValid { .. } => "signing_key_not_valid",
         AppendError::Unavailable { .. } => "unavailable",
         _ => "internal",
     }
@@ -109,6 +118,14 @@ pub fn status_of(error: &AppendError) -> Status {
         AppendError::Unavailable { .. } => {
             with_reason(Code::Unavailable, error.to_string(), reason)
         }
+        // The key's id and period are for the operator's log, not for callers.
+        AppendError::SigningKeyNotValid { office, .. } => with_reason(
+            Code::Unavailable,
+            format!(
+                "office {office} cannot sign events right now: its signing key is not valid; nothing was recorded; retry with the same request_id after the key is rotated"
+            ),
+            reason,
+        ),
         _ => with_reason(
             Code::Internal,
             "the service cannot record events for its office right now; its operator has been told (see the service log)",

@@ -251,7 +251,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     .await
     .map_err(RunError::Nats)?;
     // The same path as the agency services and the monitor take, so every NATS flag the
-    // gateway accepts (the ack window and the request ceiling) reaches the bus.
+    // gateway accepts (the ack window, the request ceiling and the clock skew) reaches the bus.
     let bus_config = config.nats.bus_config();
     if config.provision {
         let settings = StreamSettings {

@@ -54,6 +54,11 @@ pub struct NatsArgs {
     /// request id).
     #[arg(long = "nats-request-timeout", env = "CASEBUS_NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime_duration)]
     pub request_timeout: Duration,
+    /// How far an event's recorded_at may be from the time the stream stored it; an
+    /// event beyond it is dead-lettered (code clock_skew) and left out of every case
+    /// loaded. Keep the same value on every service.
+    #[arg(long = "max-clock-skew", env = "CASEBUS_MAX_CLOCK_SKEW", default_value = "5m", value_parser = humantime_duration)]
+    pub max_clock_skew: Duration,
 }
 
 impl NatsArgs {
@@ -72,6 +77,7 @@ impl NatsArgs {
         BusConfig {
             max_ack_inflight: self.max_ack_inflight,
             request_timeout: self.request_timeout,
+            max_clock_skew: self.max_clock_skew,
         }
     }
 }

@@ -323,7 +323,7 @@ impl Fixture {
         verify_case(
             &id,
             messages.iter().map(|m| m.payload.as_ref()),
-            self.bus.registry(),
+            &self.bus.registry(),
         )
     }
 }

@@ -139,12 +139,12 @@ pub fn audit_messages(bus: &Bus, messages: &[StoredMessage], acks: &[Ack]) -> St
         let report = verify_case(
             &case_id,
             msgs.iter().map(|m| m.payload.as_ref()),
-            bus.registry(),
+            &bus.registry(),
         );
         // Duplicates are counted over every message that verifies on its own: a second
         // copy of an event fails the chain check, so the chain report would hide it.
         for m in msgs {
-            if let Ok(e) = casebus_integrity::verify_signed(&m.payload, bus.registry()) {
+            if let Ok(e) = casebus_integrity::verify_signed(&m.payload, &bus.registry()) {
                 *seen.entry(e.event_id.clone()).or_default() += 1;
                 out.positions.entry(e.event_id).or_insert(m.sequence);
             }

@@ -410,7 +410,7 @@ pub async fn expected_projection(bus: &Bus, consumer: &str) -> (String, u64) {
         let Some(subject_case) = case_of_subject(&message.subject) else {
             continue;
         };
-        let Ok(event) = verify_signed(&message.payload, registry) else {
+        let Ok(event) = verify_signed(&message.payload, &registry) else {
             continue;
         };
         let tip = tips

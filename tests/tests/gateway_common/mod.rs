@@ -314,7 +314,7 @@ impl Fixture {
             let Some(subject_case) = case_of_subject(&message.subject) else {
                 continue;
             };
-            let Ok(event) = verify_signed(&message.payload, registry) else {
+            let Ok(event) = verify_signed(&message.payload, &registry) else {
                 continue;
             };
             let tip = tips
