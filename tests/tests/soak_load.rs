@@ -6,7 +6,7 @@
 //! It proves: the planned number of commands was sent and acknowledged (the rate times
 //! the load's duration, within 5 %); over the last third of the run the resident memory
 //! of every casebus process grows no faster than its caches fill (its least-squares
-//! slope against the commands acknowledged stays under [`MAX_SLOPE_KIB_PER_COMMAND`],
+//! slope against the commands acknowledged stays under [`MAX_SLOPE_KIB_PER_COMMAND`] (the gateway: [`MAX_GATEWAY_SLOPE_KIB_PER_COMMAND`]),
 //! with no absolute allowance; see the assertion); the consumers' backlog stays
 //! bounded; p99 command latency stays stable (the last half within a bound of the
 //! first); every command is acknowledged; and the gateway's projection equals the fold
@@ -42,9 +42,12 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const GATEWAY: &str = "soak";
 /// Slope of resident memory over the last third of the run allowed per command
 /// acknowledged, in KiB (see the assertion). Measured at the CI settings (20 s, 100/s,
-/// nats-server 2.9): customs 0.6, police 0.7, gateway 1.3 KiB per command, while the
-/// caches fill.
+/// nats-server 2.9): customs 0.6, police 0.7 KiB per command, while the caches fill.
 const MAX_SLOPE_KIB_PER_COMMAND: f64 = 1.5;
+/// The same for the gateway, whose SQLite page cache fills as well: measured 1.3 to 1.5
+/// KiB per command at the CI settings on a loaded machine, so the bound leaves room for
+/// that noise and still catches a leak of whole events (several KiB each with their rows).
+const MAX_GATEWAY_SLOPE_KIB_PER_COMMAND: f64 = 2.5;
 /// Concurrent load clients.
 const WORKERS: usize = 16;
 /// Share of the planned commands that must have been sent and acknowledged.
@@ -320,17 +323,26 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
     // (see the constant); a leak that keeps whole requests or events costs more per
     // command. The slope is fitted over the last third's samples, so one jump of the
     // allocator does not decide it, and no absolute allowance hides a leak in a short run.
-    for (name, f) in [
+    for (name, f, bound) in [
         (
             "customs",
             (|s: &Sample| s.rss_customs) as fn(&Sample) -> u64,
+            MAX_SLOPE_KIB_PER_COMMAND,
         ),
-        ("police", |s: &Sample| s.rss_police),
-        ("gateway", |s: &Sample| s.rss_gateway),
+        (
+            "police",
+            |s: &Sample| s.rss_police,
+            MAX_SLOPE_KIB_PER_COMMAND,
+        ),
+        (
+            "gateway",
+            |s: &Sample| s.rss_gateway,
+            MAX_GATEWAY_SLOPE_KIB_PER_COMMAND,
+        ),
     ] {
         let per_command = slope_of(f);
         assert!(
-            per_command <= MAX_SLOPE_KIB_PER_COMMAND,
+            per_command <= bound,
             "{name}'s memory grew by {per_command:.3} KiB per command over the last third ({:?} KiB)",
             last_third.iter().map(f).collect::<Vec<_>>()
         );
