@@ -3,8 +3,12 @@
 //! with filters and cursor paging, lookup by agency case number, counts and overdue
 //! hand-offs.
 //!
-//! Every read returns plain values and never decides visibility: the gateway applies
-//! `casebus_domain::sight` to what it gets here. Every page takes an explicit limit of
+//! Every read returns plain values, and all but one leave visibility to the gateway,
+//! which applies `casebus_domain::sight` to what it gets here. The exception is a case
+//! list with a `ListReader`: its page is filled inside the query from what that reader
+//! may see (so a hidden row never shapes a page, a count or a cursor), by an SQL copy of
+//! the rule that `a_readers_listing_holds_exactly_the_cases_and_matches_that_sight_allows`
+//! keeps equal to `sight`. Every page takes an explicit limit of
 //! 1 to [`MAX_LIMIT`]; anything else is refused with [`QueryError::InvalidLimit`].
 
 use rusqlite::types::Value;
