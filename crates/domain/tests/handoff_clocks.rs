@@ -16,11 +16,9 @@ use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::*;
 use casebus_proto::{CaseId, EventId, OfficeId, RequestId};
 
-const CUSTOMS: &str = "customs:ningbo";
-const IPC: &str = "ip_center:zhejiang";
-const POLICE: &str = "public_security:ningbo";
-const PROC: &str = "procuratorate:ningbo";
-const COURT: &str = "court:hangzhou-ip";
+use crate::common::{COURT, CUSTOMS, IPC, POLICE, PROC, accept, ack, file_investigation, handoff};
+
+mod common;
 
 fn calendar() -> Calendar {
     Calendar::parse_files([(
@@ -175,37 +173,6 @@ fn opened() -> Kind {
     })
 }
 
-fn handoff(id: &str, kind: HandoffKind, to: Agency) -> Kind {
-    Kind::HandoffRequested(HandoffRequested {
-        handoff_id: id.into(),
-        kind: kind as i32,
-        to_agency: to as i32,
-        reason: "please act".into(),
-        ..Default::default()
-    })
-}
-
-fn ack(id: &str) -> Kind {
-    Kind::HandoffAcknowledged(HandoffAcknowledged {
-        handoff_id: id.into(),
-    })
-}
-
-fn accept(id: &str) -> Kind {
-    Kind::HandoffAccepted(HandoffAccepted {
-        handoff_id: id.into(),
-        local_case_number: String::new(),
-    })
-}
-
-fn filed() -> Kind {
-    Kind::InvestigationFiled(InvestigationFiled {
-        police_case_number: "NB-PS-77".into(),
-        suspected_offence: "Criminal Law art. 213".into(),
-        basis: "customs referral".into(),
-    })
-}
-
 fn concluded() -> Kind {
     Kind::InvestigationConcluded(InvestigationConcluded {
         findings: "counterfeit".into(),
@@ -274,7 +241,7 @@ fn a_referral_runs_its_receipt_then_its_filing_clock_until_the_filing_decision()
     check(&w, "ref", filing, "2026-03-09 23:59", false);
     check(&w, "ref", filing, "2026-03-10 00:01", true);
     // Only the filing decision answers it, even late.
-    w.record(POLICE, "2026-03-10 09:00", filed());
+    w.record(POLICE, "2026-03-10 09:00", file_investigation());
     check(&w, "ref", None, "2026-03-10 09:01", false);
     let answer = w.state.clocks["ref"].decision.expect("answered");
     assert_eq!(answer.by, ClockAnswerKind::InvestigationFiled);
@@ -342,7 +309,7 @@ fn a_declined_referral_stops_both_clocks_and_a_filing_decision_answers_every_ope
     );
     w.record(POLICE, "2026-03-06 13:00", accept("ref"));
     w.record(POLICE, "2026-03-06 13:05", accept("ref2"));
-    w.record(POLICE, "2026-03-07 10:00", filed());
+    w.record(POLICE, "2026-03-07 10:00", file_investigation());
     check(&w, "ref", None, "2026-04-01 00:00", false);
     check(&w, "ref2", None, "2026-04-01 00:00", false);
 }
@@ -382,7 +349,7 @@ fn an_assessment_answers_the_assistance_request_it_names_or_else_the_oldest_open
 fn investigated() -> World {
     let mut w = referred();
     w.record(POLICE, "2026-03-06 11:00", accept("ref"));
-    w.record(POLICE, "2026-03-07 09:00", filed());
+    w.record(POLICE, "2026-03-07 09:00", file_investigation());
     w
 }
 
@@ -430,7 +397,7 @@ fn transferred() -> World {
         ),
     );
     w.record(POLICE, "2026-01-05 11:00", accept("ref"));
-    w.record(POLICE, "2026-01-06 09:00", filed());
+    w.record(POLICE, "2026-01-06 09:00", file_investigation());
     w.record(POLICE, "2026-01-30 09:00", concluded());
     w.record(
         POLICE,
@@ -641,7 +608,7 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
                 handoff_id: id.into(),
                 reason: "no".into()
             })),
-        Just(filed()),
+        Just(file_investigation()),
         Just(concluded()),
         ids.clone().prop_map(indictment),
         ids.clone().prop_map(non_prosecution),

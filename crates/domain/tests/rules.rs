@@ -14,17 +14,15 @@ use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::*;
 use casebus_proto::{CaseId, EventId, OfficeId, RequestId, datetime_from};
 
+use crate::common::{COURT, CUSTOMS, IPC, POLICE, PROC, accept, ack, file_investigation, handoff};
+
+mod common;
+
 const T0: OffsetDateTime = datetime!(2026-11-02 9:00 UTC);
 
 fn office(id: &str) -> OfficeId {
     OfficeId::new(id).expect("valid office")
 }
-
-const CUSTOMS: &str = "customs:ningbo";
-const IPC: &str = "ip_center:zhejiang";
-const POLICE: &str = "public_security:ningbo";
-const PROC: &str = "procuratorate:ningbo";
-const COURT: &str = "court:hangzhou-ip";
 
 /// A stored event with owned fields, standing in for what the bus would store.
 struct Stored {
@@ -170,37 +168,6 @@ fn detain() -> Kind {
         quantity: "12000 pcs".into(),
         port: "Ningbo".into(),
         ..Default::default()
-    })
-}
-
-fn handoff(id: &str, kind: HandoffKind, to: Agency) -> Kind {
-    Kind::HandoffRequested(HandoffRequested {
-        handoff_id: id.into(),
-        kind: kind as i32,
-        to_agency: to as i32,
-        reason: "please act".into(),
-        ..Default::default()
-    })
-}
-
-fn ack(id: &str) -> Kind {
-    Kind::HandoffAcknowledged(HandoffAcknowledged {
-        handoff_id: id.into(),
-    })
-}
-
-fn accept(id: &str) -> Kind {
-    Kind::HandoffAccepted(HandoffAccepted {
-        handoff_id: id.into(),
-        local_case_number: String::new(),
-    })
-}
-
-fn file_investigation() -> Kind {
-    Kind::InvestigationFiled(InvestigationFiled {
-        police_case_number: "NB-PS-77".into(),
-        suspected_offence: "Criminal Law art. 213".into(),
-        basis: "customs referral".into(),
     })
 }
 
