@@ -7,7 +7,6 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use prost::Message as _;
 
 use casebus_bus::{
@@ -51,20 +50,6 @@ impl EventHandler for Recorder {
         ));
         Ok(())
     }
-}
-
-async fn publish_raw(f: &Fixture, case_id: &str, bytes: Vec<u8>) -> u64 {
-    f.bus
-        .jetstream()
-        .send_publish(
-            format!("case.{case_id}"),
-            PublishMessage::build().payload(bytes.into()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack")
-        .sequence
 }
 
 /// A dead letter's headers of interest.
@@ -116,12 +101,9 @@ async fn poison_messages_land_in_the_dlq_and_the_consumer_goes_on() {
         .expect("v2");
 
     // 1. Random bytes.
-    let random_seq = publish_raw(
-        &f,
-        "POISON",
-        b"\xde\xad\xbe\xef not protobuf at all".to_vec(),
-    )
-    .await;
+    let random_seq = f
+        .publish_raw("POISON", b"\xde\xad\xbe\xef not protobuf at all".to_vec())
+        .await;
     // 2. A well-formed version 3 signed by an impostor under customs' key id.
     let stored = f
         .bus
@@ -139,17 +121,16 @@ async fn poison_messages_land_in_the_dlq_and_the_consumer_goes_on() {
     forged.prev_event_hash = v2.hash.0.to_vec();
     forged.event_id = "0123456789abcdef0123456789abcdef".into();
     let impostor = OfficeSigner::from_seed(office(CUSTOMS), "k1", [99; 32]).expect("key");
-    let bad_sig_seq = publish_raw(&f, "POISON", impostor.sign(&forged).0.encode_to_vec()).await;
+    let bad_sig_seq = f
+        .publish_raw("POISON", impostor.sign(&forged).0.encode_to_vec())
+        .await;
     // 3. A correctly signed version 3 whose prev hash is wrong (a chain break).
     forged.prev_event_hash = vec![0xab; 32];
-    let chain_break_seq = publish_raw(
-        &f,
-        "POISON",
-        signer(CUSTOMS).sign(&forged).0.encode_to_vec(),
-    )
-    .await;
+    let chain_break_seq = f
+        .publish_raw("POISON", signer(CUSTOMS).sign(&forged).0.encode_to_vec())
+        .await;
     // 4. A valid event of this case replayed onto another case's subject.
-    let replay_seq = publish_raw(&f, "ELSEWHERE", stored[0].payload.to_vec()).await;
+    let replay_seq = f.publish_raw("ELSEWHERE", stored[0].payload.to_vec()).await;
 
     // Good events keep coming after the poison, chained to the last valid event.
     let fresh = f.appender(CUSTOMS);

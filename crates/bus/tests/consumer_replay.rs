@@ -10,7 +10,6 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::message::PublishMessage;
 use prost::Message as _;
 
 use casebus_bus::{
@@ -44,20 +43,6 @@ impl EventHandler for Recorder {
             .push((event.event.version(), event.sequence));
         Ok(())
     }
-}
-
-async fn publish_raw(f: &Fixture, case_id: &str, bytes: Vec<u8>) -> u64 {
-    f.bus
-        .jetstream()
-        .send_publish(
-            format!("case.{case_id}"),
-            PublishMessage::build().payload(bytes.into()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack")
-        .sequence
 }
 
 /// `(code, original sequence)` of every dead letter, in order.
@@ -116,7 +101,7 @@ async fn copies_of_handled_events_are_dead_lettered_as_replay_and_never_handled_
     let mut copies = Vec::new();
     for original in [&appended[0], &appended[2], &appended[1]] {
         let bytes = stored_bytes(&f, "REPLAY", original.stream_sequence).await;
-        copies.push(publish_raw(&f, "REPLAY", bytes).await);
+        copies.push(f.publish_raw("REPLAY", bytes).await);
     }
 
     let recorder = Recorder::default();
@@ -134,7 +119,7 @@ async fn copies_of_handled_events_are_dead_lettered_as_replay_and_never_handled_
     // Copies while it runs, of an old event and of the tip, then a new event.
     for original in [&appended[1], &appended[2]] {
         let bytes = stored_bytes(&f, "REPLAY", original.stream_sequence).await;
-        copies.push(publish_raw(&f, "REPLAY", bytes).await);
+        copies.push(f.publish_raw("REPLAY", bytes).await);
     }
     let v4 = customs
         .append(request(&case_id, note("four")))
@@ -202,22 +187,16 @@ async fn events_recorded_far_from_their_stored_time_or_before_their_predecessor_
     backdated.prev_event_hash = v2.hash.0.to_vec();
     backdated.event_id = "0123456789abcdef0123456789abcdef".into();
     backdated.recorded_at = Some(timestamp_from(recorded_v2 + time::Duration::minutes(10)));
-    let skewed = publish_raw(
-        &f,
-        "CLOCK",
-        signer(CUSTOMS).sign(&backdated).0.encode_to_vec(),
-    )
-    .await;
+    let skewed = f
+        .publish_raw("CLOCK", signer(CUSTOMS).sign(&backdated).0.encode_to_vec())
+        .await;
     // ... and one within the skew but recorded before version 2.
     let mut earlier = backdated.clone();
     earlier.event_id = "1123456789abcdef0123456789abcdef".into();
     earlier.recorded_at = Some(timestamp_from(recorded_v2 - time::Duration::seconds(1)));
-    let regressed = publish_raw(
-        &f,
-        "CLOCK",
-        signer(CUSTOMS).sign(&earlier).0.encode_to_vec(),
-    )
-    .await;
+    let regressed = f
+        .publish_raw("CLOCK", signer(CUSTOMS).sign(&earlier).0.encode_to_vec())
+        .await;
 
     // The loader leaves both out, so the appender continues after version 2.
     let loaded = f.bus.load_case(&case_id).await.expect("load");

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::message::PublishMessage;
 use time::OffsetDateTime;
 
 use casebus_bus::{AppendRequest, Appender, AppenderConfig, Bus, BusConfig, StreamSettings};
@@ -31,6 +32,22 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Publishes `bytes` on the case's subject as they are, with no casebus header (as a
+    /// foreign or hostile publisher would), and returns the stream sequence.
+    pub async fn publish_raw(&self, case_id: &str, bytes: Vec<u8>) -> u64 {
+        self.bus
+            .jetstream()
+            .send_publish(
+                format!("case.{case_id}"),
+                PublishMessage::build().payload(bytes.into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack")
+            .sequence
+    }
+
     pub async fn start() -> Self {
         Self::start_with(StreamSettings::default()).await
     }
