@@ -13,37 +13,16 @@
 //! so in its log. It does not own the rollout order across services (add the new key
 //! to every registry first, then install the signing key); see ARCHITECTURE.md, Keys.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use casebus_bus::{Appender, Bus};
 use casebus_integrity::{OfficeRegistry, OfficeSigner};
 use casebus_proto::OfficeId;
-
-/// What identifies one version of a file: a rewrite changes its time or length, a
-/// replacement by rename its inode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Fingerprint {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode,
-    })
-}
+use casebus_runtime::files::Fingerprint;
 
 /// The files to watch and where their contents go.
 pub(crate) struct KeyReload {
@@ -89,7 +68,10 @@ impl Hangup {
 impl KeyReload {
     /// Reloads on SIGHUP and on file changes until `stop`.
     pub(crate) async fn run(self, mut hangup: Hangup, stop: CancellationToken) {
-        let mut seen = (fingerprint(&self.registry), fingerprint(&self.signing_key));
+        let mut seen = (
+            Fingerprint::of(&self.registry),
+            Fingerprint::of(&self.signing_key),
+        );
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(interval = ?self.interval, "watching the registry and signing key files");
@@ -99,7 +81,10 @@ impl KeyReload {
                 () = hangup.recv() => "sighup",
                 _ = tick.tick() => "file change",
             };
-            let now = (fingerprint(&self.registry), fingerprint(&self.signing_key));
+            let now = (
+                Fingerprint::of(&self.registry),
+                Fingerprint::of(&self.signing_key),
+            );
             if trigger == "file change" && now == seen {
                 continue;
             }

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tonic::{Request, Status};
@@ -29,6 +29,7 @@ use casebus_integrity::token::{Audience, Claims, Role, TrustedIssuers};
 use casebus_proto::OfficeId;
 
 use crate::RuntimeError;
+use crate::files::Fingerprint;
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,17 +108,12 @@ struct RevocationList {
 #[derive(Debug)]
 struct Revoked {
     checked: Instant,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Fingerprint>,
     ids: Arc<HashSet<String>>,
 }
 
 /// How often the revocation file is checked for changes, at most.
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
-
-fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path)?;
-    Ok((meta.modified()?, meta.len()))
-}
 
 fn read_revocations(path: &Path) -> Result<HashSet<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
@@ -141,13 +137,15 @@ impl RevocationList {
             key: "--revoked-tokens",
             reason: format!("{}: {reason}", path.display()),
         };
-        let stamp = stamp(path).map_err(|e| invalid(e.to_string()))?;
+        // The fingerprint is taken before the read, so a change during the read is seen
+        // at the next poll rather than missed.
+        let stamp = Fingerprint::of(path);
         let ids = read_revocations(path).map_err(invalid)?;
         Ok(Self {
             path: path.to_owned(),
             state: Mutex::new(Revoked {
                 checked: Instant::now(),
-                stamp: Some(stamp),
+                stamp,
                 ids: Arc::new(ids),
             }),
         })
@@ -160,7 +158,7 @@ impl RevocationList {
         };
         if state.checked.elapsed() >= REVOCATION_POLL {
             state.checked = Instant::now();
-            let now = stamp(&self.path).ok();
+            let now = Fingerprint::of(&self.path);
             if now != state.stamp {
                 match read_revocations(&self.path) {
                     Ok(ids) => {

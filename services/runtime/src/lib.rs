@@ -10,6 +10,7 @@
 pub mod args;
 pub mod auth;
 mod error;
+pub mod files;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;
