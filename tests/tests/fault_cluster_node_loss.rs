@@ -62,7 +62,7 @@ enum Fault {
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_stream_leader_mid_load_loses_nothing_acknowledged_on_a_durable_server_and_the_node_catches_up() {
+async fn killing_the_leader_mid_load_loses_nothing_acked_on_a_durable_server_and_it_catches_up() {
     let _serial = SERIAL.lock().await;
     for generation in generations_with_a_durable_one_in_ci() {
         scenario(&generation, Fault::KillLeader).await;

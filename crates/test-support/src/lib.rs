@@ -9,10 +9,13 @@
 //! deployment config rendered for loopback), and [`PermissionProbe`] logs in as one of
 //! its users and tells whether the server refuses a publish, request or subscription.
 //!
+//! [`command_line`] holds the command-line checks every agency service binary passes.
+//!
 //! This crate is a dev-dependency only; nothing in it belongs in a service binary.
 
 mod binary;
 mod cluster;
+pub mod command_line;
 mod error;
 mod node;
 mod probe;
