@@ -290,7 +290,7 @@ impl LogStore {
     /// [`LogStoreError::Proof`]; [`LogStoreError::Sqlite`].
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogStoreError> {
         self.check_size(size)?;
-        merkle::inclusion_proof(index, size, self).map_err(|e| self.from_inclusion(e))
+        merkle::inclusion_proof(index, size, self).map_err(|e| self.proof_failure(e))
     }
 
     /// The consistency proof between the trees of `first` and `second` entries.
@@ -299,7 +299,7 @@ impl LogStore {
     /// [`LogStoreError::Proof`]; [`LogStoreError::Sqlite`].
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, LogStoreError> {
         self.check_size(second)?;
-        merkle::consistency_proof(first, second, self).map_err(|e| self.from_inclusion(e))
+        merkle::consistency_proof(first, second, self).map_err(|e| self.proof_failure(e))
     }
 
     fn check_size(&self, size: u64) -> Result<(), LogStoreError> {
@@ -342,7 +342,7 @@ impl LogStore {
 }
 
 impl LogStore {
-    fn from_inclusion(&self, e: InclusionError<LogStoreError>) -> LogStoreError {
+    fn proof_failure(&self, e: InclusionError<LogStoreError>) -> LogStoreError {
         match e {
             InclusionError::Proof(p) => LogStoreError::Proof(p),
             InclusionError::Read(e) => e,
