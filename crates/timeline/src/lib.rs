@@ -9,7 +9,9 @@
 //! - the queries serve GetTimeline, WatchTimeline's catch-up, GetCase, ListCases,
 //!   FindCaseByReference and the agency feed, plus counts and overdue hand-offs for the
 //!   CLI and the monitor;
-//! - [`Projection::dump_for_comparison`] renders every table deterministically.
+//! - [`Projection::dump_for_comparison`] renders every table deterministically;
+//! - [`LogStore`] keeps the transparency log over `CASES` in a file of its own beside
+//!   the projection (entries and one hash per complete subtree).
 //!
 //! **Boundary:** this crate is synchronous and never talks to NATS; the gateway feeds it
 //! from its consumer and calls it from `spawn_blocking`. It does not verify events (the
@@ -21,12 +23,14 @@ mod codec;
 mod dump;
 mod error;
 mod fold;
+mod log_store;
 mod model;
 mod projection;
 mod query;
 mod schema;
 
 pub use error::{ProjectError, QueryError};
+pub use log_store::{LogStore, LogStoreError, log_entry};
 pub use model::{
     ApplyOutcome, CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary,
     ListReader, OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts, ReferenceSummary,

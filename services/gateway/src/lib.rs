@@ -11,7 +11,8 @@
 //! - `service` and `watch`: the gRPC reads and streams;
 //! - `visibility` and `convert`: who sees what, and how it goes on the wire;
 //! - `audit`: one audit record per read;
-//! - `page_token`: sealed, tamper-evident `ListCases` page tokens.
+//! - `page_token`: sealed, tamper-evident `ListCases` page tokens;
+//! - [`tlog`]: the follower that keeps the transparency log level with `CASES`.
 //!
 //! **Boundary:** the gateway never writes to `CASES`; it does not verify events itself
 //! (the bus's consumer does, and dead-letters what fails); it decides visibility only
@@ -27,5 +28,6 @@ mod page_token;
 mod projector;
 mod service;
 mod store;
+pub mod tlog;
 mod visibility;
 mod watch;
