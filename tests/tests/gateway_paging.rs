@@ -16,7 +16,7 @@ use tonic::Code;
 
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, CaseOpened, CaseType, HandoffKind};
-use casebus_proto::gateway::v1::ListCasesRequest;
+use casebus_proto::gateway::v1::{GetCaseRequest, ListCasesRequest};
 
 use gateway_common::catalogue::handoff;
 use gateway_common::*;
@@ -418,4 +418,38 @@ async fn forged_altered_and_borrowed_page_tokens_are_invalid_argument() {
         borrowed.message(),
         "one reason for every refusal"
     );
+}
+
+#[tokio::test]
+async fn a_listing_beyond_the_gateways_work_budget_is_resource_exhausted_naming_only_the_budget() {
+    let f = Fixture::start().await;
+    store(&f).await;
+    let budget = ["--list-work-budget".to_owned(), "100".to_owned()];
+    let mut gateway = f
+        .gateway_with("gw-budget", &f.db("gw-budget"), &budget)
+        .await;
+    gateway.wait_projected(f.cases_last().await).await;
+    let mut customs = gateway.client(Some(&f.reader(CUSTOMS))).await;
+    let status = customs
+        .list_cases(ListCasesRequest {
+            limit: 100,
+            text: SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("over budget");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the listing would examine more than this gateway's budget of 100 steps; narrow it with opened_from and opened_to"
+    );
+    // Only listings are budgeted: the gateway goes on answering.
+    let case = customs
+        .get_case(GetCaseRequest {
+            case_id: "PG-00".into(),
+        })
+        .await
+        .expect("GetCase is answered")
+        .into_inner();
+    assert!(case.case.is_some());
 }

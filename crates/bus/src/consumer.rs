@@ -16,6 +16,7 @@
 //! and [`BatchHandler::skipped`] then tells the handler which sequence was
 //! dead-lettered.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt as _, StreamExt as _};
@@ -30,9 +32,11 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use casebus_integrity::{
-    ChainError, ChainTip, VerifiedEvent, VerifyError, check_recorded_at, verify_signed,
+    ChainError, ChainTip, EventHash, VerifiedEvent, VerifyError, check_recorded_at, verify_signed,
 };
 use casebus_proto::CaseId;
+use casebus_proto::event::v1::{Event, SignedEvent};
+use prost::Message as _;
 
 use crate::bus::Bus;
 use crate::error::ConsumeError;
@@ -138,6 +142,19 @@ pub struct ConsumerRunner {
     config: ConsumerConfig,
     memory: Memories,
     counters: Arc<ConsumerCounters>,
+    /// Dead letters published but not confirmed yet (the one-at-a-time mode), oldest
+    /// first; each message is acked only once its copy is stored.
+    in_flight: VecDeque<InFlightDeadLetter>,
+}
+
+/// A dead letter whose publish awaits the stream's acknowledgement.
+struct InFlightDeadLetter {
+    message: Message,
+    sequence: u64,
+    subject: String,
+    code: &'static str,
+    reason: String,
+    ack: PublishAckFuture,
 }
 
 /// Backoff ceiling for retrying a handler or a dead-letter publish.
@@ -148,6 +165,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const PARALLEL_VERIFY_FROM: usize = 32;
 /// Blocking threads one batch's signature checks use at most.
 const MAX_VERIFY_THREADS: usize = 8;
+/// Dead letters the one-at-a-time mode keeps in flight before it awaits the oldest:
+/// awaiting each would cost a round trip per message, which is what a flood of
+/// replayed or junk messages would then cost.
+const DEAD_LETTER_WINDOW: usize = 256;
 
 /// Messages gathered for the next batch, with their verified events.
 #[derive(Default)]
@@ -180,6 +201,7 @@ impl ConsumerRunner {
             memory: Memories::new(config.tip_cache, config.replay_index_events),
             config,
             counters: Arc::new(ConsumerCounters::default()),
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -248,9 +270,24 @@ impl ConsumerRunner {
                 }
             };
             loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => break 'outer,
-                    next = messages.next() => next,
+                // Dead letters in flight are settled before waiting for more: their
+                // messages are acked only then.
+                let ready = if self.in_flight.is_empty() {
+                    None
+                } else {
+                    messages.next().now_or_never()
+                };
+                let next = match ready {
+                    Some(next) => next,
+                    None => {
+                        if !self.settle_dead_letters(0, &shutdown).await {
+                            break 'outer;
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => break 'outer,
+                            next = messages.next() => next,
+                        }
+                    }
                 };
                 match next {
                     Some(Ok(message)) => {
@@ -274,6 +311,9 @@ impl ConsumerRunner {
                 }
             }
         }
+        // What is still in flight is settled if the server confirms it; whatever is not
+        // acked is delivered again after a restart.
+        self.settle_dead_letters(0, &shutdown).await;
         tracing::info!(consumer = %self.config.name, "consumer stopped");
         Ok(())
     }
@@ -313,11 +353,11 @@ impl ConsumerRunner {
                 }
                 Err(error) => {
                     self.dead_letter(
-                        &message,
+                        message,
                         sequence,
-                        &subject,
+                        subject,
                         error.code(),
-                        &error.to_string(),
+                        error.to_string(),
                         shutdown,
                     )
                     .await;
@@ -331,9 +371,9 @@ impl ConsumerRunner {
             match handler.handle(&stored).await {
                 Ok(()) => break,
                 Err(HandlerError::Permanent(reason)) => {
-                    self.dead_letter(&message, sequence, &subject, "handler", &reason, shutdown)
-                        .await;
                     self.advance(&stored);
+                    self.dead_letter(message, sequence, subject, "handler", reason, shutdown)
+                        .await;
                     return;
                 }
                 Err(HandlerError::Transient(reason)) => {
@@ -377,11 +417,38 @@ impl ConsumerRunner {
         subject: &str,
         payload: &[u8],
     ) -> Result<Option<VerifiedEvent>, VerifyError> {
+        if let Some(replay) = self.known_copy(sequence, subject, payload) {
+            return Err(replay.into());
+        }
         let event = verify_signed(payload, &self.bus.registry())?;
         Ok(self
             .check_chain(sequence, stored_at, subject, &event)
             .await?
             .then_some(event))
+    }
+
+    /// Recognises, before its signature is checked, a byte-for-byte copy of an event the
+    /// memory of the subject's case holds at the version the copy claims, stored at
+    /// another sequence: the replay error for it, and the message noted as examined.
+    /// Costs a hash and a decode, no signature check and no stream read, so a flood of
+    /// replays is cheap. Anything else (a case not remembered, a message that does not
+    /// decode, a different event, a redelivery) is left to the full check.
+    fn known_copy(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> Option<ChainError> {
+        let case_id = case_of_subject(subject)?;
+        let memory = self.memory.get(&case_id)?;
+        let signed = SignedEvent::decode(payload).ok()?;
+        let version = Event::decode(signed.event.as_slice()).ok()?.case_version;
+        let Some(Known::Replay { original_sequence }) =
+            memory.known_hash(sequence, version, &EventHash::of(&signed.event))
+        else {
+            return None;
+        };
+        self.memory.examined(&case_id, sequence);
+        Some(ChainError::Replay {
+            case_id: case_id.to_string(),
+            version,
+            original_sequence,
+        })
     }
 
     /// Checks that a signature-verified event continues the chain of the case named by
@@ -521,28 +588,116 @@ impl ConsumerRunner {
         true
     }
 
-    /// Dead-letters a message and acks it (the one-at-a-time mode).
+    /// Dead-letters a message in the one-at-a-time mode: publishes its copy without
+    /// awaiting the stream's acknowledgement, keeping at most [`DEAD_LETTER_WINDOW`]
+    /// in flight; the message is acked when its copy is confirmed
+    /// ([`ConsumerRunner::settle_dead_letters`]).
     async fn dead_letter(
+        &mut self,
+        message: Message,
+        sequence: u64,
+        subject: String,
+        code: &'static str,
+        reason: String,
+        shutdown: &CancellationToken,
+    ) {
+        let publish = self.dead_letter_message(&message, sequence, &subject, code, &reason);
+        match self
+            .bus
+            .jetstream()
+            .send_publish(dlq_subject(&self.config.name), publish)
+            .await
+        {
+            Ok(ack) => self.in_flight.push_back(InFlightDeadLetter {
+                message,
+                sequence,
+                subject,
+                code,
+                reason,
+                ack,
+            }),
+            Err(e) => {
+                tracing::error!(consumer = %self.config.name, sequence, error = %e, "dead-letter publish failed; retrying");
+                if self
+                    .publish_dead_letter(&message, sequence, &subject, code, &reason, shutdown)
+                    .await
+                {
+                    self.ack_dead_letter(&message, sequence).await;
+                }
+            }
+        }
+        self.settle_dead_letters(DEAD_LETTER_WINDOW - 1, shutdown)
+            .await;
+    }
+
+    /// Awaits the oldest dead letters in flight until at most `keep` are left, acking
+    /// each message whose copy is stored; a copy the stream did not confirm is
+    /// published again (its message id makes that idempotent). Returns false when
+    /// shutdown came first: the rest stay unacked, to be delivered again.
+    async fn settle_dead_letters(&mut self, keep: usize, shutdown: &CancellationToken) -> bool {
+        while self.in_flight.len() > keep {
+            let Some(letter) = self.in_flight.pop_front() else {
+                break;
+            };
+            let stored = match letter.ack.await {
+                Ok(_) => {
+                    tracing::warn!(consumer = %self.config.name, sequence = letter.sequence, code = letter.code, "message dead-lettered");
+                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(consumer = %self.config.name, sequence = letter.sequence, error = %e, "dead-letter publish not confirmed; retrying");
+                    self.publish_dead_letter(
+                        &letter.message,
+                        letter.sequence,
+                        &letter.subject,
+                        letter.code,
+                        &letter.reason,
+                        shutdown,
+                    )
+                    .await
+                }
+            };
+            if !stored {
+                self.in_flight.clear();
+                return false;
+            }
+            self.ack_dead_letter(&letter.message, letter.sequence).await;
+        }
+        true
+    }
+
+    /// Acks a message whose dead-letter copy is stored.
+    async fn ack_dead_letter(&self, message: &Message, sequence: u64) {
+        if let Err(e) = message.ack().await {
+            tracing::warn!(consumer = %self.config.name, error = %e, "ack of dead letter failed");
+        }
+        self.counters
+            .last_sequence
+            .fetch_max(sequence, Ordering::Relaxed);
+    }
+
+    /// The copy of a message for `CASES_DLQ`, with the reason in headers and a message
+    /// id that makes publishing it again idempotent.
+    fn dead_letter_message(
         &self,
         message: &Message,
         sequence: u64,
         subject: &str,
         code: &str,
         reason: &str,
-        shutdown: &CancellationToken,
-    ) {
-        if !self
-            .publish_dead_letter(message, sequence, subject, code, reason, shutdown)
-            .await
-        {
-            return;
-        }
-        if let Err(e) = message.ack().await {
-            tracing::warn!(consumer = %self.config.name, error = %e, "ack of dead letter failed");
-        }
-        self.counters
-            .last_sequence
-            .store(sequence, Ordering::Relaxed);
+    ) -> Publish {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::DLQ_REASON, truncate(reason, 1000).as_str());
+        headers.insert(headers::DLQ_CODE, code);
+        headers.insert(headers::DLQ_CONSUMER, self.config.name.as_str());
+        headers.insert(headers::DLQ_STREAM, CASES_STREAM);
+        headers.insert(headers::DLQ_SEQUENCE, sequence.to_string().as_str());
+        headers.insert(headers::DLQ_SUBJECT, subject);
+        Publish::build()
+            .payload(message.payload.clone())
+            .headers(headers)
+            .message_id(format!("{}:{sequence}", self.config.name))
     }
 
     /// Publishes a copy of the message to `CASES_DLQ` with the reason in headers,
@@ -557,19 +712,9 @@ impl ConsumerRunner {
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
-        let mut headers = HeaderMap::new();
-        headers.insert(headers::DLQ_REASON, truncate(reason, 1000).as_str());
-        headers.insert(headers::DLQ_CODE, code);
-        headers.insert(headers::DLQ_CONSUMER, self.config.name.as_str());
-        headers.insert(headers::DLQ_STREAM, CASES_STREAM);
-        headers.insert(headers::DLQ_SEQUENCE, sequence.to_string().as_str());
-        headers.insert(headers::DLQ_SUBJECT, subject);
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let publish = Publish::build()
-                .payload(message.payload.clone())
-                .headers(headers.clone())
-                .message_id(format!("{}:{sequence}", self.config.name));
+            let publish = self.dead_letter_message(message, sequence, subject, code, reason);
             let result = match self
                 .bus
                 .jetstream()

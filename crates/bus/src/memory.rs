@@ -113,11 +113,19 @@ impl CaseMemory {
     /// Whether the message at `sequence` is the event remembered at its version, or a
     /// copy of it; `None` for anything else (above the tip, or a different event).
     pub fn known(&self, sequence: u64, event: &VerifiedEvent) -> Option<Known> {
-        let index = usize::try_from(event.version().checked_sub(self.first)?).ok()?;
+        self.known_hash(sequence, event.version(), &event.hash)
+    }
+
+    /// [`CaseMemory::known`] for a message not verified yet: its claimed `version` and
+    /// the hash of its event bytes. A match is a byte-for-byte copy of an event that
+    /// verified already (up to the eight bytes compared), so its signature need not be
+    /// checked again to report it.
+    pub fn known_hash(&self, sequence: u64, version: u64, hash: &EventHash) -> Option<Known> {
+        let index = usize::try_from(version.checked_sub(self.first)?).ok()?;
         let seen = self.versions.get(index)?;
         if seen.sequence == sequence {
             Some(Known::Redelivery)
-        } else if seen.hash == prefix(&event.hash) {
+        } else if seen.hash == prefix(hash) {
             Some(Known::Replay {
                 original_sequence: seen.sequence,
             })

@@ -153,6 +153,88 @@ async fn copies_of_handled_events_are_dead_lettered_as_replay_and_never_handled_
     assert_eq!(loaded.rejected.len(), copies.len());
 }
 
+/// The durable consumer's `(pending, ack pending)` counts.
+async fn consumer_backlog(f: &Fixture, name: &str) -> (u64, usize) {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = f
+        .bus
+        .jetstream()
+        .get_stream(subjects::CASES_STREAM)
+        .await
+        .expect("CASES")
+        .get_consumer(name)
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("consumer info");
+    (info.num_pending, info.num_ack_pending)
+}
+
+#[tokio::test]
+async fn a_flood_of_copies_beyond_the_dead_letter_window_is_dead_lettered_once_each_and_acked() {
+    // More copies than the one-at-a-time mode keeps in flight (256), so the window
+    // fills, drains while messages keep coming, and settles when they stop.
+    const COPIES: usize = 700;
+    let f = Fixture::start().await;
+    let case_id = case("FLOOD");
+    let customs = f.appender(CUSTOMS);
+    let opened = customs
+        .append(request(&case_id, opened("flood")))
+        .await
+        .expect("open");
+    let second = customs
+        .append(request(&case_id, note("two")))
+        .await
+        .expect("note");
+    let originals = [
+        stored_bytes(&f, "FLOOD", opened.stream_sequence).await,
+        stored_bytes(&f, "FLOOD", second.stream_sequence).await,
+    ];
+    // A copy whose event bytes are the original's but whose signature is not: the
+    // event is still the stored one, so it is reported as a copy, never handled.
+    let mut forged = SignedEvent::decode(originals[1].as_slice()).expect("signed");
+    forged.signature[0] ^= 1;
+    let mut copies = Vec::new();
+    for i in 0..COPIES {
+        let bytes = if i == COPIES / 2 {
+            forged.encode_to_vec()
+        } else {
+            originals[i % 2].clone()
+        };
+        copies.push(f.publish_raw("FLOOD", bytes).await);
+    }
+
+    let recorder = Recorder::default();
+    let name = "flood-consumer";
+    let runner = ConsumerRunner::new(f.bus.clone(), ConsumerConfig::named(name));
+    let counters = runner.counters();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(recorder.clone(), shutdown.clone()));
+    wait_until(
+        DELIVERY_TIMEOUT,
+        "every copy dead-lettered and every message acked",
+        async || {
+            dead_letters(&f).await.len() == COPIES && consumer_backlog(&f, name).await == (0, 0)
+        },
+    )
+    .await
+    .expect("the consumer settles every dead letter without more messages coming");
+    assert_eq!(
+        counters
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        COPIES as u64
+    );
+    shutdown.cancel();
+    task.await.expect("join").expect("consumer ends cleanly");
+
+    assert_eq!(
+        recorder.seen(),
+        vec![(1, opened.stream_sequence), (2, second.stream_sequence)],
+        "only the two events are handled"
+    );
+    let expected: Vec<(String, u64)> = copies.iter().map(|s| ("replay".into(), *s)).collect();
+    assert_eq!(dead_letters(&f).await, expected, "each copy once, in order");
+}
+
 #[tokio::test]
 async fn events_recorded_far_from_their_stored_time_or_before_their_predecessor_are_dead_lettered_with_their_own_codes()
  {

@@ -144,6 +144,15 @@ pub enum QueryError {
         /// What is wrong.
         reason: String,
     },
+    /// A case listing would take more work than one call may cause: its filters, over
+    /// the reader's own cases, examine too many rows.
+    #[error(
+        "the listing would examine more than this gateway's budget of {budget} steps; narrow it with opened_from and opened_to"
+    )]
+    TooMuchWork {
+        /// The budget, in SQLite virtual-machine steps.
+        budget: u64,
+    },
     /// A stored value could not be read back (the file was changed behind the
     /// projection's back, or by a build with other rules).
     #[error("projection table {table} holds an unreadable {column}: {reason}")]

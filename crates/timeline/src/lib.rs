@@ -36,5 +36,5 @@ pub use model::{
     ListReader, OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts, ReferenceSummary,
     TimelineRow,
 };
-pub use projection::{DEFAULT_CACHE_CASES, Projection};
+pub use projection::{DEFAULT_CACHE_CASES, DEFAULT_LIST_WORK_BUDGET, Projection};
 pub use query::{MAX_LIMIT, MAX_TEXT_FILTER};

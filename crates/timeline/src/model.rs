@@ -219,6 +219,9 @@ pub struct CasePage {
     pub cases: Vec<CaseListItem>,
     /// Pass this to get the next page; `None` on the last page.
     pub next_cursor: Option<String>,
+    /// SQLite virtual-machine steps the listing's query took: the work it caused, which
+    /// depends only on what the reader may see.
+    pub work: u64,
 }
 
 /// An open hand-off past its due time, for the monitoring dashboard.

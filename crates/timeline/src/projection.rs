@@ -8,6 +8,8 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior};
 
@@ -15,6 +17,14 @@ use crate::codec::to_u64;
 use crate::error::{ProjectError, storage};
 use crate::fold::StateCache;
 use crate::schema;
+
+/// SQLite virtual-machine steps one case listing may take unless told otherwise
+/// ([`Projection::set_list_work_budget`]): a few hundred milliseconds of one core.
+pub const DEFAULT_LIST_WORK_BUDGET: u64 = 200_000_000;
+
+/// Virtual-machine steps between two calls of the progress handler that enforces a
+/// work budget.
+pub(crate) const WORK_TICK: u64 = 100;
 
 /// How many folded cases a projection keeps in memory unless told otherwise.
 pub const DEFAULT_CACHE_CASES: usize = 4096;
@@ -24,6 +34,11 @@ pub const DEFAULT_CACHE_CASES: usize = 4096;
 pub struct Projection {
     pub(crate) conn: Connection,
     pub(crate) cache: RefCell<StateCache>,
+    /// Progress-handler ticks the statement running now may still take; a statement
+    /// that runs out is interrupted. Unlimited except while a budgeted query runs.
+    pub(crate) work_left: Arc<AtomicI64>,
+    /// The budget of one case listing, in virtual-machine steps.
+    pub(crate) list_work_budget: u64,
     path: PathBuf,
 }
 
@@ -68,9 +83,21 @@ impl Projection {
             source,
         })?;
         schema::migrate(&mut conn)?;
+        let work_left = Arc::new(AtomicI64::new(i64::MAX));
+        let ticks = work_left.clone();
+        conn.progress_handler(
+            i32::try_from(WORK_TICK).unwrap_or(i32::MAX),
+            Some(move || ticks.fetch_sub(1, Ordering::Relaxed) <= 0),
+        )
+        .map_err(|source| ProjectError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let projection = Self {
             conn,
             cache: RefCell::new(StateCache::new(DEFAULT_CACHE_CASES)),
+            work_left,
+            list_work_budget: DEFAULT_LIST_WORK_BUDGET,
             path,
         };
         tracing::info!(path = %projection.path.display(), position = projection.position()?, "projection opened");
@@ -87,6 +114,30 @@ impl Projection {
     /// bytes per event of the case.
     pub fn set_cache_capacity(&mut self, cases: usize) {
         self.cache.get_mut().set_capacity(cases);
+    }
+
+    /// Sets how many SQLite virtual-machine steps one case listing may take (at least
+    /// one tick of the progress handler, a hundred steps); a listing that would take
+    /// more is refused with [`crate::QueryError::TooMuchWork`].
+    pub fn set_list_work_budget(&mut self, steps: u64) {
+        self.list_work_budget = steps.max(WORK_TICK);
+    }
+
+    /// Runs `query` with at most `steps` virtual-machine steps (rounded to ticks of
+    /// the progress handler), then lifts the limit again.
+    pub(crate) fn with_work_budget<T>(&self, steps: u64, query: impl FnOnce() -> T) -> T {
+        struct Unlimit<'a>(&'a AtomicI64);
+        impl Drop for Unlimit<'_> {
+            fn drop(&mut self) {
+                self.0.store(i64::MAX, Ordering::Relaxed);
+            }
+        }
+        self.work_left.store(
+            i64::try_from(steps / WORK_TICK).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        let _unlimit = Unlimit(&self.work_left);
+        query()
     }
 
     /// The sequence of the last CASES message accounted for (0 before the first): the

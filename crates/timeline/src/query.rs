@@ -12,7 +12,9 @@
 //! 1 to [`MAX_LIMIT`]; anything else is refused with [`QueryError::InvalidLimit`].
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
+use rusqlite::{
+    Connection, OptionalExtension as _, Row, StatementStatus, params, params_from_iter,
+};
 use time::OffsetDateTime;
 
 use casebus_domain::{CaseState, Handoff, Opened, Reference, Track};
@@ -817,22 +819,32 @@ impl Projection {
             i64,
             i64,
         );
-        let rows: Vec<ListRow> = {
+        let budget = self.list_work_budget;
+        let interrupted = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::OperationInterrupted) => QueryError::TooMuchWork { budget },
+            _ => query(op)(e),
+        };
+        let (rows, work): (Vec<ListRow>, u64) = {
             let mut stmt = self.conn.prepare_cached(&sql).map_err(query(op))?;
-            stmt.query_map(params_from_iter(args), |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .map_err(query(op))?
-            .collect::<Result<_, _>>()
-            .map_err(query(op))?
+            stmt.reset_status(StatementStatus::VmStep);
+            let rows = self.with_work_budget(budget, || {
+                stmt.query_map(params_from_iter(args), |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })
+                .map_err(interrupted)?
+                .collect::<Result<Vec<ListRow>, _>>()
+                .map_err(interrupted)
+            })?;
+            let work = u64::try_from(stmt.get_status(StatementStatus::VmStep)).unwrap_or(0);
+            (rows, work)
         };
         let more = rows.len() as i64 > limit;
         let mut cases = Vec::with_capacity(rows.len());
@@ -862,7 +874,11 @@ impl Projection {
             Some((at, case_id)) if more => Some(encode_cursor(at, &case_id)),
             _ => None,
         };
-        Ok(CasePage { cases, next_cursor })
+        Ok(CasePage {
+            cases,
+            next_cursor,
+            work,
+        })
     }
 
     /// The cases to which `agency` linked the local case number `local_number`, by

@@ -1074,3 +1074,177 @@ fn invalid_limits_cursors_and_filters_are_refused_with_typed_errors() {
         }
     ));
 }
+
+/// A store in which `hidden` is written only where the police may not read it: the
+/// title and a party of a sealed opening the police see only as a stub, a witness
+/// listed for the court in a case the police take part in, and the title of a case the
+/// police take no part in. Beside them one case the police read whole.
+fn store_hiding(hidden: &str) -> (Projection, tempfile::TempDir) {
+    let mut sealed = CaseBuilder::new("W-1", T0);
+    sealed.record_with(
+        CUSTOMS,
+        opened_as(
+            CaseType::CounterfeitTrademark,
+            &format!("Batch {hidden}"),
+            vec![named_party(
+                "rh",
+                PartyRole::RightsHolder,
+                &format!("{hidden} Ltd"),
+            )],
+            "N-W1",
+        ),
+        Some(origin_only()),
+    );
+    sealed.record(
+        CUSTOMS,
+        handoff(
+            "h1",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    );
+    let mut open = CaseBuilder::new("W-2", T0 + Duration::hours(1));
+    open.record(
+        CUSTOMS,
+        opened_as(
+            CaseType::CounterfeitTrademark,
+            "Visible lamps",
+            vec![named_party("rh", PartyRole::RightsHolder, "Acme Audio Co.")],
+            "N-W2",
+        ),
+    );
+    open.record(
+        CUSTOMS,
+        handoff(
+            "h1",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+    );
+    open.record_with(
+        CUSTOMS,
+        party_added(named_party(
+            "w1",
+            PartyRole::Witness,
+            &format!("{hidden} witness"),
+        )),
+        Some(listed(&[Agency::Court])),
+    );
+    let mut outside = CaseBuilder::new("W-3", T0 + Duration::hours(2));
+    outside.record(
+        CUSTOMS,
+        opened_as(
+            CaseType::CounterfeitTrademark,
+            &format!("Other {hidden}"),
+            vec![named_party("rh", PartyRole::RightsHolder, "Acme Audio Co.")],
+            "N-W3",
+        ),
+    );
+    let mut stream = Stream::new();
+    stream.interleave(&[&sealed.events, &open.events, &outside.events]);
+    let (dir, _path, mut projection) = temp_projection();
+    project(&mut projection, &stream, 4);
+    (projection, dir)
+}
+
+#[test]
+fn a_listings_work_is_the_same_whether_or_not_a_value_hidden_from_its_reader_matched() {
+    // The same stores but for the hidden word: one in which the police's text filter
+    // would match it, one in which it would not. What the police get, and the work the
+    // query does (SQLite's virtual-machine steps, the cost behind any timing
+    // difference), must not tell them apart.
+    let (matching, _a) = store_hiding("alpha");
+    let (other, _b) = store_hiding("gamma");
+    let police = |text: &str| CaseFilter {
+        text: Some(text.into()),
+        reader: Some(ListReader {
+            office: OfficeId::new(POLICE).expect("office"),
+            all_cases: false,
+        }),
+        ..CaseFilter::default()
+    };
+    for text in ["alpha", "lamps", "witness", "Ltd", "Batch"] {
+        for limit in [1, 7] {
+            let a = matching
+                .list_cases(&police(text), None, limit)
+                .expect("list");
+            let b = other.list_cases(&police(text), None, limit).expect("list");
+            assert_eq!(ids(&a.cases), ids(&b.cases), "{text:?} limit {limit}");
+            assert!(a.work > 0, "the work is measured");
+            assert_eq!(
+                a.work, b.work,
+                "{text:?} limit {limit}: the work depends on a value the police may not read"
+            );
+        }
+    }
+    assert_eq!(
+        ids(&matching
+            .list_cases(&police("lamps"), None, 7)
+            .expect("list")
+            .cases),
+        ["W-2"],
+        "the police's filter matches what they may read"
+    );
+    // The control: customs reads everything it wrote, so the hidden word is there to
+    // be matched, and matching it changes both the answer and the work.
+    let customs = CaseFilter {
+        reader: Some(ListReader {
+            office: OfficeId::new(CUSTOMS).expect("office"),
+            all_cases: false,
+        }),
+        ..police("alpha")
+    };
+    let a = matching.list_cases(&customs, None, 7).expect("list");
+    let b = other.list_cases(&customs, None, 7).expect("list");
+    assert_eq!(ids(&a.cases), ["W-1", "W-2", "W-3"]);
+    assert!(b.cases.is_empty());
+}
+
+#[test]
+fn a_listing_that_would_take_more_than_its_work_budget_is_refused_and_changes_nothing() {
+    let (_known, mut projection, _dir) = many_cases();
+    let filter = CaseFilter {
+        text: Some("matter".into()),
+        reader: Some(ListReader {
+            office: OfficeId::new(CUSTOMS).expect("office"),
+            all_cases: true,
+        }),
+        ..CaseFilter::default()
+    };
+    let whole = projection.list_cases(&filter, None, 100).expect("list");
+    assert!(whole.work > 1_000, "the listing takes {} steps", whole.work);
+
+    projection.set_list_work_budget(whole.work / 2);
+    let error = projection
+        .list_cases(&filter, None, 100)
+        .expect_err("over budget");
+    assert!(
+        matches!(error, QueryError::TooMuchWork { budget } if budget == whole.work / 2),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("narrow it with opened_from and opened_to"),
+        "{error}"
+    );
+    // Only the listing is budgeted, and only while it runs.
+    assert!(
+        projection
+            .case_state(&case("L-00"))
+            .expect("state")
+            .is_some()
+    );
+    let narrow = CaseFilter {
+        opened_to: Some(T0 + Duration::days(1)),
+        ..filter.clone()
+    };
+    let page = projection
+        .list_cases(&narrow, None, 100)
+        .expect("a narrower listing fits");
+    assert!(page.work <= whole.work / 2);
+
+    projection.set_list_work_budget(whole.work * 2);
+    let again = projection.list_cases(&filter, None, 100).expect("list");
+    assert_eq!(ids(&again.cases), ids(&whole.cases));
+}

@@ -237,6 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let store = tokio::task::spawn_blocking(move || Store::open(&db, readers, &store_name))
         .await
         .map_err(|_| RunError::Task)??;
+    store.set_list_work_budget(config.list_work_budget);
     let store = Arc::new(store);
     metrics
         .position

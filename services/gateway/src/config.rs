@@ -55,6 +55,12 @@ pub struct Config {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "CASEBUS_GATEWAY_MAX_WATCHES", default_value_t = 1024)]
     pub max_watches: usize,
+    /// Work one ListCases call may cause, in SQLite virtual-machine steps over the
+    /// caller's own cases (200,000,000 is a few hundred milliseconds of one core); a
+    /// listing that would take more is refused with RESOURCE_EXHAUSTED, asking the
+    /// caller to narrow it by date.
+    #[arg(long, env = "CASEBUS_GATEWAY_LIST_WORK_BUDGET", default_value_t = casebus_timeline::DEFAULT_LIST_WORK_BUDGET)]
+    pub list_work_budget: u64,
     /// Responses buffered per watch stream before it waits for its client.
     #[arg(long, env = "CASEBUS_GATEWAY_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,
@@ -122,6 +128,15 @@ impl Config {
         if self.max_watches == 0 {
             return Err(invalid("--max-watches", "must be at least 1".into()));
         }
+        if self.list_work_budget < 100 {
+            return Err(invalid(
+                "--list-work-budget",
+                format!(
+                    "{} is below the least budget, 100 steps",
+                    self.list_work_budget
+                ),
+            ));
+        }
         if !(1..=4096).contains(&self.watch_buffer) {
             return Err(invalid(
                 "--watch-buffer",
@@ -178,5 +193,19 @@ mod tests {
         parse(&["--batch", "1", "--readers", "32"])
             .validate()
             .expect("bounds are inclusive");
+    }
+
+    #[test]
+    fn a_list_work_budget_below_a_hundred_steps_is_refused_naming_the_flag() {
+        let err = parse(&["--list-work-budget", "10"])
+            .validate()
+            .expect_err("too small");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration --list-work-budget: 10 is below the least budget, 100 steps"
+        );
+        parse(&["--list-work-budget", "100"])
+            .validate()
+            .expect("the least budget");
     }
 }

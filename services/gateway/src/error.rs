@@ -126,6 +126,10 @@ impl From<ReadError> for Status {
                     "the audit trail cannot be written; the read was refused, retry later",
                 )
             }
+            // The message names the budget and how to narrow the listing, nothing else.
+            ReadError::Projection {
+                source: source @ QueryError::TooMuchWork { .. },
+            } => Status::resource_exhausted(source.to_string()),
             ReadError::Projection { source } if source.is_transient() => {
                 tracing::warn!(error = %source, "projection busy");
                 Status::unavailable("the projection is busy; retry")

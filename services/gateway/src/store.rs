@@ -124,6 +124,19 @@ impl Store {
         })
     }
 
+    /// Sets the work budget of one case listing on every reader
+    /// ([`Projection::set_list_work_budget`]).
+    pub fn set_list_work_budget(&self, steps: u64) {
+        for reader in self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+        {
+            reader.set_list_work_budget(steps);
+        }
+    }
+
     /// The position of the last committed batch.
     pub fn position(&self) -> u64 {
         *self.position.borrow()
