@@ -113,9 +113,10 @@ async fn main() -> anyhow::Result<()> {
 
     if runs(Figure::Replay) {
         eprintln!("== replay: copies of stored events through one consumer");
-        let row = replay::run().await?;
-        eprintln!("{} -> {}", row.figure, row.verified);
-        report.rows.push(row);
+        for row in replay::run().await? {
+            eprintln!("{} -> {}", row.figure, row.verified);
+            report.rows.push(row);
+        }
     }
 
     if runs(Figure::Append) || runs(Figure::Rebuild) {

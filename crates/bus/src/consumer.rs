@@ -79,13 +79,14 @@ pub trait BatchHandler: Send + Sync + 'static {
         events: &[StoredEvent],
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
-    /// Called after the message at `sequence` was dead-lettered (it failed verification,
-    /// or the handler refused it permanently) and before it is acked, so that a handler
-    /// which stores its stream position can move past it. Every message before it has
+    /// Called after the messages at `sequences` (in stream order, at least one) were
+    /// dead-lettered (they failed verification, or the handler refused them
+    /// permanently) and before they are acked, so that a handler which stores its
+    /// stream position can move past them. Every message before the last of them has
     /// been handed over and committed by then. An error is retried in place; the
     /// default does nothing.
-    fn skipped(&self, sequence: u64) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        let _ = sequence;
+    fn skipped(&self, sequences: &[u64]) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = sequences;
         async { Ok(()) }
     }
 }
@@ -147,14 +148,15 @@ pub struct ConsumerRunner {
     in_flight: VecDeque<InFlightDeadLetter>,
 }
 
-/// A dead letter whose publish awaits the stream's acknowledgement.
+/// A dead letter published but not yet confirmed by the stream (`ack`), or confirmed
+/// already (`None`: it was published again after a failure and awaited then).
 struct InFlightDeadLetter {
     message: Message,
     sequence: u64,
     subject: String,
     code: &'static str,
     reason: String,
-    ack: PublishAckFuture,
+    ack: Option<PublishAckFuture>,
 }
 
 /// Backoff ceiling for retrying a handler or a dead-letter publish.
@@ -173,6 +175,8 @@ const DEAD_LETTER_WINDOW: usize = 256;
 /// Messages gathered for the next batch, with their verified events.
 #[derive(Default)]
 struct Pending {
+    /// Dead letters in flight, all before `events` in stream order.
+    dead: Vec<InFlightDeadLetter>,
     messages: Vec<Message>,
     events: Vec<StoredEvent>,
 }
@@ -417,7 +421,8 @@ impl ConsumerRunner {
         subject: &str,
         payload: &[u8],
     ) -> Result<Option<VerifiedEvent>, VerifyError> {
-        if let Some(replay) = self.known_copy(sequence, subject, payload) {
+        if let Some((case_id, replay)) = self.known_copy(sequence, subject, payload) {
+            self.memory.examined(&case_id, sequence);
             return Err(replay.into());
         }
         let event = verify_signed(payload, &self.bus.registry())?;
@@ -429,11 +434,16 @@ impl ConsumerRunner {
 
     /// Recognises, before its signature is checked, a byte-for-byte copy of an event the
     /// memory of the subject's case holds at the version the copy claims, stored at
-    /// another sequence: the replay error for it, and the message noted as examined.
+    /// another sequence: the case and the replay error for it.
     /// Costs a hash and a decode, no signature check and no stream read, so a flood of
     /// replays is cheap. Anything else (a case not remembered, a message that does not
     /// decode, a different event, a redelivery) is left to the full check.
-    fn known_copy(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> Option<ChainError> {
+    fn known_copy(
+        &self,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> Option<(CaseId, ChainError)> {
         let case_id = case_of_subject(subject)?;
         let memory = self.memory.get(&case_id)?;
         let signed = SignedEvent::decode(payload).ok()?;
@@ -443,12 +453,12 @@ impl ConsumerRunner {
         else {
             return None;
         };
-        self.memory.examined(&case_id, sequence);
-        Some(ChainError::Replay {
+        let replay = ChainError::Replay {
             case_id: case_id.to_string(),
             version,
             original_sequence,
-        })
+        };
+        Some((case_id, replay))
     }
 
     /// Checks that a signature-verified event continues the chain of the case named by
@@ -601,64 +611,98 @@ impl ConsumerRunner {
         reason: String,
         shutdown: &CancellationToken,
     ) {
-        let publish = self.dead_letter_message(&message, sequence, &subject, code, &reason);
-        match self
-            .bus
-            .jetstream()
-            .send_publish(dlq_subject(&self.config.name), publish)
+        if let Some(letter) = self
+            .send_dead_letter(message, sequence, subject, code, reason, shutdown)
             .await
         {
-            Ok(ack) => self.in_flight.push_back(InFlightDeadLetter {
-                message,
-                sequence,
-                subject,
-                code,
-                reason,
-                ack,
-            }),
-            Err(e) => {
-                tracing::error!(consumer = %self.config.name, sequence, error = %e, "dead-letter publish failed; retrying");
-                if self
-                    .publish_dead_letter(&message, sequence, &subject, code, &reason, shutdown)
-                    .await
-                {
-                    self.ack_dead_letter(&message, sequence).await;
-                }
-            }
+            self.in_flight.push_back(letter);
         }
         self.settle_dead_letters(DEAD_LETTER_WINDOW - 1, shutdown)
             .await;
     }
 
+    /// Publishes the dead-letter copy of a message without awaiting the stream's
+    /// acknowledgement. When the publish cannot even be sent it is retried until stored
+    /// (then the letter comes back confirmed); `None` when shutdown came first.
+    async fn send_dead_letter(
+        &self,
+        message: Message,
+        sequence: u64,
+        subject: String,
+        code: &'static str,
+        reason: String,
+        shutdown: &CancellationToken,
+    ) -> Option<InFlightDeadLetter> {
+        let publish = self.dead_letter_message(&message, sequence, &subject, code, &reason);
+        let ack = match self
+            .bus
+            .jetstream()
+            .send_publish(dlq_subject(&self.config.name), publish)
+            .await
+        {
+            Ok(ack) => Some(ack),
+            Err(e) => {
+                tracing::error!(consumer = %self.config.name, sequence, error = %e, "dead-letter publish failed; retrying");
+                if !self
+                    .publish_dead_letter(&message, sequence, &subject, code, &reason, shutdown)
+                    .await
+                {
+                    return None;
+                }
+                None
+            }
+        };
+        Some(InFlightDeadLetter {
+            message,
+            sequence,
+            subject,
+            code,
+            reason,
+            ack,
+        })
+    }
+
+    /// Awaits the stream's confirmation of a dead letter; a copy it did not confirm is
+    /// published again (its message id makes that idempotent). False when shutdown came
+    /// first.
+    async fn confirm_dead_letter(
+        &self,
+        letter: &mut InFlightDeadLetter,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(ack) = letter.ack.take() else {
+            return true;
+        };
+        match ack.await {
+            Ok(_) => {
+                tracing::warn!(consumer = %self.config.name, sequence = letter.sequence, code = letter.code, "message dead-lettered");
+                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::error!(consumer = %self.config.name, sequence = letter.sequence, error = %e, "dead-letter publish not confirmed; retrying");
+                self.publish_dead_letter(
+                    &letter.message,
+                    letter.sequence,
+                    &letter.subject,
+                    letter.code,
+                    &letter.reason,
+                    shutdown,
+                )
+                .await
+            }
+        }
+    }
+
     /// Awaits the oldest dead letters in flight until at most `keep` are left, acking
-    /// each message whose copy is stored; a copy the stream did not confirm is
-    /// published again (its message id makes that idempotent). Returns false when
-    /// shutdown came first: the rest stay unacked, to be delivered again.
+    /// each message whose copy is stored. Returns false when shutdown came first: the
+    /// rest stay unacked, to be delivered again.
     async fn settle_dead_letters(&mut self, keep: usize, shutdown: &CancellationToken) -> bool {
         while self.in_flight.len() > keep {
-            let Some(letter) = self.in_flight.pop_front() else {
+            let Some(mut letter) = self.in_flight.pop_front() else {
                 break;
             };
-            let stored = match letter.ack.await {
-                Ok(_) => {
-                    tracing::warn!(consumer = %self.config.name, sequence = letter.sequence, code = letter.code, "message dead-lettered");
-                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Err(e) => {
-                    tracing::error!(consumer = %self.config.name, sequence = letter.sequence, error = %e, "dead-letter publish not confirmed; retrying");
-                    self.publish_dead_letter(
-                        &letter.message,
-                        letter.sequence,
-                        &letter.subject,
-                        letter.code,
-                        &letter.reason,
-                        shutdown,
-                    )
-                    .await
-                }
-            };
-            if !stored {
+            if !self.confirm_dead_letter(&mut letter, shutdown).await {
                 self.in_flight.clear();
                 return false;
             }
@@ -866,22 +910,58 @@ impl ConsumerRunner {
         self.flush(handler, &mut pending, shutdown).await
     }
 
-    /// `verify_signed` for every message, in order. Signature checks dominate the cost
-    /// of consuming, so a large batch is split over the blocking pool, one chunk per
-    /// core; a small one is checked in place.
+    /// `verify_signed` for every message, in order, except for copies of events the
+    /// memory holds ([`ConsumerRunner::known_copy`]), which need no signature check.
+    /// Signature checks dominate the cost of consuming, so a large batch is split over
+    /// the blocking pool, one chunk per core; a small one is checked in place.
     async fn verify_signatures(
         &self,
         messages: &[Message],
     ) -> Vec<Result<VerifiedEvent, VerifyError>> {
+        let copies: Vec<Option<ChainError>> = messages
+            .iter()
+            .map(|m| {
+                let sequence = m.info().ok()?.stream_sequence;
+                self.known_copy(sequence, &m.subject, &m.payload)
+                    .map(|(_, replay)| replay)
+            })
+            .collect();
+        let payloads: Vec<bytes::Bytes> = messages
+            .iter()
+            .zip(&copies)
+            .filter(|(_, copy)| copy.is_none())
+            .map(|(m, _)| m.payload.clone())
+            .collect();
+        let mut signatures = self.verify_all_signatures(payloads).await.into_iter();
+        copies
+            .into_iter()
+            .map(|copy| match copy {
+                Some(replay) => Err(replay.into()),
+                // One result per payload checked, so this never runs dry.
+                None => signatures.next().unwrap_or_else(|| {
+                    Err(VerifyError::Undecodable {
+                        what: "signed wrapper",
+                        reason: "not checked".into(),
+                    })
+                }),
+            })
+            .collect()
+    }
+
+    /// `verify_signed` for every message, in order, over the blocking pool when there
+    /// are enough.
+    async fn verify_all_signatures(
+        &self,
+        payloads: Vec<bytes::Bytes>,
+    ) -> Vec<Result<VerifiedEvent, VerifyError>> {
         let registry = self.bus.registry();
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        if messages.len() < PARALLEL_VERIFY_FROM || cores < 2 {
-            return messages
+        if payloads.len() < PARALLEL_VERIFY_FROM || cores < 2 {
+            return payloads
                 .iter()
-                .map(|m| verify_signed(&m.payload, &registry))
+                .map(|p| verify_signed(p, &registry))
                 .collect();
         }
-        let payloads: Vec<bytes::Bytes> = messages.iter().map(|m| m.payload.clone()).collect();
         let chunk = payloads.len().div_ceil(cores.min(MAX_VERIFY_THREADS));
         let tasks: Vec<_> = payloads
             .chunks(chunk)
@@ -963,35 +1043,53 @@ impl ConsumerRunner {
                 true
             }
             Err(error) => {
-                self.flush(handler, pending, shutdown).await
-                    && self
-                        .dead_letter_batched(
-                            handler,
-                            &message,
-                            sequence,
-                            &subject,
-                            error.code(),
-                            &error.to_string(),
-                            shutdown,
-                        )
-                        .await
+                // The events before it are committed first, so that the handler is
+                // told of the dead letter only after them; its copy is published
+                // without waiting, and settled with the next flush.
+                if !pending.events.is_empty() && !self.flush(handler, pending, shutdown).await {
+                    return false;
+                }
+                match self
+                    .send_dead_letter(
+                        message,
+                        sequence,
+                        subject,
+                        error.code(),
+                        error.to_string(),
+                        shutdown,
+                    )
+                    .await
+                {
+                    Some(letter) => pending.dead.push(letter),
+                    None => return false,
+                }
+                pending.dead.len() < DEAD_LETTER_WINDOW
+                    || self.flush(handler, pending, shutdown).await
             }
         }
     }
 
-    /// Hands the gathered batch over and acks it. Returns false when shutdown came
-    /// while retrying: then nothing is acked and the batch is dropped, to be delivered
-    /// again after the restart.
+    /// Settles the dead letters in flight, then hands the gathered batch over and acks
+    /// it. Returns false when shutdown came while retrying: then nothing more is acked
+    /// and the rest is dropped, to be delivered again after the restart.
     async fn flush<H: BatchHandler>(
         &mut self,
         handler: &H,
         pending: &mut Pending,
         shutdown: &CancellationToken,
     ) -> bool {
+        if !self
+            .settle_batched_dead_letters(handler, pending, shutdown)
+            .await
+        {
+            return false;
+        }
         if pending.is_empty() {
             return true;
         }
-        let Pending { messages, events } = std::mem::take(pending);
+        let Pending {
+            messages, events, ..
+        } = std::mem::take(pending);
         match self.hand_over(handler, &events, &messages, shutdown).await {
             HandOver::Done => {
                 self.acknowledge(&messages, &events).await;
@@ -1049,6 +1147,40 @@ impl ConsumerRunner {
                 true
             }
         }
+    }
+
+    /// Awaits the batch's dead letters in flight, tells the handler their sequences in
+    /// one call, then acks them. False when shutdown came first (nothing more acked).
+    async fn settle_batched_dead_letters<H: BatchHandler>(
+        &self,
+        handler: &H,
+        pending: &mut Pending,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if pending.dead.is_empty() {
+            return true;
+        }
+        let mut dead = std::mem::take(&mut pending.dead);
+        for letter in &mut dead {
+            if !self.confirm_dead_letter(letter, shutdown).await {
+                return false;
+            }
+        }
+        let sequences: Vec<u64> = dead.iter().map(|l| l.sequence).collect();
+        let mut backoff = FIRST_BACKOFF;
+        while let Err(e) = handler.skipped(&sequences).await {
+            tracing::warn!(consumer = %self.config.name, dead_letters = sequences.len(), error = %e, "handler did not take the skipped sequences; retrying");
+            for letter in &dead {
+                let _ = letter.message.ack_with(AckKind::Progress).await;
+            }
+            if !pause(shutdown, &mut backoff).await {
+                return false;
+            }
+        }
+        for letter in &dead {
+            self.ack_dead_letter(&letter.message, letter.sequence).await;
+        }
+        true
     }
 
     /// Calls the handler until it commits or refuses for good, retrying transient
@@ -1122,7 +1254,7 @@ impl ConsumerRunner {
             return false;
         }
         let mut backoff = FIRST_BACKOFF;
-        while let Err(e) = handler.skipped(sequence).await {
+        while let Err(e) = handler.skipped(&[sequence]).await {
             tracing::warn!(consumer = %self.config.name, sequence, error = %e, "handler did not take the skipped sequence; retrying");
             let _ = message.ack_with(AckKind::Progress).await;
             if !pause(shutdown, &mut backoff).await {

@@ -92,11 +92,11 @@ impl BatchHandler for BatchRecorder {
         Ok(())
     }
 
-    async fn skipped(&self, sequence: u64) -> Result<(), HandlerError> {
+    async fn skipped(&self, sequences: &[u64]) -> Result<(), HandlerError> {
         self.seen
             .lock()
             .expect("lock")
-            .push(Seen::Skipped(sequence));
+            .extend(sequences.iter().map(|s| Seen::Skipped(*s)));
         Ok(())
     }
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use prost::Message as _;
 
 use casebus_bus::{
-    CancellationToken, ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, StoredEvent,
-    subjects,
+    BatchHandler, CancellationToken, ConsumerConfig, ConsumerRunner, EventHandler, HandlerError,
+    StoredEvent, subjects,
 };
 use casebus_proto::event::v1::{Event, SignedEvent};
 use casebus_proto::timestamp_from;
@@ -27,11 +27,31 @@ use common::*;
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// What the batched mode reported as skipped.
+    skipped: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Recorder {
     fn seen(&self) -> Vec<(u64, u64)> {
         self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl BatchHandler for Recorder {
+    async fn handle_batch(&self, events: &[StoredEvent]) -> Result<(), HandlerError> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .extend(events.iter().map(|e| (e.event.version(), e.sequence)));
+        Ok(())
+    }
+
+    async fn skipped(&self, sequences: &[u64]) -> Result<(), HandlerError> {
+        self.skipped
+            .lock()
+            .expect("lock")
+            .extend_from_slice(sequences);
+        Ok(())
     }
 }
 
@@ -170,8 +190,17 @@ async fn consumer_backlog(f: &Fixture, name: &str) -> (u64, usize) {
 
 #[tokio::test]
 async fn a_flood_of_copies_beyond_the_dead_letter_window_is_dead_lettered_once_each_and_acked() {
-    // More copies than the one-at-a-time mode keeps in flight (256), so the window
-    // fills, drains while messages keep coming, and settles when they stop.
+    flood(false).await;
+}
+
+#[tokio::test]
+async fn in_batched_mode_a_flood_of_copies_is_dead_lettered_once_each_skipped_and_acked() {
+    flood(true).await;
+}
+
+async fn flood(batched: bool) {
+    // More copies than a consumer keeps in flight (256), so the window fills, drains
+    // while messages keep coming, and settles when they stop.
     const COPIES: usize = 700;
     let f = Fixture::start().await;
     let case_id = case("FLOOD");
@@ -207,7 +236,11 @@ async fn a_flood_of_copies_beyond_the_dead_letter_window_is_dead_lettered_once_e
     let runner = ConsumerRunner::new(f.bus.clone(), ConsumerConfig::named(name));
     let counters = runner.counters();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(runner.run(recorder.clone(), shutdown.clone()));
+    let task = if batched {
+        tokio::spawn(runner.run_batched(recorder.clone(), 500, shutdown.clone()))
+    } else {
+        tokio::spawn(runner.run(recorder.clone(), shutdown.clone()))
+    };
     wait_until(
         DELIVERY_TIMEOUT,
         "every copy dead-lettered and every message acked",
@@ -233,6 +266,15 @@ async fn a_flood_of_copies_beyond_the_dead_letter_window_is_dead_lettered_once_e
     );
     let expected: Vec<(String, u64)> = copies.iter().map(|s| ("replay".into(), *s)).collect();
     assert_eq!(dead_letters(&f).await, expected, "each copy once, in order");
+    let skipped = recorder.skipped.lock().expect("lock").clone();
+    if batched {
+        assert_eq!(
+            skipped, copies,
+            "the handler is told of each copy once, in order"
+        );
+    } else {
+        assert!(skipped.is_empty());
+    }
 }
 
 #[tokio::test]

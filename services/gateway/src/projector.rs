@@ -95,8 +95,11 @@ impl BatchHandler for Projector {
         Ok(())
     }
 
-    async fn skipped(&self, sequence: u64) -> Result<(), HandlerError> {
-        let position = self.store.advance_position(sequence).await.map_err(|e| {
+    async fn skipped(&self, sequences: &[u64]) -> Result<(), HandlerError> {
+        let Some(&last) = sequences.last() else {
+            return Ok(());
+        };
+        let position = self.store.advance_position(last).await.map_err(|e| {
             HandlerError::Transient(
                 e.map_or_else(|| "projection task failed".into(), |e| e.to_string()),
             )
@@ -105,7 +108,7 @@ impl BatchHandler for Projector {
             .base
             .dead_letters
             .with_label_values(&[self.metrics.consumer.as_str()])
-            .inc();
+            .inc_by(sequences.len() as u64);
         self.metrics
             .position
             .set(i64::try_from(position).unwrap_or(i64::MAX));
