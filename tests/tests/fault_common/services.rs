@@ -2,14 +2,14 @@
 //! against a test broker, with the suite's keys, registry and token issuer in a staging
 //! directory; killed with SIGKILL, frozen with SIGSTOP and restarted with the same
 //! arguments; their memory read from `/proc`. Also gRPC clients with a bearer token, and
-//! the projection a gateway must hold, folded from the stream independently.
+//! each gateway's projection compared with the oracle's fold of the stream
+//! (`casebus_tests::oracle`).
 //!
 //! **Finding the binaries.** Next to the test executable (`target/<profile>/`), where
 //! `cargo test --workspace` builds them, or in `CASEBUS_BIN_DIR`. A binary older than
 //! the sources it is built from fails the test with the command that rebuilds it, so a
 //! stale binary is never what the figures describe.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,13 +20,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use casebus_bus::Bus;
-use casebus_bus::ops::{Ops, ScanStart};
-use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
 use casebus_integrity::token::{Audience, IssuerKey, Role};
-use casebus_integrity::{ChainTip, verify_signed};
-use casebus_proto::CaseId;
 use casebus_test_support::wait_until;
-use casebus_timeline::{ProjectedInput, Projection};
+use casebus_tests::oracle::{expected_projection, projection_file_diffs};
+use casebus_timeline::Projection;
 
 use super::OFFICES;
 
@@ -375,6 +372,15 @@ impl Service {
             .expect("dump")
     }
 
+    /// Every difference between this gateway's projection, consuming as `consumer`, and
+    /// the oracle's fold of the stream as it is now (`casebus_tests::oracle`), with the
+    /// stream position the oracle expects. No differences: the projection is right.
+    pub async fn projection_diffs(&self, bus: &Bus, consumer: &str) -> (Vec<String>, u64) {
+        let expected = expected_projection(bus, consumer).await;
+        let db = self.db.as_ref().expect("a gateway");
+        (projection_file_diffs(&expected, db), expected.position)
+    }
+
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         super::procs::rss_kib(self.pid())
@@ -382,55 +388,3 @@ impl Service {
 }
 
 pub use casebus_fixtures::{Authed, Bearer};
-
-/// The projection a gateway consuming as `consumer` must hold once it has caught up
-/// with the stream as it is now, folded independently of the gateway: every message of
-/// `CASES` verified as a consumer does, the good ones projected in order.
-pub async fn expected_projection(bus: &Bus, consumer: &str) -> (String, u64) {
-    let ops = Ops::from_bus(bus);
-    let mut scanner = ops
-        .scan(CASES_STREAM, None, ScanStart::Sequence(1), 1000)
-        .await
-        .expect("scan cases");
-    let mut messages = Vec::new();
-    loop {
-        let batch = scanner.fetch().await.expect("read cases");
-        if batch.is_empty() {
-            break;
-        }
-        messages.extend(batch);
-    }
-    scanner.close().await;
-    let registry = bus.registry();
-    let mut tips: HashMap<CaseId, ChainTip> = HashMap::new();
-    let mut verified = Vec::new();
-    let mut last = 0;
-    for message in &messages {
-        last = message.sequence;
-        let Some(subject_case) = case_of_subject(&message.subject) else {
-            continue;
-        };
-        let Ok(event) = verify_signed(&message.payload, &registry) else {
-            continue;
-        };
-        let tip = tips
-            .entry(subject_case.clone())
-            .or_insert_with(|| ChainTip::empty(subject_case));
-        if tip.check(&event).is_err() {
-            continue;
-        }
-        tip.advance(&event);
-        verified.push((message.sequence, event));
-    }
-    let mut projection = Projection::open_in_memory().expect("projection");
-    projection.set_consumer(consumer).expect("consumer");
-    let inputs: Vec<ProjectedInput<'_>> = verified
-        .iter()
-        .map(|(sequence, event)| ProjectedInput::new(*sequence, event))
-        .collect();
-    for chunk in inputs.chunks(500) {
-        projection.apply_batch(chunk).expect("apply");
-    }
-    projection.advance_position(last).expect("position");
-    (projection.dump_for_comparison().expect("dump"), last)
-}

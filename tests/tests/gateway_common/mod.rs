@@ -13,8 +13,8 @@
 //! The gateway logs at `info` into a file per process, shown when a test fails;
 //! `CASEBUS_TEST_GATEWAY_LOG` sets another `RUST_LOG` filter for it.
 //!
-//! It also folds the stream into an in-memory projection exactly as the gateway should,
-//! for comparisons, and reads the `AUDIT` stream.
+//! It also compares a projection file with the oracle's fold of the stream
+//! (`casebus_tests::oracle`), and reads the `AUDIT` stream.
 
 // Each test binary uses its own part of this module, re-exports included.
 #![allow(dead_code, unused_imports)]
@@ -32,20 +32,20 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use casebus_bus::ops::{AuditRecord, Ops, ScanStart};
-use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, case_of_subject};
+use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM};
 use casebus_bus::{
     AppendRequest, Appended, Appender, AppenderConfig, Bus, BusConfig, StreamSettings,
 };
 use casebus_domain::DeadlineRules;
 use casebus_integrity::token::{Audience, IssuerKey, Role};
-use casebus_integrity::{ChainTip, verify_signed};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, Visibility};
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_proto::{CaseId, RequestId};
 use casebus_test_support::{NatsServer, wait_until};
+use casebus_tests::oracle::{expected_projection, projection_file_diffs};
 use casebus_tests::workspace_root;
-use casebus_timeline::{ProjectedInput, Projection};
+use casebus_timeline::Projection;
 
 pub use casebus_fixtures::catalogue;
 pub use casebus_fixtures::{
@@ -286,57 +286,24 @@ impl Fixture {
         out
     }
 
-    /// The projection a gateway consuming as `consumer` must hold once it has caught up:
-    /// every message of `CASES` verified (signature, key, chain per subject) as the
-    /// consumer does, the good ones projected in stream order, the position at the end
-    /// of the stream. Returned as its comparison dump.
-    pub async fn fold(&self, consumer: &str) -> String {
-        let ops = Ops::from_bus(&self.bus);
-        let mut scanner = ops
-            .scan(CASES_STREAM, None, ScanStart::Sequence(1), 1000)
-            .await
-            .expect("scan cases");
-        let mut messages = Vec::new();
-        loop {
-            let batch = scanner.fetch().await.expect("read cases");
-            if batch.is_empty() {
-                break;
-            }
-            messages.extend(batch);
-        }
-        scanner.close().await;
-        let registry = self.bus.registry();
-        let mut tips: HashMap<CaseId, ChainTip> = HashMap::new();
-        let mut verified = Vec::new();
-        let mut last = 0;
-        for message in &messages {
-            last = message.sequence;
-            let Some(subject_case) = case_of_subject(&message.subject) else {
-                continue;
-            };
-            let Ok(event) = verify_signed(&message.payload, &registry) else {
-                continue;
-            };
-            let tip = tips
-                .entry(subject_case.clone())
-                .or_insert_with(|| ChainTip::empty(subject_case));
-            if tip.check(&event).is_err() {
-                continue;
-            }
-            tip.advance(&event);
-            verified.push((message.sequence, event));
-        }
-        let mut projection = Projection::open_in_memory().expect("projection");
-        projection.set_consumer(consumer).expect("consumer");
-        let inputs: Vec<ProjectedInput<'_>> = verified
-            .iter()
-            .map(|(sequence, event)| ProjectedInput::new(*sequence, event))
-            .collect();
-        for chunk in inputs.chunks(500) {
-            projection.apply_batch(chunk).expect("apply");
-        }
-        projection.advance_position(last).expect("position");
-        projection.dump_for_comparison().expect("dump")
+    /// Every difference between the projection file at `db`, consuming as `consumer`,
+    /// and the oracle's fold of `CASES` as it is now (`casebus_tests::oracle`): every
+    /// message verified as the consumer does, each case folded with the domain's rules,
+    /// the projection read through its queries only. Empty when the projection is right.
+    pub async fn projection_diffs(&self, consumer: &str, db: &Path) -> Vec<String> {
+        let expected = expected_projection(&self.bus, consumer).await;
+        projection_file_diffs(&expected, db)
+    }
+
+    /// Fails, naming every difference, unless the projection file at `db` holds exactly
+    /// what the oracle folds from the stream for `consumer`.
+    pub async fn assert_projection_right(&self, consumer: &str, db: &Path) {
+        let diffs = self.projection_diffs(consumer, db).await;
+        assert!(
+            diffs.is_empty(),
+            "the projection of {consumer} differs from the fold of the stream:\n{}",
+            diffs.join("\n")
+        );
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
