@@ -903,7 +903,7 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
     // Refusals on a case with sealed events: the police and the other customs office
     // try to change the visibility of the Shanghai office's sealed events, the police
     // act without a track and answer a hand-off that does not exist.
-    let mut refusals: Vec<(&str, &str, Result<tonic::Response<_>, Status>)> = Vec::new();
+    let mut refusals: Vec<(&str, String, Result<tonic::Response<_>, Status>)> = Vec::new();
     for o in [POLICE, CUSTOMS] {
         let service = &agencies[o];
         for target in [1, 2] {
@@ -912,12 +912,12 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
                     meta: meta(SEALED_CASE, &format!("vis-{target}"), None),
                     visibility_changed: Some(VisibilityChanged {
                         target_version: target,
-                        visibility: None,
+                        visibility: vis(VisibilityKind::Participants, &[]),
                         reason: "unseal".into(),
                     }),
                 })
                 .await;
-            refusals.push((o, "ChangeVisibility", r));
+            refusals.push((o, format!("ChangeVisibility of v{target}"), r));
         }
     }
     let r = client(police)
@@ -928,7 +928,7 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
             }),
         })
         .await;
-    refusals.push((POLICE, "AddNote", r));
+    refusals.push((POLICE, "AddNote".into(), r));
     let r = client(police)
         .accept_handoff(AcceptHandoffRequest {
             meta: meta(SEALED_CASE, "accept-unknown", None),
@@ -938,7 +938,7 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
             }),
         })
         .await;
-    refusals.push((POLICE, "AcceptHandoff", r));
+    refusals.push((POLICE, "AcceptHandoff".into(), r));
     // A control: the office of a visible event is named in the same refusal.
     let visible = client(police)
         .change_visibility(ChangeVisibilityRequest {
