@@ -920,10 +920,20 @@ fn check_state(
                 return Err(Rejection::NotPermitted {
                     agency: agency_name(agency),
                     action: "change the visibility of another office's event".into(),
-                    reason: format!(
-                        "version {} was recorded by {}",
-                        p.target_version, meta.office
-                    ),
+                    // The office of an event the caller may not read and that is
+                    // sealed stays hidden, as it does on every read surface.
+                    reason: if crate::visibility::names_office(state, p.target_version, &cmd.office)
+                    {
+                        format!(
+                            "version {} was recorded by {}",
+                            p.target_version, meta.office
+                        )
+                    } else {
+                        format!(
+                            "version {} was recorded by another office",
+                            p.target_version
+                        )
+                    },
                 });
             }
         }

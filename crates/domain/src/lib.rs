@@ -25,4 +25,4 @@ pub use state::{
     HandoffClocks, HandoffStatus, Hearing, Judgment, OpenClock, Opened, ProsecutionDecision,
     RecordedEvent, Reference, Track, TrackStatus,
 };
-pub use visibility::{Sight, effective_visibility, event_sight, sight};
+pub use visibility::{Sight, effective_visibility, event_sight, names_office, office_known, sight};

@@ -48,6 +48,26 @@ pub fn sight(state: &CaseState, version: u64, viewer: &OfficeId) -> Sight {
     event_sight(&meta.office, &meta.visibility, viewer)
 }
 
+/// Whether `viewer` may learn which office recorded the event at `version`: it may read
+/// the event, or the event is not sealed (a stub of a restricted event names its office;
+/// a sealed one does not).
+pub fn names_office(state: &CaseState, version: u64, viewer: &OfficeId) -> bool {
+    sight(state, version, viewer) == Sight::Clear
+        || effective_visibility(state, version)
+            .is_some_and(|v| v.kind() != VisibilityKind::OriginOnly)
+}
+
+/// Whether `office` may be named to `viewer` at all in this case: some event it recorded
+/// names it ([`names_office`]). An office that recorded only sealed events the viewer may
+/// not read stays hidden everywhere, tracks included.
+pub fn office_known(state: &CaseState, office: &OfficeId, viewer: &OfficeId) -> bool {
+    state
+        .events
+        .iter()
+        .zip(1u64..)
+        .any(|(meta, version)| meta.office == *office && names_office(state, version, viewer))
+}
+
 /// What `viewer`, whose agency takes part in the case, may see of one event recorded by
 /// `recorder` with `visibility`: the rule of [`sight`] for a single event, for readers
 /// that hold the event but not the whole case state (an agency's inbox).

@@ -53,6 +53,9 @@ pub(crate) struct Entry {
     pub handoff_id: String,
     pub kind: HandoffKind,
     pub from_office: OfficeId,
+    /// False when the request is sealed and this office may not read it: the sending
+    /// office is then left out of the item, as the gateway leaves it out of a stub.
+    pub names_office: bool,
     pub to_agency: Agency,
     pub to_office: Option<OfficeId>,
     pub status: HandoffStatus,
@@ -78,7 +81,11 @@ impl Entry {
             case_id: self.case_id.to_string(),
             handoff_id: self.handoff_id.clone(),
             kind: self.kind as i32,
-            from_office_id: self.from_office.to_string(),
+            from_office_id: if self.names_office {
+                self.from_office.to_string()
+            } else {
+                String::new()
+            },
             from_agency: self.from_office.agency() as i32,
             to_office_id: self
                 .to_office
@@ -242,16 +249,14 @@ impl Inbox {
                 // The hand-off's content (reason, evidence ids) reaches this office
                 // only if the event's visibility lets it read the event; a sealed or
                 // restricted hand-off still arrives, as routing and due time.
-                let clear = event_sight(
-                    &event.office,
-                    &normalised(event.event.visibility.as_ref()),
-                    &self.office,
-                ) == Sight::Clear;
+                let visibility = normalised(event.event.visibility.as_ref());
+                let clear = event_sight(&event.office, &visibility, &self.office) == Sight::Clear;
                 let entry = Entry {
                     case_id: event.case_id.clone(),
                     handoff_id: h.handoff_id.clone(),
                     kind: h.kind(),
                     from_office: event.office.clone(),
+                    names_office: clear || visibility.kind() != VisibilityKind::OriginOnly,
                     to_agency: h.to_agency(),
                     to_office: OfficeId::new(&h.to_office_id).ok(),
                     status: HandoffStatus::Requested,
@@ -654,6 +659,19 @@ mod tests {
         assert_eq!(seen["C-LISTED-US"], ("please investigate", 1));
         assert_eq!(seen["C-SEALED"], ("", 0));
         assert_eq!(seen["C-LISTED-OTHER"], ("", 0));
+        let from: BTreeMap<&str, &str> = items
+            .iter()
+            .map(|i| (i.case_id.as_str(), i.from_office_id.as_str()))
+            .collect();
+        assert_eq!(
+            from["C-SEALED"], "",
+            "a sealed request does not name its office"
+        );
+        assert_eq!(
+            from["C-LISTED-OTHER"], CUSTOMS,
+            "a restricted one does, as a stub"
+        );
+        assert_eq!(from["C-OPEN"], CUSTOMS);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use casebus_bus::{AppendError, AppendRequest, Appended, Appender, Bus};
-use casebus_domain::{Sight, sight};
+use casebus_domain::{Sight, names_office, office_known, sight};
 use casebus_integrity::token::Role;
 use casebus_proto::agency::v1::{
     CaseView, CommandMeta, CommandReply, GetCaseResponse, HandoffStatus as WireHandoffStatus,
@@ -423,7 +423,11 @@ impl Kit {
             .values()
             .map(|t| TrackView {
                 agency: t.agency as i32,
-                office_id: t.office.to_string(),
+                office_id: if office_known(state, &t.office, viewer) {
+                    t.office.to_string()
+                } else {
+                    String::new()
+                },
                 status: match t.status {
                     casebus_domain::TrackStatus::Active => WireTrackStatus::Active,
                     casebus_domain::TrackStatus::Closed => WireTrackStatus::Closed,
@@ -442,7 +446,11 @@ impl Kit {
             .map(|h| HandoffView {
                 handoff_id: h.handoff_id.clone(),
                 kind: h.kind as i32,
-                from_office_id: h.from_office.to_string(),
+                from_office_id: if names_office(state, h.requested_version, viewer) {
+                    h.from_office.to_string()
+                } else {
+                    String::new()
+                },
                 to_agency: h.to_agency as i32,
                 to_office_id: h
                     .to_office
@@ -474,7 +482,11 @@ impl Kit {
                 } else {
                     String::new()
                 },
-                opened_by_office_id: opened.office.to_string(),
+                opened_by_office_id: if names_office(state, 1, viewer) {
+                    opened.office.to_string()
+                } else {
+                    String::new()
+                },
                 opened_at: Some(timestamp_from(opened.at)),
                 tracks,
                 handoffs,

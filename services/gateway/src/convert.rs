@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use casebus_domain::{CaseState, HandoffStatus, Sight, TrackStatus, effective_visibility};
 use casebus_proto::event::v1::{Agency, Event, SignedEvent, VisibilityKind};
 use casebus_proto::gateway::v1 as pb;
-use casebus_proto::{Timestamp, timestamp_from};
+use casebus_proto::{OfficeId, Timestamp, timestamp_from};
 use casebus_timeline::{CaseListItem, CaseSummary, HandoffSummary, TimelineRow};
 
 use crate::error::ReadError;
@@ -115,6 +115,16 @@ fn names_office(state: &CaseState, viewer: &Viewer, version: u64) -> bool {
             .is_none_or(|v| v.kind() != VisibilityKind::OriginOnly)
 }
 
+/// Whether some event `office` recorded names it to `viewer`: an office that recorded
+/// only sealed events the viewer may not read stays hidden, in a track as in a stub.
+fn office_known(state: &CaseState, viewer: &Viewer, office: &OfficeId) -> bool {
+    state
+        .events
+        .iter()
+        .zip(1u64..)
+        .any(|(meta, version)| meta.office == *office && names_office(state, viewer, version))
+}
+
 fn opened_sight(state: &CaseState, viewer: &Viewer) -> OpenedSight {
     let clear = viewer.reads(state, 1);
     let sealed =
@@ -139,7 +149,11 @@ pub fn case_summary(summary: &CaseSummary, state: &CaseState, viewer: &Viewer) -
             .iter()
             .map(|t| pb::Track {
                 agency: t.agency as i32,
-                office_id: t.office.to_string(),
+                office_id: if office_known(state, viewer, &t.office) {
+                    t.office.to_string()
+                } else {
+                    String::new()
+                },
                 status: track_status(t.status) as i32,
                 opened_at: Some(timestamp_from(t.opened_at)),
             })

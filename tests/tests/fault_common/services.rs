@@ -53,8 +53,13 @@ pub struct Stage {
 
 impl Stage {
     pub fn new(nats_urls: Vec<String>) -> Self {
+        Self::with_offices(nats_urls, &OFFICES)
+    }
+
+    /// A stage whose registry holds `offices` (e.g. a second office of an agency).
+    pub fn with_offices(nats_urls: Vec<String>, offices: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        casebus_fixtures::write_office_files(dir.path(), &OFFICES, "registry.toml")
+        casebus_fixtures::write_office_files(dir.path(), offices, "registry.toml")
             .expect("key and registry files");
         let issuer = casebus_fixtures::issuer();
         casebus_fixtures::write_trust_file(&dir.path().join("trust.toml"), &issuer)
