@@ -23,6 +23,7 @@ use casebus_bus::{Appender, Bus};
 use casebus_integrity::{OfficeRegistry, OfficeSigner};
 use casebus_proto::OfficeId;
 use casebus_runtime::files::Fingerprint;
+pub(crate) use casebus_runtime::shutdown::Hangup;
 
 /// The files to watch and where their contents go.
 pub(crate) struct KeyReload {
@@ -38,31 +39,6 @@ pub(crate) struct KeyReload {
     pub bus: Bus,
     /// Where the signer goes.
     pub appender: Arc<Appender>,
-}
-
-/// A SIGHUP listener, installed when the service starts so that a SIGHUP after that
-/// reloads instead of ending the process (the default action).
-pub(crate) struct Hangup(#[cfg(unix)] tokio::signal::unix::Signal);
-
-impl Hangup {
-    /// Installs the listener.
-    pub(crate) fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            signal(SignalKind::hangup()).map(Self)
-        }
-        #[cfg(not(unix))]
-        Ok(Self())
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if self.0.recv().await.is_some() {
-            return;
-        }
-        std::future::pending::<()>().await;
-    }
 }
 
 impl KeyReload {

@@ -224,6 +224,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
     let registry = OfficeRegistry::load(&config.registry).map_err(RunError::Registry)?;
+    // Installed before anything slow, so that a SIGHUP from then on reloads the
+    // registry instead of ending the process.
+    let hangup = casebus_runtime::shutdown::Hangup::install().map_err(RunError::Signal)?;
     let metrics = GatewayMetrics::new(&name).map_err(RunError::Runtime)?;
     let page_tokens = Arc::new(match &config.page_token_key {
         Some(path) => PageTokens::from_file(path)?,
@@ -335,6 +338,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             result.map_err(|e| e.to_string())
         }
     });
+    tracker.spawn(crate::registry_reload::run(
+        config.registry.clone(),
+        config.registry_reload_interval,
+        bus.clone(),
+        hangup,
+        shutdown.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     tracker.spawn({
         let (metrics, ready, stop) = (metrics.base.clone(), ready.clone(), shutdown.clone());

@@ -61,6 +61,15 @@ pub struct Config {
     /// caller to narrow it by date.
     #[arg(long, env = "CASEBUS_GATEWAY_LIST_WORK_BUDGET", default_value_t = casebus_timeline::DEFAULT_LIST_WORK_BUDGET)]
     pub list_work_budget: u64,
+    /// How often the registry file is checked for a change (modification time, length,
+    /// inode); a changed file is reloaded without a restart, and so it is on SIGHUP.
+    #[arg(
+        long = "registry-reload-interval",
+        env = "CASEBUS_GATEWAY_REGISTRY_RELOAD_INTERVAL",
+        default_value = "5s",
+        value_parser = casebus_runtime::args::humantime_duration
+    )]
+    pub registry_reload_interval: std::time::Duration,
     /// Responses buffered per watch stream before it waits for its client.
     #[arg(long, env = "CASEBUS_GATEWAY_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,

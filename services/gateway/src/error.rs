@@ -206,6 +206,9 @@ pub enum RunError {
     /// A blocking start-up task failed.
     #[error("start-up task failed")]
     Task,
+    /// The SIGHUP listener could not be installed.
+    #[error("installing the SIGHUP listener")]
+    Signal(#[source] std::io::Error),
     /// The office registry could not be loaded.
     #[error("office registry")]
     Registry(#[source] casebus_integrity::RegistryError),

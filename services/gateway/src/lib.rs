@@ -26,6 +26,7 @@ pub mod error;
 mod metrics;
 mod page_token;
 mod projector;
+mod registry_reload;
 mod service;
 mod store;
 pub mod tlog;

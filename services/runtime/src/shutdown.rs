@@ -43,3 +43,32 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// A SIGHUP listener, installed when the service starts so that a SIGHUP after that
+/// reloads instead of ending the process (the default action).
+pub struct Hangup(#[cfg(unix)] tokio::signal::unix::Signal);
+
+impl Hangup {
+    /// Installs the listener.
+    ///
+    /// # Errors
+    /// When the signal handler cannot be installed.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            signal(SignalKind::hangup()).map(Self)
+        }
+        #[cfg(not(unix))]
+        Ok(Self())
+    }
+
+    /// Waits for the next SIGHUP (forever where there are no signals).
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if self.0.recv().await.is_some() {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
