@@ -1157,10 +1157,22 @@ impl ConsumerRunner {
         pending: &mut Pending,
         shutdown: &CancellationToken,
     ) -> bool {
-        if pending.dead.is_empty() {
+        let dead = std::mem::take(&mut pending.dead);
+        self.settle_dead_letters_batched(handler, dead, shutdown)
+            .await
+    }
+
+    /// Awaits dead letters in flight, tells the handler their sequences in one call,
+    /// then acks them. False when shutdown came first (nothing more acked).
+    async fn settle_dead_letters_batched<H: BatchHandler>(
+        &self,
+        handler: &H,
+        mut dead: Vec<InFlightDeadLetter>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if dead.is_empty() {
             return true;
         }
-        let mut dead = std::mem::take(&mut pending.dead);
         for letter in &mut dead {
             if !self.confirm_dead_letter(letter, shutdown).await {
                 return false;
@@ -1234,8 +1246,9 @@ impl ConsumerRunner {
         }
     }
 
-    /// Dead-letters a message in batched mode: publish to the DLQ, tell the handler
-    /// (retrying until it accepts), then ack. Returns false when shutdown came first.
+    /// Dead-letters one message in batched mode at once: publish to the DLQ, tell the
+    /// handler, then ack, as [`ConsumerRunner::settle_dead_letters_batched`] does for a
+    /// run of them. Returns false when shutdown came first.
     #[allow(clippy::too_many_arguments)]
     async fn dead_letter_batched<H: BatchHandler>(
         &self,
@@ -1243,31 +1256,25 @@ impl ConsumerRunner {
         message: &Message,
         sequence: u64,
         subject: &str,
-        code: &str,
+        code: &'static str,
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
-        if !self
-            .publish_dead_letter(message, sequence, subject, code, reason, shutdown)
+        let Some(letter) = self
+            .send_dead_letter(
+                message.clone(),
+                sequence,
+                subject.to_owned(),
+                code,
+                reason.to_owned(),
+                shutdown,
+            )
             .await
-        {
+        else {
             return false;
-        }
-        let mut backoff = FIRST_BACKOFF;
-        while let Err(e) = handler.skipped(&[sequence]).await {
-            tracing::warn!(consumer = %self.config.name, sequence, error = %e, "handler did not take the skipped sequence; retrying");
-            let _ = message.ack_with(AckKind::Progress).await;
-            if !pause(shutdown, &mut backoff).await {
-                return false;
-            }
-        }
-        if let Err(e) = message.ack().await {
-            tracing::warn!(consumer = %self.config.name, error = %e, "ack of dead letter failed");
-        }
-        self.counters
-            .last_sequence
-            .store(sequence, Ordering::Relaxed);
-        true
+        };
+        self.settle_dead_letters_batched(handler, vec![letter], shutdown)
+            .await
     }
 }
 
