@@ -1,6 +1,7 @@
 //! Credentials at an agency service through the real binary: `WatchInbox` and `Import`
 //! end with UNAUTHENTICATED when the token that opened them expires (an import answers
-//! what it took and records nothing sent after the expiry), and a token for the gateway
+//! what it took and records nothing sent after the expiry) or is revoked (within
+//! seconds of its id reaching the `--revoked-tokens` file), and a token for the gateway
 //! or the monitor is UNAUTHENTICATED on every command.
 
 mod agency_harness;
@@ -148,6 +149,114 @@ async fn watch_inbox_and_import_end_unauthenticated_when_the_token_that_opened_t
         f.load("EXP-1").await.events.len(),
         1,
         "only the item answered"
+    );
+}
+
+/// Ceiling for a stream to end after its token was revoked: the list is polled every
+/// second.
+const REVOCATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn watch_inbox_and_import_end_unauthenticated_within_seconds_of_their_token_being_revoked() {
+    let f = Fixture::start().await;
+    let list = f.dir.path().join("revoked.txt");
+    std::fs::write(&list, "# revoked token ids\n").expect("revocation list");
+    let list_arg = list.display().to_string();
+    let customs = f
+        .spawn_with(CUSTOMS, &["--revoked-tokens", &list_arg])
+        .await;
+    let stolen = token_for(
+        &f,
+        Audience::Agency,
+        &[Role::Clerk, Role::Reader],
+        time::Duration::days(1),
+    );
+    let jti = casebus_integrity::token::TrustedIssuers::default()
+        .with(&f.issuer)
+        .verify(&stolen, Audience::Agency, OffsetDateTime::now_utc())
+        .expect("the token verifies")
+        .jti;
+
+    let mut watch = customs
+        .common_as(Some(&stolen))
+        .watch_inbox(WatchInboxRequest {})
+        .await
+        .expect("watch the inbox")
+        .into_inner();
+    let (sender, receiver) = mpsc::channel::<ImportRequest>(16);
+    let requests = futures::stream::unfold(receiver, |mut r| async move {
+        r.recv().await.map(|item| (item, r))
+    });
+    let mut answers = customs
+        .common_as(Some(&stolen))
+        .import(requests)
+        .await
+        .expect("import accepted")
+        .into_inner();
+    sender
+        .send(open_item("REV-1"))
+        .await
+        .expect("the call is open");
+    let answer = tokio::time::timeout(CALL_TIMEOUT, answers.next())
+        .await
+        .expect("answered in time")
+        .expect("the stream is open")
+        .expect("an answer");
+    assert!(
+        matches!(answer.outcome, Some(Outcome::Recorded(_))),
+        "{answer:?}"
+    );
+
+    std::fs::write(&list, format!("# revoked token ids\n{jti}\n")).expect("revocation list");
+    let assert_revoked = |what: &str, status: &tonic::Status| {
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        assert!(
+            status.message().contains(&format!("({jti}) was revoked")),
+            "{what}: {}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains(&stolen),
+            "{what}: the token is not echoed"
+        );
+    };
+    let deadline = tokio::time::Instant::now() + REVOCATION_TIMEOUT;
+    let watch_end = loop {
+        match tokio::time::timeout_at(deadline, watch.message()).await {
+            Err(_) => {
+                panic!("the watch did not end within {REVOCATION_TIMEOUT:?} of the revocation")
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("the watch ended without a status"),
+            Ok(Err(status)) => break status,
+        }
+    };
+    assert_revoked("WatchInbox", &watch_end);
+    match tokio::time::timeout_at(deadline, answers.next())
+        .await
+        .expect("the import ends in time")
+    {
+        Some(Err(status)) => assert_revoked("Import", &status),
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+    // An item sent after the revocation is never recorded, and a new call is refused.
+    let _ = sender.send(note_item("REV-1", 1)).await;
+    drop(sender);
+    assert_eq!(
+        f.load("REV-1").await.events.len(),
+        1,
+        "only the item answered"
+    );
+    let status = customs
+        .common_as(Some(&stolen))
+        .watch_inbox(WatchInboxRequest {})
+        .await
+        .expect_err("revoked");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("is revoked"),
+        "{}",
+        status.message()
     );
 }
 

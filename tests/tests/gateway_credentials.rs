@@ -1,6 +1,8 @@
 //! Credentials at the gateway through the real binary: `WatchTimeline` and `WatchFeed`
 //! end with UNAUTHENTICATED when the token that opened them expires, while the same
-//! streams opened with a longer-lived token go on; a token for another audience (an
+//! streams opened with a longer-lived token go on; both end when their token is revoked
+//! (its id written to the `--revoked-tokens` file), within seconds, not at its expiry;
+//! a token for another audience (an
 //! agency clerk's, the monitor's sign-in token) is UNAUTHENTICATED on every read.
 
 mod gateway_common;
@@ -150,6 +152,136 @@ async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expir
         .await
         .expect_err("expired");
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+/// Ceiling for a stream to end after its token was revoked: the revocation list is
+/// polled every second.
+const REVOCATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn watch_streams_end_unauthenticated_within_seconds_of_their_token_being_revoked() {
+    let f = Fixture::start().await;
+    let id = case("REVOKE-1");
+    f.script(&id, declined_case()).await;
+    let list = f.path("revoked.txt");
+    std::fs::write(&list, "# revoked token ids\n").expect("revocation list");
+    let db = f.db("gw-revoke");
+    let mut gateway = f
+        .gateway_with(
+            "gw-revoke",
+            &db,
+            &["--revoked-tokens".to_owned(), list.display().to_string()],
+        )
+        .await;
+    gateway.wait_projected(f.cases_last().await).await;
+
+    // A day's token: only its revocation can end the streams within the test.
+    let stolen = token_for(
+        &f,
+        Audience::Gateway,
+        POLICE,
+        &[Role::Reader],
+        time::Duration::days(1),
+    );
+    let jti = casebus_integrity::token::TrustedIssuers::default()
+        .with(&f.issuer)
+        .verify(&stolen, Audience::Gateway, OffsetDateTime::now_utc())
+        .expect("the token verifies")
+        .jti;
+    let mut client = gateway.client(Some(&stolen)).await;
+    let mut timeline = client
+        .watch_timeline(WatchTimelineRequest {
+            case_id: "REVOKE-1".into(),
+            from_version: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut feed = client
+        .watch_feed(WatchFeedRequest { from_position: 0 })
+        .await
+        .expect("feed")
+        .into_inner();
+    let mut control = gateway
+        .client(Some(&f.reader(POLICE)))
+        .await
+        .watch_timeline(WatchTimelineRequest {
+            case_id: "REVOKE-1".into(),
+            from_version: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    loop {
+        match next_item(&mut timeline).await.and_then(|r| r.item) {
+            Some(watch_timeline_response::Item::CaughtUp(_)) => break,
+            Some(watch_timeline_response::Item::Event(_)) => {}
+            None => panic!("the watch ended before the revocation"),
+        }
+    }
+    loop {
+        match next_item(&mut feed).await.and_then(|r| r.item) {
+            Some(watch_feed_response::Item::Checkpoint(_)) => break,
+            Some(watch_feed_response::Item::Event(_)) => {}
+            None => panic!("the feed ended before the revocation"),
+        }
+    }
+
+    std::fs::write(&list, format!("# revoked token ids\n{jti}\n")).expect("revocation list");
+    let revoked_at = tokio::time::Instant::now();
+    for (name, stream_end) in [
+        (
+            "WatchTimeline",
+            tokio::time::timeout(REVOCATION_TIMEOUT, end_of(&mut timeline)).await,
+        ),
+        (
+            "WatchFeed",
+            tokio::time::timeout(REVOCATION_TIMEOUT, end_of(&mut feed)).await,
+        ),
+    ] {
+        let status = stream_end.unwrap_or_else(|_| {
+            panic!("{name} did not end within {REVOCATION_TIMEOUT:?} of the revocation")
+        });
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        assert!(
+            status.message().contains(&format!("({jti}) was revoked")),
+            "{name}: {}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains(&stolen),
+            "{name}: the token is not echoed"
+        );
+    }
+    let took = revoked_at.elapsed();
+    // Nothing appended after the revocation reaches the revoked caller, while a stream
+    // of another token still delivers it.
+    f.append(CUSTOMS, &id, note("after the revocation"), None)
+        .await;
+    loop {
+        match next_item(&mut control).await.and_then(|r| r.item) {
+            Some(watch_timeline_response::Item::Event(event))
+                if event.case_version == declined_case().len() as u64 + 1 =>
+            {
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the control watch ended"),
+        }
+    }
+    let status = client
+        .get_case(GetCaseRequest {
+            case_id: "REVOKE-1".into(),
+        })
+        .await
+        .expect_err("revoked");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("is revoked"),
+        "{}",
+        status.message()
+    );
+    eprintln!("streams ended {took:?} after the revocation list changed");
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ pub enum RegistryError {
 
 /// One public key of an office.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Key id, `<office>#<label>`.
     pub key_id: String,
@@ -85,6 +86,7 @@ impl KeyEntry {
 
 /// One office of the registry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OfficeEntry {
     /// The office id.
     pub id: OfficeId,
@@ -96,7 +98,10 @@ pub struct OfficeEntry {
     pub keys: Vec<KeyEntry>,
 }
 
+// Unknown fields are errors: a misspelt table (`offices = 7`, `[[offcie]]`) would
+// otherwise load as a registry with fewer offices or keys than the file means.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RegistryFile {
     #[serde(default)]
     office: Vec<OfficeEntry>,
@@ -163,7 +168,18 @@ impl OfficeRegistry {
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
         let file: RegistryFile = toml::from_str(text).map_err(|e| RegistryError::Parse {
             path: PathBuf::from("<memory>"),
-            reason: e.message().to_owned(),
+            reason: match e.span() {
+                Some(span) => format!(
+                    "line {}: {}",
+                    text.as_bytes()[..span.start.min(text.len())]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1,
+                    e.message()
+                ),
+                None => e.message().to_owned(),
+            },
         })?;
         let mut registry = Self::default();
         for office in file.office {
@@ -375,6 +391,33 @@ mod tests {
 
         let err = OfficeRegistry::parse("[[office]]\nid = \"navy:x\"\n").expect_err("bad office");
         assert!(err.to_string().contains("navy:x"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_or_unknown_field_is_an_error_naming_it_not_an_emptier_registry() {
+        for (text, named, line) in [
+            ("offices = 7\n", "offices", "line 1"),
+            ("[[offcie]]\nid = \"customs:ningbo\"\n", "offcie", "line 1"),
+            (
+                "[[office]]\nid = \"customs:ningbo\"\nkey = []\n",
+                "key",
+                "line 3",
+            ),
+            (
+                "[[office]]\nid = \"customs:ningbo\"\n[[office.keys]]\nkey_id = \"customs:ningbo#1\"\n\
+                 public_key = \"AAAA\"\nvalid_from = \"2026-01-01T00:00:00Z\"\nvalid_untill = \"2027-01-01T00:00:00Z\"\n",
+                "valid_untill",
+                "line 7",
+            ),
+        ] {
+            let err = OfficeRegistry::parse(text).expect_err(text);
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("`{named}`")),
+                "{text:?}: {message}"
+            );
+            assert!(message.contains(line), "{text:?}: {message}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use casebus_proto::agency::v1::import_request::Command;
 use casebus_proto::agency::v1::import_response::Outcome;
 use casebus_proto::agency::v1::{CommandMeta, ImportError, ImportRequest, ImportResponse};
 use casebus_proto::event::v1::payload::Kind;
-use casebus_runtime::auth::{Caller, credential_expired};
+use casebus_runtime::auth::Caller;
 use casebus_runtime::metrics::code_name;
 
 use crate::kit::{Kit, required};
@@ -92,8 +92,8 @@ impl Driver {
     #[tracing::instrument(skip_all, name = "import")]
     async fn run(self, mut items: Streaming<ImportRequest>) {
         let shutdown = self.kit.shutdown_token();
-        let expiry = self.caller.expiry();
-        tokio::pin!(expiry);
+        let end = self.kit.authenticator().stream_end(&self.caller);
+        tokio::pin!(end);
         let mut running: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
         // Cases with an item running, and the items of each waiting behind it.
         let mut queues: HashMap<String, VecDeque<Item>> = HashMap::new();
@@ -138,11 +138,12 @@ impl Driver {
                     reading = false;
                     ending = Some(status::import_interrupted());
                 }
-                // The credential that opened the stream expired: nothing more is taken,
-                // the items taken are answered, and the call ends UNAUTHENTICATED.
-                () = &mut expiry, if reading => {
+                // The credential that opened the stream expired or was revoked: nothing
+                // more is taken, the items taken are answered, and the call ends
+                // UNAUTHENTICATED.
+                status = &mut end, if reading => {
                     reading = false;
-                    ending = Some(credential_expired(&self.caller));
+                    ending = Some(status);
                 }
                 next = items.message(), if room => match next {
                     Ok(Some(request)) => {

@@ -38,7 +38,7 @@ use casebus_proto::{
     CaseId, EventId, OfficeId, RequestId, agency_name, datetime_from, payload_type_name,
     timestamp_from,
 };
-use casebus_runtime::auth::{Authenticator, Caller, caller, credential_expired};
+use casebus_runtime::auth::{Authenticator, Caller, caller};
 use casebus_runtime::metrics::Metrics;
 
 use crate::inbox::{Change, Inbox};
@@ -354,25 +354,19 @@ impl Kit {
             item: None,
         }));
         // The stream ends with UNAUTHENTICATED when the credential that opened it
-        // expires, so a token's lifetime bounds what it can read.
-        let expiry: futures::future::BoxFuture<'static, ()> = Box::pin(caller.expiry());
+        // expires or is revoked, so a token's life bounds what it can read.
+        let end: futures::future::BoxFuture<'static, Status> =
+            Box::pin(self.inner.auth.stream_end(caller));
         let live = futures::stream::unfold(
-            (
-                receiver,
-                self.inner.shutdown.clone(),
-                expiry,
-                caller.clone(),
-                false,
-            ),
-            |(mut receiver, shutdown, mut expiry, caller, ended)| async move {
+            (receiver, self.inner.shutdown.clone(), end, false),
+            |(mut receiver, shutdown, mut end, ended)| async move {
                 if ended {
                     return None;
                 }
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return None,
-                    () = &mut expiry => {
-                        let status = credential_expired(&caller);
-                        return Some((Err(status), (receiver, shutdown, expiry, caller, true)));
+                    status = &mut end => {
+                        return Some((Err(status), (receiver, shutdown, end, true)));
                     }
                     next = receiver.recv() => next,
                 };
@@ -382,12 +376,11 @@ impl Kit {
                             change: change as i32,
                             item: Some(entry.item(OffsetDateTime::now_utc())),
                         };
-                        Some((Ok(message), (receiver, shutdown, expiry, caller, false)))
+                        Some((Ok(message), (receiver, shutdown, end, false)))
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => Some((
-                        Err(status::watch_lagged()),
-                        (receiver, shutdown, expiry, caller, true),
-                    )),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Some((Err(status::watch_lagged()), (receiver, shutdown, end, true)))
+                    }
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             },

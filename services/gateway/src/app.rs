@@ -305,6 +305,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             max_watches: config.max_watches,
             watch_buffer: config.watch_buffer,
             page_tokens: page_tokens.clone(),
+            auth: auth.clone(),
         },
         tracker.clone(),
         shutdown.clone(),

@@ -20,7 +20,7 @@ use casebus_proto::event::v1::{Agency, CaseType};
 use casebus_proto::gateway::v1 as pb;
 use casebus_proto::gateway::v1::gateway_server::Gateway;
 use casebus_proto::{CaseId, agency_name};
-use casebus_runtime::auth::{Caller, caller};
+use casebus_runtime::auth::{Authenticator, Caller, caller};
 use casebus_timeline::{CaseFilter, Direction, ListReader, MAX_LIMIT};
 
 use crate::audit::{Auditor, Read, version_list};
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub metrics: GatewayMetrics,
     pub watches: Watches,
     pub page_tokens: Arc<PageTokens>,
+    /// The authenticator of the calls, asked when a stream's credential ends.
+    pub auth: Authenticator,
 }
 
 impl Shared {
@@ -84,6 +86,9 @@ pub struct ServiceSettings {
     pub watch_buffer: usize,
     /// The key sealing `ListCases` page tokens.
     pub page_tokens: Arc<PageTokens>,
+    /// The authenticator of the calls: a watch stream ends when the credential that
+    /// opened it expires or is revoked.
+    pub auth: Authenticator,
 }
 
 impl GatewayService {
@@ -103,6 +108,7 @@ impl GatewayService {
                 auditor,
                 metrics,
                 page_tokens: settings.page_tokens.clone(),
+                auth: settings.auth.clone(),
                 watches: Watches {
                     slots: Arc::new(Semaphore::new(settings.max_watches)),
                     limit: settings.max_watches,

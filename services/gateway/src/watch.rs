@@ -27,7 +27,7 @@ use tonic::Status;
 use casebus_domain::{CaseState, Sight};
 use casebus_proto::CaseId;
 use casebus_proto::gateway::v1 as pb;
-use casebus_runtime::auth::{Caller, credential_expired};
+use casebus_runtime::auth::Caller;
 
 use crate::audit::Read;
 use crate::convert::timeline_event;
@@ -188,14 +188,16 @@ pub(crate) async fn timeline(
             from_version.max(1),
             &tx,
         );
-        // The stream lives no longer than the credential that opened it: what the
-        // caller may read after that needs a new call with a valid credential.
+        // The stream lives no longer than the credential that opened it (its expiry or
+        // its revocation): what the caller may read after that needs a new call with a
+        // valid credential.
+        let end = task_shared.auth.stream_end(&caller);
         tokio::select! {
             result = run => if let Err(e) = result {
                 let _ = tx.send(Err(Status::from(e))).await;
             },
-            () = caller.expiry() => {
-                let _ = tx.send(Err(credential_expired(&caller))).await;
+            status = end => {
+                let _ = tx.send(Err(status)).await;
             }
         }
     });
@@ -327,12 +329,13 @@ pub(crate) fn feed(
         let _open = open;
         let after = from_position.saturating_sub(1);
         // As for a timeline, the feed ends when its credential does.
+        let end = task_shared.auth.stream_end(&caller);
         tokio::select! {
             result = run_feed(&task_shared, &caller, &viewer, after, &tx) => if let Err(e) = result {
                 let _ = tx.send(Err(Status::from(e))).await;
             },
-            () = caller.expiry() => {
-                let _ = tx.send(Err(credential_expired(&caller))).await;
+            status = end => {
+                let _ = tx.send(Err(status)).await;
             }
         }
     });

@@ -97,6 +97,14 @@ pub fn credential_expired(caller: &Caller) -> Status {
     ))
 }
 
+/// The status a stream ends with when the token that opened it is revoked.
+fn credential_revoked(caller: &Caller) -> Status {
+    Status::unauthenticated(format!(
+        "the token that opened this stream ({}) was revoked; open it again with a valid credential",
+        caller.token_id
+    ))
+}
+
 /// The token ids refused however valid their signature: one id a line, blank lines and
 /// lines starting with `#` ignored.
 #[derive(Debug)]
@@ -243,6 +251,39 @@ impl Authenticator {
     pub fn refuse_tokens(mut self, reason: &str) -> Self {
         self.plaintext_refusal = Some(Arc::from(reason));
         self
+    }
+
+    /// A future that completes, with the status to end the stream with, when the
+    /// credential that opened a stream stops being good: at its expiry, or within
+    /// [`REVOCATION_POLL`] of its token id appearing in the revocation list. A stream's
+    /// task selects on it, so what a caller reads is bounded by its credential's life.
+    pub fn stream_end(
+        &self,
+        caller: &Caller,
+    ) -> impl std::future::Future<Output = Status> + Send + 'static {
+        let expiry = caller.expiry();
+        let revoked = self
+            .revoked
+            .clone()
+            .filter(|_| caller.method == Method::Token && !caller.token_id.is_empty());
+        let caller = caller.clone();
+        async move {
+            let revocation = async {
+                match revoked {
+                    Some(list) => loop {
+                        if list.contains(&caller.token_id) {
+                            return;
+                        }
+                        tokio::time::sleep(REVOCATION_POLL).await;
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = expiry => credential_expired(&caller),
+                () = revocation => credential_revoked(&caller),
+            }
+        }
     }
 
     /// Whether any method is configured. A service with none refuses every call.
