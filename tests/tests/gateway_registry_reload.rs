@@ -52,7 +52,8 @@ async fn a_key_added_to_the_registry_file_verifies_its_events_without_a_restart_
     .await
     .unwrap_or_else(|e| panic!("{e}; the gateway's log:\n{}", gateway.log_text()));
     // A file that parses but lists no office is refused too.
-    std::fs::write(&f.registry_path, "offices = 7").expect("empty registry");
+    std::fs::write(&f.registry_path, "# every office removed by mistake\n")
+        .expect("empty registry");
     wait_until(
         PROJECTION_TIMEOUT,
         "the empty registry refused",

@@ -59,8 +59,14 @@ pub(crate) struct Entry {
     pub to_agency: Agency,
     pub to_office: Option<OfficeId>,
     pub status: HandoffStatus,
+    /// The request's reason and evidence ids as recorded; they reach the item only
+    /// when `clear`.
     pub reason: String,
     pub evidence_ids: Vec<String>,
+    /// The request's visibility as recorded, or as last changed by `VisibilityChanged`.
+    pub visibility: Visibility,
+    /// Whether this office may read the request under `visibility`.
+    pub clear: bool,
     pub requested_at: OffsetDateTime,
     pub due_at: Option<OffsetDateTime>,
     pub event_id: EventId,
@@ -70,6 +76,20 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// Judges, for `viewer` (this inbox's office), what of the request it may read
+    /// under `visibility`: a sealed or restricted hand-off still arrives, as routing and
+    /// due time, without its reason and evidence ids, and a sealed one without the
+    /// sending office. True when that changed.
+    fn see(&mut self, visibility: Visibility, viewer: &OfficeId) -> bool {
+        let clear = event_sight(&self.from_office, &visibility, viewer) == Sight::Clear;
+        let names_office = clear || visibility.kind() != VisibilityKind::OriginOnly;
+        let changed = clear != self.clear || names_office != self.names_office;
+        self.visibility = visibility;
+        self.clear = clear;
+        self.names_office = names_office;
+        changed
+    }
+
     /// Whether the due time has passed at `now`.
     pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
         self.due_at.is_some_and(|due| now > due)
@@ -93,8 +113,16 @@ impl Entry {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             status: self.status as i32,
-            reason: self.reason.clone(),
-            evidence_ids: self.evidence_ids.clone(),
+            reason: if self.clear {
+                self.reason.clone()
+            } else {
+                String::new()
+            },
+            evidence_ids: if self.clear {
+                self.evidence_ids.clone()
+            } else {
+                Vec::new()
+            },
             requested_at: Some(timestamp_from(self.requested_at)),
             due_at: self.due_at.map(timestamp_from),
             overdue: self.is_overdue(now),
@@ -160,7 +188,8 @@ fn normalised(visibility: Option<&Visibility>) -> Visibility {
     })
 }
 
-/// Whether a payload kind can change an inbox.
+/// Whether a payload kind can change an inbox: the hand-off events, and a change of
+/// visibility (which may seal or open a request already in it).
 fn is_handoff_event(kind: &Kind) -> bool {
     matches!(
         kind,
@@ -168,6 +197,7 @@ fn is_handoff_event(kind: &Kind) -> bool {
             | Kind::HandoffAcknowledged(_)
             | Kind::HandoffAccepted(_)
             | Kind::HandoffDeclined(_)
+            | Kind::VisibilityChanged(_)
     )
 }
 
@@ -246,30 +276,19 @@ impl Inbox {
                 if state.items.contains_key(&key) {
                     return; // a replay of a hand-off we know
                 }
-                // The hand-off's content (reason, evidence ids) reaches this office
-                // only if the event's visibility lets it read the event; a sealed or
-                // restricted hand-off still arrives, as routing and due time.
-                let visibility = normalised(event.event.visibility.as_ref());
-                let clear = event_sight(&event.office, &visibility, &self.office) == Sight::Clear;
-                let entry = Entry {
+                let mut entry = Entry {
                     case_id: event.case_id.clone(),
                     handoff_id: h.handoff_id.clone(),
                     kind: h.kind(),
                     from_office: event.office.clone(),
-                    names_office: clear || visibility.kind() != VisibilityKind::OriginOnly,
+                    names_office: false,
                     to_agency: h.to_agency(),
                     to_office: OfficeId::new(&h.to_office_id).ok(),
                     status: HandoffStatus::Requested,
-                    reason: if clear {
-                        h.reason.clone()
-                    } else {
-                        String::new()
-                    },
-                    evidence_ids: if clear {
-                        h.evidence_ids.clone()
-                    } else {
-                        Vec::new()
-                    },
+                    reason: h.reason.clone(),
+                    evidence_ids: h.evidence_ids.clone(),
+                    visibility: Visibility::default(),
+                    clear: false,
                     requested_at: event.occurred_at,
                     due_at: h.due_at.as_ref().and_then(datetime_from),
                     event_id: event.event_id.clone(),
@@ -277,6 +296,7 @@ impl Inbox {
                     sequence,
                     acknowledged_by: None,
                 };
+                entry.see(normalised(event.event.visibility.as_ref()), &self.office);
                 self.announce(InboxChange::Added, &entry);
                 state.items.insert(key, entry);
             }
@@ -290,6 +310,21 @@ impl Inbox {
                     entry.acknowledged_by = Some(event.office.clone());
                     let entry = entry.clone();
                     self.announce(InboxChange::Updated, &entry);
+                }
+            }
+            // A request sealed or restricted after it arrived is swept from the item,
+            // and one opened later shows its content, as the gateway does.
+            Kind::VisibilityChanged(v) => {
+                let office = self.office.clone();
+                let visibility = normalised(v.visibility.as_ref());
+                let changed: Vec<Entry> = state
+                    .items
+                    .values_mut()
+                    .filter(|e| e.case_id == event.case_id && e.version == v.target_version)
+                    .filter_map(|e| e.see(visibility.clone(), &office).then(|| e.clone()))
+                    .collect();
+                for entry in &changed {
+                    self.announce(InboxChange::Updated, entry);
                 }
             }
             Kind::HandoffAccepted(a) => self.close(&mut state, key(&a.handoff_id), event, true),
@@ -672,6 +707,96 @@ mod tests {
             "a restricted one does, as a stub"
         );
         assert_eq!(from["C-OPEN"], CUSTOMS);
+    }
+
+    #[test]
+    fn a_hand_off_sealed_after_it_arrived_loses_its_content_and_office_and_an_opened_one_regains_them()
+     {
+        let inbox = Inbox::new(office(POLICE));
+        let (_, mut changes) = inbox.watch();
+        let mut request = event("C1", CUSTOMS, 2, requested("h1", "", 2_000_000_000));
+        if let Some(Kind::HandoffRequested(h)) =
+            request.event.payload.as_mut().and_then(|p| p.kind.as_mut())
+        {
+            h.evidence_ids = vec!["ev-secret".into()];
+        }
+        inbox.fold(1, &request);
+        let shown = |inbox: &Inbox| {
+            let (items, _) = inbox.list(at(1_800_000_000), None, false);
+            let i = &items[0];
+            (
+                i.reason.clone(),
+                i.evidence_ids.len(),
+                i.from_office_id.clone(),
+            )
+        };
+        assert_eq!(
+            shown(&inbox),
+            ("please investigate".into(), 1, CUSTOMS.into())
+        );
+        let change = |target_version: u64, kind: VisibilityKind, agencies: &[Agency]| {
+            Kind::VisibilityChanged(casebus_proto::event::v1::VisibilityChanged {
+                target_version,
+                visibility: Some(Visibility {
+                    kind: kind as i32,
+                    agencies: agencies.iter().map(|a| *a as i32).collect(),
+                }),
+                reason: "witness protection".into(),
+            })
+        };
+        // Another event's change leaves the item alone.
+        inbox.fold(
+            2,
+            &event("C1", CUSTOMS, 3, change(1, VisibilityKind::OriginOnly, &[])),
+        );
+        assert_eq!(shown(&inbox).0, "please investigate");
+
+        inbox.fold(
+            3,
+            &event("C1", CUSTOMS, 4, change(2, VisibilityKind::OriginOnly, &[])),
+        );
+        assert_eq!(
+            shown(&inbox),
+            (String::new(), 0, String::new()),
+            "sealed: swept"
+        );
+        let mut updates = Vec::new();
+        while let Ok(c) = changes.try_recv() {
+            updates.push((c.change, c.entry.item(at(0)).reason));
+        }
+        assert_eq!(
+            updates.last(),
+            Some(&(InboxChange::Updated, String::new())),
+            "watchers are told, without the content: {updates:?}"
+        );
+
+        inbox.fold(
+            4,
+            &event(
+                "C1",
+                CUSTOMS,
+                5,
+                change(2, VisibilityKind::ListedAgencies, &[Agency::Court]),
+            ),
+        );
+        assert_eq!(
+            shown(&inbox),
+            (String::new(), 0, CUSTOMS.into()),
+            "restricted to the court: a stub naming its office"
+        );
+        inbox.fold(
+            5,
+            &event(
+                "C1",
+                CUSTOMS,
+                6,
+                change(2, VisibilityKind::ListedAgencies, &[Agency::PublicSecurity]),
+            ),
+        );
+        assert_eq!(
+            shown(&inbox),
+            ("please investigate".into(), 1, CUSTOMS.into())
+        );
     }
 
     #[test]

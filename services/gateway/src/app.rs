@@ -223,7 +223,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // Every call must be authenticated: refuse to start before touching anything else.
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
-    let registry = OfficeRegistry::load(&config.registry).map_err(RunError::Registry)?;
+    let registry = OfficeRegistry::load(&config.registry.path).map_err(RunError::Registry)?;
     // Installed before anything slow, so that a SIGHUP from then on reloads the
     // registry instead of ending the process.
     let hangup = casebus_runtime::shutdown::Hangup::install().map_err(RunError::Signal)?;
@@ -339,10 +339,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             result.map_err(|e| e.to_string())
         }
     });
-    tracker.spawn(crate::registry_reload::run(
-        config.registry.clone(),
-        config.registry_reload_interval,
-        bus.clone(),
+    tracker.spawn(casebus_runtime::registry::watch(
+        config.registry.path.clone(),
+        config.registry.reload_interval,
+        {
+            let bus = bus.clone();
+            move |registry| bus.replace_registry(registry)
+        },
         hangup,
         shutdown.clone(),
     ));

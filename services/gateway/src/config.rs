@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use casebus_runtime::args::{GrpcArgs, MetricsArgs, NatsArgs, ProcessArgs};
+use casebus_runtime::registry::RegistryArgs;
 
 use crate::error::RunError;
 
@@ -36,9 +37,9 @@ pub struct Config {
         default_value = "gw-main"
     )]
     pub consumer_name: String,
-    /// Office registry (TOML): the public keys every event is verified with.
-    #[arg(long, env = "CASEBUS_REGISTRY")]
-    pub registry: PathBuf,
+    /// The office registry, reloaded on change.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Create or update the CASES, CASES_DLQ and AUDIT streams at start.
     #[arg(long, env = "CASEBUS_GATEWAY_PROVISION")]
     pub provision: bool,
@@ -61,15 +62,6 @@ pub struct Config {
     /// caller to narrow it by date.
     #[arg(long, env = "CASEBUS_GATEWAY_LIST_WORK_BUDGET", default_value_t = casebus_timeline::DEFAULT_LIST_WORK_BUDGET)]
     pub list_work_budget: u64,
-    /// How often the registry file is checked for a change (modification time, length,
-    /// inode); a changed file is reloaded without a restart, and so it is on SIGHUP.
-    #[arg(
-        long = "registry-reload-interval",
-        env = "CASEBUS_GATEWAY_REGISTRY_RELOAD_INTERVAL",
-        default_value = "5s",
-        value_parser = casebus_runtime::args::humantime_duration
-    )]
-    pub registry_reload_interval: std::time::Duration,
     /// Responses buffered per watch stream before it waits for its client.
     #[arg(long, env = "CASEBUS_GATEWAY_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,

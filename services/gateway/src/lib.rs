@@ -26,7 +26,6 @@ pub mod error;
 mod metrics;
 mod page_token;
 mod projector;
-mod registry_reload;
 mod service;
 mod store;
 pub mod tlog;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -15,12 +15,14 @@ use tokio_util::task::TaskTracker;
 
 use casebus_bus::ops::Ops;
 use casebus_integrity::token::{IssuerError, TrustedIssuers};
+use casebus_integrity::{OfficeRegistry, RegistryError};
 use casebus_runtime::RuntimeError;
 use casebus_runtime::metrics::bind;
+use casebus_runtime::shutdown::Hangup;
 
 use crate::collect::{
-    OverdueSource, SharedModel, discover_services, follow_cases, follow_dead_letters, read_overdue,
-    sample_streams,
+    OverdueSource, SharedModel, SharedRegistry, discover_services, follow_cases,
+    follow_dead_letters, read_overdue, sample_streams,
 };
 use crate::config::Config;
 use crate::metrics::MonitorMetrics;
@@ -41,6 +43,12 @@ pub enum RunError {
     /// The trusted issuers file cannot be loaded.
     #[error("loading the trusted issuers")]
     Issuers(#[source] IssuerError),
+    /// The office registry cannot be loaded, or lists no office.
+    #[error("loading the office registry")]
+    Registry(#[source] RegistryError),
+    /// The SIGHUP handler cannot be installed.
+    #[error("installing the SIGHUP handler")]
+    Signal(#[source] std::io::Error),
     /// A listener or the metrics registry failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -90,6 +98,17 @@ fn write_ready_file(path: &Path, http: SocketAddr, metrics: SocketAddr) -> Resul
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
     let issuers = TrustedIssuers::load(&config.trusted_issuers).map_err(RunError::Issuers)?;
+    let registry = OfficeRegistry::load(&config.registry.path).map_err(RunError::Registry)?;
+    if registry.offices().next().is_none() {
+        return Err(RunError::Config(format!(
+            "the office registry {} lists no office: no event could be verified",
+            config.registry.path.display()
+        )));
+    }
+    let registry: SharedRegistry = Arc::new(RwLock::new(Arc::new(registry)));
+    // Installed before anything slow, so that a SIGHUP from then on reloads the
+    // registry instead of ending the process.
+    let hangup = Hangup::install().map_err(RunError::Signal)?;
     let metrics = MonitorMetrics::new()?;
     let http_listener = bind("dashboard", config.listen).await?;
     let metrics_listener = bind("metrics", config.metrics.listen).await?;
@@ -114,9 +133,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
+    tracker.spawn(casebus_runtime::registry::watch(
+        config.registry.path.clone(),
+        config.registry.reload_interval,
+        {
+            let registry = registry.clone();
+            move |fresh| *registry.write().unwrap_or_else(|p| p.into_inner()) = fresh
+        },
+        hangup,
+        shutdown.clone(),
+    ));
     tracker.spawn(follow_cases(
         ops.clone(),
         model.clone(),
+        registry,
         fold,
         metrics.clone(),
         shutdown.clone(),

@@ -3,9 +3,11 @@
 //! dashboard) instead of failing, and each ends when the shutdown token is cancelled.
 //!
 //! - [`follow_cases`]: reads `CASES` from an hour ago (or from the start, when overdue
-//!   hand-offs are folded from the stream) and on, live; counts events per agency and
-//!   type from the `Casebus-Office` and `Casebus-Event-Type` headers, decoding an event
-//!   only when a header is missing or the fold needs it.
+//!   hand-offs are folded from the stream) and on, live; verifies every event against
+//!   the office registry and counts it per agency and type from its verified content
+//!   (the `Casebus-Office` and `Casebus-Event-Type` headers are unsigned, and anyone who
+//!   may publish on `case.*` chooses them). A message that fails verification counts as
+//!   `unverified` and is never folded.
 //! - [`follow_dead_letters`]: reads the newest dead letters of `CASES_DLQ`, then live.
 //! - [`sample_streams`]: stream and durable consumer status on every refresh.
 //! - [`discover_services`]: `$SRV.INFO` and `$SRV.STATS` on every refresh.
@@ -17,15 +19,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use casebus_bus::discovery::{ServiceInstance, discover};
 use casebus_bus::ops::{DeadLetter, Ops, ScanStart, StoredMessage};
-use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, DLQ_STREAM, headers};
-use casebus_proto::event::v1::{Event, SignedEvent};
-use casebus_proto::payload_type_name;
+use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, DLQ_STREAM};
+use casebus_integrity::{OfficeRegistry, verify_signed};
 
 use crate::metrics::MonitorMetrics;
 use crate::model::{
@@ -84,39 +84,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Decodes the event inside a stored message, if it is one.
-fn decode(payload: &[u8]) -> Option<Event> {
-    let signed = SignedEvent::decode(payload).ok()?;
-    Event::decode(signed.event.as_slice()).ok()
-}
+/// The registry the monitor verifies with; replaced whole when the file is reloaded.
+pub type SharedRegistry = Arc<std::sync::RwLock<Arc<OfficeRegistry>>>;
 
-/// Counts one `CASES` message (and folds it, when folding).
-fn record_case_message(model: &SharedModel, fold: Option<&Mutex<HandoffFold>>, m: &StoredMessage) {
-    let office = m.header(headers::OFFICE);
-    let event_type = m.header(headers::EVENT_TYPE);
-    let wanted_by_fold = fold.is_some() && event_type.is_none_or(HandoffFold::wants);
-    let event = if office.is_none() || event_type.is_none() || wanted_by_fold {
-        decode(&m.payload)
-    } else {
-        None
-    };
-    let office = office
-        .map(str::to_owned)
-        .or_else(|| event.as_ref().map(|e| e.office_id.clone()))
-        .unwrap_or_default();
-    let event_type = event_type
-        .map(str::to_owned)
-        .or_else(|| {
-            event
-                .as_ref()
-                .and_then(|e| e.payload.as_ref())
-                .and_then(|p| p.kind.as_ref())
-                .map(|k| payload_type_name(k).to_owned())
-        })
-        .unwrap_or_default();
-    lock(model).record_event(m.sequence, &office, &event_type, m.stored_at);
-    if let (Some(fold), Some(event)) = (fold, &event) {
-        fold.lock().unwrap_or_else(|p| p.into_inner()).apply(event);
+/// Counts one `CASES` message (and folds it, when folding), attributed from its
+/// verified content only.
+fn record_case_message(
+    model: &SharedModel,
+    fold: Option<&Mutex<HandoffFold>>,
+    registry: &OfficeRegistry,
+    m: &StoredMessage,
+) {
+    match verify_signed(&m.payload, registry) {
+        Ok(verified) => {
+            lock(model).record_event(
+                m.sequence,
+                verified.office.as_str(),
+                &verified.type_name(),
+                m.stored_at,
+            );
+            if let Some(fold) = fold {
+                fold.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(&verified.event);
+            }
+        }
+        Err(error) => {
+            tracing::debug!(sequence = m.sequence, error = %error, "CASES message failed verification");
+            lock(model).record_unverified(m.sequence, error.code(), m.stored_at);
+        }
     }
 }
 
@@ -124,6 +120,7 @@ fn record_case_message(model: &SharedModel, fold: Option<&Mutex<HandoffFold>>, m
 pub async fn follow_cases(
     ops: Ops,
     model: SharedModel,
+    registry: SharedRegistry,
     fold: Option<Arc<Mutex<HandoffFold>>>,
     metrics: MonitorMetrics,
     shutdown: CancellationToken,
@@ -156,8 +153,9 @@ pub async fn follow_cases(
             };
             match batch {
                 Ok(messages) => {
+                    let registry = registry.read().unwrap_or_else(|p| p.into_inner()).clone();
                     for m in &messages {
-                        record_case_message(&model, fold.as_deref(), m);
+                        record_case_message(&model, fold.as_deref(), &registry, m);
                     }
                 }
                 Err(e) => break e,

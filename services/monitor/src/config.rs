@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use casebus_runtime::args::{MetricsArgs, NatsArgs, ProcessArgs, humantime_duration};
+use casebus_runtime::registry::RegistryArgs;
 
 /// The monitor's command line.
 #[derive(Debug, Clone, clap::Parser)]
@@ -74,6 +75,11 @@ pub struct Config {
     /// (useful with port 0). Removed at shutdown.
     #[arg(long = "ready-file", env = "CASEBUS_MONITOR_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// The office registry every event's signature is verified with before it is
+    /// counted: throughput is attributed from verified content, never from a message's
+    /// unsigned headers. Reloaded on change and on SIGHUP.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -123,7 +129,13 @@ mod tests {
     use super::*;
 
     fn parse(extra: &[&str]) -> Result<Config, String> {
-        let mut args = vec!["casebus-monitor", "--trusted-issuers", "trust.toml"];
+        let mut args = vec![
+            "casebus-monitor",
+            "--trusted-issuers",
+            "trust.toml",
+            "--registry",
+            "registry.toml",
+        ];
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).map_err(|e| e.to_string())?;
         config.validate()?;

@@ -49,6 +49,10 @@ pub const AGENCIES: [&str; 5] = [
     "court",
 ];
 
+/// Where throughput counts a message of `CASES` that failed verification: no agency's
+/// name can be trusted from it.
+pub const UNVERIFIED: &str = "unverified";
+
 /// The agency of an office id (`customs:ningbo` -> `customs`), `unknown` when the text
 /// is not an office of a known agency.
 pub fn agency_of_office(office: &str) -> &'static str {
@@ -568,6 +572,19 @@ impl Model {
             event_type
         };
         self.by_type.add(event_type, at);
+    }
+
+    /// Counts one message of `CASES` that failed verification (`code`, e.g.
+    /// `bad_signature`): it is attributed to no agency, whatever its headers or
+    /// content claim, but to [`UNVERIFIED`] and the type `Unverified(<code>)`.
+    pub fn record_unverified(&mut self, sequence: u64, code: &str, at: OffsetDateTime) {
+        if sequence <= self.last_sequence {
+            return;
+        }
+        self.last_sequence = sequence;
+        self.last_event_at = Some(at);
+        self.by_agency.add(UNVERIFIED, at);
+        self.by_type.add(&format!("Unverified({code})"), at);
     }
 
     /// The stream sequence of the newest event counted.

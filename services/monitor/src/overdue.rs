@@ -287,13 +287,7 @@ pub struct HandoffFold {
 }
 
 impl HandoffFold {
-    /// Whether an event of this catalogue type can change the fold (so callers decode
-    /// only those).
-    pub fn wants(event_type: &str) -> bool {
-        event_type.starts_with("Handoff")
-    }
-
-    /// Applies one verified-or-not event. Events arrive in stream order, so a case's
+    /// Applies one verified event. Events arrive in stream order, so a case's
     /// hand-off events arrive in case order.
     pub fn apply(&mut self, event: &Event) {
         let Some(kind) = event.payload.as_ref().and_then(|p| p.kind.as_ref()) else {
@@ -434,8 +428,6 @@ mod tests {
         assert_eq!(b.to_agency, "public_security");
         assert_eq!(b.kind, "SUSPECTED_CRIME_REFERRAL");
         assert_eq!(b.overdue_seconds, 86_400);
-        assert!(HandoffFold::wants("HandoffRequested"));
-        assert!(!HandoffFold::wants("GoodsDetained"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod error;
 pub mod files;
 pub mod grpc;
 pub mod metrics;
+pub mod registry;
 pub mod shutdown;
 pub mod telemetry;
 

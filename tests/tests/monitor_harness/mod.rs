@@ -432,6 +432,8 @@ impl System {
     /// the gateway (when one runs), otherwise it folds them from the stream.
     pub async fn spawn_monitor(&self, name: &str, use_gateway: bool) -> Process {
         let mut args = vec![
+            "--registry".into(),
+            self.path("registry.toml"),
             "--trusted-issuers".into(),
             self.path("trust.toml"),
             "--nats-url".into(),
