@@ -32,6 +32,7 @@ pub fn registry() -> anyhow::Result<OfficeRegistry> {
         id: OfficeId::new(OFFICE)?,
         name: "Benchmark customs office".into(),
         keys: vec![signer()?.key_entry(datetime!(2020-01-01 0:00 UTC))],
+        encryption_keys: Vec::new(),
     })?;
     Ok(registry)
 }

@@ -13,6 +13,11 @@
 //! public_key = "base64 of the 32-byte Ed25519 public key"
 //! valid_from = "2026-01-01T00:00:00Z"
 //! # valid_until = "2027-01-01T00:00:00Z"   (optional, exclusive)
+//!
+//! [[office.encryption_keys]]              # optional: X25519 keys sealed content is wrapped for
+//! key_id = "customs:ningbo#enc-2026"
+//! public_key = "base64 of the 32-byte X25519 public key"
+//! valid_from = "2026-01-01T00:00:00Z"
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,6 +30,8 @@ use time::OffsetDateTime;
 
 use casebus_proto::OfficeId;
 use casebus_proto::event::v1::Agency;
+
+use crate::seal::ReaderKey;
 
 /// Errors loading or changing the registry.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +91,35 @@ impl KeyEntry {
     }
 }
 
+/// One X25519 encryption key of an office: what is sealed for the office is wrapped for
+/// its keys valid at the time of sealing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKeyEntry {
+    /// Key id, `<office>#<label>`.
+    pub key_id: String,
+    /// The X25519 public key, base64 of 32 bytes.
+    pub public_key: String,
+    /// First instant at which content may be sealed for this key.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_from: OffsetDateTime,
+    /// Instant from which nothing more is sealed for it (exclusive); none for
+    /// open-ended. What was sealed for it before stays readable with its secret key.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+impl EncryptionKeyEntry {
+    /// Whether content sealed at `at` is wrapped for this key.
+    pub fn valid_at(&self, at: OffsetDateTime) -> bool {
+        self.valid_from <= at && self.valid_until.is_none_or(|until| at < until)
+    }
+}
+
 /// One office of the registry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +132,9 @@ pub struct OfficeEntry {
     /// Its keys, oldest first.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
+    /// Its encryption keys, oldest first (absent in registries older than sealing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_keys: Vec<EncryptionKeyEntry>,
 }
 
 // Unknown fields are errors: a misspelt table (`offices = 7`, `[[offcie]]`) would
@@ -112,6 +151,7 @@ struct RegistryFile {
 pub struct OfficeRegistry {
     offices: BTreeMap<OfficeId, OfficeEntry>,
     keys: BTreeMap<String, (OfficeId, KeyEntry, VerifyingKey)>,
+    encryption_keys: BTreeMap<String, (OfficeId, EncryptionKeyEntry, ReaderKey)>,
 }
 
 /// Checks that `key_id` is `<office>#<label>` with a label of 1-32 chars of
@@ -204,10 +244,14 @@ impl OfficeRegistry {
         let mut next = self.clone();
         let mut stored = entry;
         let keys = std::mem::take(&mut stored.keys);
+        let encryption_keys = std::mem::take(&mut stored.encryption_keys);
         let id = stored.id.clone();
         next.offices.insert(id.clone(), stored);
         for key in keys {
             next.add_key(&id, key)?;
+        }
+        for key in encryption_keys {
+            next.add_encryption_key(&id, key)?;
         }
         *self = next;
         Ok(())
@@ -260,6 +304,104 @@ impl OfficeRegistry {
         self.keys
             .insert(key.key_id.clone(), (office.clone(), key, verifying));
         Ok(())
+    }
+
+    /// Adds an encryption key to a registered office (rotation: add the new key, then
+    /// end the old one with [`OfficeRegistry::retire_encryption_key`]).
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] when the office is unknown, the key id is malformed or
+    /// taken (by a signing or an encryption key), the public key is not 32 bytes of
+    /// base64, or the validity period is empty.
+    pub fn add_encryption_key(
+        &mut self,
+        office: &OfficeId,
+        key: EncryptionKeyEntry,
+    ) -> Result<(), RegistryError> {
+        let invalid = |reason: String| RegistryError::Invalid {
+            office: office.to_string(),
+            reason,
+        };
+        let Some(entry) = self.offices.get_mut(office) else {
+            return Err(invalid("not registered".into()));
+        };
+        validate_key_id(office, &key.key_id).map_err(invalid)?;
+        if self.keys.contains_key(&key.key_id) || self.encryption_keys.contains_key(&key.key_id) {
+            return Err(invalid(format!(
+                "key id {} is registered already",
+                key.key_id
+            )));
+        }
+        let reader = ReaderKey::from_base64(&key.key_id, &key.public_key)
+            .map_err(|e| invalid(e.to_string()))?;
+        if key.valid_until.is_some_and(|until| until <= key.valid_from) {
+            return Err(invalid(format!(
+                "encryption key {}: valid_until must be after valid_from",
+                key.key_id
+            )));
+        }
+        entry.encryption_keys.push(key.clone());
+        self.encryption_keys
+            .insert(key.key_id.clone(), (office.clone(), key, reader));
+        Ok(())
+    }
+
+    /// Ends the validity of an encryption key at `until` (exclusive): nothing is sealed
+    /// for it from then on.
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] when the key is unknown or `until` is not after its
+    /// `valid_from`.
+    pub fn retire_encryption_key(
+        &mut self,
+        key_id: &str,
+        until: OffsetDateTime,
+    ) -> Result<(), RegistryError> {
+        let Some((office, key, _)) = self.encryption_keys.get_mut(key_id) else {
+            return Err(RegistryError::Invalid {
+                office: key_id.split('#').next().unwrap_or_default().to_owned(),
+                reason: format!("encryption key id {key_id} is not registered"),
+            });
+        };
+        if until <= key.valid_from {
+            return Err(RegistryError::Invalid {
+                office: office.to_string(),
+                reason: format!("encryption key {key_id}: valid_until must be after valid_from"),
+            });
+        }
+        key.valid_until = Some(until);
+        if let Some(entry) = self.offices.get_mut(office) {
+            for k in entry
+                .encryption_keys
+                .iter_mut()
+                .filter(|k| k.key_id == key_id)
+            {
+                k.valid_until = Some(until);
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys content sealed at `at` is wrapped for, for the offices `readers` keeps:
+    /// each such office's encryption keys valid at `at`, ordered by key id. An office
+    /// without a valid key is left out (it cannot read what is sealed then).
+    pub fn reader_keys(
+        &self,
+        at: OffsetDateTime,
+        mut readers: impl FnMut(&OfficeId) -> bool,
+    ) -> Vec<ReaderKey> {
+        self.encryption_keys
+            .values()
+            .filter(|(office, entry, _)| entry.valid_at(at) && readers(office))
+            .map(|(_, _, reader)| reader.clone())
+            .collect()
+    }
+
+    /// The office and entry registered under the encryption key id `key_id`.
+    pub fn encryption_key_entry(&self, key_id: &str) -> Option<(&OfficeId, &EncryptionKeyEntry)> {
+        self.encryption_keys
+            .get(key_id)
+            .map(|(office, entry, _)| (office, entry))
     }
 
     /// Ends the validity of a key at `until` (exclusive).
@@ -365,6 +507,7 @@ mod tests {
                 id: office("customs:ningbo"),
                 name: "Ningbo Customs".into(),
                 keys: vec![signer.key_entry(datetime!(2026-01-01 0:00 UTC))],
+                encryption_keys: Vec::new(),
             })
             .expect("insert");
         let parsed = OfficeRegistry::parse(&registry.to_toml()).expect("parse");
@@ -429,6 +572,7 @@ mod tests {
                 id: office("court:hz"),
                 name: String::new(),
                 keys: vec![signer.key_entry(datetime!(2026-01-01 0:00 UTC))],
+                encryption_keys: Vec::new(),
             })
             .expect("insert");
         registry

@@ -31,6 +31,7 @@ fn fixture() -> Fixture {
                 id: signer.office().clone(),
                 name: String::new(),
                 keys: vec![signer.key_entry(datetime!(2026-01-01 0:00 UTC))],
+                encryption_keys: Vec::new(),
             })
             .expect("register");
     }

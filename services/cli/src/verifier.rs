@@ -181,6 +181,7 @@ mod tests {
                 id: OfficeId::new("customs:ningbo").expect("id"),
                 name: String::new(),
                 keys: vec![signer().key_entry(datetime!(2020-01-01 0:00 UTC))],
+                encryption_keys: Vec::new(),
             })
             .expect("office");
         registry

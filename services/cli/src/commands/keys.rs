@@ -146,6 +146,7 @@ fn add_key(
             id: office.clone(),
             name: name.unwrap_or_default(),
             keys: vec![key],
+            encryption_keys: Vec::new(),
         })
     };
     result.map_err(|e| CliError::refused(e.to_string()))
