@@ -525,16 +525,31 @@ pub struct AuditArgs {
     pub since: Option<OffsetDateTime>,
 }
 
+/// The kind of an office key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// Ed25519: the office signs its events with it.
+    Signing,
+    /// X25519: content sealed for the office is wrapped for it.
+    Encryption,
+}
+
 /// `casebus keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Generate an office signing key: a secret key file (mode 0600) and, beside it,
-    /// `<out>.pub` with the public key to register.
+    /// Generate an office key: a secret key file (mode 0600) and, beside it,
+    /// `<out>.pub` with the public key to register. A signing key by default; an
+    /// encryption key (what is sealed for the office) with --kind encryption.
     ///
     /// Example:
     ///   casebus keys generate --office customs:ningbo --label 2026 --out customs-ningbo-2026.key
+    ///   casebus keys generate --kind encryption --office customs:ningbo --label enc-2026 \
+    ///     --out customs-ningbo-enc-2026.key
     #[command(verbatim_doc_comment)]
     Generate {
+        /// Which key: signing (Ed25519) or encryption (X25519).
+        #[arg(long, value_enum, default_value_t = KeyKind::Signing)]
+        kind: KeyKind,
         /// The office the key signs for.
         #[arg(long, value_parser = office_id_arg)]
         office: OfficeId,
@@ -570,14 +585,19 @@ pub enum KeysCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Rotate an office's key: generate a new key, add it to the registry, and retire
-    /// the office's current keys at a given time (events they signed before stay valid).
+    /// Rotate an office's keys of one kind: generate a new key, add it to the registry,
+    /// and retire the office's current keys of that kind at a given time (events they
+    /// signed before stay valid; content sealed for an old encryption key stays
+    /// readable with its secret key file).
     ///
     /// Example:
     ///   casebus keys rotate --registry offices.toml --office customs:ningbo \
     ///     --label 2027 --out customs-ningbo-2027.key --retire-at 2027-01-01T00:00:00Z
     #[command(verbatim_doc_comment)]
     Rotate {
+        /// Which keys: signing (Ed25519) or encryption (X25519).
+        #[arg(long, value_enum, default_value_t = KeyKind::Signing)]
+        kind: KeyKind,
         /// The office.
         #[arg(long, value_parser = office_id_arg)]
         office: OfficeId,

@@ -1,6 +1,8 @@
 //! `casebus keys`, `token` and `issuer`, offline: generated keys are private and
 //! registrable; a registered key verifies what it signs; rotation adds a key and retires
-//! the old one at the given time; tokens issued with an issuer key verify against the
+//! the old one at the given time; encryption keys (`--kind encryption`) are generated,
+//! registered, listed and rotated beside the signing keys, and open what is sealed for
+//! them; tokens issued with an issuer key verify against the
 //! trust file `issuer generate` wrote.
 
 mod common;
@@ -8,6 +10,7 @@ mod common;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+use casebus_integrity::seal::{Binding, OpeningKey, open, seal};
 use casebus_integrity::token::{Audience, Role, TokenError, TrustedIssuers};
 use casebus_integrity::{OfficeRegistry, OfficeSigner, verify_signed};
 
@@ -222,6 +225,152 @@ async fn rotation_adds_a_key_and_retires_the_old_one_at_the_given_time() {
     assert!(
         !dir.path().join("x.key").exists(),
         "nothing written on refusal"
+    );
+}
+
+#[tokio::test]
+async fn encryption_keys_are_generated_registered_listed_and_rotated_beside_signing_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry_path = dir.path().join("offices.toml");
+    registry().save(&registry_path).expect("registry");
+    let signing_before = registry()
+        .office(&office(COURT))
+        .expect("court")
+        .keys
+        .clone();
+    let first = dir.path().join("court-enc-2026.key");
+    let generated = run_offline(&[
+        "--json",
+        "keys",
+        "generate",
+        "--kind",
+        "encryption",
+        "--office",
+        COURT,
+        "--label",
+        "enc-2026",
+        "--out",
+        s(&first),
+    ])
+    .await;
+    generated.expect_code(0);
+    assert_eq!(generated.json()["kind"], "encryption");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&first).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret key file is private");
+    }
+    let public = dir.path().join("court-enc-2026.key.pub");
+    assert!(
+        std::fs::read_to_string(&public)
+            .expect("public key file")
+            .contains("kind = \"encryption\"")
+    );
+    with_registry(
+        &registry_path,
+        &[
+            "keys",
+            "register",
+            "--office",
+            COURT,
+            "--public-key-from",
+            s(&public),
+            "--valid-from",
+            "2026-01-01T00:00:00Z",
+        ],
+    )
+    .await
+    .expect_code(0);
+
+    let listed = with_registry(&registry_path, &["--json", "keys", "list"]).await;
+    listed.expect_code(0);
+    let court = listed.json()["offices"]
+        .as_array()
+        .expect("offices")
+        .iter()
+        .find(|o| o["office"] == COURT)
+        .expect("court")
+        .clone();
+    assert_eq!(
+        court["encryption_keys"][0]["key_id"],
+        "court:hangzhou-ip#enc-2026"
+    );
+    assert_eq!(court["encryption_keys"][0]["state"], "valid");
+    assert_eq!(
+        court["keys"].as_array().expect("keys").len(),
+        signing_before.len()
+    );
+
+    // Rotate the encryption keys: the old one ends, the signing keys stay as they were.
+    let second = dir.path().join("court-enc-2027.key");
+    let rotated = with_registry(
+        &registry_path,
+        &[
+            "--json",
+            "keys",
+            "rotate",
+            "--kind",
+            "encryption",
+            "--office",
+            COURT,
+            "--label",
+            "enc-2027",
+            "--out",
+            s(&second),
+            "--valid-from",
+            "2026-12-01T00:00:00Z",
+            "--retire-at",
+            "2027-01-01T00:00:00Z",
+        ],
+    )
+    .await;
+    rotated.expect_code(0);
+    assert_eq!(
+        rotated.json()["retired"],
+        serde_json::json!(["court:hangzhou-ip#enc-2026"])
+    );
+    let loaded = OfficeRegistry::load(&registry_path).expect("registry");
+    let entry = loaded.office(&office(COURT)).expect("court");
+    assert_eq!(entry.keys, signing_before, "signing keys untouched");
+    assert_eq!(entry.encryption_keys.len(), 2);
+    assert_eq!(
+        entry.encryption_keys[0].valid_until,
+        Some(datetime!(2027-01-01 0:00 UTC))
+    );
+
+    // What is sealed for the keys the registry names opens with the files written.
+    let binding = Binding {
+        case_id: "NB-1",
+        version: 3,
+        event_id: "e-3",
+    };
+    let is_court = |o: &casebus_proto::OfficeId| o.as_str() == COURT;
+    let old_key = OpeningKey::load(&first).expect("old secret key");
+    let new_key = OpeningKey::load(&second).expect("new secret key");
+    let in_2026 = seal(
+        b"sealed in 2026",
+        &binding,
+        &loaded.reader_keys(datetime!(2026-06-01 0:00 UTC), is_court),
+    )
+    .expect("seal");
+    let in_2027 = seal(
+        b"sealed in 2027",
+        &binding,
+        &loaded.reader_keys(datetime!(2027-06-01 0:00 UTC), is_court),
+    )
+    .expect("seal");
+    assert_eq!(
+        open(&in_2026, &binding, &old_key).expect("open").as_slice(),
+        b"sealed in 2026"
+    );
+    assert_eq!(
+        open(&in_2027, &binding, &new_key).expect("open").as_slice(),
+        b"sealed in 2027"
+    );
+    assert!(
+        open(&in_2027, &binding, &old_key).is_err(),
+        "new seals skip the old key"
     );
 }
 

@@ -1,6 +1,8 @@
-//! `casebus keys generate|register|rotate|list`: office signing keys and the office
-//! registry file. Secret key files are written with mode 0600 and never overwritten;
-//! the registry is rewritten atomically.
+//! `casebus keys generate|register|rotate|list`: office keys and the office registry
+//! file. An office has signing keys (Ed25519, `--kind signing`, the default) and
+//! encryption keys (X25519, `--kind encryption`: what is sealed for the office is
+//! wrapped for them). Secret key files are written with mode 0600 and never
+//! overwritten; the registry is rewritten atomically.
 //!
 //! Roll a key out by registering it everywhere first and signing with it afterwards: a
 //! consumer whose registry lacks the key dead-letters the events signed with it.
@@ -14,8 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use casebus_integrity::{KeyEntry, OfficeEntry, OfficeRegistry, OfficeSigner};
+use casebus_integrity::seal::OpeningKey;
+use casebus_integrity::{EncryptionKeyEntry, KeyEntry, OfficeEntry, OfficeRegistry, OfficeSigner};
 use casebus_proto::OfficeId;
+
+use crate::cli::KeyKind;
 
 use crate::commands::export::write_new;
 use crate::context::{Ctx, load_registry};
@@ -33,6 +38,10 @@ struct PublicKeyFile {
     key_id: String,
     office_id: String,
     public_key: String,
+    /// `encryption` for an encryption key; absent for a signing key (files written
+    /// before encryption keys existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
 }
 
 fn public_path(secret: &Path) -> std::path::PathBuf {
@@ -41,58 +50,144 @@ fn public_path(secret: &Path) -> std::path::PathBuf {
     std::path::PathBuf::from(name)
 }
 
+impl KeyKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Signing => "signing",
+            Self::Encryption => "encryption",
+        }
+    }
+
+    fn from_file(kind: Option<&str>) -> Result<Self, String> {
+        match kind {
+            None | Some("signing") => Ok(Self::Signing),
+            Some("encryption") => Ok(Self::Encryption),
+            Some(other) => Err(format!("unknown key kind {other:?}")),
+        }
+    }
+}
+
+/// A freshly generated key of either kind.
+enum Generated {
+    Signing(OfficeSigner),
+    Encryption(OpeningKey),
+}
+
+impl Generated {
+    fn new(kind: KeyKind, office: &OfficeId, label: &str) -> Result<Self, CliError> {
+        let bad = |e: String| CliError::usage(format!("--label: {e}"));
+        Ok(match kind {
+            KeyKind::Signing => Self::Signing(
+                OfficeSigner::generate(office.clone(), label).map_err(|e| bad(e.to_string()))?,
+            ),
+            KeyKind::Encryption => Self::Encryption(
+                OpeningKey::generate(office.clone(), label).map_err(|e| bad(e.to_string()))?,
+            ),
+        })
+    }
+
+    fn kind(&self) -> KeyKind {
+        match self {
+            Self::Signing(_) => KeyKind::Signing,
+            Self::Encryption(_) => KeyKind::Encryption,
+        }
+    }
+
+    fn key_id(&self) -> &str {
+        match self {
+            Self::Signing(k) => k.key_id(),
+            Self::Encryption(k) => k.key_id(),
+        }
+    }
+
+    fn public_base64(&self) -> String {
+        match self {
+            Self::Signing(k) => B64.encode(k.public_key()),
+            Self::Encryption(k) => k.public_base64(),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<(), CliError> {
+        match self {
+            Self::Signing(k) => k.save(path).map_err(CliError::from_source),
+            Self::Encryption(k) => k.save(path).map_err(CliError::from_source),
+        }
+    }
+
+    fn public(&self, valid_from: OffsetDateTime) -> PublicKey {
+        PublicKey {
+            kind: self.kind(),
+            key_id: self.key_id().to_owned(),
+            public_key: self.public_base64(),
+            valid_from,
+        }
+    }
+}
+
+/// A public key of either kind, as it goes into the registry.
+struct PublicKey {
+    kind: KeyKind,
+    key_id: String,
+    public_key: String,
+    valid_from: OffsetDateTime,
+}
+
 /// Generates a key, writes the secret file (0600) and the `.pub` file.
-fn generate_files(office: &OfficeId, label: &str, out: &Path) -> Result<OfficeSigner, CliError> {
-    let signer = OfficeSigner::generate(office.clone(), label)
-        .map_err(|e| CliError::usage(format!("--label: {e}")))?;
+fn generate_files(
+    kind: KeyKind,
+    office: &OfficeId,
+    label: &str,
+    out: &Path,
+) -> Result<Generated, CliError> {
+    let key = Generated::new(kind, office, label)?;
     let public = public_path(out);
-    if out.exists() {
-        return Err(CliError::usage(format!(
-            "{} exists already; refusing to overwrite it",
-            out.display()
-        )));
+    for file in [out, public.as_path()] {
+        if file.exists() {
+            return Err(CliError::usage(format!(
+                "{} exists already; refusing to overwrite it",
+                file.display()
+            )));
+        }
     }
-    if public.exists() {
-        return Err(CliError::usage(format!(
-            "{} exists already; refusing to overwrite it",
-            public.display()
-        )));
-    }
-    signer.save(out).map_err(CliError::from_source)?;
+    key.save(out)?;
     let text = toml::to_string(&PublicKeyFile {
-        key_id: signer.key_id().to_owned(),
+        key_id: key.key_id().to_owned(),
         office_id: office.to_string(),
-        public_key: B64.encode(signer.public_key()),
+        public_key: key.public_base64(),
+        kind: (kind == KeyKind::Encryption).then(|| kind.name().to_owned()),
     })
     .map_err(|e| CliError::caused("rendering the public key file failed", e))?;
     write_new(&public, text.as_bytes())?;
-    Ok(signer)
+    Ok(key)
 }
 
 /// `casebus keys generate`.
 pub fn generate(
     ctx: &Ctx,
+    kind: KeyKind,
     office: &OfficeId,
     label: &str,
     out: &Path,
 ) -> Result<Outcome, CliError> {
-    let signer = generate_files(office, label, out)?;
+    let key = generate_files(kind, office, label, out)?;
     let public = public_path(out);
     if ctx.out.is_json() {
         ctx.out.json_document(&json!({
-            "key_id": signer.key_id(),
+            "kind": kind.name(),
+            "key_id": key.key_id(),
             "office": office.as_str(),
-            "public_key": B64.encode(signer.public_key()),
+            "public_key": key.public_base64(),
             "secret_key_file": out.display().to_string(),
             "public_key_file": public.display().to_string(),
         }))?;
     } else {
         ctx.out.line(format!(
-            "generated key {} for {office}\n  secret key: {} (mode 0600; keep it on the office's service only)\n  public key: {} ({})",
-            signer.key_id(),
+            "generated {} key {} for {office}\n  secret key: {} (mode 0600; keep it on the office's service only)\n  public key: {} ({})",
+            kind.name(),
+            key.key_id(),
             out.display(),
             public.display(),
-            B64.encode(signer.public_key())
+            key.public_base64()
         ))?;
         ctx.out.note(format!(
             "next: casebus keys register --registry <offices.toml> --office {office} --public-key-from {}",
@@ -102,22 +197,29 @@ pub fn generate(
     Ok(Outcome::Ok)
 }
 
-/// Reads a public key from a `.pub` file or a secret key file: (key id, office, base64).
-fn read_public_key(path: &Path) -> Result<(String, OfficeId, String), CliError> {
+/// Reads a public key from a `.pub` file or a secret key file of either kind: (kind,
+/// key id, office, base64).
+fn read_public_key(path: &Path) -> Result<(KeyKind, String, OfficeId, String), CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::caused(format!("cannot read {}", path.display()), e))?;
+    let bad = |e: String| CliError::usage(format!("--public-key-from {}: {e}", path.display()));
     if let Ok(public) = toml::from_str::<PublicKeyFile>(&text) {
-        let office = OfficeId::new(&public.office_id)
-            .map_err(|e| CliError::usage(format!("--public-key-from {}: {e}", path.display())))?;
-        return Ok((public.key_id, office, public.public_key));
+        let office = OfficeId::new(&public.office_id).map_err(|e| bad(e.to_string()))?;
+        let kind = KeyKind::from_file(public.kind.as_deref()).map_err(bad)?;
+        return Ok((kind, public.key_id, office, public.public_key));
     }
-    let signer = OfficeSigner::load(path).map_err(|e| {
-        CliError::usage(format!(
-            "--public-key-from {}: neither a public key file nor a key file ({e})",
-            path.display()
-        ))
-    })?;
+    if let Ok(key) = OpeningKey::load(path) {
+        return Ok((
+            KeyKind::Encryption,
+            key.key_id().to_owned(),
+            key.office().clone(),
+            key.public_base64(),
+        ));
+    }
+    let signer = OfficeSigner::load(path)
+        .map_err(|e| bad(format!("neither a public key file nor a key file ({e})")))?;
     Ok((
+        KeyKind::Signing,
         signer.key_id().to_owned(),
         signer.office().clone(),
         B64.encode(signer.public_key()),
@@ -137,19 +239,71 @@ fn add_key(
     registry: &mut OfficeRegistry,
     office: &OfficeId,
     name: Option<String>,
-    key: KeyEntry,
+    key: PublicKey,
 ) -> Result<(), CliError> {
-    let result = if registry.contains(office) {
-        registry.add_key(office, key)
-    } else {
-        registry.insert_office(OfficeEntry {
-            id: office.clone(),
-            name: name.unwrap_or_default(),
-            keys: vec![key],
-            encryption_keys: Vec::new(),
-        })
+    if !registry.contains(office) {
+        registry
+            .insert_office(OfficeEntry {
+                id: office.clone(),
+                name: name.unwrap_or_default(),
+                keys: Vec::new(),
+                encryption_keys: Vec::new(),
+            })
+            .map_err(|e| CliError::refused(e.to_string()))?;
+    }
+    let result = match key.kind {
+        KeyKind::Signing => registry.add_key(
+            office,
+            KeyEntry {
+                key_id: key.key_id,
+                public_key: key.public_key,
+                valid_from: key.valid_from,
+                valid_until: None,
+            },
+        ),
+        KeyKind::Encryption => registry.add_encryption_key(
+            office,
+            EncryptionKeyEntry {
+                key_id: key.key_id,
+                public_key: key.public_key,
+                valid_from: key.valid_from,
+                valid_until: None,
+            },
+        ),
     };
     result.map_err(|e| CliError::refused(e.to_string()))
+}
+
+/// The (key id, valid from, valid until) of an office's keys of `kind`.
+fn keys_of(
+    entry: &OfficeEntry,
+    kind: KeyKind,
+) -> Vec<(String, OffsetDateTime, Option<OffsetDateTime>)> {
+    match kind {
+        KeyKind::Signing => entry
+            .keys
+            .iter()
+            .map(|k| (k.key_id.clone(), k.valid_from, k.valid_until))
+            .collect(),
+        KeyKind::Encryption => entry
+            .encryption_keys
+            .iter()
+            .map(|k| (k.key_id.clone(), k.valid_from, k.valid_until))
+            .collect(),
+    }
+}
+
+fn retire(
+    registry: &mut OfficeRegistry,
+    kind: KeyKind,
+    key_id: &str,
+    at: OffsetDateTime,
+) -> Result<(), CliError> {
+    match kind {
+        KeyKind::Signing => registry.retire_key(key_id, at),
+        KeyKind::Encryption => registry.retire_encryption_key(key_id, at),
+    }
+    .map_err(|e| CliError::refused(e.to_string()))
 }
 
 /// `casebus keys register`.
@@ -161,7 +315,7 @@ pub fn register(
     name: Option<String>,
 ) -> Result<Outcome, CliError> {
     let path = ctx.registry_path("to name the registry file to change")?;
-    let (key_id, key_office, public_key) = read_public_key(public_key_from)?;
+    let (kind, key_id, key_office, public_key) = read_public_key(public_key_from)?;
     if &key_office != office {
         return Err(CliError::usage(format!(
             "--public-key-from holds key {key_id} of office {key_office}, not of --office {office}"
@@ -173,11 +327,11 @@ pub fn register(
         &mut registry,
         office,
         name,
-        KeyEntry {
+        PublicKey {
+            kind,
             key_id: key_id.clone(),
             public_key,
             valid_from,
-            valid_until: None,
         },
     )?;
     registry.save(path).map_err(CliError::from_source)?;
@@ -185,17 +339,25 @@ pub fn register(
         ctx.out.json_document(&json!({
             "registry": path.display().to_string(),
             "office": office.as_str(),
+            "kind": kind.name(),
             "key_id": key_id,
             "valid_from": rfc3339(valid_from),
         }))?;
     } else {
         ctx.out.line(format!(
-            "registered key {key_id} of {office} in {}, valid from {}",
+            "registered {} key {key_id} of {office} in {}, valid from {}",
+            kind.name(),
             path.display(),
             rfc3339(valid_from)
         ))?;
-        ctx.out
-            .note("roll the registry out to every service before the office signs with the key");
+        ctx.out.note(match kind {
+            KeyKind::Signing => {
+                "roll the registry out to every service before the office signs with the key"
+            }
+            KeyKind::Encryption => {
+                "roll the registry out to every service; content sealed from the key's start on is wrapped for it"
+            }
+        });
     }
     Ok(Outcome::Ok)
 }
@@ -203,6 +365,7 @@ pub fn register(
 /// `casebus keys rotate`.
 pub fn rotate(
     ctx: &Ctx,
+    kind: KeyKind,
     office: &OfficeId,
     label: &str,
     out: &Path,
@@ -224,43 +387,40 @@ pub fn rotate(
             "--retire-at is before the new key's --valid-from: the office would have no valid key in between",
         ));
     }
+    let current = keys_of(&entry, kind);
     let new_key_id = format!("{office}#{label}");
-    if entry.keys.iter().any(|k| k.key_id == new_key_id) {
+    if current.iter().any(|(id, _, _)| *id == new_key_id) {
         return Err(CliError::usage(format!(
             "--label: key {new_key_id} is registered already"
         )));
     }
     // Keys still open-ended or valid beyond the retirement time get retired.
-    let retiring: Vec<String> = entry
-        .keys
+    let retiring: Vec<String> = current
         .iter()
-        .filter(|k| k.valid_until.is_none_or(|until| until > retire_at))
-        .filter(|k| k.valid_from < retire_at)
-        .map(|k| k.key_id.clone())
+        .filter(|(_, _, until)| until.is_none_or(|until| until > retire_at))
+        .filter(|(_, from, _)| *from < retire_at)
+        .map(|(id, _, _)| id.clone())
         .collect();
     // Check the whole change on a copy before writing any file.
     let mut next = registry.clone();
-    let probe = OfficeSigner::generate(office.clone(), label)
-        .map_err(|e| CliError::usage(format!("--label: {e}")))?;
-    add_key(&mut next, office, None, probe.key_entry(valid_from))?;
+    let probe = Generated::new(kind, office, label)?;
+    add_key(&mut next, office, None, probe.public(valid_from))?;
     for key_id in &retiring {
-        next.retire_key(key_id, retire_at)
-            .map_err(|e| CliError::refused(e.to_string()))?;
+        retire(&mut next, kind, key_id, retire_at)?;
     }
 
-    let signer = generate_files(office, label, out)?;
-    add_key(&mut registry, office, None, signer.key_entry(valid_from))?;
+    let key = generate_files(kind, office, label, out)?;
+    add_key(&mut registry, office, None, key.public(valid_from))?;
     for key_id in &retiring {
-        registry
-            .retire_key(key_id, retire_at)
-            .map_err(|e| CliError::refused(e.to_string()))?;
+        retire(&mut registry, kind, key_id, retire_at)?;
     }
     registry.save(path).map_err(CliError::from_source)?;
     if ctx.out.is_json() {
         ctx.out.json_document(&json!({
             "registry": path.display().to_string(),
             "office": office.as_str(),
-            "new_key_id": signer.key_id(),
+            "kind": kind.name(),
+            "new_key_id": key.key_id(),
             "valid_from": rfc3339(valid_from),
             "retired": retiring,
             "retire_at": rfc3339(retire_at),
@@ -268,8 +428,9 @@ pub fn rotate(
         }))?;
     } else {
         ctx.out.line(format!(
-            "rotated {office}: new key {} valid from {} (secret key in {}); {} retired at {}",
-            signer.key_id(),
+            "rotated the {} keys of {office}: new key {} valid from {} (secret key in {}); {} retired at {}",
+            kind.name(),
+            key.key_id(),
             rfc3339(valid_from),
             out.display(),
             if retiring.is_empty() {
@@ -279,9 +440,14 @@ pub fn rotate(
             },
             rfc3339(retire_at)
         ))?;
-        ctx.out.note(
-            "roll the registry out to every service now; switch the office's service to the new key file before the retirement time",
-        );
+        ctx.out.note(match kind {
+            KeyKind::Signing => {
+                "roll the registry out to every service now; switch the office's service to the new key file before the retirement time"
+            }
+            KeyKind::Encryption => {
+                "roll the registry out to every service now; keep the old secret key file: what was sealed for it stays readable only with it"
+            }
+        });
     }
     Ok(Outcome::Ok)
 }
@@ -290,29 +456,61 @@ pub fn rotate(
 pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
     let registry = ctx.registry("to list its keys")?;
     let now = OffsetDateTime::now_utc();
-    let state = |k: &KeyEntry| {
-        if k.valid_at(now) {
-            "valid"
-        } else if k.valid_from > now {
+    let state = |from: OffsetDateTime, until: Option<OffsetDateTime>| {
+        if from > now {
             "future"
+        } else if until.is_none_or(|until| now < until) {
+            "valid"
         } else {
             "retired"
         }
+    };
+    // Every key of an office, signing keys first: (kind, id, public key, from, until).
+    let keys = |o: &OfficeEntry| {
+        let signing = o.keys.iter().map(|k| {
+            (
+                KeyKind::Signing,
+                k.key_id.clone(),
+                k.public_key.clone(),
+                k.valid_from,
+                k.valid_until,
+            )
+        });
+        let encryption = o.encryption_keys.iter().map(|k| {
+            (
+                KeyKind::Encryption,
+                k.key_id.clone(),
+                k.public_key.clone(),
+                k.valid_from,
+                k.valid_until,
+            )
+        });
+        signing.chain(encryption).collect::<Vec<_>>()
     };
     if ctx.out.is_json() {
         let offices: Vec<_> = registry
             .offices()
             .map(|o| {
+                let json_keys = |wanted: KeyKind| {
+                    keys(o)
+                        .into_iter()
+                        .filter(|k| k.0 == wanted)
+                        .map(|(_, id, public, from, until)| {
+                            json!({
+                                "key_id": id,
+                                "public_key": public,
+                                "valid_from": rfc3339(from),
+                                "valid_until": until.map(rfc3339),
+                                "state": state(from, until),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
                 json!({
                     "office": o.id.as_str(),
                     "name": o.name,
-                    "keys": o.keys.iter().map(|k| json!({
-                        "key_id": k.key_id,
-                        "public_key": k.public_key,
-                        "valid_from": rfc3339(k.valid_from),
-                        "valid_until": k.valid_until.map(rfc3339),
-                        "state": state(k),
-                    })).collect::<Vec<_>>(),
+                    "keys": json_keys(KeyKind::Signing),
+                    "encryption_keys": json_keys(KeyKind::Encryption),
                 })
             })
             .collect();
@@ -322,6 +520,7 @@ pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
     let mut t = table(&[
         "office",
         "name",
+        "kind",
         "key id",
         "state",
         "valid from",
@@ -329,10 +528,12 @@ pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
         "public key",
     ]);
     for office in registry.offices() {
-        if office.keys.is_empty() {
+        let all = keys(office);
+        if all.is_empty() {
             t.add_row([
                 office.id.to_string(),
                 office.name.clone(),
+                String::new(),
                 "(no key)".to_owned(),
                 String::new(),
                 String::new(),
@@ -340,15 +541,16 @@ pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
                 String::new(),
             ]);
         }
-        for key in &office.keys {
+        for (kind, id, public, from, until) in all {
             t.add_row([
                 office.id.to_string(),
                 office.name.clone(),
-                key.key_id.clone(),
-                state(key).to_owned(),
-                short(key.valid_from),
-                short_or_dash(key.valid_until),
-                key.public_key.clone(),
+                kind.name().to_owned(),
+                id,
+                state(from, until).to_owned(),
+                short(from),
+                short_or_dash(until),
+                public,
             ]);
         }
     }

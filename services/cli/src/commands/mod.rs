@@ -47,9 +47,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         }) => dlq::drop(ctx, seq, execute, actor).await,
         Command::Export(args) => export::run(ctx, &args).await,
         Command::Audit(args) => audit::run(ctx, &args).await,
-        Command::Keys(KeysCommand::Generate { office, label, out }) => {
-            keys::generate(ctx, &office, &label, &out)
-        }
+        Command::Keys(KeysCommand::Generate {
+            kind,
+            office,
+            label,
+            out,
+        }) => keys::generate(ctx, kind, &office, &label, &out),
         Command::Keys(KeysCommand::Register {
             office,
             public_key_from,
@@ -57,12 +60,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             name,
         }) => keys::register(ctx, &office, &public_key_from, valid_from, name),
         Command::Keys(KeysCommand::Rotate {
+            kind,
             office,
             label,
             out,
             valid_from,
             retire_at,
-        }) => keys::rotate(ctx, &office, &label, &out, valid_from, retire_at),
+        }) => keys::rotate(ctx, kind, &office, &label, &out, valid_from, retire_at),
         Command::Keys(KeysCommand::List) => keys::list(ctx),
         Command::Token(TokenCommand::Issue {
             issuer_key,
