@@ -63,6 +63,49 @@ fn note_item(case_id: &str, n: usize) -> ImportRequest {
     }
 }
 
+/// Opens `WatchInbox` and `Import` at `customs` with `token`, and records the opening of
+/// `case_id` through the import: the two streams, the import's sender and its answers.
+async fn open_streams(
+    customs: &Running,
+    token: &str,
+    case_id: &str,
+) -> (
+    tonic::Streaming<WatchInboxResponse>,
+    mpsc::Sender<ImportRequest>,
+    tonic::Streaming<ImportResponse>,
+) {
+    let watch = customs
+        .common_as(Some(token))
+        .watch_inbox(WatchInboxRequest {})
+        .await
+        .expect("watch the inbox")
+        .into_inner();
+    let (sender, receiver) = mpsc::channel::<ImportRequest>(16);
+    let requests = futures::stream::unfold(receiver, |mut r| async move {
+        r.recv().await.map(|item| (item, r))
+    });
+    let mut answers = customs
+        .common_as(Some(token))
+        .import(requests)
+        .await
+        .expect("import accepted")
+        .into_inner();
+    sender
+        .send(open_item(case_id))
+        .await
+        .expect("the call is open");
+    let answer = tokio::time::timeout(CALL_TIMEOUT, answers.next())
+        .await
+        .expect("answered in time")
+        .expect("the stream is open")
+        .expect("an answer");
+    assert!(
+        matches!(answer.outcome, Some(Outcome::Recorded(_))),
+        "{answer:?}"
+    );
+    (watch, sender, answers)
+}
+
 fn assert_expired(what: &str, status: &tonic::Status, token: &str) {
     assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     assert!(
@@ -90,35 +133,7 @@ async fn watch_inbox_and_import_end_unauthenticated_when_the_token_that_opened_t
     );
     let opened_at = OffsetDateTime::now_utc();
 
-    let mut watch = customs
-        .common_as(Some(&short))
-        .watch_inbox(WatchInboxRequest {})
-        .await
-        .expect("watch the inbox")
-        .into_inner();
-    let (sender, receiver) = mpsc::channel::<ImportRequest>(16);
-    let requests = futures::stream::unfold(receiver, |mut r| async move {
-        r.recv().await.map(|item| (item, r))
-    });
-    let mut answers = customs
-        .common_as(Some(&short))
-        .import(requests)
-        .await
-        .expect("import accepted")
-        .into_inner();
-    sender
-        .send(open_item("EXP-1"))
-        .await
-        .expect("the call is open");
-    let answer = tokio::time::timeout(CALL_TIMEOUT, answers.next())
-        .await
-        .expect("answered in time")
-        .expect("the stream is open")
-        .expect("an answer");
-    assert!(
-        matches!(answer.outcome, Some(Outcome::Recorded(_))),
-        "{answer:?}"
-    );
+    let (mut watch, sender, mut answers) = open_streams(&customs, &short, "EXP-1").await;
 
     // The watch ends at the expiry; the client keeps the import open and must be cut off.
     let deadline = tokio::time::Instant::now() + EXPIRY_TIMEOUT;
@@ -177,35 +192,7 @@ async fn watch_inbox_and_import_end_unauthenticated_within_seconds_of_their_toke
         .expect("the token verifies")
         .jti;
 
-    let mut watch = customs
-        .common_as(Some(&stolen))
-        .watch_inbox(WatchInboxRequest {})
-        .await
-        .expect("watch the inbox")
-        .into_inner();
-    let (sender, receiver) = mpsc::channel::<ImportRequest>(16);
-    let requests = futures::stream::unfold(receiver, |mut r| async move {
-        r.recv().await.map(|item| (item, r))
-    });
-    let mut answers = customs
-        .common_as(Some(&stolen))
-        .import(requests)
-        .await
-        .expect("import accepted")
-        .into_inner();
-    sender
-        .send(open_item("REV-1"))
-        .await
-        .expect("the call is open");
-    let answer = tokio::time::timeout(CALL_TIMEOUT, answers.next())
-        .await
-        .expect("answered in time")
-        .expect("the stream is open")
-        .expect("an answer");
-    assert!(
-        matches!(answer.outcome, Some(Outcome::Recorded(_))),
-        "{answer:?}"
-    );
+    let (mut watch, sender, mut answers) = open_streams(&customs, &stolen, "REV-1").await;
 
     std::fs::write(&list, format!("# revoked token ids\n{jti}\n")).expect("revocation list");
     let assert_revoked = |what: &str, status: &tonic::Status| {

@@ -14,8 +14,8 @@ use tonic::Code;
 
 use casebus_integrity::token::{Audience, Role};
 use casebus_proto::gateway::v1::{
-    GetCaseRequest, ListCasesRequest, WatchFeedRequest, WatchTimelineRequest, watch_feed_response,
-    watch_timeline_response,
+    GetCaseRequest, ListCasesRequest, WatchFeedRequest, WatchFeedResponse, WatchTimelineRequest,
+    WatchTimelineResponse, watch_feed_response, watch_timeline_response,
 };
 
 use gateway_common::catalogue::{declined_case, note};
@@ -59,20 +59,18 @@ async fn end_of<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>) -> tonic::
     }
 }
 
-#[tokio::test]
-async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expires() {
-    let f = Fixture::start().await;
-    let id = case("EXPIRE-1");
-    f.script(&id, declined_case()).await;
-    let mut gateway = f.gateway("gw-expiry").await;
-    gateway.wait_projected(f.cases_last().await).await;
-
-    let short = token_for(&f, Audience::Gateway, POLICE, &[Role::Reader], SHORT_TTL);
-    let expires_at = OffsetDateTime::now_utc() + SHORT_TTL;
-    let mut client = gateway.client(Some(&short)).await;
+/// Opens a timeline watch of `case_id` and the feed with `client`, and reads both until
+/// they have caught up.
+async fn caught_up_streams(
+    client: &mut Client,
+    case_id: &str,
+) -> (
+    tonic::Streaming<WatchTimelineResponse>,
+    tonic::Streaming<WatchFeedResponse>,
+) {
     let mut timeline = client
         .watch_timeline(WatchTimelineRequest {
-            case_id: "EXPIRE-1".into(),
+            case_id: case_id.into(),
             from_version: 0,
         })
         .await
@@ -82,17 +80,6 @@ async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expir
         .watch_feed(WatchFeedRequest { from_position: 0 })
         .await
         .expect("feed")
-        .into_inner();
-    // A control opened with an hour's token must outlive the short one.
-    let mut control = gateway
-        .client(Some(&f.reader(POLICE)))
-        .await
-        .watch_timeline(WatchTimelineRequest {
-            case_id: "EXPIRE-1".into(),
-            from_version: 0,
-        })
-        .await
-        .expect("watch")
         .into_inner();
     loop {
         match next_item(&mut timeline).await.and_then(|r| r.item) {
@@ -108,6 +95,54 @@ async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expir
             None => panic!("the feed ended"),
         }
     }
+    (timeline, feed)
+}
+
+/// A timeline watch of `case_id` opened with a police reader's hour-long token.
+async fn control_watch(
+    f: &Fixture,
+    gateway: &Gateway,
+    case_id: &str,
+) -> tonic::Streaming<WatchTimelineResponse> {
+    gateway
+        .client(Some(&f.reader(POLICE)))
+        .await
+        .watch_timeline(WatchTimelineRequest {
+            case_id: case_id.into(),
+            from_version: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// Reads `watch` until it delivers the event at `version`.
+async fn wait_for_version(watch: &mut tonic::Streaming<WatchTimelineResponse>, version: u64) {
+    loop {
+        match next_item(watch).await.and_then(|r| r.item) {
+            Some(watch_timeline_response::Item::Event(event)) if event.case_version == version => {
+                return;
+            }
+            Some(_) => {}
+            None => panic!("the control watch ended"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expires() {
+    let f = Fixture::start().await;
+    let id = case("EXPIRE-1");
+    f.script(&id, declined_case()).await;
+    let mut gateway = f.gateway("gw-expiry").await;
+    gateway.wait_projected(f.cases_last().await).await;
+
+    let short = token_for(&f, Audience::Gateway, POLICE, &[Role::Reader], SHORT_TTL);
+    let expires_at = OffsetDateTime::now_utc() + SHORT_TTL;
+    let mut client = gateway.client(Some(&short)).await;
+    let (mut timeline, mut feed) = caught_up_streams(&mut client, "EXPIRE-1").await;
+    // A control opened with an hour's token must outlive the short one.
+    let mut control = control_watch(&f, &gateway, "EXPIRE-1").await;
 
     for (name, status) in [
         ("WatchTimeline", end_of(&mut timeline).await),
@@ -133,17 +168,7 @@ async fn watch_streams_end_unauthenticated_when_the_token_that_opened_them_expir
 
     // The control stream still delivers what is appended after the expiry.
     f.append(CUSTOMS, &id, note("after the expiry"), None).await;
-    loop {
-        match next_item(&mut control).await.and_then(|r| r.item) {
-            Some(watch_timeline_response::Item::Event(event))
-                if event.case_version == declined_case().len() as u64 + 1 =>
-            {
-                break;
-            }
-            Some(_) => {}
-            None => panic!("the control watch ended"),
-        }
-    }
+    wait_for_version(&mut control, declined_case().len() as u64 + 1).await;
     // And a new call with the expired token is refused.
     let status = client
         .get_case(GetCaseRequest {
@@ -189,43 +214,8 @@ async fn watch_streams_end_unauthenticated_within_seconds_of_their_token_being_r
         .expect("the token verifies")
         .jti;
     let mut client = gateway.client(Some(&stolen)).await;
-    let mut timeline = client
-        .watch_timeline(WatchTimelineRequest {
-            case_id: "REVOKE-1".into(),
-            from_version: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut feed = client
-        .watch_feed(WatchFeedRequest { from_position: 0 })
-        .await
-        .expect("feed")
-        .into_inner();
-    let mut control = gateway
-        .client(Some(&f.reader(POLICE)))
-        .await
-        .watch_timeline(WatchTimelineRequest {
-            case_id: "REVOKE-1".into(),
-            from_version: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    loop {
-        match next_item(&mut timeline).await.and_then(|r| r.item) {
-            Some(watch_timeline_response::Item::CaughtUp(_)) => break,
-            Some(watch_timeline_response::Item::Event(_)) => {}
-            None => panic!("the watch ended before the revocation"),
-        }
-    }
-    loop {
-        match next_item(&mut feed).await.and_then(|r| r.item) {
-            Some(watch_feed_response::Item::Checkpoint(_)) => break,
-            Some(watch_feed_response::Item::Event(_)) => {}
-            None => panic!("the feed ended before the revocation"),
-        }
-    }
+    let (mut timeline, mut feed) = caught_up_streams(&mut client, "REVOKE-1").await;
+    let mut control = control_watch(&f, &gateway, "REVOKE-1").await;
 
     std::fs::write(&list, format!("# revoked token ids\n{jti}\n")).expect("revocation list");
     let revoked_at = tokio::time::Instant::now();
@@ -254,21 +244,10 @@ async fn watch_streams_end_unauthenticated_within_seconds_of_their_token_being_r
         );
     }
     let took = revoked_at.elapsed();
-    // Nothing appended after the revocation reaches the revoked caller, while a stream
-    // of another token still delivers it.
+    // A stream of another token still delivers what is appended after the revocation.
     f.append(CUSTOMS, &id, note("after the revocation"), None)
         .await;
-    loop {
-        match next_item(&mut control).await.and_then(|r| r.item) {
-            Some(watch_timeline_response::Item::Event(event))
-                if event.case_version == declined_case().len() as u64 + 1 =>
-            {
-                break;
-            }
-            Some(_) => {}
-            None => panic!("the control watch ended"),
-        }
-    }
+    wait_for_version(&mut control, declined_case().len() as u64 + 1).await;
     let status = client
         .get_case(GetCaseRequest {
             case_id: "REVOKE-1".into(),

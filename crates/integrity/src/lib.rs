@@ -13,7 +13,7 @@ mod verify;
 
 pub use hash::EventHash;
 pub use keys::{KeyError, KeyFile, OfficeSigner};
-pub use registry::{EncryptionKeyEntry, KeyEntry, OfficeEntry, OfficeRegistry, RegistryError};
+pub use registry::{KeyEntry, OfficeEntry, OfficeRegistry, RegistryError};
 pub use verify::{
     CaseFailure, CaseReport, ChainError, ChainTip, VerifiedEvent, VerifyError, check_recorded_at,
     verify_case, verify_signed,

@@ -64,13 +64,14 @@ pub enum RegistryError {
     },
 }
 
-/// One public key of an office.
+/// One public key of an office: a signing key (Ed25519) in `keys`, an encryption key
+/// (X25519) in `encryption_keys`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Key id, `<office>#<label>`.
     pub key_id: String,
-    /// The Ed25519 public key, base64 of 32 bytes.
+    /// The public key, base64 of 32 bytes.
     pub public_key: String,
     /// First instant at which events may be recorded with this key.
     #[serde(with = "time::serde::rfc3339")]
@@ -91,35 +92,6 @@ impl KeyEntry {
     }
 }
 
-/// One X25519 encryption key of an office: what is sealed for the office is wrapped for
-/// its keys valid at the time of sealing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncryptionKeyEntry {
-    /// Key id, `<office>#<label>`.
-    pub key_id: String,
-    /// The X25519 public key, base64 of 32 bytes.
-    pub public_key: String,
-    /// First instant at which content may be sealed for this key.
-    #[serde(with = "time::serde::rfc3339")]
-    pub valid_from: OffsetDateTime,
-    /// Instant from which nothing more is sealed for it (exclusive); none for
-    /// open-ended. What was sealed for it before stays readable with its secret key.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub valid_until: Option<OffsetDateTime>,
-}
-
-impl EncryptionKeyEntry {
-    /// Whether content sealed at `at` is wrapped for this key.
-    pub fn valid_at(&self, at: OffsetDateTime) -> bool {
-        self.valid_from <= at && self.valid_until.is_none_or(|until| at < until)
-    }
-}
-
 /// One office of the registry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,9 +104,11 @@ pub struct OfficeEntry {
     /// Its keys, oldest first.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
-    /// Its encryption keys, oldest first (absent in registries older than sealing).
+    /// Its X25519 encryption keys, oldest first: what is sealed for the office is
+    /// wrapped for those valid at the time of sealing (absent in registries older than
+    /// sealing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub encryption_keys: Vec<EncryptionKeyEntry>,
+    pub encryption_keys: Vec<KeyEntry>,
 }
 
 // Unknown fields are errors: a misspelt table (`offices = 7`, `[[offcie]]`) would
@@ -151,7 +125,7 @@ struct RegistryFile {
 pub struct OfficeRegistry {
     offices: BTreeMap<OfficeId, OfficeEntry>,
     keys: BTreeMap<String, (OfficeId, KeyEntry, VerifyingKey)>,
-    encryption_keys: BTreeMap<String, (OfficeId, EncryptionKeyEntry, ReaderKey)>,
+    encryption_keys: BTreeMap<String, (OfficeId, KeyEntry, ReaderKey)>,
 }
 
 /// Checks that `key_id` is `<office>#<label>` with a label of 1-32 chars of
@@ -316,7 +290,7 @@ impl OfficeRegistry {
     pub fn add_encryption_key(
         &mut self,
         office: &OfficeId,
-        key: EncryptionKeyEntry,
+        key: KeyEntry,
     ) -> Result<(), RegistryError> {
         let invalid = |reason: String| RegistryError::Invalid {
             office: office.to_string(),
@@ -398,7 +372,7 @@ impl OfficeRegistry {
     }
 
     /// The office and entry registered under the encryption key id `key_id`.
-    pub fn encryption_key_entry(&self, key_id: &str) -> Option<(&OfficeId, &EncryptionKeyEntry)> {
+    pub fn encryption_key_entry(&self, key_id: &str) -> Option<(&OfficeId, &KeyEntry)> {
         self.encryption_keys
             .get(key_id)
             .map(|(office, entry, _)| (office, entry))

@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use casebus_proto::OfficeId;
 
-use crate::registry::{EncryptionKeyEntry, validate_key_id};
+use crate::registry::{KeyEntry, validate_key_id};
 
 type Kem = X25519HkdfSha256;
 type PublicKey = <Kem as hpke::Kem>::PublicKey;
@@ -340,8 +340,8 @@ impl OpeningKey {
     }
 
     /// The registry entry of this key, valid from `valid_from` on.
-    pub fn key_entry(&self, valid_from: time::OffsetDateTime) -> EncryptionKeyEntry {
-        EncryptionKeyEntry {
+    pub fn key_entry(&self, valid_from: time::OffsetDateTime) -> KeyEntry {
+        KeyEntry {
             key_id: self.key_id.clone(),
             public_key: self.public_base64(),
             valid_from,

@@ -20,6 +20,16 @@ fn s(path: &std::path::Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+/// Asserts that only the owner may read or write `path` (a secret key file).
+fn assert_private(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret key file is private");
+    }
+}
+
 /// Runs offline with a registry file.
 async fn with_registry(registry: &std::path::Path, args: &[&str]) -> Run {
     run_with_env(
@@ -52,12 +62,7 @@ async fn a_generated_key_registers_and_verifies_what_it_signs() {
     .await;
     generated.expect_code(0);
     assert_eq!(generated.json()["key_id"], "customs:ningbo#2026");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the secret key file is private");
-    }
+    assert_private(&key);
     let public = dir.path().join("customs.key.pub");
     let public_text = std::fs::read_to_string(&public).expect("public key file");
     let secret_text = std::fs::read_to_string(&key).expect("key file");
@@ -255,12 +260,7 @@ async fn encryption_keys_are_generated_registered_listed_and_rotated_beside_sign
     .await;
     generated.expect_code(0);
     assert_eq!(generated.json()["kind"], "encryption");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&first).expect("key").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the secret key file is private");
-    }
+    assert_private(&first);
     let public = dir.path().join("court-enc-2026.key.pub");
     assert!(
         std::fs::read_to_string(&public)

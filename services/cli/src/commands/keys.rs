@@ -17,7 +17,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use casebus_integrity::seal::OpeningKey;
-use casebus_integrity::{EncryptionKeyEntry, KeyEntry, OfficeEntry, OfficeRegistry, OfficeSigner};
+use casebus_integrity::{KeyEntry, OfficeEntry, OfficeRegistry, OfficeSigner};
 use casebus_proto::OfficeId;
 
 use crate::cli::KeyKind;
@@ -86,13 +86,6 @@ impl Generated {
         })
     }
 
-    fn kind(&self) -> KeyKind {
-        match self {
-            Self::Signing(_) => KeyKind::Signing,
-            Self::Encryption(_) => KeyKind::Encryption,
-        }
-    }
-
     fn key_id(&self) -> &str {
         match self {
             Self::Signing(k) => k.key_id(),
@@ -114,22 +107,14 @@ impl Generated {
         }
     }
 
-    fn public(&self, valid_from: OffsetDateTime) -> PublicKey {
-        PublicKey {
-            kind: self.kind(),
+    fn entry(&self, valid_from: OffsetDateTime) -> KeyEntry {
+        KeyEntry {
             key_id: self.key_id().to_owned(),
             public_key: self.public_base64(),
             valid_from,
+            valid_until: None,
         }
     }
-}
-
-/// A public key of either kind, as it goes into the registry.
-struct PublicKey {
-    kind: KeyKind,
-    key_id: String,
-    public_key: String,
-    valid_from: OffsetDateTime,
 }
 
 /// Generates a key, writes the secret file (0600) and the `.pub` file.
@@ -239,7 +224,8 @@ fn add_key(
     registry: &mut OfficeRegistry,
     office: &OfficeId,
     name: Option<String>,
-    key: PublicKey,
+    kind: KeyKind,
+    key: KeyEntry,
 ) -> Result<(), CliError> {
     if !registry.contains(office) {
         registry
@@ -251,45 +237,18 @@ fn add_key(
             })
             .map_err(|e| CliError::refused(e.to_string()))?;
     }
-    let result = match key.kind {
-        KeyKind::Signing => registry.add_key(
-            office,
-            KeyEntry {
-                key_id: key.key_id,
-                public_key: key.public_key,
-                valid_from: key.valid_from,
-                valid_until: None,
-            },
-        ),
-        KeyKind::Encryption => registry.add_encryption_key(
-            office,
-            EncryptionKeyEntry {
-                key_id: key.key_id,
-                public_key: key.public_key,
-                valid_from: key.valid_from,
-                valid_until: None,
-            },
-        ),
-    };
-    result.map_err(|e| CliError::refused(e.to_string()))
+    match kind {
+        KeyKind::Signing => registry.add_key(office, key),
+        KeyKind::Encryption => registry.add_encryption_key(office, key),
+    }
+    .map_err(|e| CliError::refused(e.to_string()))
 }
 
-/// The (key id, valid from, valid until) of an office's keys of `kind`.
-fn keys_of(
-    entry: &OfficeEntry,
-    kind: KeyKind,
-) -> Vec<(String, OffsetDateTime, Option<OffsetDateTime>)> {
+/// An office's keys of `kind`.
+fn keys_of(entry: &OfficeEntry, kind: KeyKind) -> &[KeyEntry] {
     match kind {
-        KeyKind::Signing => entry
-            .keys
-            .iter()
-            .map(|k| (k.key_id.clone(), k.valid_from, k.valid_until))
-            .collect(),
-        KeyKind::Encryption => entry
-            .encryption_keys
-            .iter()
-            .map(|k| (k.key_id.clone(), k.valid_from, k.valid_until))
-            .collect(),
+        KeyKind::Signing => &entry.keys,
+        KeyKind::Encryption => &entry.encryption_keys,
     }
 }
 
@@ -327,11 +286,12 @@ pub fn register(
         &mut registry,
         office,
         name,
-        PublicKey {
-            kind,
+        kind,
+        KeyEntry {
             key_id: key_id.clone(),
             public_key,
             valid_from,
+            valid_until: None,
         },
     )?;
     registry.save(path).map_err(CliError::from_source)?;
@@ -389,7 +349,7 @@ pub fn rotate(
     }
     let current = keys_of(&entry, kind);
     let new_key_id = format!("{office}#{label}");
-    if current.iter().any(|(id, _, _)| *id == new_key_id) {
+    if current.iter().any(|k| k.key_id == new_key_id) {
         return Err(CliError::usage(format!(
             "--label: key {new_key_id} is registered already"
         )));
@@ -397,20 +357,20 @@ pub fn rotate(
     // Keys still open-ended or valid beyond the retirement time get retired.
     let retiring: Vec<String> = current
         .iter()
-        .filter(|(_, _, until)| until.is_none_or(|until| until > retire_at))
-        .filter(|(_, from, _)| *from < retire_at)
-        .map(|(id, _, _)| id.clone())
+        .filter(|k| k.valid_until.is_none_or(|until| until > retire_at))
+        .filter(|k| k.valid_from < retire_at)
+        .map(|k| k.key_id.clone())
         .collect();
     // Check the whole change on a copy before writing any file.
     let mut next = registry.clone();
     let probe = Generated::new(kind, office, label)?;
-    add_key(&mut next, office, None, probe.public(valid_from))?;
+    add_key(&mut next, office, None, kind, probe.entry(valid_from))?;
     for key_id in &retiring {
         retire(&mut next, kind, key_id, retire_at)?;
     }
 
     let key = generate_files(kind, office, label, out)?;
-    add_key(&mut registry, office, None, key.public(valid_from))?;
+    add_key(&mut registry, office, None, kind, key.entry(valid_from))?;
     for key_id in &retiring {
         retire(&mut registry, kind, key_id, retire_at)?;
     }
@@ -456,52 +416,29 @@ pub fn rotate(
 pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
     let registry = ctx.registry("to list its keys")?;
     let now = OffsetDateTime::now_utc();
-    let state = |from: OffsetDateTime, until: Option<OffsetDateTime>| {
-        if from > now {
-            "future"
-        } else if until.is_none_or(|until| now < until) {
+    let state = |k: &KeyEntry| {
+        if k.valid_at(now) {
             "valid"
+        } else if k.valid_from > now {
+            "future"
         } else {
             "retired"
         }
-    };
-    // Every key of an office, signing keys first: (kind, id, public key, from, until).
-    let keys = |o: &OfficeEntry| {
-        let signing = o.keys.iter().map(|k| {
-            (
-                KeyKind::Signing,
-                k.key_id.clone(),
-                k.public_key.clone(),
-                k.valid_from,
-                k.valid_until,
-            )
-        });
-        let encryption = o.encryption_keys.iter().map(|k| {
-            (
-                KeyKind::Encryption,
-                k.key_id.clone(),
-                k.public_key.clone(),
-                k.valid_from,
-                k.valid_until,
-            )
-        });
-        signing.chain(encryption).collect::<Vec<_>>()
     };
     if ctx.out.is_json() {
         let offices: Vec<_> = registry
             .offices()
             .map(|o| {
-                let json_keys = |wanted: KeyKind| {
-                    keys(o)
-                        .into_iter()
-                        .filter(|k| k.0 == wanted)
-                        .map(|(_, id, public, from, until)| {
+                let json_keys = |kind: KeyKind| {
+                    keys_of(o, kind)
+                        .iter()
+                        .map(|k| {
                             json!({
-                                "key_id": id,
-                                "public_key": public,
-                                "valid_from": rfc3339(from),
-                                "valid_until": until.map(rfc3339),
-                                "state": state(from, until),
+                                "key_id": k.key_id,
+                                "public_key": k.public_key,
+                                "valid_from": rfc3339(k.valid_from),
+                                "valid_until": k.valid_until.map(rfc3339),
+                                "state": state(k),
                             })
                         })
                         .collect::<Vec<_>>()
@@ -528,7 +465,11 @@ pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
         "public key",
     ]);
     for office in registry.offices() {
-        let all = keys(office);
+        // Every key of the office, signing keys first.
+        let all: Vec<(KeyKind, &KeyEntry)> = [KeyKind::Signing, KeyKind::Encryption]
+            .into_iter()
+            .flat_map(|kind| keys_of(office, kind).iter().map(move |k| (kind, k)))
+            .collect();
         if all.is_empty() {
             t.add_row([
                 office.id.to_string(),
@@ -541,16 +482,16 @@ pub fn list(ctx: &Ctx) -> Result<Outcome, CliError> {
                 String::new(),
             ]);
         }
-        for (kind, id, public, from, until) in all {
+        for (kind, key) in all {
             t.add_row([
                 office.id.to_string(),
                 office.name.clone(),
                 kind.name().to_owned(),
-                id,
-                state(from, until).to_owned(),
-                short(from),
-                short_or_dash(until),
-                public,
+                key.key_id.clone(),
+                state(key).to_owned(),
+                short(key.valid_from),
+                short_or_dash(key.valid_until),
+                key.public_key.clone(),
             ]);
         }
     }
