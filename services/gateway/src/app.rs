@@ -224,6 +224,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
     let registry = OfficeRegistry::load(&config.registry.path).map_err(RunError::Registry)?;
+    // Opened before anything slow, so a file that is not a log stops the start.
+    let tlog = config
+        .tlog_file
+        .as_ref()
+        .map(casebus_timeline::LogStore::open)
+        .transpose()
+        .map_err(RunError::Tlog)?;
     // Installed before anything slow, so that a SIGHUP from then on reloads the
     // registry instead of ending the process.
     let hangup = casebus_runtime::shutdown::Hangup::install().map_err(RunError::Signal)?;
@@ -349,6 +356,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         hangup,
         shutdown.clone(),
     ));
+    if let Some(log) = tlog {
+        let follower = crate::tlog::follow(
+            Ops::from_bus(&bus),
+            log,
+            config.tlog_interval,
+            config.batch,
+            metrics.tlog_entries.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            if let Err(e) = follower.await {
+                tracing::error!(error = %e, "transparency log follower failed");
+            }
+        });
+    }
     let ready = Arc::new(AtomicBool::new(false));
     tracker.spawn({
         let (metrics, ready, stop) = (metrics.base.clone(), ready.clone(), shutdown.clone());

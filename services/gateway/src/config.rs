@@ -62,6 +62,20 @@ pub struct Config {
     /// caller to narrow it by date.
     #[arg(long, env = "CASEBUS_GATEWAY_LIST_WORK_BUDGET", default_value_t = casebus_timeline::DEFAULT_LIST_WORK_BUDGET)]
     pub list_work_budget: u64,
+    /// Keep a transparency log (RFC 9162 Merkle tree over every message of CASES, in
+    /// stream order) in this SQLite file, beside the projection; a missing file is
+    /// rebuilt from the stream (docs/PROOFS.md).
+    #[arg(long = "tlog-file", env = "CASEBUS_GATEWAY_TLOG_FILE")]
+    pub tlog_file: Option<PathBuf>,
+    /// Longest wait for the next message of CASES before the log follower looks at
+    /// shutdown again, and its pause after a failed read.
+    #[arg(
+        long = "tlog-interval",
+        env = "CASEBUS_GATEWAY_TLOG_INTERVAL",
+        default_value = "1s",
+        value_parser = casebus_runtime::args::humantime_duration
+    )]
+    pub tlog_interval: std::time::Duration,
     /// Responses buffered per watch stream before it waits for its client.
     #[arg(long, env = "CASEBUS_GATEWAY_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,

@@ -212,6 +212,9 @@ pub enum RunError {
     /// The office registry could not be loaded.
     #[error("office registry")]
     Registry(#[source] casebus_integrity::RegistryError),
+    /// The transparency log file cannot be opened.
+    #[error("opening the transparency log (--tlog-file)")]
+    Tlog(#[source] casebus_timeline::LogStoreError),
     /// NATS could not be reached, or the streams could not be opened.
     #[error("nats")]
     Nats(#[source] casebus_bus::BusError),

@@ -26,6 +26,8 @@ pub struct GatewayMetrics {
     pub watch_streams: IntGauge,
     /// Reads refused because their audit record could not be written.
     pub audit_failures: IntCounter,
+    /// Entries of the transparency log (`--tlog-file`), 0 when none is kept.
+    pub tlog_entries: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -68,6 +70,13 @@ impl GatewayMetrics {
         .map_err(RuntimeError::Metrics)?;
         r.register(Box::new(audit_failures.clone()))
             .map_err(RuntimeError::Metrics)?;
+        let tlog_entries = IntGauge::new(
+            "casebus_gateway_tlog_entries",
+            "Entries of the transparency log the gateway keeps over CASES",
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(tlog_entries.clone()))
+            .map_err(RuntimeError::Metrics)?;
         Ok(Self {
             base,
             consumer: consumer.to_owned(),
@@ -75,6 +84,7 @@ impl GatewayMetrics {
             batch_events,
             watch_streams,
             audit_failures,
+            tlog_entries,
         })
     }
 }

@@ -5,7 +5,14 @@
 //!
 //! A log file that is missing or was deleted starts at size 0, so [`catch_up`] on it
 //! rebuilds the whole log from the stream; one that is behind resumes after its size.
-//! This module does not sign checkpoints or serve proofs.
+//! [`follow`] is the gateway's task (`--tlog-file`): one scan that waits for what is
+//! stored next, on a thread of its own so SQLite never blocks a task that serves
+//! requests. This module does not sign checkpoints or serve proofs yet.
+
+use std::time::Duration;
+
+use prometheus::IntGauge;
+use tokio_util::sync::CancellationToken;
 
 use casebus_bus::ops::{Ops, OpsError, ScanStart};
 use casebus_bus::subjects::CASES_STREAM;
@@ -57,4 +64,66 @@ pub async fn catch_up(ops: &Ops, store: &mut LogStore, batch: usize) -> Result<u
     .await;
     scanner.close().await;
     result
+}
+
+/// Keeps `store` up to date with `CASES` until `stop`: one scan from the log's size
+/// on, waiting up to `interval` at a time for what is stored next, `batch` messages per
+/// transaction, setting `entries` to the log's size. A failed read or store is logged
+/// and the scan opened again from the log's size after `interval` (a stream that
+/// disagrees with the log stays an error in the log until an operator looks).
+///
+/// Runs on a blocking-pool thread of its own, driving its NATS reads with the
+/// runtime's handle, so SQLite never blocks a task that serves requests.
+pub fn follow(
+    ops: Ops,
+    mut store: LogStore,
+    interval: Duration,
+    batch: usize,
+    entries: IntGauge,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let handle = tokio::runtime::Handle::current();
+    let set = |entries: &IntGauge, size: u64| entries.set(i64::try_from(size).unwrap_or(i64::MAX));
+    set(&entries, store.size());
+    tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            tracing::info!(path = %store.path().display(), size = store.size(), "keeping the transparency log");
+            loop {
+                let start = ScanStart::Sequence(store.size() + 1);
+                let failed = match ops.scan(CASES_STREAM, None, start, batch).await {
+                    Err(e) => LogSyncError::Stream(e),
+                    Ok(mut scanner) => {
+                        let failed = loop {
+                            let read = tokio::select! {
+                                () = stop.cancelled() => {
+                                    scanner.close().await;
+                                    return;
+                                }
+                                read = scanner.wait(interval) => read,
+                            };
+                            match read {
+                                Ok(messages) if messages.is_empty() => {}
+                                Ok(messages) => {
+                                    let stored = store
+                                        .append(messages.iter().map(|m| (m.sequence, &m.payload[..])));
+                                    match stored {
+                                        Ok(size) => set(&entries, size),
+                                        Err(e) => break LogSyncError::Store(e),
+                                    }
+                                }
+                                Err(e) => break LogSyncError::Stream(e),
+                            }
+                        };
+                        scanner.close().await;
+                        failed
+                    }
+                };
+                tracing::error!(error = %failed, source = ?std::error::Error::source(&failed), "transparency log not brought up to date; trying again");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+    })
 }
