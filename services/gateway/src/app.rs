@@ -220,6 +220,9 @@ fn stats(
 /// server failed while running.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
+    // A bad rules file or calendar refuses the start, naming the file, line and field.
+    let clocks = config.clocks.load().map_err(RunError::Runtime)?;
+    tracing::info!(digest = %clocks.digest, years = clocks.calendar.years().count(), "deadline rules and calendar loaded");
     // Every call must be authenticated: refuse to start before touching anything else.
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
