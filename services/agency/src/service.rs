@@ -255,7 +255,7 @@ impl Service {
 
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let inbox = Arc::new(Inbox::new(office.clone()));
+        let inbox = Arc::new(Inbox::new(office.clone(), Arc::new(clocks.clone())));
         let kit = Kit::new(
             office,
             A::SERVICE_NAME,
