@@ -240,9 +240,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     });
 
     let (db, readers, store_name) = (config.db.clone(), config.readers, name.clone());
-    let store = tokio::task::spawn_blocking(move || Store::open(&db, readers, &store_name))
-        .await
-        .map_err(|_| RunError::Task)??;
+    let store = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&db, readers, &store_name)?;
+        let recounted = store.set_clocks(clocks.rules, clocks.calendar)?;
+        if recounted > 0 {
+            tracing::info!(
+                cases = recounted,
+                "hand-offs' running clocks recounted with these rules and calendar"
+            );
+        }
+        Ok::<_, RunError>(store)
+    })
+    .await
+    .map_err(|_| RunError::Task)??;
     store.set_list_work_budget(config.list_work_budget);
     let store = Arc::new(store);
     metrics
