@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use casebus_runtime::args::{MetricsArgs, NatsArgs, ProcessArgs, humantime_duration};
+use casebus_runtime::clocks::ClockArgs;
 
 /// The monitor's command line.
 #[derive(Debug, Clone, clap::Parser)]
@@ -74,6 +75,10 @@ pub struct Config {
     /// (useful with port 0). Removed at shutdown.
     #[arg(long = "ready-file", env = "CASEBUS_MONITOR_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Deadline rules and holiday calendar the hand-offs' legal clocks are counted with
+    /// when the monitor folds the stream itself (without a gateway).
+    #[command(flatten)]
+    pub clocks: ClockArgs,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,
