@@ -1,7 +1,8 @@
 //! The legal clocks over the real binaries (customs and police services, the gateway,
 //! nats-server): a referral made in the past, acknowledged and accepted by the police
-//! but not decided, is overdue on its filing clock in the police inbox and on the
-//! gateway (`GetCase` hand-off view, `ListCases has_overdue_handoffs`); the police's
+//! but not decided, is overdue on its filing clock in the police inbox, in the sender's
+//! own `GetCase` view and on the gateway (`GetCase` hand-off view, `ListCases
+//! has_overdue_handoffs`); the police's
 //! `InvestigationFiled` answers the clock, and both stop showing it. Every service runs
 //! with the built-in deadline rules on the shipped calendar, and the acts carry
 //! `occurred_at` in November 2026, so their periods have elapsed and are counted on a
@@ -246,6 +247,24 @@ async fn an_accepted_undecided_referral_is_overdue_in_the_inbox_and_on_the_gatew
     assert_filing_clock(
         items[0].clock.as_ref().map(RunningClockView::from).as_ref(),
         "inbox",
+    );
+
+    // The sender's coordination view (the agency's own GetCase) counts the same clock.
+    let sender_view = customs
+        .common()
+        .get_case(casebus_proto::agency::v1::GetCaseRequest {
+            case_id: CASE.into(),
+        })
+        .await
+        .expect("the sender's view")
+        .into_inner()
+        .case
+        .expect("case");
+    let h1 = &sender_view.handoffs[0];
+    assert!(h1.overdue, "{h1:?}");
+    assert_filing_clock(
+        h1.clock.as_ref().map(RunningClockView::from).as_ref(),
+        "the sender's GetCase",
     );
 
     // The gateway: the hand-off view and the overdue filter, for the police and customs.

@@ -83,7 +83,7 @@ pub(crate) struct Entry {
 }
 
 /// The wire form of a running clock.
-fn running_clock(clock: &OpenClock) -> RunningClock {
+pub(crate) fn running_clock(clock: &OpenClock) -> RunningClock {
     RunningClock {
         name: clock.rule.key().to_owned(),
         started_at: Some(timestamp_from(clock.started_at)),
@@ -233,6 +233,11 @@ impl Inbox {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rules and calendar the inbox counts clocks with (the service's).
+    pub fn clocks(&self) -> &Clocks {
+        &self.clocks
     }
 
     /// Whether the inbox has caught up with the stream since the start.
