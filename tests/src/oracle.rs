@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use casebus_bus::Bus;
 use casebus_bus::ops::{Ops, ScanStart, StoredMessage};
 use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
-use casebus_domain::{CaseState, Reference, effective_visibility};
+use casebus_domain::{Calendar, CaseState, DeadlineRules, Reference, effective_visibility};
 use casebus_integrity::{ChainTip, OfficeRegistry, VerifiedEvent, verify_signed};
 use casebus_proto::CaseId;
 use casebus_proto::event::v1::payload::Kind;
@@ -209,7 +209,9 @@ impl Diffs {
 /// consumer; the set of cases; per case its events (version, id, sequence, office,
 /// times, hashes, signed bytes, visibility in force), its row (version, last sequence,
 /// update time, how it was opened), tracks, parties (with the version that set them),
-/// hand-offs (every field, the overdue flag at one `now`), references (with the version
+/// hand-offs (every field, the running legal clock counted with the built-in rules on
+/// the shipped calendar, as a gateway started without `--deadline-rules` and
+/// `--calendar-dir` counts it, and the overdue flag at one `now`), references (with the version
 /// that linked them, and found by lookup), participants and folded state; the list of
 /// opened cases; and the row counts. Empty when they agree.
 pub fn projection_diffs(expected: &ExpectedProjection, projection: &Projection) -> Vec<String> {
@@ -301,6 +303,7 @@ fn compare_case(
     now: OffsetDateTime,
 ) {
     let state = &case.state;
+    let (rules, calendar) = (DeadlineRules::default(), Calendar::shipped());
     let mut timeline: Vec<TimelineRow> = Vec::new();
     loop {
         let from = timeline.last().map_or(1, |r| r.version.saturating_add(1));
@@ -451,10 +454,36 @@ fn compare_case(
                     projected.map(|h| &h.handoff),
                     folded,
                 );
+                let clock = state.open_clock(id, &rules, &calendar);
+                d.field(
+                    || format!("case {case_id}: hand-off {id} running clock"),
+                    projected.map(|h| {
+                        h.clock.as_ref().map(|c| {
+                            (
+                                c.name.clone(),
+                                c.started_at,
+                                c.due_at,
+                                c.basis.clone(),
+                                c.error.clone(),
+                            )
+                        })
+                    }),
+                    folded.map(|_| {
+                        clock.as_ref().map(|c| {
+                            (
+                                c.rule.key().to_owned(),
+                                c.started_at,
+                                c.due_at.as_ref().ok().copied(),
+                                c.basis.clone(),
+                                c.due_at.as_ref().err().map(ToString::to_string),
+                            )
+                        })
+                    }),
+                );
                 d.field(
                     || format!("case {case_id}: hand-off {id} overdue at {now}"),
                     projected.map(|h| h.overdue),
-                    folded.map(|h| h.is_overdue(now)),
+                    folded.map(|_| clock.as_ref().is_some_and(|c| c.is_overdue(now))),
                 );
             }
 
@@ -623,5 +652,11 @@ fn compare_counts(
         || "count of open hand-offs".into(),
         counts.handoffs_open,
         sum(&|s| s.handoffs.values().filter(|h| h.status.is_open()).count()),
+    );
+    let (rules, calendar) = (DeadlineRules::default(), Calendar::shipped());
+    d.field(
+        || format!("count of hand-offs whose running clock is past due at {now}"),
+        counts.handoffs_overdue,
+        sum(&|s| s.overdue_clocks(&rules, &calendar, now).len()),
     );
 }

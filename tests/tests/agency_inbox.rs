@@ -1,8 +1,9 @@
 //! The inbox as a back-office sees it: `WatchInbox` sends what is pending, a caught-up
-//! marker, then every change live (a new hand-off, its automatic receipt, its due time
-//! passing, its acceptance); `ListInbox` filters overdue hand-offs; the overdue gauge
-//! counts them; the sender's case view flags them; and a watch ends cleanly when the
-//! service shuts down.
+//! marker, then every change live (a new hand-off, its automatic receipt, its
+//! acceptance, which keeps it in the inbox while its filing clock runs, the clock
+//! running out, and the filing decision, which answers it); `ListInbox` filters overdue
+//! hand-offs and names their running clock; the overdue gauge counts them; the sender's
+//! case view flags them; and a watch ends cleanly when the service shuts down.
 
 mod agency_harness;
 
@@ -11,14 +12,16 @@ use std::time::Duration;
 use tonic::Streaming;
 
 use casebus_proto::agency::v1::*;
-use casebus_proto::event::v1::HandoffAccepted;
+use casebus_proto::event::v1::{HandoffAccepted, InvestigationFiled};
+use casebus_proto::public_security::v1::FileInvestigationRequest;
 use casebus_test_support::wait_until;
 
 use agency_harness::*;
 
 /// Ceiling for the next message of a watch.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(20);
-/// Referrals are due this soon under the sender's rules, so the test sees one go overdue.
+/// The police's filing clock runs this short under these rules (given to both the sender
+/// and the police, whose inbox counts it), so the test sees referrals go overdue.
 const SHORT_RULES: &str = "[handoff_due]\nsuspected_crime_referral = \"2s\"\n";
 
 type Seen = Vec<(InboxChange, String, i32, bool)>;
@@ -55,8 +58,10 @@ fn saw(
 #[tokio::test]
 async fn the_inbox_streams_existing_new_acknowledged_overdue_and_answered_hand_offs() {
     let f = Fixture::start().await;
-    let (customs, mut police) =
-        tokio::join!(f.spawn_with_rules(CUSTOMS, SHORT_RULES), f.spawn(POLICE));
+    let (customs, mut police) = tokio::join!(
+        f.spawn_with_rules(CUSTOMS, SHORT_RULES),
+        f.spawn_with_rules(POLICE, SHORT_RULES)
+    );
     open_case(&customs, "C-WATCH").await;
     refer_to_police(&customs, "C-WATCH", "h1").await;
     police
@@ -84,7 +89,8 @@ async fn the_inbox_streams_existing_new_acknowledged_overdue_and_answered_hand_o
     assert_eq!(seen[0].2, HandoffStatus::Acknowledged as i32);
     assert_eq!(seen.len(), 2, "{seen:?}");
 
-    // A new hand-off arrives and is acknowledged; the old one is accepted and leaves.
+    // A new hand-off arrives and is acknowledged; the old one is accepted and stays:
+    // accepting does not answer the filing clock.
     refer_to_police(&customs, "C-WATCH", "h2").await;
     read_until(&mut watch, &mut seen, |s| {
         saw(s, InboxChange::Added, "h2", HandoffStatus::Requested, false)
@@ -108,43 +114,62 @@ async fn the_inbox_streams_existing_new_acknowledged_overdue_and_answered_hand_o
         })
         .await;
     ok(&police, "accept h1", r);
-    // h2 is due two seconds after it was sent.
+    // Both filing clocks run out two seconds after their referral.
     read_until(&mut watch, &mut seen, |s| {
-        s.iter().any(|(c, h, st, _)| {
-            *c == InboxChange::Removed && h == "h1" && *st == HandoffStatus::Accepted as i32
-        }) && saw(
-            s,
-            InboxChange::Updated,
-            "h2",
-            HandoffStatus::Acknowledged,
-            true,
-        )
+        saw(s, InboxChange::Updated, "h1", HandoffStatus::Accepted, true)
+            && saw(
+                s,
+                InboxChange::Updated,
+                "h2",
+                HandoffStatus::Acknowledged,
+                true,
+            )
     })
     .await;
+    assert!(
+        !seen.iter().any(|(c, ..)| *c == InboxChange::Removed),
+        "{seen:?}"
+    );
 
-    let overdue = police
-        .common()
-        .list_inbox(ListInboxRequest {
-            case_id: String::new(),
-            overdue_only: true,
-        })
-        .await
-        .expect("list overdue")
-        .into_inner()
-        .items;
-    assert_eq!(overdue.len(), 1);
-    assert_eq!(overdue[0].handoff_id, "h2");
-    assert!(overdue[0].overdue);
-    wait_until(WATCH_TIMEOUT, "the overdue gauge to count h2", async || {
-        let metrics = http_get(police.metrics, "/metrics").await;
-        has_sample(
-            &metrics,
-            "casebus_handoffs_overdue",
-            POLICE,
-            &["agency=\"public_security\""],
-            "1",
-        )
-    })
+    let list_overdue = async || {
+        police
+            .common()
+            .list_inbox(ListInboxRequest {
+                case_id: String::new(),
+                overdue_only: true,
+            })
+            .await
+            .expect("list overdue")
+            .into_inner()
+            .items
+    };
+    let overdue = list_overdue().await;
+    let ids: Vec<&str> = overdue.iter().map(|i| i.handoff_id.as_str()).collect();
+    assert_eq!(ids, ["h1", "h2"], "the oldest due first");
+    for item in &overdue {
+        assert!(item.overdue);
+        let clock = item.clock.as_ref().expect("a running clock");
+        assert_eq!(clock.name, "filing_decision");
+        assert!(clock.basis.contains("Order 310"), "{}", clock.basis);
+        assert!(
+            clock.due_at.is_some() && clock.due_error.is_empty(),
+            "{clock:?}"
+        );
+    }
+    wait_until(
+        WATCH_TIMEOUT,
+        "the overdue gauge to count h1 and h2",
+        async || {
+            let metrics = http_get(police.metrics, "/metrics").await;
+            has_sample(
+                &metrics,
+                "casebus_handoffs_overdue",
+                POLICE,
+                &["agency=\"public_security\""],
+                "2",
+            )
+        },
+    )
     .await
     .expect("overdue gauge");
     let view = customs
@@ -162,7 +187,34 @@ async fn the_inbox_streams_existing_new_acknowledged_overdue_and_answered_hand_o
         .iter()
         .map(|h| (h.handoff_id.as_str(), h.overdue))
         .collect();
-    assert_eq!(flags, [("h1", false), ("h2", true)]);
+    // The sender's view counts the same clocks: the accepted h1 is overdue too.
+    assert_eq!(flags, [("h1", true), ("h2", true)]);
+
+    // The filing decision answers every referral to the police: both leave the inbox.
+    let r = police
+        .police()
+        .file_investigation(FileInvestigationRequest {
+            meta: meta("C-WATCH"),
+            investigation_filed: Some(InvestigationFiled {
+                police_case_number: "PS-WATCH-1".into(),
+                suspected_offence: "Criminal Law art. 213".into(),
+                basis: "referral by customs".into(),
+            }),
+        })
+        .await;
+    ok(&police, "file the investigation", r);
+    read_until(&mut watch, &mut seen, |s| {
+        saw(s, InboxChange::Removed, "h1", HandoffStatus::Accepted, true)
+            && saw(
+                s,
+                InboxChange::Removed,
+                "h2",
+                HandoffStatus::Acknowledged,
+                true,
+            )
+    })
+    .await;
+    assert!(list_overdue().await.is_empty());
 
     // Shutting down ends the watch cleanly, and the service exits.
     police.terminate();

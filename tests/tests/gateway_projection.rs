@@ -244,6 +244,17 @@ async fn the_oracle_names_every_damage_done_to_a_right_projection() {
             ],
         ),
         (
+            "running clock of a decided hand-off",
+            "UPDATE handoffs SET clock = 'filing_decision', clock_started_at = requested_at,
+                 clock_due_at = requested_at + 1, clock_basis = 'forged'
+             WHERE case_id = 'ORACLE-1' AND handoff_id = 'h1'",
+            &[
+                "case ORACLE-1: hand-off h1 running clock",
+                "case ORACLE-1: hand-off h1 overdue at",
+                "count of hand-offs whose running clock is past due",
+            ],
+        ),
+        (
             "missing event",
             "DELETE FROM events WHERE case_id = 'ORACLE-2' AND case_version = 3",
             &[

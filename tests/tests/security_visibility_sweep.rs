@@ -16,7 +16,8 @@
 //! What is secret, and who may see it, is written down per secret from the scenario
 //! (the visibility each event was recorded with), not taken from the code under test:
 //!
-//! - case `sec-1`: customs (Ningbo) opens it and refers it to the police, who accept;
+//! - case `sec-1`: customs (Ningbo) opens it and refers it to the police, who accept
+//!   (and do not decide, so it stays in their inbox);
 //!   customs adds a sealed party and a sealed reference, a sealed note, a note for the
 //!   police only, a note for the court only (not involved), an open note; the police a
 //!   sealed note; customs a sealed note after the watches caught up;
@@ -835,9 +836,14 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
         .await;
         push("gateway WatchFeed".into(), result);
 
-        // The agency service's inbox: the police hold the pending sealed hand-off h2.
+        // The agency service's inbox: the police hold the pending sealed hand-off h2, and
+        // h1, accepted but not decided (its filing clock runs).
         let expected_inbox: BTreeSet<(String, String)> = if o == POLICE {
-            [(SEALED_CASE.to_owned(), "h2".to_owned())].into()
+            [
+                (CASE.to_owned(), "h1".to_owned()),
+                (SEALED_CASE.to_owned(), "h2".to_owned()),
+            ]
+            .into()
         } else {
             BTreeSet::new()
         };

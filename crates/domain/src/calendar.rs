@@ -260,6 +260,18 @@ fn is_weekend(date: Date) -> bool {
     matches!(date.weekday(), Weekday::Saturday | Weekday::Sunday)
 }
 
+/// The shipped holiday calendar files, `(file name, text)`.
+pub const SHIPPED_CALENDAR: [(&str, &str); 2] = [
+    (
+        "deploy/calendar/2026.toml",
+        include_str!("../../../deploy/calendar/2026.toml"),
+    ),
+    (
+        "deploy/calendar/2027.toml",
+        include_str!("../../../deploy/calendar/2027.toml"),
+    ),
+];
+
 /// The loaded years' schedules.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Calendar {
@@ -267,6 +279,17 @@ pub struct Calendar {
 }
 
 impl Calendar {
+    /// The calendar casebus ships, `deploy/calendar/*.toml` as compiled in: the State
+    /// Council's 2026 schedule and 2027 awaiting its notice. Services count with it
+    /// unless `--calendar-dir` names other files.
+    ///
+    /// # Panics
+    /// Never: the shipped files are checked by the crate's tests
+    /// (`the_shipped_calendar_loads_and_is_the_files_under_deploy`).
+    pub fn shipped() -> Self {
+        Self::parse_files(SHIPPED_CALENDAR).expect("the shipped calendar files are valid")
+    }
+
     /// A calendar with no years loaded: every working-day question is an error.
     pub fn new() -> Self {
         Self::default()

@@ -15,7 +15,9 @@ mod rules;
 mod state;
 mod visibility;
 
-pub use calendar::{CHINA_STANDARD_TIME, Calendar, CalendarError, YearCalendar, YearStatus};
+pub use calendar::{
+    CHINA_STANDARD_TIME, Calendar, CalendarError, SHIPPED_CALENDAR, YearCalendar, YearStatus,
+};
 pub use clock::{ClockRule, Step, Unit, end_of_day, legal_date};
 pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, RejectionKind};
 pub use decide::decide;

@@ -507,6 +507,7 @@ impl CaseState {
             self.unknown_events += 1;
             return;
         };
+        self.fold_clocks(event, kind);
         match kind {
             Kind::CaseOpened(p) => {
                 self.opened = Some(Opened {
@@ -543,6 +544,180 @@ impl CaseState {
                     number: p.local_case_number.clone(),
                 });
             }
+            Kind::HandoffRequested(p) => {
+                self.handoffs.insert(
+                    p.handoff_id.clone(),
+                    Handoff {
+                        handoff_id: p.handoff_id.clone(),
+                        kind: p.kind(),
+                        from_office: event.office.clone(),
+                        to_agency: p.to_agency(),
+                        to_office: office_or_none(&p.to_office_id),
+                        status: HandoffStatus::Requested,
+                        requested_at: at,
+                        due_at: p.due_at.as_ref().and_then(datetime_from),
+                        requested_version: event.version,
+                        requested_event_id: event.event_id.clone(),
+                        answered: false,
+                    },
+                );
+            }
+            Kind::HandoffAcknowledged(p) => {
+                self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged);
+            }
+            Kind::HandoffAccepted(p) => {
+                self.move_handoff(&p.handoff_id, HandoffStatus::Accepted);
+                self.open_track(agency, event.office, at);
+                if !p.local_case_number.is_empty() {
+                    self.references.insert(Reference {
+                        agency,
+                        office: event.office.clone(),
+                        number: p.local_case_number.clone(),
+                    });
+                }
+            }
+            Kind::HandoffDeclined(p) => {
+                self.move_handoff(&p.handoff_id, HandoffStatus::Declined);
+            }
+            Kind::TrackClosed(_) => {
+                if let Some(track) = self.tracks.get_mut(&agency) {
+                    track.status = TrackStatus::Closed;
+                }
+            }
+            Kind::VisibilityChanged(p) => {
+                let index = usize::try_from(p.target_version).unwrap_or(usize::MAX);
+                if let Some(meta) = index.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
+                    meta.visibility = normalise(p.visibility.as_ref());
+                }
+            }
+            Kind::GoodsDetained(p) => {
+                self.detentions
+                    .insert(p.detention_id.clone(), Detention::default());
+            }
+            Kind::DetentionReleased(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.released = true;
+                }
+            }
+            Kind::RightsHolderNotified(_) => {}
+            Kind::InfringementDetermined(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.infringing = Some(p.infringing);
+                }
+            }
+            Kind::GoodsConfiscated(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.confiscated = true;
+                }
+            }
+            Kind::InfringementAssessed(p) => {
+                self.assessments.insert(p.assessment_id.clone());
+            }
+            Kind::MediationConcluded(p) => self.mediation = Some(p.settled),
+            Kind::PreExaminationRequested(p) => {
+                self.pre_examinations
+                    .insert(p.pre_examination_id.clone(), false);
+            }
+            Kind::PreExaminationCompleted(p) => {
+                self.pre_examinations
+                    .insert(p.pre_examination_id.clone(), true);
+            }
+            Kind::InvestigationFiled(_) => {
+                self.investigation_filed = Some(true);
+            }
+            Kind::InvestigationDeclined(_) => {
+                self.investigation_filed = Some(false);
+            }
+            Kind::SuspectDetained(p) => {
+                self.detained_suspects.insert(p.party_id.clone());
+            }
+            Kind::InvestigationConcluded(_) => self.investigation_concluded = true,
+            Kind::ArrestApproved(p) => self.answer(&p.handoff_id),
+            Kind::ArrestDenied(p) => self.answer(&p.handoff_id),
+            Kind::IndictmentFiled(p) => self.answer(&p.handoff_id),
+            Kind::NonProsecutionDecided(p) => self.answer(&p.handoff_id),
+            Kind::CaseDocketed(p) => {
+                self.docketed = Some(p.court_case_number.clone());
+            }
+            Kind::PreliminaryInjunctionIssued(_) => self.injunctions += 1,
+            Kind::HearingScheduled(p) => {
+                self.hearings
+                    .insert(p.hearing_id.clone(), Hearing { held: false });
+            }
+            Kind::HearingHeld(p) => {
+                if let Some(h) = self.hearings.get_mut(&p.hearing_id) {
+                    h.held = true;
+                }
+            }
+            Kind::JudgmentIssued(p) => {
+                self.judgment = Some(Judgment {
+                    number: p.judgment_number.clone(),
+                    issued_at: at,
+                    appealed: false,
+                    effective: false,
+                });
+            }
+            Kind::AppealFiled(_) => {
+                if let Some(j) = &mut self.judgment {
+                    j.appealed = true;
+                }
+            }
+            Kind::JudgmentEffective(_) => {
+                if let Some(j) = &mut self.judgment {
+                    j.effective = true;
+                }
+            }
+        }
+    }
+
+    /// Folds what the legal clocks need from one event, whatever its version, for
+    /// readers that see only a case's hand-off and decision events (the agency inbox):
+    /// only `clocks`, `prosecution_decision` and `version` (the last version folded)
+    /// change. Events must come in version order, gaps allowed (the events that move no
+    /// clock); an event at or below the version folded is a replay and changes nothing,
+    /// and so does a hand-off id already known. [`CaseState::apply`] folds the same.
+    /// Use a state folded this way for its clocks only.
+    pub fn apply_clocks(&mut self, event: &RecordedEvent<'_>) {
+        if event.version <= self.version {
+            return;
+        }
+        self.version = event.version;
+        let Some(kind) = event.payload else {
+            return;
+        };
+        if let Kind::HandoffRequested(p) = kind
+            && self.clocks.contains_key(&p.handoff_id)
+        {
+            return;
+        }
+        self.fold_clocks(event, kind);
+    }
+
+    /// Whether events of `kind` can start or answer a legal clock (what
+    /// [`CaseState::apply_clocks`] needs to see).
+    pub fn moves_clocks(kind: &Kind) -> bool {
+        matches!(
+            kind,
+            Kind::HandoffRequested(_)
+                | Kind::HandoffAcknowledged(_)
+                | Kind::HandoffAccepted(_)
+                | Kind::HandoffDeclined(_)
+                | Kind::InfringementAssessed(_)
+                | Kind::InvestigationFiled(_)
+                | Kind::InvestigationDeclined(_)
+                | Kind::ArrestApproved(_)
+                | Kind::ArrestDenied(_)
+                | Kind::IndictmentFiled(_)
+                | Kind::NonProsecutionDecided(_)
+                | Kind::CaseDocketed(_)
+        )
+    }
+
+    /// The legal clocks' part of folding one event.
+    fn fold_clocks(&mut self, event: &RecordedEvent<'_>, kind: &Kind) {
+        let agency = event.office.agency();
+        let at = event.occurred_at;
+        match kind {
             Kind::HandoffRequested(p) => {
                 let answer = |by| ClockAnswer {
                     by,
@@ -587,32 +762,14 @@ impl CaseState {
                         decision: None,
                     },
                 );
-                self.handoffs.insert(
-                    p.handoff_id.clone(),
-                    Handoff {
-                        handoff_id: p.handoff_id.clone(),
-                        kind: p.kind(),
-                        from_office: event.office.clone(),
-                        to_agency: p.to_agency(),
-                        to_office: office_or_none(&p.to_office_id),
-                        status: HandoffStatus::Requested,
-                        requested_at: at,
-                        due_at: p.due_at.as_ref().and_then(datetime_from),
-                        requested_version: event.version,
-                        requested_event_id: event.event_id.clone(),
-                        answered: false,
-                    },
-                );
             }
             Kind::HandoffAcknowledged(p) => {
-                self.move_handoff(&p.handoff_id, HandoffStatus::Acknowledged);
                 self.answer_receipt(
                     &p.handoff_id,
                     self.answer_of(ClockAnswerKind::Acknowledged, event),
                 );
             }
             Kind::HandoffAccepted(p) => {
-                self.move_handoff(&p.handoff_id, HandoffStatus::Accepted);
                 let answer = self.answer_of(ClockAnswerKind::Accepted, event);
                 self.answer_receipt(&p.handoff_id, answer);
                 // Only hand-offs whose answer is taking them stop their decision clock
@@ -625,53 +782,12 @@ impl CaseState {
                 if taken_is_answer {
                     self.answer_decision(&p.handoff_id, answer);
                 }
-                self.open_track(agency, event.office, at);
-                if !p.local_case_number.is_empty() {
-                    self.references.insert(Reference {
-                        agency,
-                        office: event.office.clone(),
-                        number: p.local_case_number.clone(),
-                    });
-                }
             }
             Kind::HandoffDeclined(p) => {
-                self.move_handoff(&p.handoff_id, HandoffStatus::Declined);
                 let answer = self.answer_of(ClockAnswerKind::Declined, event);
                 self.answer_decision(&p.handoff_id, answer);
             }
-            Kind::TrackClosed(_) => {
-                if let Some(track) = self.tracks.get_mut(&agency) {
-                    track.status = TrackStatus::Closed;
-                }
-            }
-            Kind::VisibilityChanged(p) => {
-                let index = usize::try_from(p.target_version).unwrap_or(usize::MAX);
-                if let Some(meta) = index.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
-                    meta.visibility = normalise(p.visibility.as_ref());
-                }
-            }
-            Kind::GoodsDetained(p) => {
-                self.detentions
-                    .insert(p.detention_id.clone(), Detention::default());
-            }
-            Kind::DetentionReleased(p) => {
-                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
-                    d.released = true;
-                }
-            }
-            Kind::RightsHolderNotified(_) => {}
-            Kind::InfringementDetermined(p) => {
-                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
-                    d.infringing = Some(p.infringing);
-                }
-            }
-            Kind::GoodsConfiscated(p) => {
-                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
-                    d.confiscated = true;
-                }
-            }
             Kind::InfringementAssessed(p) => {
-                self.assessments.insert(p.assessment_id.clone());
                 let answer = self.answer_of(ClockAnswerKind::InfringementAssessed, event);
                 // Assessments recorded without naming the hand-off answer the oldest
                 // open request for assistance to the IP center.
@@ -684,31 +800,15 @@ impl CaseState {
                     self.answer_decision_of(&id, &[HandoffKind::AssistanceRequest], answer);
                 }
             }
-            Kind::MediationConcluded(p) => self.mediation = Some(p.settled),
-            Kind::PreExaminationRequested(p) => {
-                self.pre_examinations
-                    .insert(p.pre_examination_id.clone(), false);
-            }
-            Kind::PreExaminationCompleted(p) => {
-                self.pre_examinations
-                    .insert(p.pre_examination_id.clone(), true);
-            }
             Kind::InvestigationFiled(_) => {
-                self.investigation_filed = Some(true);
                 let answer = self.answer_of(ClockAnswerKind::InvestigationFiled, event);
                 self.answer_all_open(HandoffKind::SuspectedCrimeReferral, agency, answer);
             }
             Kind::InvestigationDeclined(_) => {
-                self.investigation_filed = Some(false);
                 let answer = self.answer_of(ClockAnswerKind::InvestigationDeclined, event);
                 self.answer_all_open(HandoffKind::SuspectedCrimeReferral, agency, answer);
             }
-            Kind::SuspectDetained(p) => {
-                self.detained_suspects.insert(p.party_id.clone());
-            }
-            Kind::InvestigationConcluded(_) => self.investigation_concluded = true,
             Kind::ArrestApproved(p) => {
-                self.answer(&p.handoff_id);
                 let answer = self.answer_of(ClockAnswerKind::ArrestApproved, event);
                 self.answer_decision_of(
                     &p.handoff_id,
@@ -717,7 +817,6 @@ impl CaseState {
                 );
             }
             Kind::ArrestDenied(p) => {
-                self.answer(&p.handoff_id);
                 let answer = self.answer_of(ClockAnswerKind::ArrestDenied, event);
                 self.answer_decision_of(
                     &p.handoff_id,
@@ -726,50 +825,20 @@ impl CaseState {
                 );
             }
             Kind::IndictmentFiled(p) => {
-                self.answer(&p.handoff_id);
                 self.decide_prosecution(&p.handoff_id, ClockAnswerKind::IndictmentFiled, event);
             }
             Kind::NonProsecutionDecided(p) => {
-                self.answer(&p.handoff_id);
                 self.decide_prosecution(
                     &p.handoff_id,
                     ClockAnswerKind::NonProsecutionDecided,
                     event,
                 );
             }
-            Kind::CaseDocketed(p) => {
-                self.docketed = Some(p.court_case_number.clone());
+            Kind::CaseDocketed(_) => {
                 let answer = self.answer_of(ClockAnswerKind::CaseDocketed, event);
                 self.answer_all_open(HandoffKind::PublicProsecution, agency, answer);
             }
-            Kind::PreliminaryInjunctionIssued(_) => self.injunctions += 1,
-            Kind::HearingScheduled(p) => {
-                self.hearings
-                    .insert(p.hearing_id.clone(), Hearing { held: false });
-            }
-            Kind::HearingHeld(p) => {
-                if let Some(h) = self.hearings.get_mut(&p.hearing_id) {
-                    h.held = true;
-                }
-            }
-            Kind::JudgmentIssued(p) => {
-                self.judgment = Some(Judgment {
-                    number: p.judgment_number.clone(),
-                    issued_at: at,
-                    appealed: false,
-                    effective: false,
-                });
-            }
-            Kind::AppealFiled(_) => {
-                if let Some(j) = &mut self.judgment {
-                    j.appealed = true;
-                }
-            }
-            Kind::JudgmentEffective(_) => {
-                if let Some(j) = &mut self.judgment {
-                    j.effective = true;
-                }
-            }
+            _ => {}
         }
     }
 

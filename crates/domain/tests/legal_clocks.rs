@@ -618,3 +618,9 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_shipped_calendar_loads_and_is_the_files_under_deploy() {
+    assert_eq!(Calendar::shipped(), shipped());
+    assert_eq!(Calendar::shipped().years().count(), 2);
+}

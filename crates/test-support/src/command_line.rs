@@ -1,6 +1,7 @@
 //! Checks of a service binary's command line, shared by the five agency services' tests:
 //! `--help` documents every flag with its environment variable, and a configuration
-//! mistake stops the binary at once with a message naming the flag.
+//! mistake stops the binary at once with a message naming the flag (or, for a bad
+//! deadline rules file or holiday calendar, the file, line and field).
 
 use std::path::Path;
 use std::process::Command;
@@ -77,4 +78,53 @@ pub fn assert_foreign_office_refused(binary: &Path, foreign_office: &str) {
     assert!(!output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--office"), "{stderr}");
+}
+
+/// A deadline rules file whose line 3 sets `clocks.custody.unit` to a unit that does
+/// not exist, written to `dir`; returns its path and the text the refusal must contain
+/// (the file, the line and the field).
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn bad_deadline_rules(dir: &Path) -> (std::path::PathBuf, String) {
+    let path = dir.join("bad-rules.toml");
+    std::fs::write(
+        &path,
+        "# site rules\n[clocks.custody]\nunit = \"weeks\"\namount = 2\n",
+    )
+    .expect("write the rules file");
+    let expected = format!("{} line 3: clocks.custody.unit", path.display());
+    (path, expected)
+}
+
+/// Starts an agency service binary for `office` with a deadline rules file whose line 3
+/// names a unit that does not exist, and asserts that it exits with a failure status
+/// and an error naming the file, the line and the field.
+///
+/// # Panics
+/// When the binary does not run, succeeds, or its error does not name them.
+pub fn assert_bad_deadline_rules_refused(binary: &Path, office: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (rules, expected) = bad_deadline_rules(dir.path());
+    let output = Command::new(binary)
+        .args(["--office", office, "--deadline-rules"])
+        .arg(&rules)
+        .args(["--signing-key"])
+        .arg(dir.path().join("none.key"))
+        .args(["--registry"])
+        .arg(dir.path().join("none-registry.toml"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("CASEBUS_CALENDAR_DIR")
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "{output:?}");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("weeks"), "{stderr}");
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use casebus_domain::{Handoff, Reference, Track, effective_visibility};
+use casebus_domain::{CaseState, Handoff, HandoffClocks, Reference, Track, effective_visibility};
 use casebus_integrity::VerifiedEvent;
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, Party, Visibility, VisibilityKind};
@@ -27,7 +27,7 @@ use crate::codec::{
 use crate::error::{ProjectError, storage};
 use crate::fold::{Folded, RebuildError, StateCache, rebuild, recorded};
 use crate::model::{ApplyOutcome, ProjectedInput};
-use crate::projection::{Projection, read_position};
+use crate::projection::{ClockSet, Projection, read_position};
 
 /// The parts of a folded case that the derived tables are written from, as they were
 /// before the batch; comparing them after the batch tells which tables need rewriting.
@@ -36,6 +36,7 @@ struct Derived {
     parties: BTreeMap<String, Party>,
     party_versions: BTreeMap<String, u64>,
     handoffs: BTreeMap<String, Handoff>,
+    clocks: BTreeMap<String, HandoffClocks>,
     references: BTreeSet<Reference>,
     reference_versions: BTreeMap<Reference, u64>,
     participants: BTreeSet<Agency>,
@@ -49,6 +50,7 @@ impl Derived {
             parties: state.parties.clone(),
             party_versions: folded.party_versions.clone(),
             handoffs: state.handoffs.clone(),
+            clocks: state.clocks.clone(),
             references: state.references.clone(),
             reference_versions: folded.reference_versions.clone(),
             participants: state.participants(),
@@ -115,6 +117,10 @@ impl Projection {
                 ..ApplyOutcome::default()
             });
         }
+        if !self.clocks_checked {
+            self.recount_clocks()?;
+        }
+        let clocks = self.clocks.clone();
         let cache = self.cache.get_mut();
         let tx = self
             .conn
@@ -153,7 +159,7 @@ impl Projection {
             if let Some(case) = touched.get(case_id)
                 && case.dirty
             {
-                write_case(&tx, case_id, case)?;
+                write_case(&tx, case_id, case, &clocks)?;
                 outcome.cases_touched += 1;
             }
         }
@@ -367,7 +373,116 @@ fn duplicate_or_conflict(
 
 /// Rewrites the `cases` row of one case, and each derived table whose rows the batch
 /// changed, from the case's folded state.
-fn write_case(conn: &Connection, case_id: &CaseId, case: &Touched) -> Result<(), ProjectError> {
+impl Projection {
+    /// Makes the stored hand-offs' running clocks those of this projection's rules and
+    /// calendar: when the stored digest differs (a file migrated from schema version 1,
+    /// or rules or calendar changed since), every case with hand-offs is folded again
+    /// from its stored events and its hand-offs' clock columns rewritten, in one
+    /// transaction with the new digest. Returns the number of cases recounted (0 when
+    /// the digest matched). [`Projection::apply_batch`] calls it before its first batch.
+    ///
+    /// # Errors
+    /// [`ProjectError::CorruptEvent`] when a stored event cannot be decoded;
+    /// [`ProjectError::Storage`] when SQLite fails.
+    pub fn recount_clocks(&mut self) -> Result<u64, ProjectError> {
+        let clocks = self.clocks.clone();
+        let op = "recounting hand-off clocks";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage(op))?;
+        let stored: Option<String> = tx
+            .query_row("SELECT digest FROM clock_settings WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(storage(op))?;
+        if stored.as_deref() == Some(clocks.digest.as_str()) {
+            self.clocks_checked = true;
+            return Ok(0);
+        }
+        let case_ids: Vec<String> = tx
+            .prepare("SELECT DISTINCT case_id FROM handoffs ORDER BY case_id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(storage(op))?;
+        let mut recounted = 0;
+        for id in &case_ids {
+            let case_id = CaseId::new(id).map_err(|e| ProjectError::CorruptEvent {
+                case_id: id.clone(),
+                version: 0,
+                reason: e.to_string(),
+            })?;
+            let folded = rebuild(&tx, &case_id).map_err(|e| match e {
+                RebuildError::Storage(source) => ProjectError::Storage {
+                    operation: op,
+                    source,
+                },
+                RebuildError::Corrupt { version, reason } => ProjectError::CorruptEvent {
+                    case_id: id.clone(),
+                    version,
+                    reason,
+                },
+            })?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE handoffs SET clock = ?3, clock_started_at = ?4, clock_due_at = ?5,
+                         clock_basis = ?6, clock_error = ?7
+                     WHERE case_id = ?1 AND handoff_id = ?2",
+                )
+                .map_err(storage(op))?;
+            for handoff_id in folded.state.handoffs.keys() {
+                let c = clock_columns(&folded.state, handoff_id, &clocks);
+                stmt.execute(params![id, handoff_id, c.0, c.1, c.2, c.3, c.4])
+                    .map_err(storage(op))?;
+            }
+            recounted += 1;
+        }
+        tx.execute(
+            "INSERT INTO clock_settings (id, digest) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET digest = excluded.digest",
+            [&clocks.digest],
+        )
+        .map_err(storage(op))?;
+        tx.commit().map_err(storage(op))?;
+        self.clocks_checked = true;
+        if recounted > 0 {
+            tracing::info!(cases = recounted, digest = %clocks.digest, "hand-off clocks recounted");
+        }
+        Ok(recounted)
+    }
+}
+
+/// The clock columns of one hand-off: name, start, due time, basis, calendar error.
+type ClockColumns = (
+    Option<&'static str>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+fn clock_columns(state: &CaseState, handoff_id: &str, clocks: &ClockSet) -> ClockColumns {
+    match state.open_clock(handoff_id, &clocks.rules, &clocks.calendar) {
+        None => (None, None, None, None, None),
+        Some(open) => (
+            Some(open.rule.key()),
+            Some(nanos(open.started_at)),
+            open.due_at.as_ref().ok().map(|due| nanos(*due)),
+            Some(open.basis),
+            open.due_at.err().map(|e| e.to_string()),
+        ),
+    }
+}
+
+fn write_case(
+    conn: &Connection,
+    case_id: &CaseId,
+    case: &Touched,
+    clocks: &ClockSet,
+) -> Result<(), ProjectError> {
     let state = &case.folded.state;
     let id = case_id.as_str();
     let opened = state.opened.as_ref();
@@ -443,17 +558,20 @@ fn write_case(conn: &Connection, case_id: &CaseId, case: &Touched) -> Result<(),
         }
     }
 
-    if before.is_none_or(|b| b.handoffs != state.handoffs) {
+    if before.is_none_or(|b| b.handoffs != state.handoffs || b.clocks != state.clocks) {
         clear(conn, before, "DELETE FROM handoffs WHERE case_id = ?1", id)?;
         let mut stmt = conn
             .prepare_cached(
                 "INSERT INTO handoffs (case_id, handoff_id, kind, from_office, to_agency,
                      to_office, status, requested_at, due_at, requested_version,
-                     requested_event_id, answered)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     requested_event_id, answered, clock, clock_started_at, clock_due_at,
+                     clock_basis, clock_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17)",
             )
             .map_err(storage("writing hand-offs"))?;
         for handoff in state.handoffs.values() {
+            let c = clock_columns(state, &handoff.handoff_id, clocks);
             stmt.execute(params![
                 id,
                 handoff.handoff_id,
@@ -467,6 +585,11 @@ fn write_case(conn: &Connection, case_id: &CaseId, case: &Touched) -> Result<(),
                 version_i64(handoff.requested_version).unwrap_or(i64::MAX),
                 handoff.requested_event_id.as_str(),
                 handoff.answered,
+                c.0,
+                c.1,
+                c.2,
+                c.3,
+                c.4,
             ])
             .map_err(storage("writing hand-offs"))?;
         }

@@ -1,6 +1,6 @@
 //! The gateway's projection of the CASES stream into an embedded SQLite file: every
 //! event with its effective visibility, and per case the rows the case rules fold
-//! (tracks, parties, hand-offs with due times, linked references, participating
+//! (tracks, parties, hand-offs with due times and running legal clocks, linked references, participating
 //! agencies), plus the stream position, written in the same transaction as the rows so
 //! a restart resumes exactly and deleting the file rebuilds it from the stream.
 //!
@@ -34,7 +34,7 @@ pub use log_store::{LogStore, LogStoreError, log_entry};
 pub use model::{
     ApplyOutcome, CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary,
     ListReader, OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts, ReferenceSummary,
-    TimelineRow,
+    RunningClock, TimelineRow,
 };
 pub use projection::{DEFAULT_CACHE_CASES, DEFAULT_LIST_WORK_BUDGET, Projection};
 pub use query::{MAX_LIMIT, MAX_TEXT_FILTER};

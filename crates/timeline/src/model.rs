@@ -105,12 +105,31 @@ pub struct PartySummary {
     pub source_version: u64,
 }
 
-/// A hand-off with its overdue flag at the time the summary was made.
+/// A hand-off's running legal clock, as the writer counted it
+/// (`CaseState::open_clock` with its deadline rules and holiday calendar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningClock {
+    /// The clock's name in the deadline rules (`receipt`, `filing_decision`, …).
+    pub name: String,
+    /// When it started: the request's `occurred_at`.
+    pub started_at: OffsetDateTime,
+    /// When it falls due; `None` when the calendar cannot count it.
+    pub due_at: Option<OffsetDateTime>,
+    /// The law that sets it.
+    pub basis: String,
+    /// Why the calendar cannot count it, when it cannot.
+    pub error: Option<String>,
+}
+
+/// A hand-off with its running clock and its overdue flag at the time the summary was
+/// made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandoffSummary {
     /// The hand-off, as the case rules fold it.
     pub handoff: Handoff,
-    /// Whether it was still open and past its due time at the `now` of the query.
+    /// Its running legal clock; `None` once every clock is answered.
+    pub clock: Option<RunningClock>,
+    /// Whether its running clock's due time had passed at the `now` of the query.
     pub overdue: bool,
 }
 
@@ -163,7 +182,7 @@ pub struct CaseFilter {
     pub opened_from: Option<OffsetDateTime>,
     /// Only cases opened before this instant.
     pub opened_to: Option<OffsetDateTime>,
-    /// Only cases with a hand-off still open and past its due time at this instant.
+    /// Only cases with a hand-off whose running clock is past due at this instant.
     pub overdue_at: Option<OffsetDateTime>,
     /// Only cases whose title or a party's name contains this text (case-insensitive
     /// for ASCII letters; `%` and `_` match themselves). 1 to 200 characters.
@@ -224,13 +243,15 @@ pub struct CasePage {
     pub work: u64,
 }
 
-/// An open hand-off past its due time, for the monitoring dashboard.
+/// A hand-off whose running clock is past due, for the monitoring dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverdueHandoff {
     /// The case.
     pub case_id: CaseId,
     /// The hand-off.
     pub handoff: Handoff,
+    /// Its running clock.
+    pub clock: Option<RunningClock>,
 }
 
 /// Row counts of the projection, for the CLI's rebuild report and the monitor.
@@ -252,6 +273,6 @@ pub struct ProjectionCounts {
     pub handoffs: u64,
     /// Hand-offs still open (requested or acknowledged).
     pub handoffs_open: u64,
-    /// Open hand-offs past their due time at the `now` of the query.
+    /// Hand-offs whose running clock is past due at the `now` of the query.
     pub handoffs_overdue: u64,
 }

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior};
 
+use casebus_domain::{Calendar, DeadlineRules};
+
 use crate::codec::to_u64;
 use crate::error::{ProjectError, storage};
 use crate::fold::StateCache;
@@ -39,7 +41,31 @@ pub struct Projection {
     pub(crate) work_left: Arc<AtomicI64>,
     /// The budget of one case listing, in virtual-machine steps.
     pub(crate) list_work_budget: u64,
+    /// The rules and calendar the writer counts hand-offs' clocks with.
+    pub(crate) clocks: Arc<ClockSet>,
+    /// Whether the stored clock columns were checked (and recounted if need be) against
+    /// `clocks` since they were set.
+    pub(crate) clocks_checked: bool,
     path: PathBuf,
+}
+
+/// Deadline rules and a holiday calendar, with their digest.
+#[derive(Debug)]
+pub(crate) struct ClockSet {
+    pub rules: DeadlineRules,
+    pub calendar: Calendar,
+    pub digest: String,
+}
+
+impl ClockSet {
+    fn new(rules: DeadlineRules, calendar: Calendar) -> Self {
+        let digest = rules.digest(&calendar);
+        Self {
+            rules,
+            calendar,
+            digest,
+        }
+    }
 }
 
 impl Projection {
@@ -98,6 +124,8 @@ impl Projection {
             cache: RefCell::new(StateCache::new(DEFAULT_CACHE_CASES)),
             work_left,
             list_work_budget: DEFAULT_LIST_WORK_BUDGET,
+            clocks: Arc::new(ClockSet::new(DeadlineRules::default(), Calendar::shipped())),
+            clocks_checked: false,
             path,
         };
         tracing::info!(path = %projection.path.display(), position = projection.position()?, "projection opened");
@@ -107,6 +135,23 @@ impl Projection {
     /// The file this projection was opened from (`:memory:` for an in-memory one).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Sets the deadline rules and holiday calendar hand-offs' running clocks are counted
+    /// with (by default the built-in rules on the shipped calendar). Only the writer
+    /// counts; the stored clocks are recounted before the next batch (or at
+    /// [`Projection::recount_clocks`]) when they were counted with other rules.
+    pub fn set_clocks(&mut self, rules: DeadlineRules, calendar: Calendar) {
+        let clocks = ClockSet::new(rules, calendar);
+        if clocks.digest != self.clocks.digest {
+            self.clocks = Arc::new(clocks);
+            self.clocks_checked = false;
+        }
+    }
+
+    /// The digest of the rules and calendar this projection counts clocks with.
+    pub fn clocks_digest(&self) -> &str {
+        &self.clocks.digest
     }
 
     /// Sets how many folded cases are kept in memory (at least one). More saves

@@ -31,7 +31,7 @@ use crate::error::{QueryError, query};
 use crate::fold::{RebuildError, fold_forward, rebuild};
 use crate::model::{
     CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary, OverdueHandoff,
-    PartySummary, ProjectionCounts, ReferenceSummary, TimelineRow,
+    PartySummary, ProjectionCounts, ReferenceSummary, RunningClock, TimelineRow,
 };
 use crate::projection::Projection;
 
@@ -45,7 +45,8 @@ const EVENT_COLUMNS: &str = "stream_sequence, case_id, case_version, event_id, o
      agency, type_name, occurred_at, recorded_at, visibility, visible_to, hash, prev_hash, signed";
 
 const HANDOFF_COLUMNS: &str = "case_id, handoff_id, kind, from_office, to_agency, to_office, \
-     status, requested_at, due_at, requested_version, requested_event_id, answered";
+     status, requested_at, due_at, requested_version, requested_event_id, answered, clock, \
+     clock_started_at, clock_due_at, clock_basis, clock_error";
 
 fn check_limit(limit: usize) -> Result<i64, QueryError> {
     if limit == 0 || limit > MAX_LIMIT {
@@ -165,6 +166,11 @@ struct RawHandoff {
     requested_version: i64,
     requested_event_id: String,
     answered: bool,
+    clock: Option<String>,
+    clock_started_at: Option<i64>,
+    clock_due_at: Option<i64>,
+    clock_basis: Option<String>,
+    clock_error: Option<String>,
 }
 
 fn raw_handoff(row: &Row<'_>) -> rusqlite::Result<RawHandoff> {
@@ -181,12 +187,30 @@ fn raw_handoff(row: &Row<'_>) -> rusqlite::Result<RawHandoff> {
         requested_version: row.get(9)?,
         requested_event_id: row.get(10)?,
         answered: row.get(11)?,
+        clock: row.get(12)?,
+        clock_started_at: row.get(13)?,
+        clock_due_at: row.get(14)?,
+        clock_basis: row.get(15)?,
+        clock_error: row.get(16)?,
     })
 }
 
 impl RawHandoff {
-    fn check(self) -> Result<(CaseId, Handoff), QueryError> {
+    fn check(self) -> Result<(CaseId, Handoff, Option<RunningClock>), QueryError> {
         const T: &str = "handoffs";
+        let clock = match self.clock {
+            None => None,
+            Some(name) => Some(RunningClock {
+                name,
+                started_at: instant(
+                    self.clock_started_at
+                        .ok_or_else(|| corrupt(T, "clock_started_at", "missing"))?,
+                ),
+                due_at: self.clock_due_at.map(instant),
+                basis: self.clock_basis.unwrap_or_default(),
+                error: self.clock_error,
+            }),
+        };
         let kind = handoff_kind_raw(&self.kind)
             .ok_or_else(|| corrupt(T, "kind", format!("unknown kind {:?}", self.kind)))?;
         let to_office = match self.to_office {
@@ -216,7 +240,7 @@ impl RawHandoff {
             answered: self.answered,
         };
         let case_id = CaseId::new(&self.case_id).map_err(|e| corrupt(T, "case_id", e))?;
-        Ok((case_id, handoff))
+        Ok((case_id, handoff, clock))
     }
 }
 
@@ -242,7 +266,7 @@ fn handoff_rows(
     sql: &str,
     params: impl rusqlite::Params,
     operation: &'static str,
-) -> Result<Vec<(CaseId, Handoff)>, QueryError> {
+) -> Result<Vec<(CaseId, Handoff, Option<RunningClock>)>, QueryError> {
     let mut stmt = conn.prepare_cached(sql).map_err(query(operation))?;
     let raws = stmt
         .query_map(params, raw_handoff)
@@ -545,9 +569,13 @@ impl Projection {
             op,
         )?
         .into_iter()
-        .map(|(_, handoff)| HandoffSummary {
-            overdue: handoff.is_overdue(now),
+        .map(|(_, handoff, clock)| HandoffSummary {
+            overdue: clock
+                .as_ref()
+                .and_then(|c| c.due_at)
+                .is_some_and(|due| now > due),
             handoff,
+            clock,
         })
         .collect();
 
@@ -777,7 +805,7 @@ impl Projection {
         if let Some(at) = filter.overdue_at {
             let p = bind(&mut args, Value::Integer(nanos(at)));
             sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM handoffs h WHERE h.case_id = c.case_id AND h.{OPEN_STATUSES_SQL} AND h.due_at < {p})"
+                " AND EXISTS (SELECT 1 FROM handoffs h WHERE h.case_id = c.case_id AND h.clock_due_at < {p})"
             ));
         }
         if let Some(text) = &filter.text {
@@ -911,7 +939,7 @@ impl Projection {
             .collect()
     }
 
-    /// Open hand-offs whose due time passed at `now`, most overdue first.
+    /// Hand-offs whose running clock's due time passed at `now`, most overdue first.
     ///
     /// # Errors
     /// As [`Projection::timeline`].
@@ -924,15 +952,19 @@ impl Projection {
         let rows = handoff_rows(
             &self.conn,
             &format!(
-                "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE {OPEN_STATUSES_SQL} AND due_at < ?1
-                 ORDER BY due_at, case_id, handoff_id LIMIT ?2"
+                "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE clock_due_at < ?1
+                 ORDER BY clock_due_at, case_id, handoff_id LIMIT ?2"
             ),
             params![nanos(now), limit],
             "reading overdue hand-offs",
         )?;
         Ok(rows
             .into_iter()
-            .map(|(case_id, handoff)| OverdueHandoff { case_id, handoff })
+            .map(|(case_id, handoff, clock)| OverdueHandoff {
+                case_id,
+                handoff,
+                clock,
+            })
             .collect())
     }
 
@@ -958,7 +990,7 @@ impl Projection {
             )?,
             handoffs_overdue: count(
                 &tx,
-                &format!("SELECT count(*) FROM handoffs WHERE {OPEN_STATUSES_SQL} AND due_at < ?1"),
+                "SELECT count(*) FROM handoffs WHERE clock_due_at < ?1",
                 [nanos(now)],
             )?,
         };

@@ -1,7 +1,8 @@
 //! The projection's SQLite schema and its migrations, and the connection settings every
 //! projection file is opened with.
 //!
-//! Conventions of the schema (version 1):
+//! Conventions of the schema (version 2; version 2 added each hand-off's running legal
+//! clock and the digest of the rules and calendar it was counted with):
 //! - instants are INTEGER unix nanoseconds, UTC. That sorts and compares as numbers and
 //!   costs 8 bytes; it covers 1677-09-21 to 2262-04-11, and an instant outside that range
 //!   is clamped to the nearest end in these columns (the exact value always stays in the
@@ -20,10 +21,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::ProjectError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` leads from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 // Every version up to SCHEMA_VERSION has its migration.
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -141,6 +142,29 @@ CREATE TABLE participants (
     PRIMARY KEY (case_id, agency)
 ) WITHOUT ROWID;
 CREATE INDEX participants_by_agency ON participants (agency, case_id);
+";
+
+/// Version 2: each hand-off's running legal clock (`CaseState::open_clocks`), counted by
+/// the writer with its deadline rules and holiday calendar, and the digest of those. A
+/// file migrated from version 1 has no digest, so the writer counts every hand-off's
+/// clock from the stored events before it projects anything (`Projection::recount_clocks`),
+/// as it does whenever its rules or calendar differ from the stored digest.
+const V2: &str = r"
+-- The running clock: NULL name when no clock runs (answered, declined, decided).
+ALTER TABLE handoffs ADD COLUMN clock TEXT;
+ALTER TABLE handoffs ADD COLUMN clock_started_at INTEGER;
+-- NULL when no clock runs or the calendar cannot count it (clock_error says why).
+ALTER TABLE handoffs ADD COLUMN clock_due_at INTEGER;
+ALTER TABLE handoffs ADD COLUMN clock_basis TEXT;
+ALTER TABLE handoffs ADD COLUMN clock_error TEXT;
+CREATE INDEX handoffs_running_by_due ON handoffs (clock_due_at, case_id, handoff_id)
+    WHERE clock_due_at IS NOT NULL;
+
+-- The DeadlineRules::digest the clock columns were counted with. At most one row.
+CREATE TABLE clock_settings (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    digest TEXT NOT NULL
+);
 ";
 
 /// Sets the connection pragmas every projection uses.

@@ -297,7 +297,7 @@ fn the_file_runs_in_wal_mode_at_the_current_schema_version() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("schema version");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -314,7 +314,7 @@ fn a_file_written_by_a_newer_schema_is_refused() {
             error,
             ProjectError::NewerSchema {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{error:?}"
@@ -416,4 +416,54 @@ fn a_second_handle_on_the_same_file_never_serves_a_stale_state() {
     );
     assert_eq!(reader.position().expect("position"), stream.last_sequence());
     assert_eq!(dump(&reader), dump(&writer));
+}
+
+#[test]
+fn a_file_without_counted_clocks_has_them_recounted_from_its_events_before_the_next_batch() {
+    let stream = scripted_stream();
+    let (_dir, path, mut projection) = temp_projection();
+    project(&mut projection, &stream, 16);
+    let counted = dump(&projection);
+    assert!(
+        counted.contains("clock=\"receipt\""),
+        "h5 of the main case runs its receipt clock"
+    );
+    drop(projection);
+    // What a file migrated from schema version 1 looks like: no clock and no digest.
+    let conn = rusqlite::Connection::open(&path).expect("raw connection");
+    conn.execute_batch(
+        "UPDATE handoffs SET clock = NULL, clock_started_at = NULL, clock_due_at = NULL,
+             clock_basis = NULL, clock_error = NULL;
+         DELETE FROM clock_settings;",
+    )
+    .expect("forget the clocks");
+    drop(conn);
+    let mut reopened = Projection::open(&path).expect("reopen");
+    assert_ne!(dump(&reopened), counted);
+    assert_eq!(
+        reopened.recount_clocks().expect("recount"),
+        3,
+        "three cases"
+    );
+    assert_eq!(dump(&reopened), counted);
+    assert_eq!(reopened.recount_clocks().expect("nothing to do"), 0);
+}
+
+#[test]
+fn other_rules_recount_every_clock_and_equal_a_projection_made_with_them() {
+    let stream = scripted_stream();
+    let rules = casebus_domain::DeadlineRules::parse(
+        "[clocks.receipt]\namount = 2\nunit = \"hours\"\n[clocks.judgment_service]\namount = 1\nunit = \"days\"\n",
+    )
+    .expect("rules");
+    let (_dir, _path, mut old) = temp_projection();
+    project(&mut old, &stream, 16);
+    let before = dump(&old);
+    old.set_clocks(rules.clone(), casebus_domain::Calendar::shipped());
+    assert_eq!(old.recount_clocks().expect("recount"), 3);
+    let (_dir2, _path2, mut fresh) = temp_projection();
+    fresh.set_clocks(rules, casebus_domain::Calendar::shipped());
+    project(&mut fresh, &stream, 16);
+    assert_eq!(dump(&old), dump(&fresh));
+    assert_ne!(dump(&old), before, "the due times changed");
 }

@@ -21,8 +21,8 @@ use common::catalogue::{
     named_party, note, opened, opened_as, origin_only, party_added, reference, visibility_changed,
 };
 use common::{
-    COURT, CUSTOMS, CUSTOMS_SH, CaseBuilder, IPC, POLICE, Stream, T0, case, fold, project,
-    temp_projection,
+    COURT, CUSTOMS, CUSTOMS_SH, CaseBuilder, IPC, POLICE, Stream, T0, case, default_clocks,
+    expected_clock, fold, has_overdue_clock, project, temp_projection,
 };
 
 /// The main case, a case with references linked by several offices, and two short
@@ -156,7 +156,14 @@ fn assert_summary_matches_fold(
             h.handoff.due_at.is_some(),
             "{id}: every hand-off has a due time"
         );
-        assert_eq!(h.overdue, h.handoff.is_overdue(now), "{id}: overdue flag");
+        let clock = expected_clock(&state, &h.handoff.handoff_id);
+        assert_eq!(
+            h.clock, clock,
+            "{id}: running clock of {}",
+            h.handoff.handoff_id
+        );
+        let overdue = clock.and_then(|c| c.due_at).is_some_and(|due| now > due);
+        assert_eq!(h.overdue, overdue, "{id}: overdue flag");
     }
     assert_eq!(
         summary
@@ -213,8 +220,9 @@ fn overdue_flags_follow_the_clock_passed_in() {
     let s = scripted();
     let main = &s.cases[0];
     // h5 (judgment notice to customs) is the one hand-off of the main case never answered.
-    let h5 = &main.state.handoffs["h5"];
-    let due = h5.due_at.expect("h5 has a due time");
+    let due = expected_clock(&main.state, "h5")
+        .and_then(|c| c.due_at)
+        .expect("h5's clock runs and can be counted");
     let before = s
         .projection
         .case_summary(&main.case_id, due)
@@ -240,7 +248,10 @@ fn overdue_flags_follow_the_clock_passed_in() {
         .find(|h| h.handoff.handoff_id == "h1")
         .expect("h1");
     assert_eq!(accepted.handoff.status, HandoffStatus::Accepted);
-    assert!(!accepted.overdue, "an answered hand-off is never overdue");
+    assert!(
+        accepted.clock.is_none() && !accepted.overdue,
+        "a hand-off whose clocks are answered is never overdue"
+    );
 }
 
 #[test]
@@ -252,11 +263,13 @@ fn overdue_handoffs_and_counts_are_computed_at_the_time_passed_in() {
         .map(|b| (b.case_id.clone(), b.state.clone()))
         .collect();
     for now in [T0, T0 + Duration::days(5), T0 + Duration::days(400)] {
+        let (rules, calendar) = default_clocks();
         let mut expected: Vec<_> = states
             .iter()
             .flat_map(|(id, st)| {
-                st.overdue_handoffs(now)
-                    .map(move |h| (h.due_at, id.clone(), h.handoff_id.clone()))
+                st.overdue_clocks(&rules, &calendar, now)
+                    .into_iter()
+                    .map(move |c| (c.due_at.ok(), id.clone(), c.handoff_id))
             })
             .collect();
         expected.sort();
@@ -268,7 +281,7 @@ fn overdue_handoffs_and_counts_are_computed_at_the_time_passed_in() {
             .iter()
             .map(|o| {
                 (
-                    o.handoff.due_at,
+                    o.clock.as_ref().and_then(|c| c.due_at),
                     o.case_id.clone(),
                     o.handoff.handoff_id.clone(),
                 )
@@ -841,7 +854,7 @@ fn list_cases_filters_by_agency_status_type_dates_overdue_and_text() {
                 overdue_at: Some(now),
                 ..CaseFilter::default()
             },
-            &|k| k.state.overdue_handoffs(now).next().is_some(),
+            &|k| has_overdue_clock(&k.state, now),
         ));
     }
     assert_eq!(overdue_counts[0], 0, "nothing is overdue at the start");
@@ -912,7 +925,7 @@ fn list_cases_filters_by_agency_status_type_dates_overdue_and_text() {
                     .opened
                     .as_ref()
                     .is_some_and(|o| o.case_type == CaseType::CounterfeitTrademark)
-                && k.state.overdue_handoffs(now).next().is_some()
+                && has_overdue_clock(&k.state, now)
                 && text("a")(k)
         },
     );

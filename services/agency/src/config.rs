@@ -9,6 +9,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 
 use casebus_proto::{OfficeId, agency_name};
 use casebus_runtime::args::{GrpcArgs, MetricsArgs, NatsArgs, ProcessArgs};
+use casebus_runtime::clocks::ClockArgs;
 
 use crate::agencies::AgencyApi;
 
@@ -43,10 +44,9 @@ pub struct AgencyConfig {
         value_parser = casebus_runtime::args::humantime_duration
     )]
     pub key_reload_interval: std::time::Duration,
-    /// Deadline rules file (TOML, `[handoff_due]` and `[periods]`); the built-in defaults
-    /// of the procedure law apply to anything it leaves out, or to everything without it.
-    #[arg(long = "deadline-rules", env = "CASEBUS_DEADLINE_RULES")]
-    pub deadline_rules: Option<PathBuf>,
+    /// Deadline rules and holiday calendar.
+    #[command(flatten)]
+    pub clocks: ClockArgs,
     /// Name of the durable consumer that issues automatic receipts; every instance of
     /// this office's service must use the same one. Default: `svc-<agency>-<code>`.
     #[arg(long, env = "CASEBUS_CONSUMER")]

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use casebus_bus::{AppendError, BusError, ConsumeError, ProvisionError};
-use casebus_domain::RulesError;
 use casebus_integrity::{KeyError, RegistryError};
 use casebus_runtime::RuntimeError;
 
@@ -26,24 +25,6 @@ pub enum AgencyError {
     /// The office registry could not be loaded.
     #[error("office registry")]
     Registry(#[source] RegistryError),
-    /// The deadline rules file could not be read.
-    #[error("deadline rules file {path}")]
-    RulesFile {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The deadline rules file is invalid.
-    #[error("deadline rules file {path}")]
-    Rules {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: RulesError,
-    },
     /// The shared runtime refused its part (TLS files, listeners, metrics, serving).
     #[error("service runtime")]
     Runtime(#[from] RuntimeError),

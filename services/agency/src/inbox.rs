@@ -1,20 +1,29 @@
 //! The inbox: hand-offs addressed to this office (or to its agency without naming an
-//! office) that still await a decision, with their due times. It is folded from the
-//! whole `CASES` stream, read from the start at every service start (catch-up, then
-//! live), and serves `ListInbox` and `WatchInbox`.
+//! office) that still await the answer the law asks for, with their running legal
+//! clock. It is folded from the whole `CASES` stream, read from the start at every
+//! service start (catch-up, then live), and serves `ListInbox` and `WatchInbox`.
 //!
-//! Only hand-off events matter here, so every message is decoded but only hand-off
-//! events are verified (signature, key, envelope) before they count; a message that
+//! A hand-off stays in the inbox while one of its legal clocks runs
+//! (`CaseState::open_clocks`): the receipt clock, then the decision clock, which
+//! accepting the hand-off does not stop: an accepted referral stays until the police
+//! record `InvestigationFiled` or `InvestigationDeclined`, and becomes overdue when its
+//! filing clock runs out. The clocks are folded per case by the domain's own fold
+//! (`CaseState::apply_clocks`) and counted with the service's deadline rules and holiday
+//! calendar, so the inbox, the gateway and the case rules agree on every due time.
+//!
+//! Only the events that move clocks matter here, so every message is decoded but only
+//! those are verified (signature, key, envelope) before they count; a message that
 //! fails is left out and counted. The inbox does not check case chains: it is a working
-//! list, and the hand-off states it keeps only ever move forward, so a replayed message
-//! changes nothing. The authoritative checks are the appender's (before every answer is
+//! list, the clocks fold ignores an event at or below the version it folded, and the
+//! hand-off states it keeps only ever move forward, so a replayed message changes
+//! nothing. The authoritative checks are the appender's (before every answer is
 //! recorded) and the verifying consumer's.
 //!
 //! The inbox lives in memory, per service instance; a restart rebuilds it from the
 //! stream before the service reports ready.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -26,14 +35,15 @@ use tokio_util::sync::CancellationToken;
 use casebus_bus::ops::Ops;
 use casebus_bus::subjects::{CASES_STREAM, case_of_subject};
 use casebus_bus::{Bus, RawEvent};
-use casebus_domain::{Sight, event_sight};
+use casebus_domain::{CaseState, OpenClock, RecordedEvent, Sight, event_sight};
 use casebus_integrity::{VerifiedEvent, verify_signed};
-use casebus_proto::agency::v1::{HandoffStatus, InboxChange, InboxItem};
+use casebus_proto::agency::v1::{HandoffStatus, InboxChange, InboxItem, RunningClock};
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{
     Agency, Event, HandoffKind, SignedEvent, Visibility, VisibilityKind,
 };
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from, timestamp_from};
+use casebus_runtime::clocks::Clocks;
 use casebus_runtime::metrics::Metrics;
 
 /// Changes buffered per watcher; a watcher further behind is ended (it must watch again).
@@ -73,6 +83,25 @@ pub(crate) struct Entry {
     pub version: u64,
     pub sequence: u64,
     pub acknowledged_by: Option<OfficeId>,
+    /// The running legal clock, as of the last event folded; `None` only until the
+    /// clocks are first counted.
+    pub clock: Option<OpenClock>,
+}
+
+/// The wire form of a running clock.
+pub(crate) fn running_clock(clock: &OpenClock) -> RunningClock {
+    RunningClock {
+        name: clock.rule.key().to_owned(),
+        started_at: Some(timestamp_from(clock.started_at)),
+        due_at: clock.due_at.as_ref().ok().map(|due| timestamp_from(*due)),
+        basis: clock.basis.clone(),
+        due_error: clock
+            .due_at
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
 }
 
 impl Entry {
@@ -90,9 +119,16 @@ impl Entry {
         changed
     }
 
-    /// Whether the due time has passed at `now`.
+    /// Whether the running clock's due time has passed at `now`.
     pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
-        self.due_at.is_some_and(|due| now > due)
+        self.clock.as_ref().is_some_and(|c| c.is_overdue(now))
+    }
+
+    /// The running clock's due time, when the calendar can count it.
+    fn clock_due(&self) -> Option<OffsetDateTime> {
+        self.clock
+            .as_ref()
+            .and_then(|c| c.due_at.as_ref().ok().copied())
     }
 
     /// The wire form, with the overdue flag as of `now`.
@@ -134,17 +170,15 @@ impl Entry {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            clock: self.clock.as_ref().map(running_clock),
         }
     }
 
-    /// Most urgent first: by due time (none last), then case and hand-off.
+    /// Most urgent first: by the running clock's due time (none last), then case and
+    /// hand-off.
     fn urgency(&self) -> (bool, Option<OffsetDateTime>, &str, &str) {
-        (
-            self.due_at.is_none(),
-            self.due_at,
-            self.case_id.as_str(),
-            &self.handoff_id,
-        )
+        let due = self.clock_due();
+        (due.is_none(), due, self.case_id.as_str(), &self.handoff_id)
     }
 }
 
@@ -160,6 +194,8 @@ type Key = (CaseId, String);
 #[derive(Debug, Default)]
 struct State {
     items: BTreeMap<Key, Entry>,
+    /// The legal clocks of every case with a hand-off, folded by the domain's fold.
+    cases: BTreeMap<CaseId, CaseState>,
     /// Items already announced as overdue to watchers.
     overdue: BTreeSet<Key>,
     /// Stream sequence of the last message folded.
@@ -170,6 +206,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Inbox {
     office: OfficeId,
+    clocks: Arc<Clocks>,
     state: Mutex<State>,
     changes: broadcast::Sender<Change>,
     ready: watch::Sender<bool>,
@@ -188,26 +225,31 @@ fn normalised(visibility: Option<&Visibility>) -> Visibility {
     })
 }
 
-/// Whether a payload kind can change an inbox: the hand-off events, and a change of
-/// visibility (which may seal or open a request already in it).
+/// Whether a payload kind can change an inbox: the hand-off events, the decisions
+/// that answer a hand-off's clock, and a change of visibility (which may seal or open a
+/// request already in it).
 fn is_handoff_event(kind: &Kind) -> bool {
-    matches!(
-        kind,
-        Kind::HandoffRequested(_)
-            | Kind::HandoffAcknowledged(_)
-            | Kind::HandoffAccepted(_)
-            | Kind::HandoffDeclined(_)
-            | Kind::VisibilityChanged(_)
-    )
+    CaseState::moves_clocks(kind) || matches!(kind, Kind::VisibilityChanged(_))
+}
+
+/// The hand-off an answer of a hand-off (receipt, acceptance, refusal) names.
+fn answered_handoff(kind: &Kind) -> Option<&str> {
+    match kind {
+        Kind::HandoffAcknowledged(a) => Some(&a.handoff_id),
+        Kind::HandoffAccepted(a) => Some(&a.handoff_id),
+        Kind::HandoffDeclined(d) => Some(&d.handoff_id),
+        _ => None,
+    }
 }
 
 impl Inbox {
-    /// An empty inbox of `office`, not ready.
-    pub fn new(office: OfficeId) -> Self {
+    /// An empty inbox of `office`, not ready, counting clocks with `clocks`.
+    pub fn new(office: OfficeId, clocks: Arc<Clocks>) -> Self {
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         let (ready, _) = watch::channel(false);
         Self {
             office,
+            clocks,
             state: Mutex::new(State::default()),
             changes,
             ready,
@@ -220,6 +262,11 @@ impl Inbox {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rules and calendar the inbox counts clocks with (the service's).
+    pub fn clocks(&self) -> &Clocks {
+        &self.clocks
     }
 
     /// Whether the inbox has caught up with the stream since the start.
@@ -266,15 +313,28 @@ impl Inbox {
         let Some(kind) = event.event.payload.as_ref().and_then(|p| p.kind.as_ref()) else {
             return;
         };
+        let changed = self.fold_entry(&mut state, sequence, event, kind);
+        self.fold_clocks(&mut state, event, kind, changed);
+    }
+
+    /// The hand-off events' part of folding: entries added, acknowledged, accepted or
+    /// declined. Returns the entry whose status changed, to be announced with its clock.
+    fn fold_entry(
+        &self,
+        state: &mut State,
+        sequence: u64,
+        event: &VerifiedEvent,
+        kind: &Kind,
+    ) -> Option<Key> {
         let key = |handoff_id: &str| (event.case_id.clone(), handoff_id.to_owned());
         match kind {
             Kind::HandoffRequested(h) => {
                 if !addressed_to(&self.office, h.to_agency(), &h.to_office_id) {
-                    return;
+                    return None;
                 }
                 let key = key(&h.handoff_id);
                 if state.items.contains_key(&key) {
-                    return; // a replay of a hand-off we know
+                    return None; // a replay of a hand-off we know
                 }
                 let mut entry = Entry {
                     case_id: event.case_id.clone(),
@@ -295,10 +355,12 @@ impl Inbox {
                     version: event.version(),
                     sequence,
                     acknowledged_by: None,
+                    clock: None,
                 };
                 entry.see(normalised(event.event.visibility.as_ref()), &self.office);
-                self.announce(InboxChange::Added, &entry);
+                // Announced once its clock is counted, in `fold_clocks`.
                 state.items.insert(key, entry);
+                None
             }
             Kind::HandoffAcknowledged(a) => {
                 let key = key(&a.handoff_id);
@@ -308,9 +370,33 @@ impl Inbox {
                 {
                     entry.status = HandoffStatus::Acknowledged;
                     entry.acknowledged_by = Some(event.office.clone());
-                    let entry = entry.clone();
-                    self.announce(InboxChange::Updated, &entry);
+                    return Some(key);
                 }
+                None
+            }
+            Kind::HandoffAccepted(a) => {
+                // Accepting starts the work; the entry stays while its decision clock
+                // runs (`fold_clocks` removes it once none does).
+                if let Some(entry) = state.items.get_mut(&key(&a.handoff_id))
+                    && matches!(
+                        entry.status,
+                        HandoffStatus::Requested | HandoffStatus::Acknowledged
+                    )
+                    && answers(&event.office, entry)
+                {
+                    entry.status = HandoffStatus::Accepted;
+                    return Some(key(&a.handoff_id));
+                }
+                None
+            }
+            Kind::HandoffDeclined(d) => {
+                if let Some(entry) = state.items.get_mut(&key(&d.handoff_id))
+                    && answers(&event.office, entry)
+                {
+                    entry.status = HandoffStatus::Declined;
+                    return Some(key(&d.handoff_id));
+                }
+                None
             }
             // A request sealed or restricted after it arrived is swept from the item,
             // and one opened later shows its content, as the gateway does.
@@ -326,29 +412,106 @@ impl Inbox {
                 for entry in &changed {
                     self.announce(InboxChange::Updated, entry);
                 }
+                None
             }
-            Kind::HandoffAccepted(a) => self.close(&mut state, key(&a.handoff_id), event, true),
-            Kind::HandoffDeclined(d) => self.close(&mut state, key(&d.handoff_id), event, false),
-            _ => {}
+            _ => None,
         }
     }
 
-    fn close(&self, state: &mut State, key: Key, event: &VerifiedEvent, accepted: bool) {
-        let answerable = state
-            .items
-            .get(&key)
-            .is_some_and(|entry| answers(&event.office, entry));
-        if !answerable {
-            return;
+    /// The clocks' part of folding: the case's clocks folded by the domain, then every
+    /// entry of the case given its running clock, announced when it changed, and removed
+    /// once no clock runs (decided or declined). `changed` is an entry whose status
+    /// changed with this event: it is announced even when its clock did not.
+    fn fold_clocks(
+        &self,
+        state: &mut State,
+        event: &VerifiedEvent,
+        kind: &Kind,
+        changed: Option<Key>,
+    ) {
+        let case_id = &event.case_id;
+        if matches!(kind, Kind::HandoffRequested(_)) {
+            state.cases.entry(case_id.clone()).or_default();
         }
-        state.overdue.remove(&key);
-        if let Some(mut entry) = state.items.remove(&key) {
-            entry.status = if accepted {
-                HandoffStatus::Accepted
-            } else {
-                HandoffStatus::Declined
+        let Some(case) = state.cases.get_mut(case_id) else {
+            return; // a decision in a case without hand-offs answers no clock
+        };
+        // Only the agency (and office, when one is addressed) a hand-off is addressed to
+        // answers it, as the inbox entries require: the appender refuses anything else,
+        // and a stray event changes nothing here.
+        if let Some(handoff_id) = answered_handoff(kind) {
+            let entry = state.items.get(&(case_id.clone(), handoff_id.to_owned()));
+            let stray = match entry {
+                Some(entry) => !answers(&event.office, entry),
+                None => case
+                    .clocks
+                    .get(handoff_id)
+                    .is_some_and(|c| c.to_agency != event.office.agency()),
             };
-            self.announce(InboxChange::Removed, &entry);
+            if stray {
+                return;
+            }
+        }
+        case.apply_clocks(&RecordedEvent {
+            case_id,
+            version: event.version(),
+            event_id: &event.event_id,
+            office: &event.office,
+            occurred_at: event.occurred_at,
+            visibility: event.event.visibility.as_ref(),
+            payload: Some(kind),
+        });
+        let case = &state.cases[case_id];
+        let (rules, calendar) = (&self.clocks.rules, &self.clocks.calendar);
+        let keys: Vec<Key> = state
+            .items
+            .range((case_id.clone(), String::new())..)
+            .take_while(|(k, _)| &k.0 == case_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let clocks: Vec<(Key, Option<OpenClock>)> = keys
+            .into_iter()
+            .map(|key| {
+                let clock = case.open_clock(&key.1, rules, calendar);
+                (key, clock)
+            })
+            .collect();
+        for (key, clock) in clocks {
+            if clock.is_none() {
+                state.overdue.remove(&key);
+                if let Some(entry) = state.items.remove(&key)
+                    && entry.clock.is_some()
+                {
+                    self.announce(InboxChange::Removed, &entry);
+                }
+                continue;
+            }
+            let Some(entry) = state.items.get_mut(&key) else {
+                continue;
+            };
+            if entry.clock == clock {
+                if changed.as_ref() == Some(&key) {
+                    let entry = entry.clone();
+                    self.announce(InboxChange::Updated, &entry);
+                }
+                continue;
+            }
+            let added = entry.clock.is_none();
+            entry.clock = clock;
+            let entry = entry.clone();
+            if !added {
+                // A new clock runs (the decision clock after the receipt): it is
+                // announced as overdue again when it runs out.
+                state.overdue.remove(&key);
+            }
+            self.announce(
+                if added {
+                    InboxChange::Added
+                } else {
+                    InboxChange::Updated
+                },
+                &entry,
+            );
         }
     }
 
@@ -560,7 +723,8 @@ async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
 mod tests {
     use casebus_integrity::OfficeSigner;
     use casebus_proto::event::v1::{
-        HandoffAccepted, HandoffAcknowledged, HandoffDeclined, HandoffRequested, Payload,
+        HandoffAccepted, HandoffAcknowledged, HandoffDeclined, HandoffRequested,
+        InvestigationFiled, Payload,
     };
     use casebus_proto::{RequestId, Timestamp};
 
@@ -574,14 +738,28 @@ mod tests {
         OfficeId::new(id).expect("valid office")
     }
 
+    /// When the tests' events occur unless they say: Thursday 28 May 2026, 20:26 UTC
+    /// (Friday 29 May, 04:26 in China Standard Time).
+    const T: i64 = 1_780_000_000;
+    const HOUR: i64 = 3600;
+
+    fn inbox() -> Inbox {
+        Inbox::new(office(POLICE), Arc::new(Clocks::default()))
+    }
+
     /// A verified event of `case` by `by` at `version`, signed with a throw-away key
     /// (the inbox trusts what it is given; verification happens before `fold`).
     fn event(case: &str, by: &str, version: u64, kind: Kind) -> VerifiedEvent {
+        event_at(case, by, version, kind, T)
+    }
+
+    /// As `event`, occurring (and recorded) at `seconds`.
+    fn event_at(case: &str, by: &str, version: u64, kind: Kind, seconds: i64) -> VerifiedEvent {
         let signer = OfficeSigner::from_seed(office(by), "k1", [7; 32]).expect("signer");
         let case_id = CaseId::new(case).expect("case id");
         let request = RequestId::new(&format!("r{version}")).expect("request id");
         let event_id = EventId::derive(&office(by), &case_id, &request);
-        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let at = OffsetDateTime::from_unix_timestamp(seconds).expect("time");
         let event = Event {
             event_id: event_id.to_string(),
             case_id: case.into(),
@@ -629,31 +807,40 @@ mod tests {
 
     #[test]
     fn hand_offs_to_the_office_or_its_agency_enter_and_others_do_not() {
-        let inbox = Inbox::new(office(POLICE));
+        let inbox = inbox();
         inbox.fold(
             1,
             &event("C1", CUSTOMS, 2, requested("h1", "", 2_000_000_000)),
         );
         inbox.fold(
             2,
-            &event("C2", CUSTOMS, 2, requested("h1", POLICE, 1_900_000_000)),
+            &event_at(
+                "C2",
+                CUSTOMS,
+                2,
+                requested("h1", POLICE, 1_900_000_000),
+                T - 2 * HOUR,
+            ),
         );
         inbox.fold(
             3,
             &event("C3", CUSTOMS, 2, requested("h1", OTHER_POLICE, 1)),
         );
-        let (items, position) = inbox.list(at(1_800_000_000), None, false);
+        let (items, position) = inbox.list(at(T), None, false);
         assert_eq!(position, 3);
         let cases: Vec<&str> = items.iter().map(|i| i.case_id.as_str()).collect();
-        // Most urgent (earliest due) first.
+        // Most urgent (earliest running clock due) first.
         assert_eq!(cases, ["C2", "C1"]);
+        let clock = items[0].clock.as_ref().expect("a running clock");
+        assert_eq!(clock.name, "receipt");
+        assert!(!clock.basis.is_empty());
         assert_eq!(items[0].status, HandoffStatus::Requested as i32);
         assert_eq!(items[0].from_office_id, CUSTOMS);
     }
 
     #[test]
     fn a_sealed_or_restricted_hand_off_arrives_without_its_reason_and_evidence() {
-        let inbox = Inbox::new(office(POLICE));
+        let inbox = inbox();
         let with = |case: &str, visibility: Option<Visibility>| {
             let mut e = event(case, CUSTOMS, 2, requested("h1", "", 2_000_000_000));
             if let Some(Kind::HandoffRequested(h)) =
@@ -679,7 +866,7 @@ mod tests {
         inbox.fold(2, &with("C-SEALED", sealed));
         inbox.fold(3, &with("C-LISTED-OTHER", listed(&[Agency::Court])));
         inbox.fold(4, &with("C-LISTED-US", listed(&[Agency::PublicSecurity])));
-        let (items, _) = inbox.list(at(1_800_000_000), None, false);
+        let (items, _) = inbox.list(at(T), None, false);
         let seen: BTreeMap<&str, (&str, usize)> = items
             .iter()
             .map(|i| {
@@ -710,9 +897,157 @@ mod tests {
     }
 
     #[test]
+    fn a_receipt_and_an_acceptance_update_and_the_filing_decision_removes_the_item() {
+        let inbox = inbox();
+        let (_, mut changes) = inbox.watch();
+        inbox.fold(
+            1,
+            &event("C1", CUSTOMS, 2, requested("h1", "", 2_000_000_000)),
+        );
+        let ack = Kind::HandoffAcknowledged(HandoffAcknowledged {
+            handoff_id: "h1".into(),
+        });
+        inbox.fold(2, &event("C1", POLICE, 3, ack));
+        let (items, _) = inbox.list(at(T), None, false);
+        assert_eq!(items[0].status, HandoffStatus::Acknowledged as i32);
+        assert_eq!(items[0].acknowledged_by_office_id, POLICE);
+        let clock = items[0].clock.as_ref().expect("a running clock");
+        assert_eq!(clock.name, "filing_decision");
+
+        // An answer from another agency does not count.
+        let declined = Kind::HandoffDeclined(HandoffDeclined {
+            handoff_id: "h1".into(),
+            reason: "no".into(),
+        });
+        inbox.fold(3, &event("C1", CUSTOMS, 4, declined));
+        assert_eq!(inbox.list(at(T), None, false).0.len(), 1);
+
+        let accepted = Kind::HandoffAccepted(HandoffAccepted {
+            handoff_id: "h1".into(),
+            local_case_number: String::new(),
+        });
+        inbox.fold(4, &event("C1", POLICE, 5, accepted));
+        // Accepting starts the work; the filing clock still runs.
+        let (items, _) = inbox.list(at(T), None, false);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].status, HandoffStatus::Accepted as i32);
+        assert_eq!(
+            items[0].clock.as_ref().map(|c| c.name.as_str()),
+            Some("filing_decision")
+        );
+
+        // Another agency's filing decision answers nothing; the police's does.
+        let filed = || Kind::InvestigationFiled(InvestigationFiled::default());
+        inbox.fold(5, &event("C9", POLICE, 2, filed()));
+        assert_eq!(inbox.list(at(T), None, false).0.len(), 1);
+        inbox.fold(6, &event("C1", POLICE, 6, filed()));
+        assert!(inbox.list(at(T), None, false).0.is_empty());
+
+        let seen: Vec<InboxChange> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| c.change)
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                InboxChange::Added,
+                InboxChange::Updated,
+                InboxChange::Updated,
+                InboxChange::Removed
+            ]
+        );
+    }
+
+    #[test]
+    fn overdue_items_are_flagged_filtered_and_announced_once() {
+        let inbox = inbox();
+        // Both receipt clocks run 24 hours from the next full hour; C2's starts two days
+        // later. The flat due times recorded in the requests do not count.
+        let c1 = requested("h1", "", T + 100 * HOUR);
+        inbox.fold(1, &event_at("C1", CUSTOMS, 2, c1, T));
+        let c2 = requested("h1", "", T - 100 * HOUR);
+        inbox.fold(2, &event_at("C2", CUSTOMS, 2, c2, T + 48 * HOUR));
+        let (_, mut changes) = inbox.watch();
+        let (first, second) = (at(T + 30 * HOUR), at(T + 36 * HOUR));
+        assert_eq!(inbox.sweep(first), (1, 2));
+        assert_eq!(inbox.sweep(second), (1, 2));
+        let overdue = inbox.list(first, None, true).0;
+        assert_eq!(overdue.len(), 1);
+        assert!(overdue[0].overdue);
+        assert_eq!(overdue[0].case_id, "C1");
+        let case = CaseId::new("C2").expect("case id");
+        assert_eq!(inbox.list(first, Some(&case), false).0.len(), 1);
+        let announced: Vec<String> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| c.entry.case_id.to_string())
+            .collect();
+        assert_eq!(announced, ["C1"]);
+    }
+
+    #[test]
+    fn a_replayed_request_changes_nothing() {
+        let inbox = inbox();
+        let first = event("C1", CUSTOMS, 2, requested("h1", "", 100));
+        inbox.fold(1, &first);
+        let ack = Kind::HandoffAcknowledged(HandoffAcknowledged {
+            handoff_id: "h1".into(),
+        });
+        inbox.fold(2, &event("C1", POLICE, 3, ack));
+        inbox.fold(9, &first);
+        let (items, _) = inbox.list(at(T), None, false);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].status, HandoffStatus::Acknowledged as i32);
+        assert_eq!(items[0].stream_sequence, 1);
+    }
+
+    fn referred_and_accepted(inbox: &Inbox, case: &str, at: i64) {
+        inbox.fold(1, &event_at(case, CUSTOMS, 2, requested("h1", "", at), at));
+        let ack = Kind::HandoffAcknowledged(HandoffAcknowledged {
+            handoff_id: "h1".into(),
+        });
+        inbox.fold(2, &event_at(case, POLICE, 3, ack, at + 60));
+        let accepted = Kind::HandoffAccepted(HandoffAccepted {
+            handoff_id: "h1".into(),
+            local_case_number: String::new(),
+        });
+        inbox.fold(3, &event_at(case, POLICE, 4, accepted, at + 120));
+    }
+
+    #[test]
+    fn an_accepted_undecided_referral_stays_and_becomes_overdue_on_its_filing_clock() {
+        let inbox = inbox();
+        referred_and_accepted(&inbox, "C1", T);
+        // Referred on Friday 29 May 2026 (CST): three days from Saturday end on Monday
+        // 1 June at 24:00 CST, 16:00 UTC.
+        let due = OffsetDateTime::from_unix_timestamp(1_780_329_600).expect("time");
+        let (items, _) = inbox.list(due, None, false);
+        let clock = items[0].clock.as_ref().expect("the filing clock runs");
+        assert_eq!(clock.name, "filing_decision");
+        assert_eq!(clock.due_at, Some(timestamp_from(due)));
+        assert!(clock.basis.contains("Art. 8"), "{}", clock.basis);
+        assert!(!items[0].overdue);
+        assert!(inbox.list(due, None, true).0.is_empty());
+        let after = due + Duration::from_secs(1);
+        let (overdue, _) = inbox.list(after, None, true);
+        assert_eq!(overdue.len(), 1);
+        assert!(overdue[0].overdue);
+        assert_eq!(inbox.counts(after), (1, 1));
+    }
+
+    #[test]
+    fn a_clock_the_calendar_cannot_count_says_why_and_is_not_overdue() {
+        let inbox = inbox();
+        // 15 January 2027: the 2027 schedule awaits its notice.
+        referred_and_accepted(&inbox, "C1", 1_800_000_000);
+        let later = at(1_900_000_000);
+        let (items, _) = inbox.list(later, None, false);
+        let clock = items[0].clock.as_ref().expect("the filing clock runs");
+        assert_eq!(clock.due_at, None);
+        assert!(clock.due_error.contains("2027"), "{}", clock.due_error);
+        assert!(!items[0].overdue);
+    }
+    #[test]
     fn a_hand_off_sealed_after_it_arrived_loses_its_content_and_office_and_an_opened_one_regains_them()
      {
-        let inbox = Inbox::new(office(POLICE));
+        let inbox = inbox();
         let (_, mut changes) = inbox.watch();
         let mut request = event("C1", CUSTOMS, 2, requested("h1", "", 2_000_000_000));
         if let Some(Kind::HandoffRequested(h)) =
@@ -797,84 +1132,5 @@ mod tests {
             shown(&inbox),
             ("please investigate".into(), 1, CUSTOMS.into())
         );
-    }
-
-    #[test]
-    fn a_receipt_updates_and_an_answer_removes_the_item() {
-        let inbox = Inbox::new(office(POLICE));
-        let (_, mut changes) = inbox.watch();
-        inbox.fold(
-            1,
-            &event("C1", CUSTOMS, 2, requested("h1", "", 2_000_000_000)),
-        );
-        let ack = Kind::HandoffAcknowledged(HandoffAcknowledged {
-            handoff_id: "h1".into(),
-        });
-        inbox.fold(2, &event("C1", POLICE, 3, ack));
-        let (items, _) = inbox.list(at(1_800_000_000), None, false);
-        assert_eq!(items[0].status, HandoffStatus::Acknowledged as i32);
-        assert_eq!(items[0].acknowledged_by_office_id, POLICE);
-
-        // An answer from another agency does not count.
-        let declined = Kind::HandoffDeclined(HandoffDeclined {
-            handoff_id: "h1".into(),
-            reason: "no".into(),
-        });
-        inbox.fold(3, &event("C1", CUSTOMS, 4, declined));
-        assert_eq!(inbox.list(at(0), None, false).0.len(), 1);
-
-        let accepted = Kind::HandoffAccepted(HandoffAccepted {
-            handoff_id: "h1".into(),
-            local_case_number: String::new(),
-        });
-        inbox.fold(4, &event("C1", POLICE, 5, accepted));
-        assert!(inbox.list(at(0), None, false).0.is_empty());
-
-        let seen: Vec<InboxChange> = std::iter::from_fn(|| changes.try_recv().ok())
-            .map(|c| c.change)
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                InboxChange::Added,
-                InboxChange::Updated,
-                InboxChange::Removed
-            ]
-        );
-    }
-
-    #[test]
-    fn overdue_items_are_flagged_filtered_and_announced_once() {
-        let inbox = Inbox::new(office(POLICE));
-        inbox.fold(1, &event("C1", CUSTOMS, 2, requested("h1", "", 100)));
-        inbox.fold(2, &event("C2", CUSTOMS, 2, requested("h1", "", 300)));
-        let (_, mut changes) = inbox.watch();
-        assert_eq!(inbox.sweep(at(200)), (1, 2));
-        assert_eq!(inbox.sweep(at(250)), (1, 2));
-        let overdue = inbox.list(at(200), None, true).0;
-        assert_eq!(overdue.len(), 1);
-        assert!(overdue[0].overdue);
-        let case = CaseId::new("C2").expect("case id");
-        assert_eq!(inbox.list(at(200), Some(&case), false).0.len(), 1);
-        let announced: Vec<String> = std::iter::from_fn(|| changes.try_recv().ok())
-            .map(|c| c.entry.case_id.to_string())
-            .collect();
-        assert_eq!(announced, ["C1"]);
-    }
-
-    #[test]
-    fn a_replayed_request_changes_nothing() {
-        let inbox = Inbox::new(office(POLICE));
-        let first = event("C1", CUSTOMS, 2, requested("h1", "", 100));
-        inbox.fold(1, &first);
-        let ack = Kind::HandoffAcknowledged(HandoffAcknowledged {
-            handoff_id: "h1".into(),
-        });
-        inbox.fold(2, &event("C1", POLICE, 3, ack));
-        inbox.fold(9, &first);
-        let (items, _) = inbox.list(at(0), None, false);
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0].status, HandoffStatus::Acknowledged as i32);
-        assert_eq!(items[0].stream_sequence, 1);
     }
 }

@@ -410,6 +410,7 @@ impl Kit {
             return Err(status::case_not_found(&case_id));
         }
         let now = OffsetDateTime::now_utc();
+        let clocks = self.inner.inbox.clocks();
         let opening_clear = sight(state, 1, viewer) == Sight::Clear;
         let tracks = state
             .tracks
@@ -436,26 +437,30 @@ impl Kit {
                     && h.to_office.as_ref().is_none_or(|o| o == viewer);
                 addressed || sight(state, h.requested_version, viewer) == Sight::Clear
             })
-            .map(|h| HandoffView {
-                handoff_id: h.handoff_id.clone(),
-                kind: h.kind as i32,
-                from_office_id: if names_office(state, h.requested_version, viewer) {
-                    h.from_office.to_string()
-                } else {
-                    String::new()
-                },
-                to_agency: h.to_agency as i32,
-                to_office_id: h
-                    .to_office
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                status: wire_status(h.status) as i32,
-                requested_at: Some(timestamp_from(h.requested_at)),
-                due_at: h.due_at.map(timestamp_from),
-                overdue: h.is_overdue(now),
-                requested_event_id: h.requested_event_id.to_string(),
-                requested_version: h.requested_version,
+            .map(|h| {
+                let clock = state.open_clock(&h.handoff_id, &clocks.rules, &clocks.calendar);
+                HandoffView {
+                    handoff_id: h.handoff_id.clone(),
+                    kind: h.kind as i32,
+                    from_office_id: if names_office(state, h.requested_version, viewer) {
+                        h.from_office.to_string()
+                    } else {
+                        String::new()
+                    },
+                    to_agency: h.to_agency as i32,
+                    to_office_id: h
+                        .to_office
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    status: wire_status(h.status) as i32,
+                    requested_at: Some(timestamp_from(h.requested_at)),
+                    due_at: h.due_at.map(timestamp_from),
+                    overdue: clock.as_ref().is_some_and(|c| c.is_overdue(now)),
+                    requested_event_id: h.requested_event_id.to_string(),
+                    requested_version: h.requested_version,
+                    clock: clock.as_ref().map(crate::inbox::running_clock),
+                }
             })
             .collect();
         let last = loaded.events.last();

@@ -42,7 +42,6 @@ use casebus_bus::{
     Appender, AppenderConfig, Bus, ConsumeError, ConsumerConfig, ConsumerCounters, ConsumerRunner,
     StreamSettings, connect,
 };
-use casebus_domain::DeadlineRules;
 use casebus_integrity::token::Audience;
 use casebus_integrity::{OfficeRegistry, OfficeSigner};
 use casebus_proto::{OfficeId, agency_name};
@@ -147,20 +146,6 @@ fn config_error(key: &'static str, reason: impl Into<String>) -> AgencyError {
     }
 }
 
-fn load_rules(path: Option<&Path>) -> Result<DeadlineRules, AgencyError> {
-    let Some(path) = path else {
-        return Ok(DeadlineRules::default());
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| AgencyError::RulesFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    DeadlineRules::parse(&text).map_err(|source| AgencyError::Rules {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, AgencyError> {
     listener.local_addr().map_err(|source| {
         AgencyError::Runtime(RuntimeError::Bind {
@@ -179,8 +164,9 @@ impl Service {
     /// - [`AgencyError::Config`] when the office is not of agency `A`, the key file is
     ///   another office's, the office is not in the registry, or the consumer name is
     ///   not one token;
-    /// - [`AgencyError::Key`], [`AgencyError::Registry`], [`AgencyError::RulesFile`],
-    ///   [`AgencyError::Rules`] when a file cannot be loaded;
+    /// - [`AgencyError::Key`], [`AgencyError::Registry`] when a file cannot be loaded,
+    ///   [`AgencyError::Runtime`] when the deadline rules or the calendar cannot (naming
+    ///   the file, line and field);
     /// - [`AgencyError::Runtime`] for TLS files, caller authentication (neither tokens
     ///   nor client certificates configured), metrics, or a listener that cannot bind;
     /// - [`AgencyError::Bus`] when NATS cannot be reached or the streams are missing
@@ -199,6 +185,10 @@ impl Service {
                 ),
             ));
         }
+        // A bad rules file or calendar refuses the start before anything else, naming
+        // the file, line and field.
+        let clocks = config.clocks.load()?;
+        tracing::info!(digest = %clocks.digest, years = clocks.calendar.years().count(), "deadline rules and calendar loaded");
         let signer = OfficeSigner::load(&config.signing_key).map_err(AgencyError::Key)?;
         if signer.office() != &office {
             return Err(config_error(
@@ -216,7 +206,6 @@ impl Service {
                 format!("office {office} is not in the office registry"),
             ));
         }
-        let rules = load_rules(config.deadline_rules.as_deref())?;
         let consumer = config.consumer_name();
         if casebus_proto::validate_local_id("consumer name", &consumer).is_err() {
             return Err(config_error(
@@ -251,7 +240,7 @@ impl Service {
         let appender = Appender::new(
             bus.clone(),
             signer,
-            Arc::new(rules),
+            Arc::new(clocks.rules.clone()),
             AppenderConfig::default(),
         )
         .map_err(AgencyError::Signer)?;
@@ -266,7 +255,7 @@ impl Service {
 
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let inbox = Arc::new(Inbox::new(office.clone()));
+        let inbox = Arc::new(Inbox::new(office.clone(), Arc::new(clocks.clone())));
         let kit = Kit::new(
             office,
             A::SERVICE_NAME,

@@ -330,6 +330,10 @@ pub enum CaseCommand {
         /// The case id.
         #[arg(value_parser = case_id_arg)]
         case: CaseId,
+        /// Deadline rules and holiday calendar the hand-offs' running legal clocks are
+        /// counted with (give the services' own).
+        #[command(flatten)]
+        clocks: casebus_runtime::clocks::ClockArgs,
     },
 }
 

@@ -22,8 +22,13 @@ const DEADLINE_TIMEOUT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs() {
     let f = Fixture::start().await;
-    let rules = DeadlineRules::parse("[handoff_due]\nsuspected_crime_referral = \"200ms\"\n")
-        .expect("rules");
+    const SHORT: &str = "[handoff_due]\nsuspected_crime_referral = \"200ms\"\n";
+    let rules = DeadlineRules::parse(SHORT).expect("rules");
+    // The CLI counts the running clocks with the same rules: the referral's filing clock
+    // runs one second (whole seconds, at least one).
+    let rules_file = f.path("short-rules.toml");
+    std::fs::write(&rules_file, SHORT).expect("rules file");
+    let rules_arg = rules_file.display().to_string();
     let customs = f.appender_with(signer(CUSTOMS), rules);
     let police = f.appender(POLICE);
     let c = case("SHOW-1");
@@ -49,7 +54,16 @@ async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs()
 
     // Let the referral's short deadline pass.
     let run = wait_until(DEADLINE_TIMEOUT, "the referral to be overdue", async || {
-        let run = f.cli(&["--json", "case", "show", "SHOW-1"]).await;
+        let run = f
+            .cli(&[
+                "--json",
+                "case",
+                "show",
+                "SHOW-1",
+                "--deadline-rules",
+                &rules_arg,
+            ])
+            .await;
         let overdue = run.json()["handoffs"]
             .as_array()
             .and_then(|h| h.iter().find(|h| h["handoff_id"] == "h1"))
@@ -85,11 +99,20 @@ async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs()
     assert_eq!(h1["kind"], "suspected_crime_referral");
     assert_eq!(h1["to_agency"], "public_security");
     assert!(h1["due_at"].as_str().is_some());
+    assert_eq!(h1["clock"]["name"], "filing_decision");
+    assert!(h1["clock"]["due_at"].as_str().is_some());
+    assert!(
+        h1["clock"]["basis"]
+            .as_str()
+            .is_some_and(|b| b.contains("Order 310")),
+        "{h1}"
+    );
     let a1 = handoffs
         .iter()
         .find(|h| h["handoff_id"] == "a1")
         .expect("a1");
     assert_eq!(a1["overdue"], false);
+    assert_eq!(a1["clock"]["name"], "receipt");
     let due = OffsetDateTime::parse(
         a1["due_at"].as_str().expect("due"),
         &time::format_description::well_known::Rfc3339,
@@ -104,7 +127,9 @@ async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs()
     );
     assert_eq!(events[4]["status"], "verified");
 
-    let text = f.cli(&["case", "show", "SHOW-1"]).await;
+    let text = f
+        .cli(&["case", "show", "SHOW-1", "--deadline-rules", &rules_arg])
+        .await;
     text.expect_code(0);
     for expected in [
         "case SHOW-1: \"Counterfeit earphones\"",
@@ -112,6 +137,7 @@ async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs()
         "Tracks",
         "Hand-offs",
         "OVERDUE",
+        "filing_decision",
         "suspected_crime_referral",
         "Timeline",
         "waiting for the police",

@@ -220,6 +220,9 @@ fn stats(
 /// server failed while running.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
+    // A bad rules file or calendar refuses the start, naming the file, line and field.
+    let clocks = config.clocks.load().map_err(RunError::Runtime)?;
+    tracing::info!(digest = %clocks.digest, years = clocks.calendar.years().count(), "deadline rules and calendar loaded");
     // Every call must be authenticated: refuse to start before touching anything else.
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
@@ -244,9 +247,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     });
 
     let (db, readers, store_name) = (config.db.clone(), config.readers, name.clone());
-    let store = tokio::task::spawn_blocking(move || Store::open(&db, readers, &store_name))
-        .await
-        .map_err(|_| RunError::Task)??;
+    let store = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&db, readers, &store_name)?;
+        let recounted = store.set_clocks(clocks.rules, clocks.calendar)?;
+        if recounted > 0 {
+            tracing::info!(
+                cases = recounted,
+                "hand-offs' running clocks recounted with these rules and calendar"
+            );
+        }
+        Ok::<_, RunError>(store)
+    })
+    .await
+    .map_err(|_| RunError::Task)??;
     store.set_list_work_budget(config.list_work_budget);
     let store = Arc::new(store);
     metrics

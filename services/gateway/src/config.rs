@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use casebus_runtime::args::{GrpcArgs, MetricsArgs, NatsArgs, ProcessArgs};
+use casebus_runtime::clocks::ClockArgs;
 use casebus_runtime::registry::RegistryArgs;
 
 use crate::error::RunError;
@@ -89,6 +90,9 @@ pub struct Config {
     /// launchers and tests using port 0); removed on a clean stop.
     #[arg(long, env = "CASEBUS_GATEWAY_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Deadline rules and holiday calendar the hand-offs' legal clocks are counted with.
+    #[command(flatten)]
+    pub clocks: ClockArgs,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,

@@ -97,6 +97,13 @@ fn handoff(summary: &HandoffSummary, names_office: bool) -> pb::Handoff {
         due_at: h.due_at.map(timestamp_from),
         overdue: summary.overdue,
         requested_version: h.requested_version,
+        clock: summary.clock.as_ref().map(|c| pb::RunningClock {
+            name: c.name.clone(),
+            started_at: Some(timestamp_from(c.started_at)),
+            due_at: c.due_at.map(timestamp_from),
+            basis: c.basis.clone(),
+            due_error: c.error.clone().unwrap_or_default(),
+        }),
     }
 }
 

@@ -124,6 +124,22 @@ impl Store {
         })
     }
 
+    /// Sets the deadline rules and holiday calendar the writer counts hand-offs' running
+    /// clocks with, and recounts the stored ones if they were counted with others
+    /// (returns the number of cases recounted). Blocking: call it from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`RunError::Projection`] when a stored event cannot be decoded or SQLite fails.
+    pub fn set_clocks(
+        &self,
+        rules: casebus_domain::DeadlineRules,
+        calendar: casebus_domain::Calendar,
+    ) -> Result<u64, RunError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.set_clocks(rules, calendar);
+        writer.recount_clocks().map_err(RunError::Projection)
+    }
+
     /// Sets the work budget of one case listing on every reader
     /// ([`Projection::set_list_work_budget`]).
     pub fn set_list_work_budget(&self, steps: u64) {

@@ -93,3 +93,52 @@ async fn a_gateway_that_would_not_authenticate_its_callers_refuses_to_start() {
     );
     assert!(!db.exists(), "nothing was created");
 }
+
+#[tokio::test]
+async fn a_bad_deadline_rules_file_refuses_the_start_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("gw.sqlite");
+    let (rules, expected) = casebus_test_support::command_line::bad_deadline_rules(dir.path());
+    let output = run(&[
+        "--db",
+        db.to_str().expect("utf-8 path"),
+        "--registry",
+        "offices.toml",
+        "--deadline-rules",
+        rules.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!db.exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_bad_holiday_calendar_refuses_the_start_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("gw.sqlite");
+    let calendar = dir.path().join("calendar");
+    std::fs::create_dir(&calendar).expect("calendar dir");
+    let file = calendar.join("2026.toml");
+    // 2026-03-04 is a Wednesday, which cannot be a make-up working day.
+    std::fs::write(
+        &file,
+        "year = 2026\nstatus = \"published\"\nnotice = \"n\"\nissued = 2025-11-04\nsource = \"s\"\nrest_days = [2026-01-01]\nworking_days = [2026-03-04]\n",
+    )
+    .expect("write calendar");
+    let output = run(&[
+        "--db",
+        db.to_str().expect("utf-8 path"),
+        "--registry",
+        "offices.toml",
+        "--calendar-dir",
+        calendar.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{} line 7: working_days", file.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!db.exists(), "nothing was created");
+}

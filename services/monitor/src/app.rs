@@ -97,6 +97,8 @@ fn write_ready_file(path: &Path, http: SocketAddr, metrics: SocketAddr) -> Resul
 /// Any [`RunError`] of start-up, or [`RunError::Serve`] when the dashboard server fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    // A bad rules file or calendar refuses the start, naming the file, line and field.
+    let clocks = Arc::new(config.clocks.load()?);
     let issuers = TrustedIssuers::load(&config.trusted_issuers).map_err(RunError::Issuers)?;
     let registry = OfficeRegistry::load(&config.registry.path).map_err(RunError::Registry)?;
     if registry.offices().next().is_none() {
@@ -126,7 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             (OverdueSource::Gateway(Box::new(reader)), None)
         }
         _ => {
-            let fold = Arc::new(Mutex::new(HandoffFold::default()));
+            let fold = Arc::new(Mutex::new(HandoffFold::new(clocks)));
             (OverdueSource::Fold(fold.clone()), Some(fold))
         }
     };

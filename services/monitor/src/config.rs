@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use casebus_runtime::args::{MetricsArgs, NatsArgs, ProcessArgs, humantime_duration};
+use casebus_runtime::clocks::ClockArgs;
 use casebus_runtime::registry::RegistryArgs;
 
 /// The monitor's command line.
@@ -80,6 +81,10 @@ pub struct Config {
     /// unsigned headers. Reloaded on change and on SIGHUP.
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// Deadline rules and holiday calendar the hand-offs' legal clocks are counted with
+    /// when the monitor folds the stream itself (without a gateway).
+    #[command(flatten)]
+    pub clocks: ClockArgs,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,

@@ -3,9 +3,15 @@
 //! - [`GatewayReader`]: the query gateway, with an `admin` token: `ListCases` with
 //!   `has_overdue_handoffs`, then `GetCase` for each listed case whose version changed
 //!   since the last look (every gateway read is audited, so unchanged cases are not read
-//!   again; their due times are compared with the clock here).
-//! - [`HandoffFold`]: without a gateway, the hand-off events of `CASES` folded into the
-//!   open hand-offs (requested, not yet accepted or declined) with their due times.
+//!   again; their running clocks' due times are compared with the clock here).
+//! - [`HandoffFold`]: without a gateway, the hand-off and decision events of `CASES`
+//!   folded by the domain's clock fold (`CaseState::apply_clocks`) into the hand-offs
+//!   whose legal clock still runs, counted with the monitor's deadline rules and
+//!   calendar.
+//!
+//! Either way a hand-off is overdue when its running legal clock (receipt, then the
+//! decision clock, which accepting does not stop) is past due, as on the gateway and in
+//! the agency inbox.
 //!
 //! **Boundary:** both only read; the monitor never writes to `CASES`.
 
@@ -20,10 +26,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
+use casebus_domain::{CaseState, RecordedEvent};
 use casebus_proto::event::v1::{Agency, Event, HandoffKind, payload::Kind};
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_proto::gateway::v1::{GetCaseRequest, Handoff, HandoffStatus, ListCasesRequest};
-use casebus_proto::{agency_name, datetime_from};
+use casebus_proto::{CaseId, EventId, OfficeId, agency_name, datetime_from};
+use casebus_runtime::clocks::Clocks;
 
 use crate::model::OverdueHandoff;
 
@@ -241,13 +249,11 @@ impl GatewayReader {
 
 fn overdue_of_gateway(case_id: &str, h: &Handoff, now: OffsetDateTime) -> Option<OverdueHandoff> {
     let status = h.status();
-    if !matches!(
-        status,
-        HandoffStatus::Requested | HandoffStatus::Acknowledged
-    ) {
+    if status == HandoffStatus::Declined {
         return None;
     }
-    let due = h.due_at.as_ref().and_then(datetime_from)?;
+    // The running clock the gateway counted; none once its clocks are answered.
+    let due = h.clock.as_ref()?.due_at.as_ref().and_then(datetime_from)?;
     if due >= now {
         return None;
     }
@@ -267,7 +273,7 @@ fn overdue_of_gateway(case_id: &str, h: &Handoff, now: OffsetDateTime) -> Option
     })
 }
 
-/// An open hand-off, as folded from the stream.
+/// A hand-off whose legal clock runs, as folded from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OpenHandoff {
     kind: HandoffKind,
@@ -275,24 +281,103 @@ struct OpenHandoff {
     to_agency: Agency,
     to_office: String,
     acknowledged: bool,
+    accepted: bool,
     requested_at: Option<OffsetDateTime>,
+    /// The running clock's due time, when the calendar can count it.
     due_at: Option<OffsetDateTime>,
 }
 
-/// The open hand-offs of every case, folded from the hand-off events of `CASES`.
-/// Memory holds only open hand-offs: an accepted or declined one is forgotten.
-#[derive(Debug, Default)]
+/// The hand-offs of every case whose legal clock runs, folded from the hand-off and
+/// decision events of `CASES`. Memory holds the clocks of every case with a hand-off
+/// and only the hand-offs still running a clock.
+#[derive(Debug)]
 pub struct HandoffFold {
     open: BTreeMap<(String, String), OpenHandoff>,
+    cases: BTreeMap<String, CaseState>,
+    clocks: Arc<Clocks>,
+}
+
+impl Default for HandoffFold {
+    fn default() -> Self {
+        Self::new(Arc::new(Clocks::default()))
+    }
 }
 
 impl HandoffFold {
-    /// Applies one verified event. Events arrive in stream order, so a case's
-    /// hand-off events arrive in case order.
+    /// An empty fold counting clocks with `clocks`.
+    pub fn new(clocks: Arc<Clocks>) -> Self {
+        Self {
+            open: BTreeMap::new(),
+            cases: BTreeMap::new(),
+            clocks,
+        }
+    }
+
+    /// Applies one verified event. Events arrive in stream order, so a case's events
+    /// arrive in case order.
     pub fn apply(&mut self, event: &Event) {
         let Some(kind) = event.payload.as_ref().and_then(|p| p.kind.as_ref()) else {
             return;
         };
+        self.apply_entry(event, kind);
+        self.apply_clocks(event, kind);
+    }
+
+    /// The clocks' part: the case's clocks folded by the domain, then each of its
+    /// hand-offs given its running clock's due time, or dropped once none runs.
+    fn apply_clocks(&mut self, event: &Event, kind: &Kind) {
+        if !CaseState::moves_clocks(kind) {
+            return;
+        }
+        let (Ok(case_id), Ok(event_id), Ok(office)) = (
+            CaseId::new(&event.case_id),
+            EventId::new(&event.event_id),
+            OfficeId::new(&event.office_id),
+        ) else {
+            return;
+        };
+        let Some(occurred_at) = event.occurred_at.as_ref().and_then(datetime_from) else {
+            return;
+        };
+        if matches!(kind, Kind::HandoffRequested(_)) {
+            self.cases.entry(event.case_id.clone()).or_default();
+        }
+        let Some(case) = self.cases.get_mut(&event.case_id) else {
+            return;
+        };
+        case.apply_clocks(&RecordedEvent {
+            case_id: &case_id,
+            version: event.case_version,
+            event_id: &event_id,
+            office: &office,
+            occurred_at,
+            visibility: event.visibility.as_ref(),
+            payload: Some(kind),
+        });
+        let (rules, calendar) = (&self.clocks.rules, &self.clocks.calendar);
+        let case = &*case;
+        let start = (event.case_id.clone(), String::new());
+        let keys: Vec<(String, String)> = self
+            .open
+            .range(start..)
+            .take_while(|(k, _)| k.0 == event.case_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            match case.open_clock(&key.1, rules, calendar) {
+                None => {
+                    self.open.remove(&key);
+                }
+                Some(clock) => {
+                    if let Some(h) = self.open.get_mut(&key) {
+                        h.due_at = clock.due_at.ok();
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_entry(&mut self, event: &Event, kind: &Kind) {
         let key = |id: &str| (event.case_id.clone(), id.to_owned());
         match kind {
             Kind::HandoffRequested(p) => {
@@ -304,8 +389,10 @@ impl HandoffFold {
                         to_agency: p.to_agency(),
                         to_office: p.to_office_id.clone(),
                         acknowledged: false,
+                        accepted: false,
                         requested_at: event.occurred_at.as_ref().and_then(datetime_from),
-                        due_at: p.due_at.as_ref().and_then(datetime_from),
+                        // Counted by `apply_clocks`.
+                        due_at: None,
                     },
                 );
             }
@@ -315,7 +402,11 @@ impl HandoffFold {
                 }
             }
             Kind::HandoffAccepted(p) => {
-                self.open.remove(&key(&p.handoff_id));
+                // Accepting starts the work; the clock fold drops the hand-off once its
+                // decision clock is answered.
+                if let Some(h) = self.open.get_mut(&key(&p.handoff_id)) {
+                    h.accepted = true;
+                }
             }
             Kind::HandoffDeclined(p) => {
                 self.open.remove(&key(&p.handoff_id));
@@ -324,7 +415,7 @@ impl HandoffFold {
         }
     }
 
-    /// Open hand-offs past their due time at `now`.
+    /// Hand-offs whose running clock is past due at `now`.
     pub fn overdue(&self, now: OffsetDateTime) -> Vec<OverdueHandoff> {
         self.open
             .iter()
@@ -337,7 +428,9 @@ impl HandoffFold {
                     from_office: h.from_office.clone(),
                     to_agency: agency_name(h.to_agency).to_owned(),
                     to_office: h.to_office.clone(),
-                    status: if h.acknowledged {
+                    status: if h.accepted {
+                        "ACCEPTED"
+                    } else if h.acknowledged {
                         "ACKNOWLEDGED"
                     } else {
                         "REQUESTED"
@@ -358,101 +451,125 @@ mod tests {
     use time::macros::datetime;
 
     use casebus_proto::event::v1::{
-        HandoffAccepted, HandoffAcknowledged, HandoffRequested, Payload,
+        HandoffAccepted, HandoffAcknowledged, HandoffRequested, InvestigationFiled, Payload,
     };
-    use casebus_proto::timestamp_from;
+    use casebus_proto::gateway::v1::RunningClock;
+    use casebus_proto::{RequestId, timestamp_from};
 
     use super::*;
 
+    /// Sunday 1 March 2026, 16:00 China Standard Time.
     const T0: OffsetDateTime = datetime!(2026-03-01 8:00 UTC);
+    const CUSTOMS: &str = "customs:ningbo";
+    const POLICE: &str = "public_security:ningbo";
 
-    fn event(case: &str, kind: Kind, at: OffsetDateTime) -> Event {
+    fn event(case: &str, by: &str, version: u64, kind: Kind, at: OffsetDateTime) -> Event {
+        let office = OfficeId::new(by).expect("office");
+        let case_id = CaseId::new(case).expect("case");
+        let request = RequestId::new(&format!("r{version}")).expect("request");
         Event {
+            event_id: EventId::derive(&office, &case_id, &request).to_string(),
             case_id: case.into(),
-            office_id: "customs:ningbo".into(),
+            case_version: version,
+            office_id: by.into(),
             occurred_at: Some(timestamp_from(at)),
             payload: Some(Payload { kind: Some(kind) }),
             ..Default::default()
         }
     }
 
-    fn requested(id: &str, due: OffsetDateTime) -> Kind {
+    fn requested(id: &str) -> Kind {
         Kind::HandoffRequested(HandoffRequested {
             handoff_id: id.into(),
             kind: HandoffKind::SuspectedCrimeReferral as i32,
             to_agency: Agency::PublicSecurity as i32,
-            due_at: Some(timestamp_from(due)),
+            // The flat due time recorded by the sender no longer counts.
+            due_at: Some(timestamp_from(T0 + time::Duration::days(100))),
             ..Default::default()
         })
     }
 
     #[test]
-    fn the_fold_keeps_open_hand_offs_and_reports_those_past_due() {
+    fn the_fold_keeps_hand_offs_whose_clock_runs_and_reports_those_past_due() {
         let mut fold = HandoffFold::default();
-        fold.apply(&event(
-            "A",
-            requested("h1", T0 + time::Duration::days(3)),
-            T0,
-        ));
-        fold.apply(&event(
-            "B",
-            requested("h1", T0 + time::Duration::days(1)),
-            T0,
-        ));
-        fold.apply(&event(
-            "C",
-            requested("h1", T0 + time::Duration::days(1)),
-            T0,
-        ));
-        fold.apply(&event(
-            "B",
+        let ack = || {
             Kind::HandoffAcknowledged(HandoffAcknowledged {
                 handoff_id: "h1".into(),
-            }),
-            T0,
-        ));
-        fold.apply(&event(
-            "C",
+            })
+        };
+        let accept = || {
             Kind::HandoffAccepted(HandoffAccepted {
                 handoff_id: "h1".into(),
                 ..Default::default()
-            }),
-            T0,
-        ));
-        let now = T0 + time::Duration::days(2);
-        let overdue = fold.overdue(now);
+            })
+        };
+        for case in ["A", "B", "C", "D"] {
+            fold.apply(&event(case, CUSTOMS, 2, requested("h1"), T0));
+        }
+        for case in ["B", "C", "D"] {
+            fold.apply(&event(case, POLICE, 3, ack(), T0));
+        }
+        for case in ["C", "D"] {
+            fold.apply(&event(case, POLICE, 4, accept(), T0));
+        }
+        let filed = Kind::InvestigationFiled(InvestigationFiled::default());
+        fold.apply(&event("D", POLICE, 5, filed, T0));
+
+        // A's receipt clock ran out 24 hours after the full hour following the request.
+        let overdue = fold.overdue(T0 + time::Duration::days(2));
         assert_eq!(overdue.len(), 1, "{overdue:?}");
-        let b = &overdue[0];
-        assert_eq!(b.case_id, "B");
-        assert_eq!(b.status, "ACKNOWLEDGED");
-        assert_eq!(b.to_agency, "public_security");
-        assert_eq!(b.kind, "SUSPECTED_CRIME_REFERRAL");
-        assert_eq!(b.overdue_seconds, 86_400);
+        let a = &overdue[0];
+        assert_eq!(a.case_id, "A");
+        assert_eq!(a.status, "REQUESTED");
+        assert_eq!(a.to_agency, "public_security");
+        assert_eq!(a.kind, "SUSPECTED_CRIME_REFERRAL");
+        assert_eq!(a.overdue_seconds, 23 * 3600);
+
+        // The filing clocks (3 days from Monday 2 March) end on 4 March at 24:00 CST;
+        // the accepted referral C counts, the decided D does not.
+        let overdue = fold.overdue(datetime!(2026-03-05 0:00 UTC));
+        let seen: Vec<(&str, &str)> = overdue
+            .iter()
+            .map(|o| (o.case_id.as_str(), o.status.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("A", "REQUESTED"), ("B", "ACKNOWLEDGED"), ("C", "ACCEPTED")]
+        );
+        assert_eq!(overdue[1].overdue_seconds, 8 * 3600);
     }
 
     #[test]
-    fn only_open_gateway_hand_offs_past_due_are_overdue() {
-        let handoff = |status: HandoffStatus, due: OffsetDateTime| Handoff {
+    fn gateway_hand_offs_whose_running_clock_is_past_due_are_overdue() {
+        let handoff = |status: HandoffStatus, due: Option<OffsetDateTime>| Handoff {
             handoff_id: "h".into(),
             kind: HandoffKind::PublicProsecution as i32,
             to_agency: Agency::Court as i32,
             status: status as i32,
-            due_at: Some(timestamp_from(due)),
+            due_at: Some(timestamp_from(T0 + time::Duration::days(100))),
+            clock: due.map(|due| RunningClock {
+                name: "court_acceptance".into(),
+                due_at: Some(timestamp_from(due)),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let past = T0 - time::Duration::hours(1);
-        assert!(overdue_of_gateway("A", &handoff(HandoffStatus::Acknowledged, past), T0).is_some());
-        assert!(overdue_of_gateway("A", &handoff(HandoffStatus::Accepted, past), T0).is_none());
+        let past = Some(T0 - time::Duration::hours(1));
+        let check = |status, due| overdue_of_gateway("A", &handoff(status, due), T0);
+        assert!(check(HandoffStatus::Acknowledged, past).is_some());
         assert!(
-            overdue_of_gateway(
-                "A",
-                &handoff(HandoffStatus::Requested, T0 + time::Duration::hours(1)),
-                T0
+            check(HandoffStatus::Accepted, past).is_some(),
+            "accepting does not stop the clock"
+        );
+        assert!(check(HandoffStatus::Accepted, None).is_none(), "answered");
+        assert!(
+            check(
+                HandoffStatus::Requested,
+                Some(T0 + time::Duration::hours(1))
             )
             .is_none()
         );
-        let found =
-            overdue_of_gateway("A", &handoff(HandoffStatus::Requested, past), T0).expect("overdue");
+        let found = check(HandoffStatus::Requested, past).expect("overdue");
         assert_eq!(found.to_agency, "court");
         assert_eq!(found.kind, "PUBLIC_PROSECUTION");
         assert_eq!(found.overdue_seconds, 3600);

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use casebus_test_support::command_line::{
-    assert_foreign_office_refused, assert_help_documents_every_flag,
+    assert_bad_deadline_rules_refused, assert_foreign_office_refused,
+    assert_help_documents_every_flag,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_casebus-public-security");
@@ -19,4 +20,9 @@ fn help_documents_every_flag_with_its_environment_variable() {
 #[test]
 fn an_office_of_another_agency_is_refused_naming_the_flag() {
     assert_foreign_office_refused(Path::new(BIN), "court:x");
+}
+
+#[test]
+fn a_bad_deadline_rules_file_refuses_the_start_naming_file_line_and_field() {
+    assert_bad_deadline_rules_refused(Path::new(BIN), "public_security:ningbo");
 }

@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod auth;
+pub mod clocks;
 mod error;
 pub mod files;
 pub mod grpc;

@@ -32,6 +32,39 @@ pub use casebus_fixtures::{
 /// The instant the scripted cases start at.
 pub const T0: OffsetDateTime = datetime!(2026-03-02 9:00 UTC);
 
+/// The rules and calendar a projection counts clocks with unless told otherwise: the
+/// built-in rules on the shipped calendar.
+pub fn default_clocks() -> (casebus_domain::DeadlineRules, casebus_domain::Calendar) {
+    (
+        casebus_domain::DeadlineRules::default(),
+        casebus_domain::Calendar::shipped(),
+    )
+}
+
+/// What a projection should store as a hand-off's running clock: the fold's, counted
+/// with `default_clocks`.
+pub fn expected_clock(
+    state: &CaseState,
+    handoff_id: &str,
+) -> Option<casebus_timeline::RunningClock> {
+    let (rules, calendar) = default_clocks();
+    state
+        .open_clock(handoff_id, &rules, &calendar)
+        .map(|open| casebus_timeline::RunningClock {
+            name: open.rule.key().to_owned(),
+            started_at: open.started_at,
+            due_at: open.due_at.as_ref().ok().copied(),
+            basis: open.basis.clone(),
+            error: open.due_at.as_ref().err().map(ToString::to_string),
+        })
+}
+
+/// Whether a case has a running clock past due at `now` (default rules and calendar).
+pub fn has_overdue_clock(state: &CaseState, now: OffsetDateTime) -> bool {
+    let (rules, calendar) = default_clocks();
+    !state.overdue_clocks(&rules, &calendar, now).is_empty()
+}
+
 /// The domain's view of a verified event (as the bus folds it).
 pub fn recorded(event: &VerifiedEvent) -> RecordedEvent<'_> {
     RecordedEvent {

@@ -1,14 +1,16 @@
 //! `casebus case show <id>`: the case read straight from `CASES` and verified the way
 //! the services load it (a failing message is left out of the chain and listed), its
-//! timeline, and a summary folded by the case rules: tracks, parties, hand-offs with due
-//! times and overdue flags, linked references.
+//! timeline, and a summary folded by the case rules: tracks, parties, hand-offs with their
+//! recorded due times, their running legal clock (counted with `--deadline-rules` and
+//! `--calendar-dir`) and overdue flags, linked references.
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use casebus_domain::{CaseState, HandoffStatus, TrackStatus};
+use casebus_domain::{CaseState, HandoffStatus, OpenClock, TrackStatus};
 use casebus_proto::event::v1::{HandoffKind, PartyRole};
 use casebus_proto::{CaseId, agency_name};
+use casebus_runtime::clocks::{ClockArgs, Clocks};
 
 use crate::context::Ctx;
 use crate::decode::{Problem, verified_json};
@@ -43,8 +45,29 @@ fn party_role(role: i32) -> String {
     )
 }
 
+/// A hand-off's running clock, if one runs.
+fn clock_of(state: &CaseState, handoff_id: &str, clocks: &Clocks) -> Option<OpenClock> {
+    state.open_clock(handoff_id, &clocks.rules, &clocks.calendar)
+}
+
+fn clock_json(clock: Option<&OpenClock>) -> Value {
+    clock.map_or(Value::Null, |c| {
+        json!({
+            "name": c.rule.key(),
+            "started_at": rfc3339(c.started_at),
+            "due_at": c.due_at.as_ref().ok().map(|d| rfc3339(*d)),
+            "basis": c.basis,
+            "due_error": c.due_at.as_ref().err().map(ToString::to_string),
+        })
+    })
+}
+
+fn is_overdue(clock: Option<&OpenClock>, now: OffsetDateTime) -> bool {
+    clock.is_some_and(|c| c.is_overdue(now))
+}
+
 /// The summary of a folded case as JSON.
-fn summary_json(state: &CaseState, now: OffsetDateTime) -> Value {
+fn summary_json(state: &CaseState, clocks: &Clocks, now: OffsetDateTime) -> Value {
     json!({
         "version": state.version,
         "title": state.opened.as_ref().map(|o| o.title.clone()),
@@ -63,17 +86,21 @@ fn summary_json(state: &CaseState, now: OffsetDateTime) -> Value {
             "name": p.name,
             "organisation": p.organisation,
         })).collect::<Vec<_>>(),
-        "handoffs": state.handoffs.values().map(|h| json!({
-            "handoff_id": h.handoff_id,
-            "kind": handoff_kind(h.kind),
-            "from_office": h.from_office.as_str(),
-            "to_agency": agency_name(h.to_agency),
-            "to_office": h.to_office.as_ref().map(|o| o.to_string()),
-            "status": handoff_status(h.status),
-            "requested_at": rfc3339(h.requested_at),
-            "due_at": h.due_at.map(rfc3339),
-            "overdue": h.is_overdue(now),
-        })).collect::<Vec<_>>(),
+        "handoffs": state.handoffs.values().map(|h| {
+            let clock = clock_of(state, &h.handoff_id, clocks);
+            json!({
+                "handoff_id": h.handoff_id,
+                "kind": handoff_kind(h.kind),
+                "from_office": h.from_office.as_str(),
+                "to_agency": agency_name(h.to_agency),
+                "to_office": h.to_office.as_ref().map(|o| o.to_string()),
+                "status": handoff_status(h.status),
+                "requested_at": rfc3339(h.requested_at),
+                "due_at": h.due_at.map(rfc3339),
+                "clock": clock_json(clock.as_ref()),
+                "overdue": is_overdue(clock.as_ref(), now),
+            })
+        }).collect::<Vec<_>>(),
         "references": state.references.iter().map(|r| json!({
             "agency": agency_name(r.agency),
             "office": r.office.as_str(),
@@ -86,6 +113,7 @@ fn print_text(
     ctx: &Ctx,
     case: &CaseId,
     loaded: &casebus_bus::LoadedCase,
+    clocks: &Clocks,
     now: OffsetDateTime,
 ) -> Result<(), CliError> {
     let state = &loaded.state;
@@ -146,9 +174,22 @@ fn print_text(
         "status",
         "requested",
         "due",
+        "clock",
+        "clock due",
         "overdue",
     ]);
     for h in state.handoffs.values() {
+        let clock = clock_of(state, &h.handoff_id, clocks);
+        let (name, due) = match &clock {
+            None => ("-".to_owned(), "-".to_owned()),
+            Some(c) => (
+                c.rule.key().to_owned(),
+                match &c.due_at {
+                    Ok(due) => short(*due),
+                    Err(e) => format!("cannot count: {e}"),
+                },
+            ),
+        };
         t.add_row([
             h.handoff_id.clone(),
             handoff_kind(h.kind),
@@ -159,7 +200,14 @@ fn print_text(
             handoff_status(h.status).to_owned(),
             short(h.requested_at),
             short_or_dash(h.due_at),
-            if h.is_overdue(now) { "OVERDUE" } else { "" }.to_owned(),
+            name,
+            due,
+            if is_overdue(clock.as_ref(), now) {
+                "OVERDUE"
+            } else {
+                ""
+            }
+            .to_owned(),
         ]);
     }
     out.table(&t)?;
@@ -214,7 +262,9 @@ fn print_text(
 }
 
 /// `casebus case show`.
-pub async fn show(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
+pub async fn show(ctx: &Ctx, case: &CaseId, clocks: &ClockArgs) -> Result<Outcome, CliError> {
+    // A bad rules file or calendar is refused before anything is read.
+    let clocks = clocks.load().map_err(CliError::from_source)?;
     let registry = ctx.registry("to verify the case")?;
     let bus = ctx.bus(registry).await?;
     let loaded = bus.load_case(case).await.map_err(CliError::from_source)?;
@@ -223,7 +273,7 @@ pub async fn show(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
     }
     let now = OffsetDateTime::now_utc();
     if ctx.out.is_json() {
-        let mut summary = summary_json(&loaded.state, now);
+        let mut summary = summary_json(&loaded.state, &clocks, now);
         if let Some(object) = summary.as_object_mut() {
             object.insert("case".into(), case.as_str().into());
             object.insert("last_sequence".into(), loaded.last_sequence.into());
@@ -250,7 +300,7 @@ pub async fn show(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
         }
         ctx.out.json_document(&summary)?;
     } else {
-        print_text(ctx, case, &loaded, now)?;
+        print_text(ctx, case, &loaded, &clocks, now)?;
     }
     Ok(Outcome::problems_if(!loaded.rejected.is_empty()))
 }

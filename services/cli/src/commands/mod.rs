@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
     match command {
         Command::Events(EventsCommand::List(filter)) => events::list(ctx, &filter).await,
         Command::Events(EventsCommand::Tail(args)) => events::tail(ctx, &args).await,
-        Command::Case(CaseCommand::Show { case }) => case::show(ctx, &case).await,
+        Command::Case(CaseCommand::Show { case, clocks }) => case::show(ctx, &case, &clocks).await,
         Command::Verify(args) => verify::run(ctx, &args).await,
         Command::Replay(args) => replay::run(ctx, &args).await,
         Command::Rebuild(args) => rebuild::run(ctx, &args).await,

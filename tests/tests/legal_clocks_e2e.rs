@@ -1,0 +1,372 @@
+//! The legal clocks over the real binaries (customs and police services, the gateway,
+//! nats-server): a referral made in the past, acknowledged and accepted by the police
+//! but not decided, is overdue on its filing clock in the police inbox, in the sender's
+//! own `GetCase` view and on the gateway (`GetCase` hand-off view, `ListCases
+//! has_overdue_handoffs`); the police's
+//! `InvestigationFiled` answers the clock, and both stop showing it. Every service runs
+//! with the built-in deadline rules on the shipped calendar, and the acts carry
+//! `occurred_at` in November 2026, so their periods have elapsed and are counted on a
+//! published schedule whenever the test runs.
+
+mod agency_harness;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tokio::process::{Child, Command};
+use tonic::transport::Endpoint;
+
+use casebus_fixtures::Bearer;
+use casebus_integrity::token::{Audience, Role};
+use casebus_proto::agency::v1::*;
+use casebus_proto::event::v1::{HandoffAccepted, InvestigationFiled};
+use casebus_proto::gateway::v1::gateway_client::GatewayClient;
+use casebus_proto::gateway::v1::{GetCaseRequest, ListCasesRequest, RunningClock};
+use casebus_proto::public_security::v1::FileInvestigationRequest;
+use casebus_proto::{Timestamp, timestamp_from};
+use casebus_test_support::wait_until;
+
+use agency_harness::*;
+
+const CASE: &str = "C-CLOCK";
+/// Ceiling for the inbox and the gateway to show what was recorded.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
+/// The referral: Monday 2 November 2026, 10:00 China Standard Time.
+const REFERRED: OffsetDateTime = datetime!(2026-11-02 10:00 +8);
+/// Its filing clock: 3 days from Tuesday 3 November end on Thursday 5 November at 24:00
+/// CST (16:00 UTC), a working day.
+const FILING_DUE: OffsetDateTime = datetime!(2026-11-05 16:00 UTC);
+
+fn at(instant: OffsetDateTime) -> Option<Timestamp> {
+    Some(timestamp_from(instant))
+}
+
+fn meta_at(case_id: &str, occurred: OffsetDateTime) -> Option<CommandMeta> {
+    meta(case_id).map(|m| CommandMeta {
+        occurred_at: at(occurred),
+        ..m
+    })
+}
+
+/// The gateway binary, started on the fixture's NATS and files.
+struct Gateway {
+    child: Child,
+    log: PathBuf,
+    grpc: SocketAddr,
+}
+
+impl Gateway {
+    async fn start(f: &Fixture) -> Self {
+        let dir = f.dir.path();
+        let ready = dir.join("gateway.ready");
+        let log = dir.join("gateway.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let binary = casebus_tests::binaries::service_binary(
+            "casebus-gateway",
+            "build it first: `cargo build -p casebus-gateway`",
+        );
+        let path = |name: &str| dir.join(name).display().to_string();
+        let mut child = Command::new(binary)
+            .args(["--db", &path("gateway.sqlite")])
+            .args(["--registry", &path("registry.toml")])
+            .args(["--trusted-issuers", &path("trust.toml")])
+            .args(["--nats-url", &f.nats.url()])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--ready-file", &ready.display().to_string()])
+            .env_remove("CASEBUS_DEADLINE_RULES")
+            .env_remove("CASEBUS_CALENDAR_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start casebus-gateway");
+        let grpc = wait_until(READY_TIMEOUT, "the gateway to be ready", async || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the gateway exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&ready).ok()?;
+            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+            value["grpc"].as_str()?.parse::<SocketAddr>().ok()
+        })
+        .await
+        .expect("the gateway gets ready");
+        Self { child, log, grpc }
+    }
+
+    async fn client(
+        &self,
+        token: &str,
+    ) -> GatewayClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+    > {
+        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the gateway");
+        GatewayClient::with_interceptor(channel, Bearer::new(Some(token)))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The police inbox's overdue items.
+async fn overdue_in_inbox(police: &Running) -> Vec<InboxItem> {
+    police
+        .common()
+        .list_inbox(ListInboxRequest {
+            case_id: CASE.into(),
+            overdue_only: true,
+        })
+        .await
+        .expect("list the inbox")
+        .into_inner()
+        .items
+}
+
+fn assert_filing_clock(clock: Option<&RunningClockView>, what: &str) {
+    let clock = clock.unwrap_or_else(|| panic!("{what}: no running clock"));
+    assert_eq!(clock.name, "filing_decision", "{what}");
+    assert_eq!(clock.due_at, at(FILING_DUE), "{what}");
+    assert_eq!(clock.started_at, at(REFERRED), "{what}");
+    assert!(clock.basis.contains("Order 310"), "{what}: {}", clock.basis);
+    assert!(clock.due_error.is_empty(), "{what}: {}", clock.due_error);
+}
+
+/// The fields both surfaces' running clocks share.
+struct RunningClockView {
+    name: String,
+    started_at: Option<Timestamp>,
+    due_at: Option<Timestamp>,
+    basis: String,
+    due_error: String,
+}
+
+impl From<&casebus_proto::agency::v1::RunningClock> for RunningClockView {
+    fn from(c: &casebus_proto::agency::v1::RunningClock) -> Self {
+        Self {
+            name: c.name.clone(),
+            started_at: c.started_at,
+            due_at: c.due_at,
+            basis: c.basis.clone(),
+            due_error: c.due_error.clone(),
+        }
+    }
+}
+
+impl From<&RunningClock> for RunningClockView {
+    fn from(c: &RunningClock) -> Self {
+        Self {
+            name: c.name.clone(),
+            started_at: c.started_at,
+            due_at: c.due_at,
+            basis: c.basis.clone(),
+            due_error: c.due_error.clone(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_undecided_referral_is_overdue_in_the_inbox_and_on_the_gateway_until_the_filing_decision()
+ {
+    let f = Fixture::start().await;
+    let (customs, police) = tokio::join!(
+        f.spawn_with_rules(CUSTOMS, ""),
+        f.spawn_with_rules(POLICE, "")
+    );
+    let gateway = Gateway::start(&f).await;
+
+    let r = customs
+        .common()
+        .open_case(OpenCaseRequest {
+            meta: meta_at(CASE, REFERRED - time::Duration::hours(1)),
+            case_opened: opened("counterfeit handbags"),
+        })
+        .await;
+    ok(&customs, "open the case", r);
+    let r = customs
+        .customs()
+        .refer_to_public_security(casebus_proto::customs::v1::ReferToPublicSecurityRequest {
+            meta: meta_at(CASE, REFERRED),
+            handoff: Some(HandoffDetails {
+                handoff_id: "h1".into(),
+                to_office_id: POLICE.into(),
+                reason: "suspected crime".into(),
+                evidence_ids: vec![],
+            }),
+        })
+        .await;
+    ok(&customs, "refer to the police", r);
+    police
+        .wait_inbox(CASE, "h1", "the police to acknowledge h1", acknowledged)
+        .await;
+    let r = police
+        .common()
+        .accept_handoff(AcceptHandoffRequest {
+            meta: meta_at(CASE, REFERRED + time::Duration::days(1)),
+            handoff_accepted: Some(HandoffAccepted {
+                handoff_id: "h1".into(),
+                local_case_number: "PS-CLOCK-1".into(),
+            }),
+        })
+        .await;
+    ok(&police, "accept h1", r);
+
+    // The inbox: accepted, still there, overdue on its filing clock.
+    let items = wait_until(
+        SHOW_TIMEOUT,
+        "the accepted h1 to be overdue in the inbox",
+        async || {
+            let items = overdue_in_inbox(&police).await;
+            items
+                .iter()
+                .any(|i| i.status == HandoffStatus::Accepted as i32)
+                .then_some(items)
+        },
+    )
+    .await
+    .expect("inbox");
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(items[0].overdue);
+    assert_filing_clock(
+        items[0].clock.as_ref().map(RunningClockView::from).as_ref(),
+        "inbox",
+    );
+
+    // The sender's coordination view (the agency's own GetCase) counts the same clock.
+    let sender_view = customs
+        .common()
+        .get_case(casebus_proto::agency::v1::GetCaseRequest {
+            case_id: CASE.into(),
+        })
+        .await
+        .expect("the sender's view")
+        .into_inner()
+        .case
+        .expect("case");
+    let h1 = &sender_view.handoffs[0];
+    assert!(h1.overdue, "{h1:?}");
+    assert_filing_clock(
+        h1.clock.as_ref().map(RunningClockView::from).as_ref(),
+        "the sender's GetCase",
+    );
+
+    // The gateway: the hand-off view and the overdue filter, for the police and customs.
+    let reader = |office: &str| {
+        casebus_fixtures::issue_token(
+            &f.issuer,
+            Audience::Gateway,
+            office,
+            "officer-7",
+            &[Role::Reader],
+            time::Duration::hours(1),
+        )
+    };
+    let mut police_gw = gateway.client(&reader(POLICE)).await;
+    let mut customs_gw = gateway.client(&reader(CUSTOMS)).await;
+    let view = wait_until(
+        SHOW_TIMEOUT,
+        "the gateway to show h1 accepted",
+        async || {
+            let case = police_gw
+                .get_case(GetCaseRequest {
+                    case_id: CASE.into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .case?;
+            let h1 = case.handoffs.into_iter().find(|h| h.handoff_id == "h1")?;
+            (h1.status == casebus_proto::gateway::v1::HandoffStatus::Accepted as i32).then_some(h1)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", gateway.log_text()));
+    assert!(view.overdue, "{view:?}");
+    assert_filing_clock(
+        view.clock.as_ref().map(RunningClockView::from).as_ref(),
+        "gateway",
+    );
+    let overdue_filter = ListCasesRequest {
+        has_overdue_handoffs: true,
+        ..ListCasesRequest::default()
+    };
+    for client in [&mut police_gw, &mut customs_gw] {
+        let listed = client
+            .list_cases(overdue_filter.clone())
+            .await
+            .expect("list overdue cases")
+            .into_inner()
+            .cases;
+        let ids: Vec<&str> = listed.iter().map(|c| c.case_id.as_str()).collect();
+        assert_eq!(ids, [CASE]);
+    }
+
+    // The filing decision answers the clock: nothing is overdue any more.
+    let r = police
+        .police()
+        .file_investigation(FileInvestigationRequest {
+            meta: meta_at(CASE, REFERRED + time::Duration::days(2)),
+            investigation_filed: Some(InvestigationFiled {
+                police_case_number: "PS-CLOCK-1".into(),
+                suspected_offence: "Criminal Law art. 213".into(),
+                basis: "referral by customs".into(),
+            }),
+        })
+        .await;
+    ok(&police, "file the investigation", r);
+    wait_until(SHOW_TIMEOUT, "the inbox to drop h1", async || {
+        let all = police
+            .common()
+            .list_inbox(ListInboxRequest {
+                case_id: CASE.into(),
+                overdue_only: false,
+            })
+            .await
+            .expect("list the inbox")
+            .into_inner()
+            .items;
+        all.is_empty().then_some(())
+    })
+    .await
+    .expect("inbox empty");
+    let answered = wait_until(SHOW_TIMEOUT, "the gateway to stop h1's clock", async || {
+        let case = police_gw
+            .get_case(GetCaseRequest {
+                case_id: CASE.into(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .case?;
+        let h1 = case.handoffs.into_iter().find(|h| h.handoff_id == "h1")?;
+        h1.clock.is_none().then_some(h1)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", gateway.log_text()));
+    assert!(!answered.overdue);
+    let listed = police_gw
+        .list_cases(overdue_filter)
+        .await
+        .expect("list overdue cases")
+        .into_inner()
+        .cases;
+    assert!(listed.is_empty(), "{listed:?}");
+    drop(gateway.child);
+}
