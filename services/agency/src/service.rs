@@ -109,6 +109,14 @@ impl ReadyFile {
     }
 }
 
+/// How long the server waits for the receipts consumer to ack a message before it
+/// gives the message to another instance. Short, so that the hand-offs a killed
+/// instance had pulled get their receipts from another within seconds; the runner keeps
+/// every message it holds alive with progress acks, so a slow handler (or a long queue
+/// behind one) is never mistaken for a dead one. An existing consumer with another ack
+/// wait (30 s before) is updated in place at start.
+pub const RECEIPTS_ACK_WAIT: Duration = Duration::from_secs(3);
+
 /// A started agency service: files loaded, NATS connected, listeners bound.
 pub struct Service {
     config: AgencyConfig,
@@ -360,7 +368,13 @@ impl Service {
             .layer(GrpcMetricsLayer::new(metrics.clone()))
             .add_routes(routes.routes());
 
-        let runner = ConsumerRunner::new(bus.clone(), ConsumerConfig::named(consumer.clone()));
+        let runner = ConsumerRunner::new(
+            bus.clone(),
+            ConsumerConfig {
+                ack_wait: RECEIPTS_ACK_WAIT,
+                ..ConsumerConfig::named(consumer.clone())
+            },
+        );
         let counters = runner.counters();
         let info = service_info(
             service_name,
