@@ -30,7 +30,7 @@ mod tail;
 pub use append::{AppendRequest, Appended, Appender, AppenderConfig, command_digest};
 pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
-pub use connect::{ConnectConfig, check_inbox_prefix, connect};
+pub use connect::{ConnectConfig, DEFAULT_MAX_RECONNECT_DELAY, check_inbox_prefix, connect};
 pub use consumer::{
     BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError,
 };
