@@ -27,7 +27,10 @@ mod store;
 pub mod subjects;
 mod tail;
 
-pub use append::{AppendRequest, Appended, Appender, AppenderConfig, command_digest};
+pub use append::{
+    AppendRequest, Appended, Appender, AppenderConfig, AppenderStats, DEFAULT_CACHE_BYTES,
+    command_digest,
+};
 pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
 pub use connect::{ConnectConfig, DEFAULT_MAX_RECONNECT_DELAY, check_inbox_prefix, connect};
