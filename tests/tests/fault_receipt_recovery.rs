@@ -6,10 +6,13 @@
 //! the server redelivers nothing. Then A is killed with SIGKILL, and B sends every
 //! receipt within [`RECOVERY_LIMIT`] of the kill, exactly one per hand-off.
 //!
+//! B's `/metrics` counts the redeliveries (`casebus_consumer_redeliveries_total`).
+//!
 //! The consumer exists before either instance starts with the 30 s ack wait of an older
 //! deployment; the first instance to start updates it in place to the service's short
 //! one ([`casebus_agency::RECEIPTS_ACK_WAIT`]).
 
+mod agency_harness;
 mod fault_common;
 
 use std::time::Duration;
@@ -223,6 +226,27 @@ async fn the_receipts_of_hand_offs_a_killed_instance_held_are_sent_by_another_wi
     let (with, most) = receipts(&bus).await;
     assert_eq!((with, most), (HANDOFFS, 1), "one receipt per hand-off");
     assert!(dead_letters(&bus).await.is_empty(), "nothing dead-lettered");
+    // B's metrics count what it was delivered again: at least every hand-off.
+    let label = format!("consumer=\"{CONSUMER}\"");
+    let redeliveries = wait_until(
+        STEP_TIMEOUT,
+        "b's metrics to count the redeliveries",
+        async || {
+            let text = agency_harness::http_get(b.metrics, "/metrics").await;
+            let n: u64 = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("casebus_consumer_redeliveries_total{") && l.contains(&label)
+                })?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            (n >= HANDOFFS as u64).then_some(n)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut figures = Figures::new("receipt recovery after SIGKILL", &generation.label);
     figures
         .row("ack wait of the receipts consumer", ms(RECEIPTS_ACK_WAIT))
@@ -232,7 +256,8 @@ async fn the_receipts_of_hand_offs_a_killed_instance_held_are_sent_by_another_wi
         .row(
             "every receipt sent by the other instance after the kill",
             ms(took),
-        );
+        )
+        .row("redeliveries counted on its /metrics", redeliveries);
     figures.write();
     assert!(
         took < RECOVERY_LIMIT,
