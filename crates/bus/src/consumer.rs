@@ -315,6 +315,9 @@ impl ConsumerRunner {
     /// runner's. The configuration is read and sent back as the server holds it (JSON),
     /// so settings this client build does not model are kept; NATS 2.9 and later update
     /// an existing durable consumer when it is created again with editable changes.
+    /// The request goes to `CONSUMER.CREATE.<stream>.<name>[.<filter>]`, the subject the
+    /// client library creates consumers on, which the deployed service users may use
+    /// (`deploy/nats/users.conf.in`; they may not use `CONSUMER.DURABLE.CREATE`).
     async fn update_settings(&self) -> Result<(), ConsumeError> {
         let name = &self.config.name;
         let fail = |reason: String| ConsumeError::Setup {
@@ -344,9 +347,15 @@ impl ConsumerRunner {
             // Keys under `_nats.` are set by the server itself.
             metadata.retain(|k, _| !k.starts_with("_nats."));
         }
+        let filter = config
+            .get("filter_subject")
+            .and_then(serde_json::Value::as_str)
+            .filter(|f| !f.is_empty())
+            .map(|f| format!(".{f}"))
+            .unwrap_or_default();
         let answer: serde_json::Value = js
             .request(
-                format!("CONSUMER.DURABLE.CREATE.{CASES_STREAM}.{name}"),
+                format!("CONSUMER.CREATE.{CASES_STREAM}.{name}{filter}"),
                 &serde_json::json!({ "stream_name": CASES_STREAM, "config": config }),
             )
             .await
