@@ -56,7 +56,8 @@ pub fn appender(bus: &Bus) -> anyhow::Result<Appender> {
     appender_caching(bus, 0)
 }
 
-/// The benchmark office's appender, caching at least `cases` case heads.
+/// The benchmark office's appender, with room for at least `cases` case heads of up
+/// to 64 KiB each.
 pub fn appender_caching(bus: &Bus, cases: usize) -> anyhow::Result<Appender> {
     let defaults = AppenderConfig::default();
     Ok(Appender::new(
@@ -64,7 +65,7 @@ pub fn appender_caching(bus: &Bus, cases: usize) -> anyhow::Result<Appender> {
         signer()?,
         Arc::new(DeadlineRules::default()),
         AppenderConfig {
-            cache_cases: defaults.cache_cases.max(cases),
+            cache_bytes: defaults.cache_bytes.max(cases.saturating_mul(64 * 1024)),
             ..defaults
         },
     )?)

@@ -92,6 +92,7 @@ fn exported_series() -> BTreeMap<String, BTreeSet<String>> {
         .with_label_values(&["c", "customs", "t"])
         .inc();
     m.dead_letters.with_label_values(&["c"]).inc();
+    m.consumer_redeliveries.with_label_values(&["c"]).inc();
     m.consumer_pending.with_label_values(&["c"]).set(1);
     m.handoffs_opened.with_label_values(&["court"]).inc();
     m.handoffs_acknowledged.with_label_values(&["court"]).inc();

@@ -999,6 +999,34 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
         )
         .await
         .expect("customs may publish to case.*");
+    // A consumer of an older deployment (30 s ack wait) is updated in place by the
+    // service user itself, as the agency services do at start.
+    let older = ConsumerRunner::new(
+        customs_bus.clone(),
+        ConsumerConfig {
+            ack_wait: std::time::Duration::from_secs(30),
+            ..ConsumerConfig::named(customs_consumer.clone())
+        },
+    );
+    older
+        .ensure_consumer()
+        .await
+        .expect("customs creates its consumer");
+    let current = ConsumerRunner::new(
+        customs_bus.clone(),
+        ConsumerConfig {
+            ack_wait: casebus_agency::RECEIPTS_ACK_WAIT,
+            ..ConsumerConfig::named(customs_consumer.clone())
+        },
+    );
+    let updated = current
+        .ensure_consumer()
+        .await
+        .expect("customs updates its consumer in place");
+    assert_eq!(
+        updated.cached_info().config.ack_wait,
+        casebus_agency::RECEIPTS_ACK_WAIT
+    );
     let (counters, customs_stop, customs_task) = run_consumer(&customs_bus, &customs_consumer);
     wait_for_count("customs to handle the case event", &counters.handled, 1).await;
     wait_for_count(

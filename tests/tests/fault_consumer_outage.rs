@@ -10,8 +10,10 @@
 //!
 //! Deterministic: the consumer's handler is held while it pulls the messages into its
 //! buffer, then direct get is switched off on `CASES` (so loading a chain fails at once),
-//! the handler is released, and direct get comes back only after the server has
-//! redelivered something, i.e. after the consumer went through its buffer.
+//! the handler is released, and direct get comes back only after three ack waits. All
+//! that time the consumer retries the message it holds in place and keeps it and those
+//! behind it alive with progress acks: the server redelivers nothing (before the
+//! progress acks of held messages, the test waited for that redelivery).
 
 mod fault_common;
 
@@ -33,6 +35,8 @@ use fault_common::{CUSTOMS, case, generations, open_bus, reopen_bus, signer};
 /// Ceiling for each step of the scenario.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const CONSUMER: &str = "outage-recorder";
+/// The consumer's ack wait: short, so that a redelivery would come within the test.
+const ACK_WAIT: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_case_whose_chain_cannot_be_loaded_is_retried_in_place_not_overtaken_by_its_later_events()
@@ -45,7 +49,7 @@ async fn a_case_whose_chain_cannot_be_loaded_is_retried_in_place_not_overtaken_b
     let consumer = RecordingConsumer::start_with(
         &consumer_bus,
         ConsumerConfig {
-            ack_wait: Duration::from_secs(1),
+            ack_wait: ACK_WAIT,
             ..ConsumerConfig::named(CONSUMER)
         },
     );
@@ -88,13 +92,23 @@ async fn a_case_whose_chain_cannot_be_loaded_is_retried_in_place_not_overtaken_b
         .await
         .expect("switch direct get off");
     consumer.recorded.hold.send_replace(false);
+    let outage = tokio::time::Instant::now();
     wait_until(
         STEP_TIMEOUT,
-        "the server to redeliver an unacknowledged message",
+        "three ack waits to pass with nothing redelivered",
         async || {
-            ops.consumer(CASES_STREAM, CONSUMER)
+            let c = ops
+                .consumer(CASES_STREAM, CONSUMER)
                 .await
-                .is_ok_and(|c| c.redelivered > 0)
+                .expect("consumer");
+            assert_eq!(c.redelivered, 0, "the held messages are kept alive");
+            let handled = consumer
+                .recorded
+                .distinct
+                .load(std::sync::atomic::Ordering::Relaxed);
+            // Only the gate's event, whose chain was read before direct get went off.
+            assert!(handled <= 1, "{handled} handed over without their chain");
+            outage.elapsed() >= ACK_WAIT * 3
         },
     )
     .await

@@ -316,7 +316,7 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         projection_diffs.join("\n")
     );
     // Flat memory over the last third. The agency services keep a cache of case heads
-    // (every event id of up to 10,000 cases, see `AppenderConfig::cache_cases`) and every
+    // (every event id of its cases, up to 64 MiB, see `AppenderConfig::cache_bytes`) and every
     // consumer a chain tip per case (up to 100,000), and the gateway's SQLite its page
     // cache: while a run keeps opening new cases (one per ten commands) these fill until
     // their caps, which a run at 100 commands/s reaches only after about 17 minutes. So

@@ -6,6 +6,7 @@
 //! number of times. This gives one total order per case and no lost update.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -34,20 +35,61 @@ pub struct AppenderConfig {
     /// Largest encoded signed event in bytes (keep below the stream's message limit,
     /// leaving room for headers).
     pub max_event_bytes: usize,
-    /// Cases whose head is kept in memory; beyond that an arbitrary head is evicted, and
-    /// an evicted case is read from the stream again on its next append (the optimistic
-    /// check keeps a stale cache safe).
-    pub cache_cases: usize,
+    /// Estimated bytes of case heads kept in memory (a head's estimate is its events'
+    /// encoded size plus a fixed overhead per event, see [`AppenderStats::cache_bytes`]);
+    /// beyond that arbitrary heads are evicted, and an evicted case is read from the
+    /// stream again on its next append (the optimistic check keeps a stale cache safe).
+    /// A head larger than the whole budget is not cached.
+    pub cache_bytes: usize,
 }
+
+/// The default of [`AppenderConfig::cache_bytes`]: 64 MiB, about what the case-count cap
+/// of 10,000 it replaced held with the cases of the soak load.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for AppenderConfig {
     fn default() -> Self {
         Self {
             max_attempts: 10,
             max_event_bytes: 248 * 1024,
-            cache_cases: 10_000,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
+}
+
+/// What an [`Appender`] has retried and cached, readable while it runs (for metrics).
+/// Counters only grow; `cache_bytes` and `cache_cases` are the current sizes.
+#[derive(Debug, Default)]
+pub struct AppenderStats {
+    /// Publishes the stream refused because another writer appended to the case first
+    /// (a wrong-last-sequence answer).
+    pub conflicts: AtomicU64,
+    /// Attempts after the first of an append, whatever made the first one go round
+    /// again (a conflict, a cached head that had to be confirmed against the stream, a
+    /// duplicate publish to report).
+    pub retries: AtomicU64,
+    /// Reads of a case from the stream made because the head an append had was not
+    /// enough: every reload after the first attempt, and the reread after a duplicate
+    /// publish. (The first read of a case not in the cache is not counted.)
+    pub rereads: AtomicU64,
+    /// Heads evicted from the cache to stay within [`AppenderConfig::cache_bytes`], or
+    /// not cached because they alone exceed it.
+    pub evictions: AtomicU64,
+    /// Estimated bytes of the heads in the cache now.
+    pub cache_bytes: AtomicU64,
+    /// Heads in the cache now.
+    pub cache_cases: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The head cache: heads by case and the sum of their estimated sizes.
+#[derive(Default)]
+struct HeadCache {
+    heads: HashMap<CaseId, CaseHead>,
+    bytes: usize,
 }
 
 /// One command to append.
@@ -123,7 +165,8 @@ pub struct Appender {
     signer: RwLock<Arc<SigningKey>>,
     rules: Arc<DeadlineRules>,
     config: AppenderConfig,
-    cache: Mutex<HashMap<CaseId, CaseHead>>,
+    cache: Mutex<HeadCache>,
+    stats: Arc<AppenderStats>,
     /// One lock per case with an append in progress: appends to one case from this
     /// appender queue up instead of racing each other, so the optimistic check only
     /// ever settles races between appenders (service instances).
@@ -275,7 +318,8 @@ impl Appender {
             signer: RwLock::new(Arc::new(key)),
             rules,
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HeadCache::default()),
+            stats: Arc::default(),
             locks: Mutex::new(HashMap::new()),
         })
     }
@@ -314,6 +358,11 @@ impl Appender {
         }
     }
 
+    /// What this appender has retried and cached so far, updated as it runs.
+    pub fn stats(&self) -> Arc<AppenderStats> {
+        self.stats.clone()
+    }
+
     /// The bus this appender publishes to.
     pub fn bus(&self) -> &Bus {
         &self.bus
@@ -350,30 +399,56 @@ impl Appender {
     }
 
     fn take(&self, case_id: &CaseId) -> Option<CaseHead> {
-        self.cache
-            .lock()
-            .map_or(None, |mut cache| cache.remove(case_id))
+        let mut cache = self.cache.lock().ok()?;
+        let head = cache.heads.remove(case_id)?;
+        cache.bytes -= head.bytes;
+        self.record_size(&cache);
+        Some(head)
     }
 
     fn store(&self, head: CaseHead) {
-        if let Ok(mut cache) = self.cache.lock() {
-            let newer = cache
-                .get(&head.tip.case_id)
-                .is_none_or(|c| c.last_sequence <= head.last_sequence);
-            if newer {
-                if cache.len() >= self.config.cache_cases && !cache.contains_key(&head.tip.case_id)
-                {
-                    // Evict one head, an arbitrary one (the map's hashing is seeded per
-                    // process): emptying the whole cache at the cap made every case
-                    // reload at once, and a load over more cases than the cap reload
-                    // on every append.
-                    if let Some(evicted) = cache.keys().next().cloned() {
-                        cache.remove(&evicted);
-                    }
-                }
-                cache.insert(head.tip.case_id.clone(), head);
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let newer = cache
+            .heads
+            .get(&head.tip.case_id)
+            .is_none_or(|c| c.last_sequence <= head.last_sequence);
+        if !newer {
+            return;
+        }
+        if let Some(old) = cache.heads.remove(&head.tip.case_id) {
+            cache.bytes -= old.bytes;
+        }
+        if head.bytes > self.config.cache_bytes {
+            bump(&self.stats.evictions);
+            self.record_size(&cache);
+            return;
+        }
+        // Evict arbitrary heads (the map's hashing is seeded per process) until this
+        // one fits: emptying the whole cache at the cap made every case reload at
+        // once, and a load over more cases than fit reload on every append.
+        while cache.bytes + head.bytes > self.config.cache_bytes {
+            let Some(evicted) = cache.heads.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = cache.heads.remove(&evicted) {
+                cache.bytes -= old.bytes;
+                bump(&self.stats.evictions);
             }
         }
+        cache.bytes += head.bytes;
+        cache.heads.insert(head.tip.case_id.clone(), head);
+        self.record_size(&cache);
+    }
+
+    fn record_size(&self, cache: &HeadCache) {
+        self.stats
+            .cache_bytes
+            .store(cache.bytes as u64, Ordering::Relaxed);
+        self.stats
+            .cache_cases
+            .store(cache.heads.len() as u64, Ordering::Relaxed);
     }
 
     /// Appends the event for `request`, or returns the original outcome when this
@@ -445,6 +520,8 @@ impl Appender {
             let (head, cached) = if attempt == 1 {
                 self.cached_head(&case_id).await
             } else {
+                bump(&self.stats.retries);
+                bump(&self.stats.rereads);
                 self.head(&case_id).await.map(|h| (h, false))
             }
             .map_err(|e| unavailable(&case_id, e))?;
@@ -550,6 +627,7 @@ impl Appender {
                     // whose ack we never saw) was stored inside the duplicate window.
                     // Reload to report it.
                     tracing::debug!(attempt, "publish was a duplicate; reloading");
+                    bump(&self.stats.rereads);
                     let mut fresh = head.into_inner();
                     self.bus
                         .refresh(&mut fresh)
@@ -597,6 +675,7 @@ impl Appender {
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     tracing::debug!(attempt, "case changed concurrently; deciding again");
+                    bump(&self.stats.conflicts);
                     // Spread competing appenders apart so one of them wins the next round;
                     // the jitter comes from the event id, which differs per command.
                     let spread = u64::from_str_radix(&event_id.as_str()[..8], 16).unwrap_or(0);

@@ -8,6 +8,13 @@
 //! alive with progress acks) rather than nak'ed, so events of a case are never handled
 //! out of order. A permanent failure dead-letters the event.
 //!
+//! In the one-at-a-time mode the runner keeps every message it holds alive while a
+//! handler works: every third of the ack wait it sends a progress ack for the message
+//! being handled and for each message pulled behind it and not handed over yet. So the
+//! ack wait can be short (the agency services run theirs at 3 s): a message is
+//! redelivered to another instance only when its holder died or froze, never because
+//! a handler or the queue in front of it was slow.
+//!
 //! Two ways to run: [`ConsumerRunner::run`] hands events to an [`EventHandler`] one at a
 //! time and acks each after it; [`ConsumerRunner::run_batched`] gathers verified events
 //! into batches for a [`BatchHandler`] (one database transaction per batch, say) and acks
@@ -22,11 +29,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{AckKind, Message};
+use async_nats::{HeaderMap, Subject};
 use futures::{FutureExt as _, StreamExt as _};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -135,6 +142,9 @@ pub struct ConsumerCounters {
     pub retries: AtomicU64,
     /// Stream sequence of the last message acked.
     pub last_sequence: AtomicU64,
+    /// Messages the server delivered more than once (its delivery count above 1): the
+    /// ack wait ran out at an instance that died, froze or took too long.
+    pub redelivered: AtomicU64,
 }
 
 /// Runs one durable consumer.
@@ -171,6 +181,40 @@ const MAX_VERIFY_THREADS: usize = 8;
 /// awaiting each would cost a round trip per message, which is what a flood of
 /// replayed or junk messages would then cost.
 const DEAD_LETTER_WINDOW: usize = 256;
+
+/// Shortest interval between the progress acks that keep held messages alive.
+const MIN_KEEP_ALIVE: Duration = Duration::from_millis(50);
+
+/// Messages the one-at-a-time mode took from the pull stream while a handler worked, to
+/// keep them alive with progress acks; they are handed over before anything else.
+#[derive(Default)]
+struct Held {
+    messages: VecDeque<Message>,
+    /// What ended the taking: a stream error or the stream's end, reported after the
+    /// held messages.
+    after: Option<Option<Result<Message, pull::MessagesError>>>,
+}
+
+impl Held {
+    /// The next item to handle: a held message, then what ended the taking.
+    fn take(&mut self) -> Option<Option<Result<Message, pull::MessagesError>>> {
+        match self.messages.pop_front() {
+            Some(message) => Some(Some(Ok(message))),
+            None => self.after.take(),
+        }
+    }
+
+    /// Takes whatever the pull stream has received already, without waiting.
+    fn gather(&mut self, messages: &mut pull::Stream) {
+        while self.after.is_none() {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => self.messages.push_back(message),
+                Some(other) => self.after = Some(other),
+                None => break,
+            }
+        }
+    }
+}
 
 /// Messages gathered for the next batch, with their verified events.
 #[derive(Default)]
@@ -214,11 +258,38 @@ impl ConsumerRunner {
         self.counters.clone()
     }
 
-    /// Creates the durable consumer if missing (idempotent) and returns it.
+    /// Creates the durable consumer if missing (idempotent) and returns it. A consumer
+    /// that exists with another ack wait or limit of unacknowledged messages (made by an
+    /// older deployment, say) is updated in place to this runner's, keeping its
+    /// position and every other setting.
     ///
     /// # Errors
     /// [`ConsumeError::Setup`] when the server refuses.
     pub async fn ensure_consumer(
+        &self,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, ConsumeError> {
+        let consumer = self.get_or_create_consumer().await?;
+        let current = &consumer.cached_info().config;
+        if current.ack_wait == self.config.ack_wait
+            && current.max_ack_pending == self.config.max_ack_pending
+        {
+            return Ok(consumer);
+        }
+        let (old_ack_wait, old_max_ack_pending) = (current.ack_wait, current.max_ack_pending);
+        self.update_settings().await?;
+        tracing::info!(
+            consumer = %self.config.name,
+            stream = CASES_STREAM,
+            old_ack_wait = ?old_ack_wait,
+            ack_wait = ?self.config.ack_wait,
+            old_max_ack_pending,
+            max_ack_pending = self.config.max_ack_pending,
+            "consumer settings updated in place"
+        );
+        self.get_or_create_consumer().await
+    }
+
+    async fn get_or_create_consumer(
         &self,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, ConsumeError> {
         let config = pull::Config {
@@ -238,6 +309,61 @@ impl ConsumerRunner {
                 consumer: self.config.name.clone(),
                 source: Box::new(e),
             })
+    }
+
+    /// Sets the durable consumer's ack wait and limit of unacknowledged messages to this
+    /// runner's. The configuration is read and sent back as the server holds it (JSON),
+    /// so settings this client build does not model are kept; NATS 2.9 and later update
+    /// an existing durable consumer when it is created again with editable changes.
+    /// The request goes to `CONSUMER.CREATE.<stream>.<name>[.<filter>]`, the subject the
+    /// client library creates consumers on, which the deployed service users may use
+    /// (`deploy/nats/users.conf.in`; they may not use `CONSUMER.DURABLE.CREATE`).
+    async fn update_settings(&self) -> Result<(), ConsumeError> {
+        let name = &self.config.name;
+        let fail = |reason: String| ConsumeError::Setup {
+            consumer: name.clone(),
+            source: reason.into(),
+        };
+        let js = self.bus.jetstream();
+        let info: serde_json::Value = js
+            .request(
+                format!("CONSUMER.INFO.{CASES_STREAM}.{name}"),
+                &serde_json::json!({}),
+            )
+            .await
+            .map_err(|e| fail(format!("reading its configuration: {e}")))?;
+        if let Some(error) = info.get("error") {
+            return Err(fail(format!("reading its configuration: {error}")));
+        }
+        let mut config = info
+            .get("config")
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .ok_or_else(|| fail("the server returned no configuration".into()))?;
+        let ack_wait = u64::try_from(self.config.ack_wait.as_nanos()).unwrap_or(u64::MAX);
+        config.insert("ack_wait".into(), ack_wait.into());
+        config.insert("max_ack_pending".into(), self.config.max_ack_pending.into());
+        if let Some(serde_json::Value::Object(metadata)) = config.get_mut("metadata") {
+            // Keys under `_nats.` are set by the server itself.
+            metadata.retain(|k, _| !k.starts_with("_nats."));
+        }
+        let filter = config
+            .get("filter_subject")
+            .and_then(serde_json::Value::as_str)
+            .filter(|f| !f.is_empty())
+            .map(|f| format!(".{f}"))
+            .unwrap_or_default();
+        let answer: serde_json::Value = js
+            .request(
+                format!("CONSUMER.CREATE.{CASES_STREAM}.{name}{filter}"),
+                &serde_json::json!({ "stream_name": CASES_STREAM, "config": config }),
+            )
+            .await
+            .map_err(|e| fail(format!("updating its settings: {e}")))?;
+        match answer.get("error") {
+            Some(error) => Err(fail(format!("updating its settings: {error}"))),
+            None => Ok(()),
+        }
     }
 
     /// Consumes until `shutdown` is cancelled. Stops pulling at once on shutdown; the
@@ -273,13 +399,14 @@ impl ConsumerRunner {
                     continue;
                 }
             };
+            let mut held = Held::default();
             loop {
                 // Dead letters in flight are settled before waiting for more: their
                 // messages are acked only then.
-                let ready = if self.in_flight.is_empty() {
-                    None
-                } else {
-                    messages.next().now_or_never()
+                let ready = match held.take() {
+                    Some(next) => Some(next),
+                    None if self.in_flight.is_empty() => None,
+                    None => messages.next().now_or_never(),
                 };
                 let next = match ready {
                     Some(next) => next,
@@ -296,7 +423,11 @@ impl ConsumerRunner {
                 match next {
                     Some(Ok(message)) => {
                         backoff = FIRST_BACKOFF;
-                        self.process(&handler, message, &shutdown).await;
+                        let client = self.bus.client().clone();
+                        let reply = message.reply.clone();
+                        let every = (self.config.ack_wait / 3).max(MIN_KEEP_ALIVE);
+                        let work = self.process(&handler, message, &shutdown);
+                        keep_alive(work, every, &client, reply, &mut messages, &mut held).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(consumer = %self.config.name, error = %e, "message stream error");
@@ -329,11 +460,16 @@ impl ConsumerRunner {
         shutdown: &CancellationToken,
     ) {
         let (sequence, stored_at, subject) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                info.published,
-                message.subject.to_string(),
-            ),
+            Ok(info) => {
+                if info.delivered > 1 {
+                    self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                (
+                    info.stream_sequence,
+                    info.published,
+                    message.subject.to_string(),
+                )
+            }
             Err(e) => {
                 tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
                 return;
@@ -998,11 +1134,16 @@ impl ConsumerRunner {
         shutdown: &CancellationToken,
     ) -> bool {
         let (sequence, stored_at, subject) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                info.published,
-                message.subject.to_string(),
-            ),
+            Ok(info) => {
+                if info.delivered > 1 {
+                    self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                (
+                    info.stream_sequence,
+                    info.published,
+                    message.subject.to_string(),
+                )
+            }
             Err(e) => {
                 tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
                 return true;
@@ -1284,6 +1425,42 @@ fn truncate(s: &str, max: usize) -> String {
         .filter(|c| *c != '\r' && *c != '\n')
         .take(max)
         .collect()
+}
+
+/// Runs `work` (the handling of one message) to its end. Every `every` while it runs, it
+/// takes into `held` what the pull stream has received meanwhile and sends a progress
+/// ack for the message being handled (its `reply` subject) and for every held message,
+/// so the server redelivers none of them elsewhere while this instance lives.
+async fn keep_alive(
+    work: impl Future<Output = ()>,
+    every: Duration,
+    client: &async_nats::Client,
+    reply: Option<Subject>,
+    messages: &mut pull::Stream,
+    held: &mut Held,
+) {
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut work => return,
+            _ = ticks.tick() => {
+                held.gather(messages);
+                // A progress ack only queues a publish on the connection; one that is
+                // lost is made up by the next tick, well within the ack wait.
+                if let Some(reply) = &reply {
+                    let _ = client
+                        .publish(reply.clone(), bytes::Bytes::from(AckKind::Progress))
+                        .await;
+                }
+                for message in &held.messages {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
 }
 
 /// Waits `backoff` (doubling it up to the ceiling) unless shutdown comes first; returns

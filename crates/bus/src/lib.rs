@@ -27,10 +27,13 @@ mod store;
 pub mod subjects;
 mod tail;
 
-pub use append::{AppendRequest, Appended, Appender, AppenderConfig, command_digest};
+pub use append::{
+    AppendRequest, Appended, Appender, AppenderConfig, AppenderStats, DEFAULT_CACHE_BYTES,
+    command_digest,
+};
 pub use async_nats::Client;
 pub use bus::{Bus, BusConfig};
-pub use connect::{ConnectConfig, check_inbox_prefix, connect};
+pub use connect::{ConnectConfig, DEFAULT_MAX_RECONNECT_DELAY, check_inbox_prefix, connect};
 pub use consumer::{
     BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError,
 };

@@ -149,6 +149,12 @@ pub(crate) struct IdEntry {
     pub hash: casebus_integrity::EventHash,
 }
 
+/// What a head is estimated to keep per event beyond the event's encoded bytes: its id
+/// entry (the event id, the entry, the map's slot) and the fold's bookkeeping.
+pub(crate) const HEAD_BYTES_PER_EVENT: usize = 192;
+/// What an empty head is estimated to take.
+pub(crate) const HEAD_BYTES_BASE: usize = 512;
+
 /// The appender's compact view of a case.
 #[derive(Debug, Clone)]
 pub(crate) struct CaseHead {
@@ -156,6 +162,10 @@ pub(crate) struct CaseHead {
     pub tip: ChainTip,
     pub last_sequence: u64,
     pub ids: HashMap<EventId, IdEntry>,
+    /// Estimated memory the head takes: [`HEAD_BYTES_BASE`] plus, per event folded, its
+    /// encoded size (the state keeps what its payload says) and
+    /// [`HEAD_BYTES_PER_EVENT`]. The appender bounds its cache by the sum.
+    pub bytes: usize,
 }
 
 impl CaseHead {
@@ -165,6 +175,7 @@ impl CaseHead {
             tip: ChainTip::empty(case_id),
             last_sequence: 0,
             ids: HashMap::new(),
+            bytes: HEAD_BYTES_BASE,
         }
     }
 
@@ -186,6 +197,7 @@ impl CaseHead {
 
     pub fn remember(&mut self, sequence: u64, event: &VerifiedEvent) {
         self.state.apply(&recorded(event));
+        self.bytes += event.signed.event.len() + HEAD_BYTES_PER_EVENT;
         let digest = <[u8; 32]>::try_from(event.event.command_digest.as_slice()).unwrap_or([0; 32]);
         self.ids.insert(
             event.event_id.clone(),

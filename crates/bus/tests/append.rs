@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
@@ -109,6 +110,7 @@ async fn concurrent_writers_on_one_case_lose_no_update() {
     // write 40 notes each at the same time.
     let a = Arc::new(f.appender(CUSTOMS));
     let b = Arc::new(f.appender(CUSTOMS));
+    let stats = [a.stats(), b.stats()];
     let mut tasks = Vec::new();
     for (name, appender) in [("a", a), ("b", b)] {
         for i in 0..40 {
@@ -147,6 +149,18 @@ async fn concurrent_writers_on_one_case_lose_no_update() {
     );
     assert_eq!(versions, (2..=81).collect::<BTreeSet<_>>());
     assert!(loaded.rejected.is_empty());
+    // The race shows in the appenders' statistics: refused publishes, each followed by
+    // another attempt on a head read again.
+    let total = |f: fn(&casebus_bus::AppenderStats) -> &std::sync::atomic::AtomicU64| {
+        stats
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let conflicts = total(|s| &s.conflicts);
+    assert!(conflicts > 0, "two writers on one case conflicted");
+    assert!(total(|s| &s.retries) >= conflicts);
+    assert!(total(|s| &s.rereads) >= conflicts);
 }
 
 #[tokio::test]
@@ -612,18 +626,19 @@ async fn a_stale_cache_never_causes_a_wrong_rejection_or_a_lost_update() {
 #[tokio::test]
 async fn more_cases_than_the_head_cache_holds_all_go_on_and_retries_stay_recognised() {
     let f = Fixture::start().await;
-    // Two cached heads for five cases written round robin: every append but the first
-    // two of a round finds its case evicted and reads it from the stream again.
+    // Room for about two heads for five cases written round robin: most appends find
+    // their case evicted and read it from the stream again.
     let customs = Appender::new(
         f.bus.clone(),
         signer(CUSTOMS),
         Arc::new(DeadlineRules::default()),
         AppenderConfig {
-            cache_cases: 2,
+            cache_bytes: CACHE_BYTES,
             ..AppenderConfig::default()
         },
     )
     .expect("appender");
+    let stats = customs.stats();
     let cases: Vec<CaseId> = (0..5).map(|i| case(&format!("EVICT-{i}"))).collect();
     let mut firsts = Vec::new();
     for round in 0..4u64 {
@@ -674,4 +689,18 @@ async fn more_cases_than_the_head_cache_holds_all_go_on_and_retries_stay_recogni
         assert_eq!(loaded.events.len(), 4, "{case_id}");
         assert!(loaded.rejected.is_empty(), "{case_id}");
     }
+    // The cache stayed within its bytes, and said how often it had to evict.
+    let evictions = stats.evictions.load(Ordering::Relaxed);
+    assert!(evictions >= 10, "evictions: {evictions}");
+    let bytes = stats.cache_bytes.load(Ordering::Relaxed);
+    assert!(
+        bytes > 0 && bytes <= CACHE_BYTES as u64,
+        "cache bytes: {bytes}"
+    );
+    assert!(stats.cache_cases.load(Ordering::Relaxed) <= 2);
+    // No writer competed: nothing conflicted.
+    assert_eq!(stats.conflicts.load(Ordering::Relaxed), 0);
 }
+
+/// The head cache of the eviction test: room for about two heads of a few events.
+const CACHE_BYTES: usize = 4_000;

@@ -51,6 +51,18 @@ pub struct AgencyConfig {
     /// this office's service must use the same one. Default: `svc-<agency>-<code>`.
     #[arg(long, env = "CASEBUS_CONSUMER")]
     pub consumer: Option<String>,
+    /// Memory for the cache of case heads the service appends with, in MiB. It is an
+    /// estimate: a cached case counts its events' encoded size plus a fixed overhead
+    /// per event. Beyond it arbitrary cases are evicted and read from the stream again
+    /// on their next command (`casebus_append_cache_evictions_total`); the size in use
+    /// is `casebus_append_cache_bytes`.
+    #[arg(
+        long = "append-cache-mib",
+        env = "CASEBUS_APPEND_CACHE_MIB",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..=1_048_576)
+    )]
+    pub append_cache_mib: u64,
     /// Create (or check and update) the CASES, CASES_DLQ and AUDIT streams at start.
     #[arg(long, env = "CASEBUS_PROVISION")]
     pub provision: bool,

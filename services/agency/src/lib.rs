@@ -38,5 +38,5 @@ pub use agencies::{AgencyApi, Court, Customs, IpCenter, Procuratorate, PublicSec
 pub use config::AgencyConfig;
 pub use error::AgencyError;
 pub use kit::Kit;
-pub use service::{ReadyFile, Service};
+pub use service::{RECEIPTS_ACK_WAIT, ReadyFile, Service};
 pub use status::{REASON_METADATA, RULE_METADATA, status_of};

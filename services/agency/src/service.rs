@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,8 +39,8 @@ use casebus_bus::ops::Ops;
 use casebus_bus::service::{ServiceInfo, StatsFn};
 use casebus_bus::subjects::CASES_STREAM;
 use casebus_bus::{
-    Appender, AppenderConfig, Bus, ConsumeError, ConsumerConfig, ConsumerCounters, ConsumerRunner,
-    StreamSettings, connect,
+    Appender, AppenderConfig, AppenderStats, Bus, ConsumeError, ConsumerConfig, ConsumerCounters,
+    ConsumerRunner, StreamSettings, connect,
 };
 use casebus_integrity::token::Audience;
 use casebus_integrity::{OfficeRegistry, OfficeSigner};
@@ -107,6 +107,14 @@ impl ReadyFile {
         std::fs::rename(&temporary, path)
     }
 }
+
+/// How long the server waits for the receipts consumer to ack a message before it
+/// gives the message to another instance. Short, so that the hand-offs a killed
+/// instance had pulled get their receipts from another within seconds; the runner keeps
+/// every message it holds alive with progress acks, so a slow handler (or a long queue
+/// behind one) is never mistaken for a dead one. An existing consumer with another ack
+/// wait (30 s before) is updated in place at start.
+pub const RECEIPTS_ACK_WAIT: Duration = Duration::from_secs(3);
 
 /// A started agency service: files loaded, NATS connected, listeners bound.
 pub struct Service {
@@ -237,11 +245,15 @@ impl Service {
         let bus = Bus::open(client, Arc::new(registry), bus_config)
             .await
             .map_err(AgencyError::Bus)?;
+        let cache_bytes = config.append_cache_mib.saturating_mul(1024 * 1024);
         let appender = Appender::new(
             bus.clone(),
             signer,
             Arc::new(clocks.rules.clone()),
-            AppenderConfig::default(),
+            AppenderConfig {
+                cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
+                ..AppenderConfig::default()
+            },
         )
         .map_err(AgencyError::Signer)?;
         // Installed now, so that a SIGHUP from here on reloads the keys rather than
@@ -349,7 +361,13 @@ impl Service {
             .layer(GrpcMetricsLayer::new(metrics.clone()))
             .add_routes(routes.routes());
 
-        let runner = ConsumerRunner::new(bus.clone(), ConsumerConfig::named(consumer.clone()));
+        let runner = ConsumerRunner::new(
+            bus.clone(),
+            ConsumerConfig {
+                ack_wait: RECEIPTS_ACK_WAIT,
+                ..ConsumerConfig::named(consumer.clone())
+            },
+        );
         let counters = runner.counters();
         let info = service_info(
             service_name,
@@ -446,7 +464,10 @@ impl Service {
         tracker.spawn(sweep(
             inbox.clone(),
             metrics.clone(),
-            counters,
+            Counted {
+                consumer: counters,
+                appender: kit.appender().stats(),
+            },
             Ops::from_bus(&bus),
             consumer.clone(),
             agency_name(office.agency()),
@@ -621,7 +642,20 @@ fn stats_fn(
                     "handled": get(&counters.handled),
                     "dead_lettered": get(&counters.dead_lettered),
                     "retries": get(&counters.retries),
+                    "redelivered": get(&counters.redelivered),
                     "last_sequence": get(&counters.last_sequence),
+                }),
+            );
+            let appender = kit.appender().stats();
+            map.insert(
+                "appender".into(),
+                serde_json::json!({
+                    "conflicts": get(&appender.conflicts),
+                    "retries": get(&appender.retries),
+                    "rereads": get(&appender.rereads),
+                    "cache_evictions": get(&appender.evictions),
+                    "cache_bytes": get(&appender.cache_bytes),
+                    "cache_cases": get(&appender.cache_cases),
                 }),
             );
         }
@@ -629,13 +663,73 @@ fn stats_fn(
     })
 }
 
+/// What the consumer and the appender count as they run, carried into the metrics.
+struct Counted {
+    consumer: Arc<ConsumerCounters>,
+    appender: Arc<AppenderStats>,
+}
+
+/// The last values of [`Counted`] carried into the metrics, so each sweep adds only
+/// what is new.
+#[derive(Default)]
+struct Carried {
+    dead_letters: u64,
+    redeliveries: u64,
+    conflicts: u64,
+    retries: u64,
+    rereads: u64,
+    evictions: u64,
+}
+
+/// What `now` has beyond `seen` (remembered as seen from now on).
+fn delta(seen: &mut u64, now: &AtomicU64) -> u64 {
+    let now = now.load(Ordering::Relaxed);
+    let new = now.saturating_sub(*seen);
+    *seen = now.max(*seen);
+    new
+}
+
+/// A count or size as a gauge value.
+fn level(v: &AtomicU64) -> i64 {
+    i64::try_from(v.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+}
+
+impl Counted {
+    fn carry(&self, metrics: &Metrics, consumer: &str, carried: &mut Carried) {
+        let (c, a) = (&self.consumer, &self.appender);
+        metrics
+            .dead_letters
+            .with_label_values(&[consumer])
+            .inc_by(delta(&mut carried.dead_letters, &c.dead_lettered));
+        metrics
+            .consumer_redeliveries
+            .with_label_values(&[consumer])
+            .inc_by(delta(&mut carried.redeliveries, &c.redelivered));
+        metrics
+            .append_conflicts
+            .inc_by(delta(&mut carried.conflicts, &a.conflicts));
+        metrics
+            .append_retries
+            .inc_by(delta(&mut carried.retries, &a.retries));
+        metrics
+            .append_rereads
+            .inc_by(delta(&mut carried.rereads, &a.rereads));
+        metrics
+            .append_cache_evictions
+            .inc_by(delta(&mut carried.evictions, &a.evictions));
+        metrics.append_cache_bytes.set(level(&a.cache_bytes));
+        metrics.append_cache_cases.set(level(&a.cache_cases));
+    }
+}
+
 /// Once a second: announce newly overdue hand-offs and set the overdue gauge; carry the
-/// consumer's dead letters into the metric; every few seconds read the consumer's
-/// backlog from the server.
+/// consumer's dead letters and redeliveries and the appender's conflicts, retries,
+/// re-reads, evictions and cache size into the metrics; every few seconds read the
+/// consumer's backlog from the server.
 async fn sweep(
     inbox: Arc<Inbox>,
     metrics: Metrics,
-    counters: Arc<ConsumerCounters>,
+    counted: Counted,
     ops: Ops,
     consumer: String,
     agency: &'static str,
@@ -643,7 +737,7 @@ async fn sweep(
 ) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dead_seen = 0;
+    let mut carried = Carried::default();
     let mut sweeps: u64 = 0;
     loop {
         tokio::select! {
@@ -658,14 +752,7 @@ async fn sweep(
                 .with_label_values(&[agency])
                 .set(i64::try_from(overdue).unwrap_or(i64::MAX));
         }
-        let dead = counters.dead_lettered.load(Ordering::Relaxed);
-        if dead > dead_seen {
-            metrics
-                .dead_letters
-                .with_label_values(&[&consumer])
-                .inc_by(dead - dead_seen);
-            dead_seen = dead;
-        }
+        counted.carry(&metrics, &consumer, &mut carried);
         if sweeps.is_multiple_of(CONSUMER_POLL_SWEEPS) {
             match ops.consumer(CASES_STREAM, &consumer).await {
                 Ok(status) => metrics

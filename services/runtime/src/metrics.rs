@@ -37,8 +37,22 @@ pub struct Metrics {
     pub events_appended: IntCounterVec,
     /// Time from loading the case to the publish ack.
     pub append_latency: Histogram,
-    /// Optimistic-concurrency retries (a concurrent writer got there first).
+    /// Attempts after the first of an append (a concurrent writer got there first, or a
+    /// cached head had to be confirmed against the stream).
     pub append_retries: IntCounter,
+    /// Publishes refused because another writer appended to the case first.
+    pub append_conflicts: IntCounter,
+    /// Reads of a case from the stream because the head an append had was not enough.
+    pub append_rereads: IntCounter,
+    /// Case heads evicted from the appender's cache to stay within its bytes.
+    pub append_cache_evictions: IntCounter,
+    /// Estimated bytes of the case heads in the appender's cache.
+    pub append_cache_bytes: IntGauge,
+    /// Case heads in the appender's cache.
+    pub append_cache_cases: IntGauge,
+    /// Messages a consumer was delivered again (the server's delivery count above 1), by
+    /// consumer.
+    pub consumer_redeliveries: IntCounterVec,
     /// Commands recognised as retries (duplicate request ids).
     pub duplicates: IntCounter,
     /// Commands rejected, by reason (rule name or kind).
@@ -127,11 +141,43 @@ impl Metrics {
             .map_err(RuntimeError::Metrics)?;
         let append_retries = IntCounter::new(
             "casebus_append_retries_total",
-            "Optimistic-concurrency retries of appends",
+            "Attempts after the first of an append (conflicts, cached heads confirmed against the stream)",
         )
         .map_err(RuntimeError::Metrics)?;
         r.register(Box::new(append_retries.clone()))
             .map_err(RuntimeError::Metrics)?;
+        let plain_counter = |name: &str, help: &str| -> Result<IntCounter, RuntimeError> {
+            let c = IntCounter::new(name, help).map_err(RuntimeError::Metrics)?;
+            r.register(Box::new(c.clone()))
+                .map_err(RuntimeError::Metrics)?;
+            Ok(c)
+        };
+        let plain_gauge = |name: &str, help: &str| -> Result<IntGauge, RuntimeError> {
+            let g = IntGauge::new(name, help).map_err(RuntimeError::Metrics)?;
+            r.register(Box::new(g.clone()))
+                .map_err(RuntimeError::Metrics)?;
+            Ok(g)
+        };
+        let append_conflicts = plain_counter(
+            "casebus_append_conflicts_total",
+            "Appends refused by the stream because another writer appended to the case first",
+        )?;
+        let append_rereads = plain_counter(
+            "casebus_append_rereads_total",
+            "Reads of a case from the stream because the head an append had was not enough",
+        )?;
+        let append_cache_evictions = plain_counter(
+            "casebus_append_cache_evictions_total",
+            "Case heads evicted from the appender's cache to stay within its bytes",
+        )?;
+        let append_cache_bytes = plain_gauge(
+            "casebus_append_cache_bytes",
+            "Estimated bytes of the case heads in the appender's cache",
+        )?;
+        let append_cache_cases = plain_gauge(
+            "casebus_append_cache_cases",
+            "Case heads in the appender's cache",
+        )?;
         let duplicates = IntCounter::new(
             "casebus_duplicate_commands_total",
             "Commands recognised as retries of applied commands",
@@ -159,6 +205,17 @@ impl Metrics {
             )?,
             append_latency,
             append_retries,
+            append_conflicts,
+            append_rereads,
+            append_cache_evictions,
+            append_cache_bytes,
+            append_cache_cases,
+            consumer_redeliveries: counter(
+                &r,
+                "casebus_consumer_redeliveries_total",
+                "Messages delivered to the consumer again (delivery count above 1)",
+                &["consumer"],
+            )?,
             duplicates,
             rejections: counter(
                 &r,

@@ -95,10 +95,16 @@ impl Stage {
     }
 
     fn common_args(&self, ready: &Path) -> Vec<String> {
+        self.common_args_with(ready, "registry.toml")
+    }
+
+    /// The arguments every process gets, reading the registry file `registry` of the
+    /// staging directory.
+    fn common_args_with(&self, ready: &Path, registry: &str) -> Vec<String> {
         let p = |p: PathBuf| p.display().to_string();
         vec![
             "--registry".into(),
-            p(self.path("registry.toml")),
+            p(self.path(registry)),
             "--trusted-issuers".into(),
             p(self.path("trust.toml")),
             "--nats-url".into(),
@@ -118,6 +124,20 @@ impl Stage {
 
     /// Starts the agency service of `office_id` and waits until it is ready.
     pub async fn agency(&self, office_id: &str) -> Service {
+        self.agency_instance(office_id, "", "registry.toml", &[])
+            .await
+    }
+
+    /// Starts one more instance of the agency service of `office_id` (`instance` tells
+    /// its files apart), reading the registry file `registry` of the staging directory
+    /// and given `extra` arguments, and waits until it is ready.
+    pub async fn agency_instance(
+        &self,
+        office_id: &str,
+        instance: &str,
+        registry: &str,
+        extra: &[&str],
+    ) -> Service {
         let name = match office_id.split_once(':').map(|(a, _)| a) {
             Some("customs") => "casebus-customs",
             Some("ip_center") => "casebus-ip-center",
@@ -126,7 +146,7 @@ impl Stage {
             Some("court") => "casebus-court",
             _ => panic!("no agency binary serves {office_id}"),
         };
-        let stem = office_id.replace(':', "_");
+        let stem = format!("{}{instance}", office_id.replace(':', "_"));
         let mut args = vec![
             "--office".to_owned(),
             office_id.to_owned(),
@@ -134,7 +154,8 @@ impl Stage {
             key_path(self.dir.path(), office_id).display().to_string(),
         ];
         let ready = self.path(&format!("{stem}.ready"));
-        args.extend(self.common_args(&ready));
+        args.extend(self.common_args_with(&ready, registry));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         self.spawn(
             name,
             &stem,
