@@ -154,6 +154,30 @@ pub(crate) fn validate_key_id(office: &OfficeId, key_id: &str) -> Result<(), Str
     Ok(())
 }
 
+/// Ends `found` (the key registered under `key_id`, with its office) at `until`;
+/// returns its office. `what` names the kind in errors.
+fn retire(
+    found: Option<(OfficeId, &mut KeyEntry)>,
+    key_id: &str,
+    until: OffsetDateTime,
+    what: &str,
+) -> Result<OfficeId, RegistryError> {
+    let Some((office, key)) = found else {
+        return Err(RegistryError::Invalid {
+            office: key_id.split('#').next().unwrap_or_default().to_owned(),
+            reason: format!("{what} id {key_id} is not registered"),
+        });
+    };
+    if until <= key.valid_from {
+        return Err(RegistryError::Invalid {
+            office: office.to_string(),
+            reason: format!("{what} {key_id}: valid_until must be after valid_from"),
+        });
+    }
+    key.valid_until = Some(until);
+    Ok(office)
+}
+
 impl OfficeRegistry {
     /// Loads the registry from a TOML file.
     ///
@@ -238,46 +262,63 @@ impl OfficeRegistry {
     /// [`RegistryError::Invalid`] when the office is unknown, the key id is malformed or
     /// taken, the public key is not 32 bytes of base64, or the validity period is empty.
     pub fn add_key(&mut self, office: &OfficeId, key: KeyEntry) -> Result<(), RegistryError> {
+        let raw = self.check_new_key(office, &key, "key")?;
+        let verifying = VerifyingKey::from_bytes(&raw).map_err(|_| RegistryError::Invalid {
+            office: office.to_string(),
+            reason: format!("key {}: not a valid Ed25519 public key", key.key_id),
+        })?;
+        if let Some(entry) = self.offices.get_mut(office) {
+            entry.keys.push(key.clone());
+        }
+        self.keys
+            .insert(key.key_id.clone(), (office.clone(), key, verifying));
+        Ok(())
+    }
+
+    /// What every new key must satisfy, of either kind (`what` names it in errors): its
+    /// office is registered, its id is well formed and taken by no key of either kind,
+    /// its public key is 32 bytes of base64, and its validity period is not empty.
+    /// Returns the public key's bytes.
+    fn check_new_key(
+        &self,
+        office: &OfficeId,
+        key: &KeyEntry,
+        what: &str,
+    ) -> Result<[u8; 32], RegistryError> {
         let invalid = |reason: String| RegistryError::Invalid {
             office: office.to_string(),
             reason,
         };
-        let Some(entry) = self.offices.get_mut(office) else {
+        if !self.offices.contains_key(office) {
             return Err(invalid("not registered".into()));
-        };
+        }
         validate_key_id(office, &key.key_id).map_err(invalid)?;
-        if self.keys.contains_key(&key.key_id) {
+        if self.keys.contains_key(&key.key_id) || self.encryption_keys.contains_key(&key.key_id) {
             return Err(invalid(format!(
                 "key id {} is registered already",
                 key.key_id
             )));
         }
-        let raw = B64
-            .decode(key.public_key.as_bytes())
-            .map_err(|e| invalid(format!("key {}: public_key is not base64: {e}", key.key_id)))?;
+        let raw = B64.decode(key.public_key.as_bytes()).map_err(|e| {
+            invalid(format!(
+                "{what} {}: public_key is not base64: {e}",
+                key.key_id
+            ))
+        })?;
         let raw: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
             invalid(format!(
-                "key {}: public_key must be 32 bytes, found {}",
+                "{what} {}: public_key must be 32 bytes, found {}",
                 key.key_id,
                 raw.len()
             ))
         })?;
-        let verifying = VerifyingKey::from_bytes(&raw).map_err(|_| {
-            invalid(format!(
-                "key {}: not a valid Ed25519 public key",
-                key.key_id
-            ))
-        })?;
         if key.valid_until.is_some_and(|until| until <= key.valid_from) {
             return Err(invalid(format!(
-                "key {}: valid_until must be after valid_from",
+                "{what} {}: valid_until must be after valid_from",
                 key.key_id
             )));
         }
-        entry.keys.push(key.clone());
-        self.keys
-            .insert(key.key_id.clone(), (office.clone(), key, verifying));
-        Ok(())
+        Ok(raw)
     }
 
     /// Adds an encryption key to a registered office (rotation: add the new key, then
@@ -292,29 +333,15 @@ impl OfficeRegistry {
         office: &OfficeId,
         key: KeyEntry,
     ) -> Result<(), RegistryError> {
-        let invalid = |reason: String| RegistryError::Invalid {
-            office: office.to_string(),
-            reason,
-        };
-        let Some(entry) = self.offices.get_mut(office) else {
-            return Err(invalid("not registered".into()));
-        };
-        validate_key_id(office, &key.key_id).map_err(invalid)?;
-        if self.keys.contains_key(&key.key_id) || self.encryption_keys.contains_key(&key.key_id) {
-            return Err(invalid(format!(
-                "key id {} is registered already",
-                key.key_id
-            )));
+        let raw = self.check_new_key(office, &key, "encryption key")?;
+        let reader =
+            ReaderKey::from_bytes(&key.key_id, &raw).map_err(|e| RegistryError::Invalid {
+                office: office.to_string(),
+                reason: e.to_string(),
+            })?;
+        if let Some(entry) = self.offices.get_mut(office) {
+            entry.encryption_keys.push(key.clone());
         }
-        let reader = ReaderKey::from_base64(&key.key_id, &key.public_key)
-            .map_err(|e| invalid(e.to_string()))?;
-        if key.valid_until.is_some_and(|until| until <= key.valid_from) {
-            return Err(invalid(format!(
-                "encryption key {}: valid_until must be after valid_from",
-                key.key_id
-            )));
-        }
-        entry.encryption_keys.push(key.clone());
         self.encryption_keys
             .insert(key.key_id.clone(), (office.clone(), key, reader));
         Ok(())
@@ -331,20 +358,12 @@ impl OfficeRegistry {
         key_id: &str,
         until: OffsetDateTime,
     ) -> Result<(), RegistryError> {
-        let Some((office, key, _)) = self.encryption_keys.get_mut(key_id) else {
-            return Err(RegistryError::Invalid {
-                office: key_id.split('#').next().unwrap_or_default().to_owned(),
-                reason: format!("encryption key id {key_id} is not registered"),
-            });
-        };
-        if until <= key.valid_from {
-            return Err(RegistryError::Invalid {
-                office: office.to_string(),
-                reason: format!("encryption key {key_id}: valid_until must be after valid_from"),
-            });
-        }
-        key.valid_until = Some(until);
-        if let Some(entry) = self.offices.get_mut(office) {
+        let found = self
+            .encryption_keys
+            .get_mut(key_id)
+            .map(|(office, key, _)| (office.clone(), key));
+        let office = retire(found, key_id, until, "encryption key")?;
+        if let Some(entry) = self.offices.get_mut(&office) {
             for k in entry
                 .encryption_keys
                 .iter_mut()
@@ -384,20 +403,12 @@ impl OfficeRegistry {
     /// [`RegistryError::Invalid`] when the key is unknown or `until` is not after its
     /// `valid_from`.
     pub fn retire_key(&mut self, key_id: &str, until: OffsetDateTime) -> Result<(), RegistryError> {
-        let Some((office, key, _)) = self.keys.get_mut(key_id) else {
-            return Err(RegistryError::Invalid {
-                office: key_id.split('#').next().unwrap_or_default().to_owned(),
-                reason: format!("key id {key_id} is not registered"),
-            });
-        };
-        if until <= key.valid_from {
-            return Err(RegistryError::Invalid {
-                office: office.to_string(),
-                reason: format!("key {key_id}: valid_until must be after valid_from"),
-            });
-        }
-        key.valid_until = Some(until);
-        if let Some(entry) = self.offices.get_mut(office) {
+        let found = self
+            .keys
+            .get_mut(key_id)
+            .map(|(office, key, _)| (office.clone(), key));
+        let office = retire(found, key_id, until, "key")?;
+        if let Some(entry) = self.offices.get_mut(&office) {
             for k in entry.keys.iter_mut().filter(|k| k.key_id == key_id) {
                 k.valid_until = Some(until);
             }
