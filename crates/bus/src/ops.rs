@@ -299,7 +299,8 @@ impl StoredMessage {
     }
 }
 
-fn header_pairs(headers: Option<&HeaderMap>) -> Vec<(String, String)> {
+/// Every header of a message as (name, value) pairs, a pair per value.
+pub(crate) fn header_pairs(headers: Option<&HeaderMap>) -> Vec<(String, String)> {
     headers
         .map(|h| {
             h.iter()

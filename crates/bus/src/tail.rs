@@ -144,19 +144,7 @@ fn raw_event(
         .info()
         .map(|i| (i.stream_sequence, i.pending))
         .map_err(fail)?;
-    let headers = message
-        .headers
-        .as_ref()
-        .map(|h| {
-            h.iter()
-                .flat_map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(move |v| (name.to_string(), v.as_str().to_owned()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = crate::ops::header_pairs(message.headers.as_ref());
     Ok(RawEvent {
         sequence,
         subject: message.subject.to_string(),
