@@ -8,8 +8,8 @@
 //! of every casebus process grows no faster than its caches fill (its least-squares
 //! slope against the commands acknowledged stays under [`MAX_SLOPE_KIB_PER_COMMAND`] (the gateway: [`MAX_GATEWAY_SLOPE_KIB_PER_COMMAND`]),
 //! with no absolute allowance; see the assertion); the consumers' backlog stays
-//! bounded; p99 command latency stays stable (the last half within a bound of the
-//! first); every command is acknowledged; and the gateway's projection equals the fold
+//! bounded; p99 command latency stays stable (the p99 of the last half's commands
+//! within a bound of the first half's); every command is acknowledged; and the gateway's projection equals the fold
 //! of the stream at the end.
 //! The curve goes to `target/reliability/soak-<server>.csv` and `.md`.
 //!
@@ -217,12 +217,24 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
                 .collect::<Vec<_>>(),
         )
     };
+    // Each half's p99 over all the commands acknowledged in it, pooled. (The largest
+    // p99 of one window is the latency of one or two commands, so a single stall of
+    // the machine, one command in a thousand, would decide it; a slowdown that lasts
+    // moves the pooled figure.)
     let half = samples.len() / 2;
-    let p99_first = samples[..half.max(1)]
-        .iter()
-        .map(|s| s.p99_ms)
-        .fold(0.0, f64::max);
-    let p99_last = samples[half..].iter().map(|s| s.p99_ms).fold(0.0, f64::max);
+    let acks = ledger.acks();
+    let counted = |s: &Sample| {
+        usize::try_from(s.acked)
+            .unwrap_or(usize::MAX)
+            .min(acks.len())
+    };
+    let split = counted(&samples[half.max(1) - 1]);
+    let end = samples.last().map_or(split, counted);
+    let latencies = |r: std::ops::Range<usize>| -> Vec<Duration> {
+        acks[r].iter().map(|a| a.latency).collect()
+    };
+    let (_, p99_first, _) = percentiles(latencies(0..split));
+    let (_, p99_last, _) = percentiles(latencies(split..end.max(split)));
     let max_backlog = samples
         .iter()
         .map(|s| s.backlog_gateway.max(s.backlog_police))
@@ -353,7 +365,8 @@ async fn constant_load_keeps_memory_flat_backlog_bounded_and_latency_stable() {
         (max_backlog as f64) <= rate * 10.0,
         "a consumer fell {max_backlog} messages behind at {rate} commands/s"
     );
-    // Stable latency: the second half's p99 within three times the first's plus 50 ms.
+    // Stable latency: the second half's p99 (over its commands) within three times the
+    // first's plus 50 ms.
     assert!(
         p99_last <= p99_first * 3.0 + 50.0,
         "p99 went from {p99_first:.1} ms to {p99_last:.1} ms"
