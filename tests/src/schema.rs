@@ -7,9 +7,13 @@
 //! - a field number reused (after removal, or from a reserved range),
 //! - a field's type, label (repeated or not) or oneof changed,
 //! - an enum value removed without reservation, or renumbered,
-//! - a message or enum removed.
+//! - a message or enum removed,
+//! - a field no longer marked `(casebus.event.v1.content)`: new events would carry it
+//!   readable by every participant.
 //!
-//! Additions (new messages, fields, enum values, payload kinds) are always allowed.
+//! Additions (new messages, fields, enum values, payload kinds, content marks) are always
+//! allowed. The content marks are read from the descriptors' options (with
+//! prost-reflect), independently of the code `casebus-proto` generates from them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,6 +64,11 @@ pub enum Element {
         /// Fully qualified name.
         name: String,
     },
+    /// A field marked `(casebus.event.v1.content)`.
+    Content {
+        /// Fully qualified field name, `.pkg.Message.field`.
+        field: String,
+    },
     /// A value of an enum.
     Value {
         /// Fully qualified enum name.
@@ -88,6 +97,7 @@ impl Element {
             Self::Reserved { scope, start, end } => format!("reserved {scope} {start} {end}"),
             Self::ReservedName { scope, name } => format!("reserved_name {scope} {name}"),
             Self::Enum { name } => format!("enum {name}"),
+            Self::Content { field } => format!("content {field}"),
             Self::Value {
                 r#enum,
                 name,
@@ -120,6 +130,7 @@ impl Element {
                 name: s(2)?,
             },
             "enum" => Self::Enum { name: s(1)? },
+            "content" => Self::Content { field: s(1)? },
             "value" => Self::Value {
                 r#enum: s(1)?,
                 name: s(2)?,
@@ -145,6 +156,7 @@ impl Snapshot {
     pub fn from_descriptor_set(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         let set = FileDescriptorSet::decode(bytes)?;
         let mut snapshot = Self::default();
+        snapshot.add_content_marks(bytes);
         for file in set
             .file
             .iter()
@@ -159,6 +171,29 @@ impl Snapshot {
             }
         }
         Ok(snapshot)
+    }
+
+    /// The `(casebus.event.v1.content)` marks of every `casebus.*` field, read from the
+    /// options as the descriptor set encodes them (none when the option is not declared).
+    fn add_content_marks(&mut self, bytes: &[u8]) {
+        let Ok(pool) = prost_reflect::DescriptorPool::decode(bytes) else {
+            return;
+        };
+        let Some(option) = pool.get_extension_by_name("casebus.event.v1.content") else {
+            return;
+        };
+        for message in pool
+            .all_messages()
+            .filter(|m| m.package_name().starts_with("casebus."))
+        {
+            for field in message.fields() {
+                if field.options().get_extension(&option).as_bool() == Some(true) {
+                    self.elements.insert(Element::Content {
+                        field: format!(".{}", field.full_name()),
+                    });
+                }
+            }
+        }
     }
 
     fn add_message(&mut self, prefix: &str, message: &DescriptorProto) {
@@ -358,6 +393,15 @@ pub fn breaking_changes(baseline: &Snapshot, current: &Snapshot) -> Vec<String> 
                 }
             }
             Element::ReservedName { .. } => {}
+            Element::Content { field } => {
+                let (message, name) = field.rsplit_once('.').unwrap_or(("", field));
+                let still_there = current.exists(|e| matches!(e, Element::Field { message: m, name: n, .. } if m == message && n == name));
+                if still_there && !current.exists(|e| e == element) {
+                    problems.push(format!(
+                        "field {field} is no longer marked content: new events would carry it readable by every participant"
+                    ));
+                }
+            }
             Element::Value {
                 r#enum,
                 name,

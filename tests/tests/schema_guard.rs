@@ -161,3 +161,36 @@ fn the_text_form_round_trips() {
     let base = current();
     assert_eq!(Snapshot::from_text(&base.to_text()), base);
 }
+
+#[test]
+fn the_content_marks_are_recorded_and_removing_one_is_breaking() {
+    let base = current();
+    // Read from the descriptors' options: a sample of each kind of content.
+    for field in [
+        ".casebus.event.v1.NoteAdded.text",
+        ".casebus.event.v1.Party.name",
+        ".casebus.event.v1.Party.identifier",
+        ".casebus.event.v1.HandoffRequested.reason",
+        ".casebus.event.v1.EvidenceRecorded.location",
+    ] {
+        let line = format!("content {field}");
+        assert!(base.to_text().contains(&line), "{line} is in the snapshot");
+    }
+    // What the rules fold is not content.
+    for field in [
+        ".casebus.event.v1.Party.party_id",
+        ".casebus.event.v1.HandoffRequested.handoff_id",
+        ".casebus.event.v1.HandoffRequested.to_agency",
+    ] {
+        assert!(!base.to_text().contains(&format!("content {field}\n")));
+    }
+    let unmarked = edit(&base, "content .casebus.event.v1.Party.identifier", None);
+    assert_eq!(
+        breaking_changes(&base, &unmarked),
+        vec![
+            "field .casebus.event.v1.Party.identifier is no longer marked content: new events would carry it readable by every participant"
+        ]
+    );
+    // A new mark is an addition.
+    assert!(breaking_changes(&unmarked, &base).is_empty());
+}

@@ -595,6 +595,7 @@ impl Appender {
                 payload: Some(Payload {
                     kind: Some(decision.payload),
                 }),
+                sealed: None,
             };
             let (signed, hash) = key.signer.sign(&event);
             let bytes = signed.encode_to_vec();

@@ -10,7 +10,9 @@ use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, Serializable as _};
 use proptest::prelude::*;
 use time::macros::datetime;
 
-use casebus_integrity::seal::{Binding, OpeningKey, SealError, Sealed, open, rewrap, seal};
+use casebus_integrity::seal::{
+    Binding, EpochPolicy, Opener, OpeningKey, ReaderKey, SealError, Sealed, Sealer,
+};
 use casebus_integrity::{OfficeEntry, OfficeRegistry, RegistryError};
 use casebus_proto::OfficeId;
 
@@ -56,6 +58,29 @@ fn office(id: &str) -> OfficeId {
 
 fn key(id: &str, label: &str, seed: u8) -> OpeningKey {
     OpeningKey::derive(office(id), label, &[seed; 32]).expect("key")
+}
+
+fn seal(content: &[u8], binding: &Binding<'_>, readers: &[ReaderKey]) -> Result<Sealed, SealError> {
+    Sealer::default()
+        .seal(content, binding, readers)
+        .map(|(sealed, _)| sealed)
+}
+
+fn open(
+    sealed: &Sealed,
+    binding: &Binding<'_>,
+    key: &OpeningKey,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
+    Opener::new(vec![key.clone()]).open(sealed, binding)
+}
+
+fn rewrap(
+    sealed: &Sealed,
+    binding: &Binding<'_>,
+    key: &OpeningKey,
+    readers: &[ReaderKey],
+) -> Result<Vec<casebus_integrity::seal::WrappedKey>, SealError> {
+    Sealer::default().rewrap(sealed, binding, &Opener::new(vec![key.clone()]), readers)
 }
 
 const BINDING: Binding<'static> = Binding {
@@ -109,6 +134,92 @@ fn the_suite_reproduces_rfc_9180_appendix_a_2_1() {
     )
     .expect("open");
     assert_eq!(opened, pt);
+
+    // The wrapping key is an exported secret of such a context (RFC 9180 section 5.3):
+    // the appendix's first exported value (empty exporter context, 32 bytes).
+    let exported = hex("4bbd6243b8bb54cec311fac9df81841b6fd61f56538a775e7c80a9f40160606e");
+    let (_, sender) =
+        hpke::setup_sender_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeS::Base,
+            &pk,
+            &info,
+            &mut FixedRng(hex(
+                "909a9b35d3dc4713a5e72a4da274b55d3d3821a37e5d099e74a647db583a904b",
+            )),
+        )
+        .expect("sender");
+    let mut out = [0u8; 32];
+    sender.export(b"", &mut out).expect("export");
+    assert_eq!(out.as_slice(), exported.as_slice());
+    let receiver = hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+        &OpModeR::Base,
+        &sk,
+        &<X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&enc).expect("enc"),
+        &info,
+    )
+    .expect("receiver");
+    let mut back = [0u8; 32];
+    receiver.export(b"", &mut back).expect("export");
+    assert_eq!(back, out);
+}
+
+#[test]
+fn a_sealer_keeps_one_context_per_reader_for_its_epoch_and_then_starts_a_new_one() {
+    let court = key("court:hangzhou-ip", "enc", 3);
+    let customs = key("customs:ningbo", "enc", 1);
+    let readers = [court.reader_key(), customs.reader_key()];
+    let enc_of = |sealed: &Sealed, id: &str| {
+        sealed
+            .wrapped_keys
+            .iter()
+            .find(|w| w.key_id == id)
+            .expect("wrapped")
+            .enc
+            .clone()
+    };
+    let sealer = Sealer::new(EpochPolicy {
+        max_age: std::time::Duration::from_secs(3600),
+        max_wraps: 3,
+    });
+    let sealed: Vec<Sealed> = (0..4)
+        .map(|_| sealer.seal(b"note", &BINDING, &readers).expect("seal").0)
+        .collect();
+    // Within an epoch one enc per reader key, a different one for each reader; the
+    // fourth wrap starts a new context.
+    let court_encs: Vec<_> = sealed
+        .iter()
+        .map(|s| enc_of(s, "court:hangzhou-ip#enc"))
+        .collect();
+    assert_eq!(court_encs[0], court_encs[1]);
+    assert_eq!(court_encs[0], court_encs[2]);
+    assert_ne!(court_encs[0], court_encs[3]);
+    assert_ne!(court_encs[0], enc_of(&sealed[0], "customs:ningbo#enc"));
+    // Fresh content keys and nonces every time, and every seal opens for both readers,
+    // with one opener remembering the wrapping keys it derived.
+    assert_ne!(sealed[0].ciphertext, sealed[1].ciphertext);
+    assert_ne!(
+        sealed[0].wrapped_keys[0].ciphertext,
+        sealed[1].wrapped_keys[0].ciphertext
+    );
+    for reader in [&court, &customs] {
+        let opener = Opener::new(vec![reader.clone()]);
+        for s in &sealed {
+            assert_eq!(opener.open(s, &BINDING).expect("open").as_slice(), b"note");
+        }
+    }
+    // A context is per key: the same key id with another public key gets its own.
+    let impostor = key("court:hangzhou-ip", "enc", 9);
+    let other = sealer
+        .seal(b"note", &BINDING, &[impostor.reader_key()])
+        .expect("seal")
+        .0;
+    assert_ne!(enc_of(&other, "court:hangzhou-ip#enc"), court_encs[3]);
+    assert_eq!(
+        open(&other, &BINDING, &court),
+        Err(SealError::Unwrap {
+            key_id: "court:hangzhou-ip#enc".into()
+        })
+    );
 }
 
 #[test]
@@ -129,7 +240,7 @@ fn every_reader_opens_what_was_sealed_for_it_and_no_one_else_does() {
             .collect::<Vec<_>>(),
     )
     .expect("seal");
-    assert_eq!(sealed.wrapped.len(), 3);
+    assert_eq!(sealed.wrapped_keys.len(), 3);
     for reader in &readers {
         assert_eq!(
             open(&sealed, &BINDING, reader).expect("open").as_slice(),
@@ -147,9 +258,9 @@ fn every_reader_opens_what_was_sealed_for_it_and_no_one_else_does() {
         .into_iter()
         .chain(
             sealed
-                .wrapped
+                .wrapped_keys
                 .iter()
-                .flat_map(|w| [w.enc.clone(), w.ciphertext.clone()]),
+                .flat_map(|w| [w.enc.clone(), w.nonce.clone(), w.ciphertext.clone()]),
         )
         .flatten()
         .collect();
@@ -196,20 +307,20 @@ fn each_kind_of_tampering_is_detected_with_its_own_error() {
         "short nonce"
     );
     let mut t = sealed.clone();
-    flip(&mut t.wrapped[0].ciphertext, 5);
+    flip(&mut t.wrapped_keys[0].ciphertext, 5);
     assert_eq!(open(&t, &BINDING, &court), court_unwrap, "wrapped key");
     let mut t = sealed.clone();
-    flip(&mut t.wrapped[0].enc, 9);
+    flip(&mut t.wrapped_keys[0].enc, 9);
     assert_eq!(open(&t, &BINDING, &court), court_unwrap, "encapsulated key");
     // The key wrapped for customs relabelled as the court's: bound to its key id.
     let mut t = sealed.clone();
     let customs_wrap = t
-        .wrapped
+        .wrapped_keys
         .iter()
         .find(|w| w.key_id == "customs:ningbo#enc")
         .expect("customs")
         .clone();
-    t.wrapped = vec![casebus_integrity::seal::WrappedKey {
+    t.wrapped_keys = vec![casebus_integrity::seal::WrappedKey {
         key_id: "court:hangzhou-ip#enc".into(),
         ..customs_wrap
     }];
@@ -243,7 +354,7 @@ fn each_kind_of_tampering_is_detected_with_its_own_error() {
     };
     let other = seal(b"another note", &other_binding, &[court.reader_key()]).expect("seal");
     let hybrid = Sealed {
-        wrapped: other.wrapped.clone(),
+        wrapped_keys: other.wrapped_keys.clone(),
         ..sealed.clone()
     };
     assert_eq!(
@@ -264,7 +375,7 @@ fn a_reader_widens_a_sealed_content_to_a_new_reader_without_sealing_it_again() {
     ));
     let more = rewrap(&sealed, &BINDING, &police, &[procuratorate.reader_key()]).expect("rewrap");
     let mut widened = sealed.clone();
-    widened.wrapped.extend(more);
+    widened.wrapped_keys.extend(more);
     assert_eq!(
         open(&widened, &BINDING, &procuratorate)
             .expect("open")
@@ -453,8 +564,8 @@ proptest! {
         t.ciphertext[i] ^= 1 << (bit % 8);
         prop_assert_eq!(open(&t, &binding, &reader), Err(SealError::Content));
         let mut t = sealed.clone();
-        let i = (bit / 8) % t.wrapped[0].ciphertext.len();
-        t.wrapped[0].ciphertext[i] ^= 1 << (bit % 8);
+        let i = (bit / 8) % t.wrapped_keys[0].ciphertext.len();
+        t.wrapped_keys[0].ciphertext[i] ^= 1 << (bit % 8);
         let refused = matches!(open(&t, &binding, &reader), Err(SealError::Unwrap { .. }));
         prop_assert!(refused, "a flipped wrapped key opened");
     }

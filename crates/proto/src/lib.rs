@@ -5,6 +5,7 @@
 //! This crate does no I/O. It does not sign or verify (see `casebus-integrity`) and it
 //! holds no case rules (see `casebus-domain`).
 
+pub mod content;
 mod ids;
 mod payload;
 mod timestamps;

@@ -79,6 +79,7 @@ impl ChainBuilder {
             payload: Some(Payload {
                 kind: Some(payload),
             }),
+            sealed: None,
         };
         sign(by, event)
     }

@@ -169,6 +169,7 @@ impl CaseBuilder {
             payload: Some(Payload {
                 kind: Some(decision.payload),
             }),
+            sealed: None,
         };
         let (signed, _) = signer(office_id).sign(&event);
         let verified =
