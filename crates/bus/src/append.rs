@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use casebus_domain::{Command, Context, DeadlineRules, decide};
+use casebus_integrity::seal::{Opener, Sealer, keyed_command_digest, seal_event};
 use casebus_integrity::{EventHash, OfficeSigner, VerifiedEvent};
 use casebus_proto::event::v1::payload::Kind;
-use casebus_proto::event::v1::{Event, Payload, Visibility};
+use casebus_proto::event::v1::{Event, Payload, SignedEvent, Visibility, VisibilityKind};
 use casebus_proto::{CaseId, EventId, RequestId, payload_type_name, timestamp_from};
 
 use crate::bus::Bus;
@@ -171,6 +172,41 @@ pub struct Appender {
     /// appender queue up instead of racing each other, so the optimistic check only
     /// ever settles races between appenders (service instances).
     locks: Mutex<HashMap<CaseId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sealing of restricted events, when the office's decryption keys were given.
+    sealing: Option<Sealing>,
+}
+
+/// What an appender seals with: a sealer (its HPKE contexts) and the office's own
+/// decryption keys, to compare a retried sealed command with the stored one.
+struct Sealing {
+    sealer: Sealer,
+    opener: Arc<Opener>,
+}
+
+/// Whether an event of `visibility` is restricted, so sealed.
+fn restricted(visibility: &Visibility) -> bool {
+    matches!(
+        VisibilityKind::try_from(visibility.kind),
+        Ok(VisibilityKind::ListedAgencies | VisibilityKind::OriginOnly)
+    )
+}
+
+/// Whether `reader` may read an event of `visibility` recorded by `office`: the office
+/// itself for ORIGIN_ONLY; every office of the listed agencies and of the recording
+/// agency for LISTED_AGENCIES.
+fn admits(
+    visibility: &Visibility,
+    office: &casebus_proto::OfficeId,
+    reader: &casebus_proto::OfficeId,
+) -> bool {
+    match VisibilityKind::try_from(visibility.kind) {
+        Ok(VisibilityKind::OriginOnly) => reader == office,
+        Ok(VisibilityKind::ListedAgencies) => {
+            reader.agency() == office.agency()
+                || visibility.agencies.contains(&(reader.agency() as i32))
+        }
+        _ => true,
+    }
 }
 
 impl std::fmt::Debug for Appender {
@@ -321,7 +357,52 @@ impl Appender {
             cache: Mutex::new(HeadCache::default()),
             stats: Arc::default(),
             locks: Mutex::new(HashMap::new()),
+            sealing: None,
         })
+    }
+
+    /// Seals restricted events from now on, with `opener` holding the office's own
+    /// decryption keys (current and retired: a retried command is compared with the
+    /// event stored under whichever key sealed it).
+    ///
+    /// # Errors
+    /// [`AppendError::Sealing`] when `opener` holds a key of another office, or none of
+    /// its keys is in the registry as an encryption key of this office.
+    pub fn seal_with(mut self, opener: Arc<Opener>) -> Result<Self, AppendError> {
+        let refuse = |reason: String| AppendError::Sealing {
+            office: self.office.to_string(),
+            reason,
+        };
+        if let Some(other) = opener.keys().iter().find(|k| k.office() != &self.office) {
+            return Err(refuse(format!(
+                "decryption key {} belongs to another office",
+                other.key_id()
+            )));
+        }
+        let registry = self.bus.registry();
+        let registered = opener.keys().iter().any(|k| {
+            registry
+                .encryption_key_entry(k.key_id())
+                .is_some_and(|(office, entry)| {
+                    office == &self.office && entry.public_key == k.public_base64()
+                })
+        });
+        if !registered {
+            return Err(refuse(format!(
+                "none of its decryption keys ({}) is registered as its encryption key",
+                opener.key_ids().join(", ")
+            )));
+        }
+        self.sealing = Some(Sealing {
+            sealer: Sealer::default(),
+            opener,
+        });
+        Ok(self)
+    }
+
+    /// Whether restricted events are sealed.
+    pub fn seals(&self) -> bool {
+        self.sealing.is_some()
     }
 
     /// Signs from now on with `signer` (a rotated key). The key's validity is not
@@ -534,7 +615,9 @@ impl Appender {
                 if attempt == 1 && cached {
                     continue;
                 }
-                return self.duplicate(&request, &event_id, done, &digest);
+                let done = *done;
+                drop(head);
+                return self.duplicate(&request, &event_id, &done, &digest).await;
             }
             let now = OffsetDateTime::now_utc();
             // Time never goes backwards within a case (consumers dead-letter an event
@@ -545,7 +628,8 @@ impl Appender {
             // consumers verify with now, so no event leaves here that they would refuse.
             // A snapshot of both: a rotation during this attempt applies to the next.
             let key = self.signing_key();
-            key.check(&self.bus.registry(), recorded_at)?;
+            let registry_now = self.bus.registry();
+            key.check(&registry_now, recorded_at)?;
             let command = Command {
                 case_id: case_id.clone(),
                 office: office.clone(),
@@ -597,6 +681,8 @@ impl Appender {
                 }),
                 sealed: None,
             };
+            let mut event = event;
+            self.seal(&mut event, &registry_now, recorded_at, &digest)?;
             let (signed, hash) = key.signer.sign(&event);
             let bytes = signed.encode_to_vec();
             if bytes.len() > self.config.max_event_bytes {
@@ -635,8 +721,11 @@ impl Appender {
                         .await
                         .map_err(|e| unavailable(&case_id, e))?;
                     let head = Taken::new(self, fresh);
-                    return match head.ids.get(&event_id) {
-                        Some(done) => self.duplicate(&request, &event_id, done, &digest),
+                    return match head.ids.get(&event_id).cloned() {
+                        Some(done) => {
+                            drop(head);
+                            self.duplicate(&request, &event_id, &done, &digest).await
+                        }
                         // The stream has the original at `ack.sequence`, but the replica
                         // that answered the reload has not got it yet: read again.
                         None if head.last_sequence < ack.sequence => continue,
@@ -700,14 +789,69 @@ impl Appender {
         })
     }
 
-    fn duplicate(
+    /// Seals `event` when its visibility is restricted and this appender seals: for
+    /// every office the visibility admits, its encryption keys valid at `at`; the command
+    /// digest keyed with the content key. Refuses to record a restricted event in clear
+    /// for an office that has an encryption key registered.
+    fn seal(
+        &self,
+        event: &mut Event,
+        registry: &casebus_integrity::OfficeRegistry,
+        at: OffsetDateTime,
+        digest: &[u8; 32],
+    ) -> Result<(), AppendError> {
+        let Some(visibility) = event.visibility.clone().filter(restricted) else {
+            return Ok(());
+        };
+        let refuse = |reason: String| AppendError::Sealing {
+            office: self.office.to_string(),
+            reason,
+        };
+        let own = registry.reader_keys(at, |o| o == &self.office);
+        let Some(sealing) = &self.sealing else {
+            if own.is_empty() {
+                // No encryption key registered: the office has not moved to sealing yet.
+                return Ok(());
+            }
+            return Err(refuse(format!(
+                "it has encryption key {} registered, but this service holds no decryption key of it (--decryption-key)",
+                own[0].key_id()
+            )));
+        };
+        if !own
+            .iter()
+            .any(|k| sealing.opener.key_ids().contains(&k.key_id()))
+        {
+            return Err(refuse(format!(
+                "the registry lists no encryption key of it valid now that this service can decrypt with (it holds {})",
+                sealing.opener.key_ids().join(", ")
+            )));
+        }
+        let readers = registry.reader_keys(at, |o| admits(&visibility, &self.office, o));
+        let content_key =
+            seal_event(&sealing.sealer, event, &readers).map_err(|e| refuse(e.to_string()))?;
+        event.command_digest = keyed_command_digest(&content_key, digest).to_vec();
+        Ok(())
+    }
+
+    /// The outcome of a retried command: the original's when the command is the same.
+    /// A sealed original's digest is keyed with its content key: the stored event is
+    /// read and opened with the office's decryption key to compare.
+    async fn duplicate(
         &self,
         request: &AppendRequest,
         event_id: &EventId,
         done: &crate::store::IdEntry,
         digest: &[u8; 32],
     ) -> Result<Appended, AppendError> {
-        if &done.digest != digest {
+        let same = if done.sealed {
+            self.keyed_digest_of(&request.case_id, done.sequence, digest)
+                .await?
+                .is_some_and(|keyed| keyed == done.digest)
+        } else {
+            &done.digest == digest
+        };
+        if !same {
             return Err(AppendError::RequestIdReused {
                 case_id: request.case_id.to_string(),
                 request_id: request.request_id.to_string(),
@@ -721,5 +865,38 @@ impl Appender {
             hash: done.hash,
             duplicate: true,
         })
+    }
+
+    /// `digest` keyed with the content key of the sealed event stored at `sequence`, or
+    /// `None` when this appender cannot open it.
+    async fn keyed_digest_of(
+        &self,
+        case_id: &CaseId,
+        sequence: u64,
+        digest: &[u8; 32],
+    ) -> Result<Option<[u8; 32]>, AppendError> {
+        let Some(sealing) = &self.sealing else {
+            return Ok(None);
+        };
+        let messages = self
+            .bus
+            .read_case_messages(case_id, sequence - 1, sequence)
+            .await
+            .map_err(|e| unavailable(case_id, e))?;
+        let Some(message) = messages.first() else {
+            return Ok(None);
+        };
+        let event = SignedEvent::decode(message.payload.as_ref())
+            .ok()
+            .and_then(|signed| Event::decode(signed.event.as_slice()).ok());
+        let Some((event, sealed)) = event.and_then(|e| e.sealed.clone().map(|s| (e, s))) else {
+            return Ok(None);
+        };
+        let binding = casebus_integrity::seal::binding(&event);
+        Ok(sealing
+            .opener
+            .content_key(&sealed, &binding)
+            .ok()
+            .map(|key| keyed_command_digest(&key, digest)))
     }
 }

@@ -150,6 +150,16 @@ pub enum AppendError {
         /// Why the key is not valid then (its period, or that it is not registered).
         reason: String,
     },
+    /// A restricted event cannot be sealed: the office has an encryption key registered
+    /// but the appender was given no decryption key of it, or it was given one but the
+    /// registry lists no encryption key of the office valid now. Nothing was written.
+    #[error("office {office} cannot seal a restricted event: {reason}")]
+    Sealing {
+        /// The recording office.
+        office: String,
+        /// What is missing.
+        reason: String,
+    },
     /// NATS is unreachable or did not confirm in time; the outcome is unknown, so retry
     /// with the same request id (a retry never creates a second event).
     #[error("case {case_id}: the bus is unavailable; retry with the same request id")]

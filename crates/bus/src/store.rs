@@ -147,6 +147,8 @@ pub(crate) struct IdEntry {
     pub sequence: u64,
     pub digest: [u8; 32],
     pub hash: casebus_integrity::EventHash,
+    /// The event is sealed: its digest is keyed with its content key.
+    pub sealed: bool,
 }
 
 /// What a head is estimated to keep per event beyond the event's encoded bytes: its id
@@ -206,6 +208,7 @@ impl CaseHead {
                 sequence,
                 digest,
                 hash: event.hash,
+                sealed: event.event.sealed.is_some(),
             },
         );
     }

@@ -570,3 +570,86 @@ proptest! {
         prop_assert!(refused, "a flipped wrapped key opened");
     }
 }
+
+fn sealed_note_event(sealer: &Sealer, readers: &[ReaderKey]) -> casebus_proto::event::v1::Event {
+    use casebus_proto::event::v1::{Event, NoteAdded, Payload, payload::Kind};
+    let mut event = Event {
+        event_id: "ev-7".into(),
+        case_id: "NB-2026-0042".into(),
+        case_version: 7,
+        payload: Some(Payload {
+            kind: Some(Kind::NoteAdded(NoteAdded {
+                text: "informant: Zhang San".into(),
+            })),
+        }),
+        ..Default::default()
+    };
+    casebus_integrity::seal::seal_event(sealer, &mut event, readers).expect("seal");
+    event
+}
+
+#[test]
+fn a_sealed_event_shows_its_readable_part_and_opening_checks_that_the_two_agree() {
+    use casebus_integrity::seal::open_event;
+    use casebus_proto::event::v1::{NoteAdded, Payload, TrackClosed, payload::Kind};
+    let court = key("court:hangzhou-ip", "enc", 3);
+    let police = key("public_security:ningbo", "enc", 4);
+    let sealer = Sealer::default();
+    let event = sealed_note_event(&sealer, &[court.reader_key()]);
+    // The readable part: the kind, its content cleared.
+    assert_eq!(
+        event.payload,
+        Some(Payload {
+            kind: Some(Kind::NoteAdded(NoteAdded::default()))
+        })
+    );
+    let opener = Opener::new(vec![court.clone()]);
+    let full = open_event(&opener, &event).expect("open");
+    assert_eq!(
+        full.kind,
+        Some(Kind::NoteAdded(NoteAdded {
+            text: "informant: Zhang San".into()
+        }))
+    );
+    // A key of another office.
+    assert!(matches!(
+        open_event(&Opener::new(vec![police]), &event),
+        Err(SealError::NotAReader { .. })
+    ));
+    // A tampered ciphertext.
+    let mut tampered = event.clone();
+    flip(
+        &mut tampered.sealed.as_mut().expect("sealed").ciphertext,
+        11,
+    );
+    assert_eq!(open_event(&opener, &tampered), Err(SealError::Content));
+    // A readable part that disagrees with what was sealed: another kind shown.
+    let mut other_kind = event.clone();
+    other_kind.payload = Some(Payload {
+        kind: Some(Kind::TrackClosed(TrackClosed::default())),
+    });
+    let err = open_event(&opener, &other_kind).expect_err("disagrees");
+    assert!(matches!(err, SealError::Disagrees(_)), "{err}");
+    assert!(
+        err.to_string().contains("NoteAdded") && err.to_string().contains("TrackClosed"),
+        "{err}"
+    );
+    // Content shown in clear beside the sealed one also disagrees.
+    let mut leaked = event.clone();
+    leaked.payload = Some(Payload {
+        kind: Some(Kind::NoteAdded(NoteAdded {
+            text: "a different note".into(),
+        })),
+    });
+    assert!(matches!(
+        open_event(&opener, &leaked),
+        Err(SealError::Disagrees(_))
+    ));
+    // The sealed payload of another event does not open here (bound to its event).
+    let mut moved = sealed_note_event(&sealer, &[court.reader_key()]);
+    moved.case_version = 8;
+    assert!(matches!(
+        open_event(&opener, &moved),
+        Err(SealError::Unwrap { .. })
+    ));
+}

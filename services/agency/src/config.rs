@@ -28,6 +28,19 @@ pub struct AgencyConfig {
     /// --key-reload-interval); the new key must be in the registry by then.
     #[arg(long = "signing-key", env = "CASEBUS_SIGNING_KEY")]
     pub signing_key: PathBuf,
+    /// The office's secret encryption key files (`casebus keys generate --kind
+    /// encryption`, mode 0600), current and retired; repeat the flag, or separate paths
+    /// with commas in the variable. Given, the service seals every restricted event
+    /// (LISTED_AGENCIES, ORIGIN_ONLY) for the offices that may read it; one of the keys
+    /// must be registered as the office's encryption key. Without it, an office that
+    /// has an encryption key registered cannot record restricted events (FAILED_PRECONDITION),
+    /// and one that has none records them in clear (docs/CONFIDENTIALITY.md).
+    #[arg(
+        long = "decryption-key",
+        env = "CASEBUS_DECRYPTION_KEYS",
+        value_delimiter = ','
+    )]
+    pub decryption_keys: Vec<PathBuf>,
     /// The office registry file (TOML): every office and its public keys, used to verify
     /// what other offices signed. Reloaded without a restart on SIGHUP or when the file
     /// changes.

@@ -22,6 +22,9 @@ pub enum AgencyError {
     /// The signing key file could not be loaded.
     #[error("signing key")]
     Key(#[source] KeyError),
+    /// A decryption key file could not be loaded.
+    #[error("decryption key")]
+    DecryptionKey(#[source] casebus_integrity::seal::SealError),
     /// The office registry could not be loaded.
     #[error("office registry")]
     Registry(#[source] RegistryError),

@@ -294,6 +294,10 @@ impl Kit {
                         Stats::bump(&stats.unavailable);
                         tracing::error!(error = %error, "the signing key is not valid; rotate it (the service reloads key and registry on SIGHUP or when their files change)");
                     }
+                    AppendError::Sealing { .. } => {
+                        Stats::bump(&stats.rejected);
+                        tracing::error!(error = %error, "a restricted event cannot be sealed; give the service the office's decryption key (--decryption-key) and register its encryption key");
+                    }
                     AppendError::UnknownSigner { .. } => {
                         Stats::bump(&stats.rejected);
                         tracing::error!(error = %error, "the signing key is not in the office registry");

@@ -256,6 +256,38 @@ impl Service {
             },
         )
         .map_err(AgencyError::Signer)?;
+        let appender = if config.decryption_keys.is_empty() {
+            appender
+        } else {
+            let mut keys = Vec::new();
+            for path in &config.decryption_keys {
+                let key = casebus_integrity::seal::OpeningKey::load(path)
+                    .map_err(AgencyError::DecryptionKey)?;
+                if key.office() != &office {
+                    return Err(config_error(
+                        "--decryption-key",
+                        format!(
+                            "{} is a key of {}, not of {office}",
+                            path.display(),
+                            key.office()
+                        ),
+                    ));
+                }
+                keys.push(key);
+            }
+            appender
+                .seal_with(Arc::new(casebus_integrity::seal::Opener::new(keys)))
+                .map_err(|e| config_error("--decryption-key", e.to_string()))?
+        };
+        tracing::info!(
+            seals = appender.seals(),
+            "restricted events are {}",
+            if appender.seals() {
+                "sealed for their readers"
+            } else {
+                "recorded in clear unless the office has an encryption key registered"
+            }
+        );
         // Installed now, so that a SIGHUP from here on reloads the keys rather than
         // ending the process.
         let hangup = Hangup::install().map_err(AgencyError::Signal)?;

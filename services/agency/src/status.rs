@@ -64,6 +64,7 @@ pub(crate) fn reason_of(error: &AppendError) -> &'static str {
         AppendError::Contention { .. } => "contention",
         AppendError::UnknownSigner { .. } => "unknown_signer",
         AppendError::SigningKeyNotValid { .. } => "signing_key_not_valid",
+        AppendError::Sealing { .. } => "cannot_seal",
         AppendError::Unavailable { .. } => "unavailable",
         _ => "internal",
     }
@@ -123,6 +124,14 @@ pub fn status_of(error: &AppendError) -> Status {
             Code::Unavailable,
             format!(
                 "office {office} cannot sign events right now: its signing key is not valid; nothing was recorded; retry with the same request_id after the key is rotated"
+            ),
+            reason,
+        ),
+        // Which key is missing is for the operator's log.
+        AppendError::Sealing { office, .. } => with_reason(
+            Code::FailedPrecondition,
+            format!(
+                "office {office} cannot record a restricted event right now: its service cannot seal it for its readers; nothing was recorded; its operator has been told (see the service log)"
             ),
             reason,
         ),

@@ -10,7 +10,7 @@ mod common;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use casebus_integrity::seal::{Binding, OpeningKey, open, seal};
+use casebus_integrity::seal::{Binding, Opener, OpeningKey, Sealer};
 use casebus_integrity::token::{Audience, Role, TokenError, TrustedIssuers};
 use casebus_integrity::{OfficeRegistry, OfficeSigner, verify_signed};
 
@@ -348,18 +348,23 @@ async fn encryption_keys_are_generated_registered_listed_and_rotated_beside_sign
     let is_court = |o: &casebus_proto::OfficeId| o.as_str() == COURT;
     let old_key = OpeningKey::load(&first).expect("old secret key");
     let new_key = OpeningKey::load(&second).expect("new secret key");
-    let in_2026 = seal(
-        b"sealed in 2026",
-        &binding,
-        &loaded.reader_keys(datetime!(2026-06-01 0:00 UTC), is_court),
-    )
-    .expect("seal");
-    let in_2027 = seal(
-        b"sealed in 2027",
-        &binding,
-        &loaded.reader_keys(datetime!(2027-06-01 0:00 UTC), is_court),
-    )
-    .expect("seal");
+    let sealer = Sealer::default();
+    let (in_2026, _) = sealer
+        .seal(
+            b"sealed in 2026",
+            &binding,
+            &loaded.reader_keys(datetime!(2026-06-01 0:00 UTC), is_court),
+        )
+        .expect("seal");
+    let (in_2027, _) = sealer
+        .seal(
+            b"sealed in 2027",
+            &binding,
+            &loaded.reader_keys(datetime!(2027-06-01 0:00 UTC), is_court),
+        )
+        .expect("seal");
+    let open =
+        |sealed, binding, key: &OpeningKey| Opener::new(vec![key.clone()]).open(sealed, binding);
     assert_eq!(
         open(&in_2026, &binding, &old_key).expect("open").as_slice(),
         b"sealed in 2026"

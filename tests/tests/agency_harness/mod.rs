@@ -170,10 +170,25 @@ impl Fixture {
     /// Starts nats-server, provisions the streams and writes keys, registry, trust and
     /// rules files.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// [`Fixture::start`] with every office's encryption key registered and written
+    /// (`casebus_fixtures::encryption_key_file_name`); [`Fixture::decryption_key`] gives
+    /// a service its own.
+    pub async fn start_sealing() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(sealing: bool) -> Self {
         let nats = NatsServer::start().await.expect("nats-server starts");
         let dir = tempfile::tempdir().expect("temp dir");
-        casebus_fixtures::write_office_files(dir.path(), &OFFICES, "registry.toml")
-            .expect("key and registry files");
+        if sealing {
+            casebus_fixtures::write_sealing_office_files(dir.path(), &OFFICES, "registry.toml")
+        } else {
+            casebus_fixtures::write_office_files(dir.path(), &OFFICES, "registry.toml")
+        }
+        .expect("key and registry files");
         let issuer = casebus_fixtures::issuer();
         casebus_fixtures::write_trust_file(&dir.path().join("trust.toml"), &issuer)
             .expect("trust file");
@@ -195,6 +210,16 @@ impl Fixture {
             bus,
             started: AtomicU64::new(0),
         }
+    }
+
+    /// The `--decryption-key` arguments of `office_id`'s service (its encryption key
+    /// file, written by [`Fixture::start_sealing`]).
+    pub fn decryption_key(&self, office_id: &str) -> [String; 2] {
+        let path = self
+            .dir
+            .path()
+            .join(casebus_fixtures::encryption_key_file_name(office_id));
+        ["--decryption-key".into(), path.display().to_string()]
     }
 
     /// A token of `office` with `roles`, valid for an hour.
@@ -271,6 +296,12 @@ impl Fixture {
         let mut running = self.launch(office_id, extra, rules);
         running.wait_ready(true).await;
         running
+    }
+
+    /// Starts the service of `office_id` with extra arguments without waiting for it
+    /// (for a start that must fail).
+    pub fn launch_unready(&self, office_id: &str, extra: &[&str]) -> Running {
+        self.launch(office_id, extra, "rules.toml")
     }
 
     fn launch(&self, office_id: &str, extra: &[&str], rules: &str) -> Running {

@@ -1,0 +1,329 @@
+//! Restricted events are sealed on the bus (issue 14): an agency service given its
+//! office's decryption key seals every LISTED_AGENCIES and ORIGIN_ONLY event for the
+//! offices that may read it. Checked on the bytes JetStream stores, as the operator or
+//! any agency service user reads them: no sealed text, name or identity number appears
+//! in any stored byte, nor its unsalted hash; each fixture office decrypts exactly what
+//! the visibility admits; every chain and signature verifies, and no consumer refused
+//! anything. A retried sealed command is recognised (its digest is keyed), a changed
+//! one refused; an office whose encryption key is registered cannot record a restricted
+//! event without its decryption key.
+
+mod agency_harness;
+
+use prost::Message as _;
+use sha2::Digest as _;
+use tonic::Code;
+
+use casebus_integrity::seal::{Opener, SealError, open_event};
+use casebus_proto::agency::v1::*;
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::{
+    Agency, Event, Party, PartyAdded, PartyRole, SignedEvent, Visibility, VisibilityKind,
+};
+
+use agency_harness::*;
+
+const CASE: &str = "C-SEALED";
+const ORIGIN_TEXT: &str = "informant Wang Wu met us at the Beilun pier";
+const LISTED_TEXT: &str = "for the court only: the consignee bribed a clerk";
+const PERSON: &str = "Li Si";
+const ID_NUMBER: &str = "330203198001011234";
+const ADDRESS: &str = "12 Zhongshan Road, Ningbo";
+
+fn visibility(kind: VisibilityKind, agencies: &[Agency]) -> Option<Visibility> {
+    Some(Visibility {
+        kind: kind as i32,
+        agencies: agencies.iter().map(|a| *a as i32).collect(),
+    })
+}
+
+fn meta_visible(request_id: &str, visibility: Option<Visibility>) -> Option<CommandMeta> {
+    Some(CommandMeta {
+        case_id: CASE.into(),
+        request_id: request_id.into(),
+        visibility,
+        ..Default::default()
+    })
+}
+
+fn note_request(request_id: &str, text: &str, v: Option<Visibility>) -> AddNoteRequest {
+    AddNoteRequest {
+        meta: meta_visible(request_id, v),
+        note_added: note(text),
+    }
+}
+
+/// The stored bytes of every message of the case, in order.
+async fn stored(fixture: &Fixture) -> Vec<Vec<u8>> {
+    let id = casebus_fixtures::case(CASE);
+    let last = fixture.bus.last_sequence(&id).await.expect("last sequence");
+    fixture
+        .bus
+        .read_case_messages(&id, 0, last)
+        .await
+        .expect("read case")
+        .into_iter()
+        .map(|m| m.payload.to_vec())
+        .collect()
+}
+
+fn event_of(bytes: &[u8]) -> Event {
+    let signed = SignedEvent::decode(bytes).expect("a signed event");
+    Event::decode(signed.event.as_slice()).expect("an event")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn restricted_events_are_sealed_in_every_stored_byte_and_each_office_reads_exactly_what_its_visibility_allows()
+ {
+    let fixture = Fixture::start_sealing().await;
+    let customs = fixture
+        .spawn_with(
+            CUSTOMS,
+            &fixture
+                .decryption_key(CUSTOMS)
+                .each_ref()
+                .map(String::as_str),
+        )
+        .await;
+    let police = fixture
+        .spawn_with(
+            POLICE,
+            &fixture
+                .decryption_key(POLICE)
+                .each_ref()
+                .map(String::as_str),
+        )
+        .await;
+    open_case(&customs, CASE).await;
+    let origin = note_request(
+        "n-origin",
+        ORIGIN_TEXT,
+        visibility(VisibilityKind::OriginOnly, &[]),
+    );
+    let r = customs.common().add_note(origin.clone()).await;
+    ok(&customs, "sealed note", r);
+    let r = customs
+        .common()
+        .add_note(note_request(
+            "n-listed",
+            LISTED_TEXT,
+            visibility(VisibilityKind::ListedAgencies, &[Agency::Court]),
+        ))
+        .await;
+    ok(&customs, "listed note", r);
+    let r = customs
+        .common()
+        .add_party(AddPartyRequest {
+            meta: meta_visible(
+                "p-suspect",
+                visibility(VisibilityKind::ListedAgencies, &[Agency::PublicSecurity]),
+            ),
+            party_added: Some(PartyAdded {
+                party: Some(Party {
+                    party_id: "suspect-1".into(),
+                    role: PartyRole::Suspect as i32,
+                    name: PERSON.into(),
+                    organisation: false,
+                    identifier: ID_NUMBER.into(),
+                    description: ADDRESS.into(),
+                }),
+            }),
+        })
+        .await;
+    ok(&customs, "restricted party", r);
+    refer_to_police(&customs, CASE, "h-1").await;
+    let r = police
+        .common()
+        .accept_handoff(AcceptHandoffRequest {
+            meta: meta_visible("accept-h-1", None),
+            handoff_accepted: Some(casebus_proto::event::v1::HandoffAccepted {
+                handoff_id: "h-1".into(),
+                local_case_number: String::new(),
+            }),
+        })
+        .await;
+    ok(&police, "accept", r);
+    let r = police
+        .common()
+        .add_note(AddNoteRequest {
+            meta: Some(CommandMeta {
+                case_id: CASE.into(),
+                request_id: "n-police".into(),
+                visibility: visibility(VisibilityKind::OriginOnly, &[]),
+                ..Default::default()
+            }),
+            note_added: note("police only: surveillance of the warehouse"),
+        })
+        .await;
+    ok(&police, "police's sealed note", r);
+
+    // A retry of a sealed command is the same event; a changed one is refused.
+    let again = ok(&customs, "retry", customs.common().add_note(origin).await);
+    assert_eq!(again.case_version, 2);
+    let changed = refused(
+        customs
+            .common()
+            .add_note(note_request(
+                "n-origin",
+                "something else",
+                visibility(VisibilityKind::OriginOnly, &[]),
+            ))
+            .await,
+        Code::AlreadyExists,
+    );
+    assert_eq!(reason(&changed), "request_id_reused");
+
+    // No sealed content in any stored byte, nor the plain hash of the identity number.
+    let bytes = stored(&fixture).await;
+    let id_hash = sha2::Sha256::digest(ID_NUMBER.as_bytes());
+    for (i, message) in bytes.iter().enumerate() {
+        for secret in [
+            ORIGIN_TEXT,
+            LISTED_TEXT,
+            PERSON,
+            ID_NUMBER,
+            ADDRESS,
+            "surveillance",
+        ] {
+            assert!(
+                !contains(message, secret.as_bytes()),
+                "message {} holds {secret:?}",
+                i + 1
+            );
+        }
+        assert!(
+            !contains(message, id_hash.as_slice()),
+            "message {} holds the hash of the id",
+            i + 1
+        );
+    }
+
+    // Each fixture office opens exactly the sealed events its visibility admits, and
+    // what it opens is the full command.
+    let events: Vec<Event> = bytes.iter().map(|b| event_of(b)).collect();
+    let sealed: Vec<&Event> = events.iter().filter(|e| e.sealed.is_some()).collect();
+    assert_eq!(sealed.len(), 4, "the four restricted events are sealed");
+    for e in events.iter().filter(|e| e.sealed.is_none()) {
+        let restricted = e.visibility.as_ref().is_some_and(|v| {
+            v.kind == VisibilityKind::OriginOnly as i32
+                || v.kind == VisibilityKind::ListedAgencies as i32
+        });
+        assert!(
+            !restricted,
+            "version {} is restricted but in clear",
+            e.case_version
+        );
+    }
+    // version -> offices that may read it
+    let readers = |version: u64| -> &'static [&'static str] {
+        match version {
+            2 => &[CUSTOMS], // ORIGIN_ONLY by customs:ningbo
+            3 => &[CUSTOMS, casebus_fixtures::CUSTOMS_SH, COURT], // LISTED [COURT] + customs
+            4 => &[CUSTOMS, casebus_fixtures::CUSTOMS_SH, POLICE], // LISTED [POLICE] + customs
+            _ => &[POLICE],  // ORIGIN_ONLY by the police
+        }
+    };
+    for office in casebus_fixtures::OFFICES {
+        let opener = Opener::new(vec![casebus_fixtures::opening_key(office)]);
+        for e in &sealed {
+            let opened = open_event(&opener, e);
+            if readers(e.case_version).contains(&office) {
+                let payload = opened.unwrap_or_else(|err| {
+                    panic!("{office} opens version {}: {err}", e.case_version)
+                });
+                match payload.kind {
+                    Some(Kind::NoteAdded(n)) => assert!(!n.text.is_empty()),
+                    Some(Kind::PartyAdded(p)) => {
+                        let party = p.party.expect("party");
+                        assert_eq!(
+                            (party.name.as_str(), party.identifier.as_str()),
+                            (PERSON, ID_NUMBER)
+                        );
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            } else {
+                assert!(
+                    matches!(opened, Err(SealError::NotAReader { .. })),
+                    "{office} must not open version {}: {opened:?}",
+                    e.case_version
+                );
+            }
+        }
+    }
+    // The readable part every participant folds stays: the party's id and role.
+    let Some(Kind::PartyAdded(p)) = events[3].payload.as_ref().and_then(|p| p.kind.clone()) else {
+        panic!("version 4 is the party");
+    };
+    let party = p.party.expect("party");
+    assert_eq!(
+        (party.party_id.as_str(), party.name.as_str()),
+        ("suspect-1", "")
+    );
+
+    // Signatures and chain cover the sealed form; no consumer refused anything.
+    let report = fixture.verify(CASE).await;
+    assert!(report.is_intact(), "{:?}", report.failures);
+    assert_eq!(report.events.len(), bytes.len());
+    fixture
+        .wait_consumer_caught_up("svc-public_security-ningbo")
+        .await;
+    fixture.assert_no_dead_letters().await;
+}
+
+#[tokio::test]
+async fn an_office_with_a_registered_encryption_key_cannot_record_a_restricted_event_without_its_decryption_key()
+ {
+    let fixture = Fixture::start_sealing().await;
+    let customs = fixture.spawn(CUSTOMS).await;
+    open_case(&customs, CASE).await;
+    let before = stored(&fixture).await.len();
+    let status = refused(
+        customs
+            .common()
+            .add_note(note_request(
+                "n-1",
+                ORIGIN_TEXT,
+                visibility(VisibilityKind::OriginOnly, &[]),
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&status), "cannot_seal");
+    assert!(
+        !status.message().contains("#e1"),
+        "no key id for callers: {}",
+        status.message()
+    );
+    assert!(
+        customs.log_text().contains("--decryption-key"),
+        "the operator is told what is missing"
+    );
+    assert_eq!(stored(&fixture).await.len(), before, "nothing was recorded");
+    // What is not restricted is recorded as before.
+    ok(
+        &customs,
+        "a note for all",
+        add_note(&customs, CASE, "n-2", "open note").await,
+    );
+
+    // A key of another office is refused at start, naming the flag.
+    let mut wrong = fixture.launch_unready(
+        CUSTOMS,
+        &fixture
+            .decryption_key(POLICE)
+            .each_ref()
+            .map(String::as_str),
+    );
+    let status = wrong.wait_exit().await;
+    assert!(!status.success());
+    let log = wrong.log_text();
+    assert!(
+        log.contains("--decryption-key") && log.contains("public_security:ningbo"),
+        "{log}"
+    );
+}
