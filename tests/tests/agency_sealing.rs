@@ -327,3 +327,185 @@ async fn an_office_with_a_registered_encryption_key_cannot_record_a_restricted_e
         "{log}"
     );
 }
+
+/// An event of case `case_id` recorded by customs at `version`, chained on `prev`.
+fn customs_event(
+    case_id: &str,
+    version: u64,
+    prev: Option<casebus_integrity::EventHash>,
+    payload: Kind,
+    visibility: Option<Visibility>,
+) -> Event {
+    let office = casebus_fixtures::office(CUSTOMS);
+    let case = casebus_fixtures::case(case_id);
+    let request = casebus_proto::RequestId::new(&format!("forged-{version}")).expect("request id");
+    let now = casebus_proto::timestamp_from(time::OffsetDateTime::now_utc());
+    Event {
+        event_id: casebus_proto::EventId::derive(&office, &case, &request).to_string(),
+        case_id: case_id.into(),
+        case_version: version,
+        office_id: office.to_string(),
+        agency: office.agency() as i32,
+        actor: "officer-1".into(),
+        occurred_at: Some(now),
+        recorded_at: Some(now),
+        visibility: visibility.clone(),
+        prev_event_hash: prev.map(|h| h.0.to_vec()).unwrap_or_default(),
+        request_id: request.to_string(),
+        command_digest: casebus_bus::command_digest(&case, &payload, visibility.as_ref()).to_vec(),
+        payload: Some(casebus_proto::event::v1::Payload {
+            kind: Some(payload),
+        }),
+        sealed: None,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_event_that_does_not_open_or_disagrees_with_its_readable_part_is_dead_lettered_by_a_reader_with_its_reason()
+ {
+    use casebus_integrity::seal::{OpeningKey, Sealer, seal_event};
+    const FORGED: &str = "C-FORGED";
+    let fixture = Fixture::start_sealing().await;
+    let registry =
+        casebus_fixtures::sealing_registry_of(&casebus_fixtures::OFFICES).expect("registry");
+    let now = time::OffsetDateTime::now_utc();
+    let readers = registry.reader_keys(now, |o| {
+        o.agency() == Agency::Customs || o.agency() == Agency::PublicSecurity
+    });
+    let to_police = visibility(VisibilityKind::ListedAgencies, &[Agency::PublicSecurity]);
+    let sealer = Sealer::default();
+    let customs = casebus_fixtures::signer(CUSTOMS);
+    let mut prev = None;
+    let mut messages = Vec::new();
+    let push = |event: Event,
+                prev: &mut Option<casebus_integrity::EventHash>,
+                messages: &mut Vec<Vec<u8>>| {
+        let (signed, hash) = customs.sign(&event);
+        *prev = Some(hash);
+        messages.push(signed.encode_to_vec());
+    };
+    push(
+        customs_event(
+            FORGED,
+            1,
+            None,
+            Kind::CaseOpened(casebus_proto::event::v1::CaseOpened {
+                case_type: casebus_proto::event::v1::CaseType::CounterfeitTrademark as i32,
+                title: "forged".into(),
+                ..Default::default()
+            }),
+            None,
+        ),
+        &mut prev,
+        &mut messages,
+    );
+    let sealed_note = |version: u64, prev, readers: &[casebus_integrity::seal::ReaderKey]| {
+        let mut event = customs_event(
+            FORGED,
+            version,
+            prev,
+            Kind::NoteAdded(casebus_proto::event::v1::NoteAdded {
+                text: format!("sealed note {version}"),
+            }),
+            to_police.clone(),
+        );
+        seal_event(&sealer, &mut event, readers).expect("seal");
+        event
+    };
+    // 2: the ciphertext altered after sealing (and signed so).
+    let mut tampered = sealed_note(2, prev, &readers);
+    tampered.sealed.as_mut().expect("sealed").ciphertext[5] ^= 1;
+    push(tampered, &mut prev, &mut messages);
+    // 3: the police's wrapped key made for another key under the police's key id.
+    let impostor =
+        OpeningKey::derive(casebus_fixtures::office(POLICE), "e1", &[99; 32]).expect("key");
+    let mut wrong: Vec<_> = readers
+        .iter()
+        .filter(|k| !k.key_id().starts_with("public_security:"))
+        .cloned()
+        .collect();
+    wrong.push(impostor.reader_key());
+    push(sealed_note(3, prev, &wrong), &mut prev, &mut messages);
+    // 4: the readable part shows a text the sealed payload does not hold.
+    let mut disagreeing = sealed_note(4, prev, &readers);
+    disagreeing.payload = Some(casebus_proto::event::v1::Payload {
+        kind: Some(Kind::NoteAdded(casebus_proto::event::v1::NoteAdded {
+            text: "shown in clear".into(),
+        })),
+    });
+    push(disagreeing, &mut prev, &mut messages);
+    // 5: a good one, and 6: one sealed for customs only (the police cannot open it).
+    push(sealed_note(5, prev, &readers), &mut prev, &mut messages);
+    let customs_only: Vec<_> = readers
+        .iter()
+        .filter(|k| k.key_id().starts_with("customs:"))
+        .cloned()
+        .collect();
+    push(
+        sealed_note(6, prev, &customs_only),
+        &mut prev,
+        &mut messages,
+    );
+    let subject = casebus_bus::subjects::case_subject(&casebus_fixtures::case(FORGED));
+    for bytes in messages {
+        fixture
+            .bus
+            .jetstream()
+            .publish(subject.clone(), bytes.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    let _police = fixture
+        .spawn_with(
+            POLICE,
+            &fixture
+                .decryption_key(POLICE)
+                .each_ref()
+                .map(String::as_str),
+        )
+        .await;
+    fixture
+        .wait_consumer_caught_up("svc-public_security-ningbo")
+        .await;
+    let ops = casebus_bus::ops::Ops::from_bus(&fixture.bus);
+    let status = ops
+        .stream_status(casebus_bus::subjects::DLQ_STREAM)
+        .await
+        .expect("status")
+        .expect("dlq");
+    let mut letters = Vec::new();
+    for seq in status.first_sequence..=status.last_sequence {
+        if let Ok(Some(m)) = ops
+            .get_message(casebus_bus::subjects::DLQ_STREAM, seq)
+            .await
+        {
+            letters.push(casebus_bus::ops::DeadLetter::from(m));
+        }
+    }
+    let seen: Vec<(Option<u64>, &str, &str)> = letters
+        .iter()
+        .map(|l| (l.original_sequence, l.code.as_str(), l.reason.as_str()))
+        .collect();
+    assert_eq!(letters.len(), 3, "{seen:?}");
+    let expect = [
+        (2, "does not decrypt"),
+        (3, "does not open"),
+        (4, "disagrees with the event's readable payload"),
+    ];
+    for ((sequence, code, reason), (want_sequence, want_reason)) in seen.iter().zip(expect) {
+        assert_eq!(*sequence, Some(want_sequence));
+        assert_eq!(*code, "sealed");
+        assert!(
+            reason.contains(want_reason),
+            "sequence {want_sequence}: {reason}"
+        );
+        assert!(
+            !reason.contains("sealed note"),
+            "no content in the reason: {reason}"
+        );
+    }
+}

@@ -115,6 +115,12 @@ pub struct ConsumerConfig {
     /// Events remembered in the replay index over all cases (16 bytes each); beyond
     /// that arbitrary cases are forgotten, as for `tip_cache`.
     pub replay_index_events: usize,
+    /// The office's decryption keys, when it has them: a sealed event wrapped for one
+    /// of them is opened before the handler sees it (the handler gets the full payload),
+    /// and one that does not open, or whose sealed payload disagrees with its readable
+    /// part, is dead-lettered with code `sealed` (the chain goes on past it: it is
+    /// signed and stored, every other office folds it).
+    pub opener: Option<std::sync::Arc<casebus_integrity::seal::Opener>>,
 }
 
 impl ConsumerConfig {
@@ -127,6 +133,7 @@ impl ConsumerConfig {
             ack_wait: Duration::from_secs(30),
             tip_cache: 100_000,
             replay_index_events: 4_000_000,
+            opener: None,
         }
     }
 }
@@ -505,7 +512,13 @@ impl ConsumerRunner {
                 }
             }
         };
-        let stored = StoredEvent { sequence, event };
+        let mut stored = StoredEvent { sequence, event };
+        if let Err(reason) = self.open_sealed(&mut stored) {
+            self.advance(&stored);
+            self.dead_letter(message, sequence, subject, "sealed", reason, shutdown)
+                .await;
+            return;
+        }
         let mut backoff = FIRST_BACKOFF;
         loop {
             match handler.handle(&stored).await {
@@ -543,6 +556,35 @@ impl ConsumerRunner {
         self.counters
             .last_sequence
             .store(sequence, Ordering::Relaxed);
+    }
+
+    /// Opens a sealed event wrapped for one of the office's keys, in place (the handler
+    /// sees the full payload); an event sealed for others stays as stored.
+    ///
+    /// # Errors
+    /// Why it does not open or disagrees with its readable part.
+    fn open_sealed(&self, stored: &mut StoredEvent) -> Result<(), String> {
+        let (Some(opener), Some(sealed)) = (&self.config.opener, &stored.event.event.sealed) else {
+            return Ok(());
+        };
+        let ids = opener.key_ids();
+        if !sealed
+            .wrapped_keys
+            .iter()
+            .any(|w| ids.contains(&w.key_id.as_str()))
+        {
+            return Ok(());
+        }
+        match casebus_integrity::seal::open_event(opener, &stored.event.event) {
+            Ok(full) => {
+                stored.event.event.payload = Some(full);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "version {} of case {}: {e}",
+                stored.event.event.case_version, stored.event.case_id
+            )),
+        }
     }
 
     fn advance(&mut self, stored: &StoredEvent) {

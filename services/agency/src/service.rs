@@ -135,6 +135,8 @@ pub struct Service {
     tracker: TaskTracker,
     started_at: OffsetDateTime,
     hangup: Hangup,
+    /// The office's decryption keys, when given (`--decryption-key`).
+    opener: Option<Arc<casebus_integrity::seal::Opener>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -256,8 +258,8 @@ impl Service {
             },
         )
         .map_err(AgencyError::Signer)?;
-        let appender = if config.decryption_keys.is_empty() {
-            appender
+        let opener = if config.decryption_keys.is_empty() {
+            None
         } else {
             let mut keys = Vec::new();
             for path in &config.decryption_keys {
@@ -275,9 +277,13 @@ impl Service {
                 }
                 keys.push(key);
             }
-            appender
-                .seal_with(Arc::new(casebus_integrity::seal::Opener::new(keys)))
-                .map_err(|e| config_error("--decryption-key", e.to_string()))?
+            Some(Arc::new(casebus_integrity::seal::Opener::new(keys)))
+        };
+        let appender = match &opener {
+            None => appender,
+            Some(opener) => appender
+                .seal_with(opener.clone())
+                .map_err(|e| config_error("--decryption-key", e.to_string()))?,
         };
         tracing::info!(
             seals = appender.seals(),
@@ -329,6 +335,7 @@ impl Service {
             tracker,
             started_at: OffsetDateTime::now_utc(),
             hangup,
+            opener,
         })
     }
 
@@ -369,6 +376,7 @@ impl Service {
             metrics_listener,
             grpc_addr,
             metrics_addr,
+            opener,
             consumer,
             stop,
             tracker,
@@ -397,6 +405,7 @@ impl Service {
             bus.clone(),
             ConsumerConfig {
                 ack_wait: RECEIPTS_ACK_WAIT,
+                opener: opener.clone(),
                 ..ConsumerConfig::named(consumer.clone())
             },
         );
