@@ -51,8 +51,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             kind,
             office,
             label,
+            name,
             out,
-        }) => keys::generate(ctx, kind, &office, &label, &out),
+        }) => keys::generate_any(ctx, kind, office, label, name, &out),
         Command::Keys(KeysCommand::Register {
             office,
             public_key_from,
