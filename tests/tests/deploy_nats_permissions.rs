@@ -33,7 +33,7 @@ use tempfile::TempDir;
 
 use casebus_bus::ops::{AuditRecord, Ops, PublishOptions};
 use casebus_bus::service::{ServiceInfo, register};
-use casebus_bus::subjects::{CASES_STREAM, DLQ_STREAM};
+use casebus_bus::subjects::{CASES_STREAM, CHECKPOINTS_STREAM, DLQ_STREAM, checkpoint_subject};
 use casebus_bus::{
     AppendRequest, Appender, AppenderConfig, Bus, BusConfig, CancellationToken, Client,
     ConnectConfig, ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, StoredEvent,
@@ -673,6 +673,48 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             allowed: false,
         },
         Attempt {
+            // Into a subject no origin uses, so an allowed publish misleads no reader.
+            what: "publish a transparency log checkpoint",
+            try_: Try::Request("checkpoint.matrix".into(), "not a checkpoint"),
+            allowed: is(&[Gateway]),
+        },
+        Attempt {
+            what: "publish a witness cosignature",
+            try_: Try::Request("cosignature.matrix.matrix".into(), "not a cosignature"),
+            allowed: false,
+        },
+        Attempt {
+            what: "read CHECKPOINTS by direct get",
+            try_: Try::Request("$JS.API.DIRECT.GET.CHECKPOINTS".into(), r#"{"seq":1}"#),
+            allowed: is(&[Gateway, Operator]),
+        },
+        Attempt {
+            what: "change the CHECKPOINTS stream",
+            try_: Try::Request(
+                "$JS.API.STREAM.UPDATE.CHECKPOINTS".into(),
+                r#"{"name":"NOT_CHECKPOINTS"}"#,
+            ),
+            allowed: is(&[Provisioner]),
+        },
+        Attempt {
+            what: "delete a CHECKPOINTS message",
+            try_: Try::Request(
+                "$JS.API.STREAM.MSG.DELETE.CHECKPOINTS".into(),
+                r#"{"seq":1}"#,
+            ),
+            allowed: false,
+        },
+        Attempt {
+            what: "purge CHECKPOINTS",
+            try_: Try::Request("$JS.API.STREAM.PURGE.CHECKPOINTS".into(), ""),
+            allowed: false,
+        },
+        Attempt {
+            what: "delete the CHECKPOINTS stream",
+            try_: Try::Request("$JS.API.STREAM.DELETE.CHECKPOINTS".into(), ""),
+            allowed: false,
+        },
+        Attempt {
             what: "ping the services",
             try_: Try::Request("$SRV.PING".into(), ""),
             allowed: is(&[Monitor, Operator]),
@@ -814,7 +856,7 @@ async fn check_matrix(site: &Site, urls: &[String], key: &str, job: Job) -> Vec<
 }
 
 /// The streams whose loss or shrinking would erase the record (or its dead letters).
-const GUARDED_STREAMS: [&str; 3] = [CASES_STREAM, DLQ_STREAM, "AUDIT"];
+const GUARDED_STREAMS: [&str; 4] = [CASES_STREAM, DLQ_STREAM, "AUDIT", CHECKPOINTS_STREAM];
 
 /// What must not change about a stream: its whole config and what it holds.
 #[derive(Debug, PartialEq)]
@@ -1076,6 +1118,29 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
         .await
         .expect("the gateway writes an audit record");
     assert_eq!(audit.stream, "AUDIT");
+    // The gateway publishes a checkpoint of its origin, only onto an empty subject
+    // (optimistic concurrency, as its publisher does), and reads the last one back.
+    let gateway_ops = Ops::new(gateway_client.clone(), &bus_config());
+    let subject = checkpoint_subject("casebus.example/permissions");
+    let published = gateway_ops
+        .publish(
+            &subject,
+            b"a checkpoint".to_vec().into(),
+            &[],
+            &PublishOptions {
+                message_id: None,
+                expected_last_subject_sequence: Some(0),
+            },
+        )
+        .await
+        .expect("the gateway publishes a checkpoint");
+    assert_eq!(published.stream, CHECKPOINTS_STREAM);
+    let last = gateway_ops
+        .last_on_subject(CHECKPOINTS_STREAM, &subject)
+        .await
+        .expect("the gateway reads the last checkpoint")
+        .expect("one is there");
+    assert_eq!(last.sequence, published.sequence);
 
     // Monitor: reads stream and consumer state and dead letters, and finds the services.
     let monitor = Ops::new(site.client("MONITOR", &urls).await, &bus_config());

@@ -751,7 +751,7 @@ pub enum StreamsCommand {
     ///   casebus streams status
     #[command(verbatim_doc_comment)]
     Status,
-    /// Create the CASES, CASES_DLQ and AUDIT streams, or check and update them. Safe to
+    /// Create the CASES, CASES_DLQ, AUDIT and CHECKPOINTS streams, or check and update them. Safe to
     /// run again; a setting that cannot change in place is reported, never forced.
     ///
     /// Example:

@@ -36,6 +36,7 @@ use casebus_runtime::grpc;
 use casebus_runtime::metrics::{GrpcMetricsLayer, bind, serve_http};
 
 use crate::audit::Auditor;
+use crate::checkpoint::{CheckpointMetrics, CheckpointPublisher, CheckpointSettings};
 use crate::config::Config;
 use crate::error::RunError;
 use crate::metrics::GatewayMetrics;
@@ -234,6 +235,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .map(casebus_timeline::LogStore::open)
         .transpose()
         .map_err(RunError::Tlog)?;
+    let log_key = config
+        .log_key
+        .as_deref()
+        .map(casebus_runtime::tlog_keys::load_log_key)
+        .transpose()
+        .map_err(RunError::LogKey)?;
     // Installed before anything slow, so that a SIGHUP from then on reloads the
     // registry instead of ending the process.
     let hangup = casebus_runtime::shutdown::Hangup::install().map_err(RunError::Signal)?;
@@ -370,9 +377,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
     ));
     if let Some(log) = tlog {
+        let publisher = log_key.map(|signer| {
+            let origin = config
+                .log_origin
+                .clone()
+                .unwrap_or_else(|| signer.name().to_owned());
+            let publisher = CheckpointPublisher::new(
+                Ops::from_bus(&bus),
+                CheckpointSettings {
+                    signer,
+                    origin,
+                    every: config.checkpoint_every,
+                    interval: config.checkpoint_interval,
+                },
+                CheckpointMetrics {
+                    size: metrics.checkpoint_size.clone(),
+                    refusals: metrics.checkpoint_refusals.clone(),
+                },
+            );
+            tracing::info!(
+                subject = publisher.subject(),
+                "publishing signed checkpoints"
+            );
+            publisher
+        });
         let follower = crate::tlog::follow(
             Ops::from_bus(&bus),
             log,
+            publisher,
             config.tlog_interval,
             config.batch,
             metrics.tlog_entries.clone(),

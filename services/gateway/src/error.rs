@@ -215,6 +215,9 @@ pub enum RunError {
     /// The transparency log file cannot be opened.
     #[error("opening the transparency log (--tlog-file)")]
     Tlog(#[source] casebus_timeline::LogStoreError),
+    /// The log key file cannot be read.
+    #[error("reading the log key (--log-key)")]
+    LogKey(#[source] casebus_runtime::tlog_keys::LogKeyError),
     /// NATS could not be reached, or the streams could not be opened.
     #[error("nats")]
     Nats(#[source] casebus_bus::BusError),

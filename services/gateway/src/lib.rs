@@ -20,6 +20,7 @@
 
 pub mod app;
 mod audit;
+pub mod checkpoint;
 pub mod config;
 mod convert;
 pub mod error;
