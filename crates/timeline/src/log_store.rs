@@ -225,6 +225,25 @@ impl LogStore {
         self.frontier.size()
     }
 
+    /// Reads the size again, for a second connection to a log another one appends to
+    /// (the gateway's proofs are read beside its follower), and returns it.
+    ///
+    /// # Errors
+    /// [`LogStoreError::Sqlite`]; [`LogStoreError::Corrupt`] when the hashes do not
+    /// match the size.
+    pub fn refresh(&mut self) -> Result<u64, LogStoreError> {
+        let size: i64 = self
+            .conn
+            .query_row("SELECT size FROM tlog_state WHERE id = 1", [], |r| r.get(0))
+            .map_err(sqlite(&self.path))?;
+        let size = from_sql(size);
+        if size != self.frontier.size() {
+            let frontier = Frontier::load(size, &*self)?;
+            self.frontier = frontier;
+        }
+        Ok(size)
+    }
+
     /// The current tree head.
     pub fn root(&self) -> Hash {
         self.frontier.root()

@@ -42,6 +42,7 @@ use crate::error::RunError;
 use crate::metrics::GatewayMetrics;
 use crate::page_token::PageTokens;
 use crate::projector::Projector;
+use crate::proofs::ProofLog;
 use crate::service::{GatewayService, ServiceSettings};
 use crate::store::Store;
 
@@ -324,6 +325,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .set_service_status(gateway_name, tonic_health::ServingStatus::Serving)
         .await;
     let tracker = TaskTracker::new();
+    let log_origin = log_key.as_ref().map(|signer| {
+        config
+            .log_origin
+            .clone()
+            .unwrap_or_else(|| signer.name().to_owned())
+    });
+    // The proofs read the log on a connection of their own, beside the follower's.
+    let proofs = match (&config.tlog_file, &log_key, &log_origin) {
+        (Some(path), Some(signer), Some(origin)) => {
+            let reader = casebus_timeline::LogStore::open(path).map_err(RunError::Tlog)?;
+            Some(Arc::new(ProofLog::new(
+                reader,
+                Ops::from_bus(&bus),
+                origin.clone(),
+                signer.verifier(),
+            )))
+        }
+        _ => None,
+    };
     let service = GatewayService::new(
         store.clone(),
         Auditor::new(Ops::from_bus(&bus), &name),
@@ -333,6 +353,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             watch_buffer: config.watch_buffer,
             page_tokens: page_tokens.clone(),
             auth: auth.clone(),
+            proofs: proofs.clone(),
         },
         tracker.clone(),
         shutdown.clone(),
@@ -377,11 +398,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
     ));
     if let Some(log) = tlog {
-        let publisher = log_key.map(|signer| {
-            let origin = config
-                .log_origin
-                .clone()
-                .unwrap_or_else(|| signer.name().to_owned());
+        let publisher = log_key.zip(log_origin).map(|(signer, origin)| {
             let publisher = CheckpointPublisher::new(
                 Ops::from_bus(&bus),
                 CheckpointSettings {

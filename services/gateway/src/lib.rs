@@ -27,6 +27,7 @@ pub mod error;
 mod metrics;
 mod page_token;
 mod projector;
+mod proofs;
 mod service;
 mod store;
 pub mod tlog;
