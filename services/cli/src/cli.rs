@@ -203,6 +203,17 @@ pub enum Command {
     /// Example: casebus simulate --target customs:ningbo=http://127.0.0.1:50051 ...
     /// --issuer-key issuer.key --rate 20 --cases 100 --seed 7
     Simulate(Box<casebus_simulator::SimConfig>),
+    /// Witness the transparency log: follow one origin's checkpoints on CHECKPOINTS,
+    /// check each against the last one cosigned with a consistency proof from a
+    /// gateway, cosign (C2SP cosignature/v1) and publish what extends it, and refuse
+    /// (error line, the forks counter of the state file, exit 1 with --once) a fork.
+    ///
+    /// Example:
+    ///   casebus witness --origin casebus.example/cases --log-vkey log.key.vkey \
+    ///     --witness-key court-witness.key --state court-witness.json \
+    ///     --gateway http://gateway:50070 --gateway-token-file witness.token
+    #[command(verbatim_doc_comment)]
+    Witness(Box<crate::commands::witness::WitnessArgs>),
 }
 
 fn case_id_arg(value: &str) -> Result<CaseId, String> {

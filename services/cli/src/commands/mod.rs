@@ -12,6 +12,7 @@ mod replay;
 mod streams;
 mod token;
 mod verify;
+pub mod witness;
 
 use crate::cli::{
     CaseCommand, Command, DlqCommand, EventsCommand, IssuerCommand, KeysCommand, StreamsCommand,
@@ -99,6 +100,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             replicas,
             duplicate_window,
         }) => streams::provision(ctx, replicas, duplicate_window).await,
+        Command::Witness(args) => witness::run(ctx, &args).await,
         Command::Simulate(config) => {
             let stop = casebus_simulator::CancellationToken::new();
             let trigger = stop.clone();
