@@ -12,8 +12,8 @@
 //!
 //! The same transaction keeps the **case heads** the log's checkpoints commit to
 //! (`casebus_tlog::case_heads`): `tlog_heads` has one row per message that extends its
-//! case's chain (it decodes as a signed event whose version is the case's head version
-//! + 1 and whose `prev_event_hash` is the head's hash, empty at version 1), at its
+//! case's chain (it decodes as a signed event whose version follows the case's head
+//! version and whose `prev_event_hash` is the head's hash, empty at version 1), at its
 //! sequence, so [`LogStore::heads_at`] gives every case's head at any log size. The
 //! rule reads the stored bytes only, not the office registry: signatures are not
 //! checked, so the map is a function of the log's own messages, rebuilt identically from
