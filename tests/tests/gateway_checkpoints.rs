@@ -5,7 +5,8 @@
 //! later checkpoint extends the earlier ones (a consistency proof from the log verifies),
 //! and the last size is on `/metrics`. A forged checkpoint (signed by the real log key,
 //! same size, another root) put on the subject stops the gateway publishing: it refuses,
-//! counts the refusal and logs it at error level, and publishes nothing after it.
+//! counts the refusal and logs it at error level, and publishes nothing after it. Two
+//! gateways signing for one origin publish one chain of growing, consistent checkpoints.
 
 mod gateway_common;
 
@@ -291,4 +292,53 @@ async fn a_forged_checkpoint_on_the_subject_is_refused_and_nothing_is_published_
         Some(stored.sequence),
         "nothing was published after the forged checkpoint"
     );
+}
+
+#[tokio::test]
+async fn two_gateways_signing_for_one_origin_publish_one_chain_of_checkpoints() {
+    let f = Fixture::start().await;
+    let id = case("CP-TWO");
+    f.script(&id, declined_case()).await;
+    let a = publishing(&f, "gw-two-a");
+    // The second gateway signs with the same log key for the same origin, from a log
+    // of its own.
+    let mut b_args = a.args.clone();
+    b_args[1] = f.path("gw-two-b.tlog").display().to_string();
+    let mut first = f.gateway_with("gw-two-a", &f.db("gw-two-a"), &a.args).await;
+    let mut second = f.gateway_with("gw-two-b", &f.db("gw-two-b"), &b_args).await;
+    let ops = Ops::from_bus(&f.bus);
+    for n in 0..6 {
+        f.append(CUSTOMS, &id, note(&format!("raced {n}")), None)
+            .await;
+    }
+    let size = f.cases_last().await;
+    wait_checkpoint_of(&ops, &a.verifier, size, &first).await;
+    for gateway in [&first, &second] {
+        assert_eq!(
+            metric(gateway, "casebus_gateway_checkpoint_refusals_total").await,
+            Some(0),
+            "{}",
+            gateway.log_text()
+        );
+    }
+    first.stop().await;
+    second.stop().await;
+
+    // One chain: sizes grow, each checkpoint extends the one before it.
+    let log = LogStore::open(&a.log_path).expect("a log");
+    let published = checkpoints(&ops, &a.verifier).await;
+    for pair in published.windows(2) {
+        let (before, after) = (&pair[0].1.checkpoint, &pair[1].1.checkpoint);
+        assert!(
+            before.size < after.size,
+            "{} then {}",
+            before.size,
+            after.size
+        );
+        let proof = log
+            .consistency_proof(before.size, after.size)
+            .expect("consistency proof");
+        verify_consistency(before.size, after.size, &before.root, &after.root, &proof)
+            .expect("each checkpoint extends the one before");
+    }
 }
