@@ -33,7 +33,9 @@ use tempfile::TempDir;
 
 use casebus_bus::ops::{AuditRecord, Ops, PublishOptions};
 use casebus_bus::service::{ServiceInfo, register};
-use casebus_bus::subjects::{CASES_STREAM, CHECKPOINTS_STREAM, DLQ_STREAM, checkpoint_subject};
+use casebus_bus::subjects::{
+    CASES_STREAM, CHECKPOINTS_STREAM, DLQ_STREAM, checkpoint_subject, cosignature_subject,
+};
 use casebus_bus::{
     AppendRequest, Appender, AppenderConfig, Bus, BusConfig, CancellationToken, Client,
     ConnectConfig, ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, StoredEvent,
@@ -66,12 +68,14 @@ enum Job {
     Gateway,
     Monitor,
     Operator,
+    /// `casebus witness`: reads checkpoints, publishes cosignatures, nothing else.
+    Witness,
     /// The break-glass provisioner: creates and updates the streams, nothing else.
     Provisioner,
 }
 
 /// The users of `users.conf.in`: site.env key prefix, gen-nkeys role, job.
-const USERS: [(&str, &str, Job); 9] = [
+const USERS: [(&str, &str, Job); 10] = [
     ("CUSTOMS", "customs", Job::Agency),
     ("IP_CENTER", "ip-center", Job::Agency),
     ("PUBLIC_SECURITY", "public-security", Job::Agency),
@@ -80,6 +84,7 @@ const USERS: [(&str, &str, Job); 9] = [
     ("GATEWAY", "gateway", Job::Gateway),
     ("MONITOR", "monitor", Job::Monitor),
     ("OPERATOR", "operator", Job::Operator),
+    ("WITNESS", "witness", Job::Witness),
     ("PROVISIONER", "provisioner", Job::Provisioner),
 ];
 
@@ -515,12 +520,12 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
         Attempt {
             what: "read CASES by direct get",
             try_: Try::Request(format!("$JS.API.DIRECT.GET.{CASES_STREAM}"), r#"{"seq":1}"#),
-            allowed: !is(&[Provisioner]),
+            allowed: !is(&[Provisioner, Witness]),
         },
         Attempt {
             what: "read CASES stream info",
             try_: Try::Request(format!("$JS.API.STREAM.INFO.{CASES_STREAM}"), ""),
-            allowed: true,
+            allowed: !is(&[Witness]),
         },
         Attempt {
             what: "read account info",
@@ -681,12 +686,12 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
         Attempt {
             what: "publish a witness cosignature",
             try_: Try::Request("cosignature.matrix.matrix".into(), "not a cosignature"),
-            allowed: false,
+            allowed: is(&[Witness]),
         },
         Attempt {
             what: "read CHECKPOINTS by direct get",
             try_: Try::Request("$JS.API.DIRECT.GET.CHECKPOINTS".into(), r#"{"seq":1}"#),
-            allowed: is(&[Gateway, Operator]),
+            allowed: is(&[Gateway, Operator, Witness]),
         },
         Attempt {
             what: "change the CHECKPOINTS stream",
@@ -751,7 +756,7 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             format!("$JS.API.CONSUMER.CREATE.{CASES_STREAM}.reader-x_1.case.*"),
             "{}",
         ),
-        allowed: !is(&[Provisioner]),
+        allowed: !is(&[Provisioner, Witness]),
     });
     // Replies are private: nobody listens to the default inbox, to every subject, or to
     // another user's inbox prefix (where its JetStream answers, acks and pulled messages
@@ -800,7 +805,7 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             allowed: false,
         }),
     }
-    if matches!(job, Monitor | Operator | Provisioner) {
+    if matches!(job, Monitor | Operator | Witness | Provisioner) {
         list.push(Attempt {
             what: "register as a NATS service",
             try_: Try::Subscribe("$SRV.>".into()),
@@ -1141,6 +1146,24 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
         .expect("the gateway reads the last checkpoint")
         .expect("one is there");
     assert_eq!(last.sequence, published.sequence);
+    // A witness reads that checkpoint and publishes its cosignature.
+    let witness_ops = Ops::new(site.client("WITNESS", &urls).await, &bus_config());
+    let seen = witness_ops
+        .last_on_subject(CHECKPOINTS_STREAM, &subject)
+        .await
+        .expect("the witness reads the last checkpoint")
+        .expect("one is there");
+    assert_eq!(seen.sequence, published.sequence);
+    let cosigned = witness_ops
+        .publish(
+            &cosignature_subject("casebus.example/permissions", "witness.example/test"),
+            b"a cosignature".to_vec().into(),
+            &[],
+            &PublishOptions::default(),
+        )
+        .await
+        .expect("the witness publishes a cosignature");
+    assert_eq!(cosigned.stream, CHECKPOINTS_STREAM);
 
     // Monitor: reads stream and consumer state and dead letters, and finds the services.
     let monitor = Ops::new(site.client("MONITOR", &urls).await, &bus_config());
