@@ -5,7 +5,8 @@
 //! later checkpoint extends the earlier ones (a consistency proof from the log verifies),
 //! and the last size is on `/metrics`. A forged checkpoint (signed by the real log key,
 //! same size, another root) put on the subject stops the gateway publishing: it refuses,
-//! counts the refusal and logs it at error level, and publishes nothing after it. Two
+//! counts the refusal and logs it at error level, publishes nothing after it, and
+//! GetCheckpoint does not serve it. Two
 //! gateways signing for one origin publish one chain of growing, consistent checkpoints.
 
 mod gateway_common;
@@ -19,6 +20,7 @@ use casebus_bus::ops::{Ops, PublishOptions, ScanStart};
 use casebus_bus::subjects::{CASES_STREAM, CHECKPOINTS_STREAM, checkpoint_subject};
 use casebus_integrity::EventHash;
 use casebus_proto::event::v1::{Event, SignedEvent};
+use casebus_proto::gateway::v1::GetCheckpointRequest;
 use casebus_runtime::tlog_keys::{LogKeyKind, generate, load_log_key};
 use casebus_test_support::wait_until;
 use casebus_timeline::LogStore;
@@ -284,6 +286,19 @@ async fn a_forged_checkpoint_on_the_subject_is_refused_and_nothing_is_published_
     assert!(
         log_text.contains("its root hash is not the log"),
         "{log_text}"
+    );
+    // Nor does the gateway hand the forged checkpoint out.
+    let status = gateway
+        .client(Some(&f.reader(CUSTOMS)))
+        .await
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .expect_err("a checkpoint the log contradicts is not served");
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert!(
+        !status.message().contains("checkpoint."),
+        "{}",
+        status.message()
     );
     gateway.stop().await;
     let after = checkpoints(&ops, &p.verifier).await;

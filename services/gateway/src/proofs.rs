@@ -66,10 +66,15 @@ impl ProofLog {
     /// The checkpoint last published for the origin, with the cosignature lines of
     /// every witness whose last cosignature is of this very checkpoint.
     ///
+    /// The checkpoint is served only when this gateway's log agrees with it (the same
+    /// root at its size): a checkpoint signed with the log key that the log contradicts
+    /// (a fork the publisher refused) is never handed out.
+    ///
     /// # Errors
-    /// [`ReadError::NoCheckpoint`] before the first; [`ReadError::Checkpoints`] when the
-    /// stream cannot be read or its last checkpoint does not open with the log key.
-    pub async fn latest(&self) -> Result<Latest, ReadError> {
+    /// [`ReadError::NoCheckpoint`] before the first; [`ReadError::LogBehind`] while the
+    /// log has not reached its size; [`ReadError::Checkpoints`] when the stream cannot be
+    /// read, or its last checkpoint does not open with the log key or contradicts the log.
+    pub async fn latest(self: &Arc<Self>) -> Result<Latest, ReadError> {
         let subject = checkpoint_subject(&self.origin);
         let message = self
             .ops
@@ -79,6 +84,19 @@ impl ProofLog {
             .ok_or(ReadError::NoCheckpoint)?;
         let signed = SignedCheckpoint::open(&message.payload, &self.verifier, &self.origin)
             .map_err(|e| ReadError::Checkpoints(format!("the last checkpoint: {e}")))?;
+        let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
+        let agrees = self
+            .read(move |store| {
+                check_holds(store, size)?;
+                Ok(store.tree_hash(size).map_err(ReadError::Log)? == root)
+            })
+            .await?;
+        if !agrees {
+            return Err(ReadError::Checkpoints(format!(
+                "the last checkpoint on {subject} (stream sequence {}, size {size}) contradicts this gateway's log",
+                message.sequence
+            )));
+        }
         let mut note = signed.note.clone();
         for cosigned in self.cosignatures().await {
             if cosigned.text() != note.text() {

@@ -31,7 +31,7 @@ use crate::convert::{
 use crate::error::ReadError;
 use crate::metrics::GatewayMetrics;
 use crate::page_token::{PageTokens, Scope};
-use crate::proofs::{Latest, ProofLog, hash_bytes, tlog_proof};
+use crate::proofs::{ProofLog, hash_bytes, tlog_proof};
 use crate::store::Store;
 use crate::visibility::Viewer;
 use crate::watch::{self, ResponseStream, Watches};
@@ -354,7 +354,7 @@ impl GatewayService {
         method: &'static str,
         case_id: String,
         versions: Vec<u64>,
-        latest: &Latest,
+        size: u64,
     ) -> Result<(), ReadError> {
         self.shared
             .audit(
@@ -363,7 +363,7 @@ impl GatewayService {
                     method,
                     case_id,
                     versions,
-                    detail: Some(format!("checkpoint size {}", latest.signed.checkpoint.size)),
+                    detail: Some(format!("checkpoint size {size}")),
                 },
             )
             .await
@@ -376,7 +376,8 @@ impl GatewayService {
         let (caller, _viewer) = who(&request)?;
         let proofs = self.proofs()?;
         let latest = proofs.latest().await?;
-        self.audit_proof(&caller, "GetCheckpoint", String::new(), Vec::new(), &latest)
+        let size = latest.signed.checkpoint.size;
+        self.audit_proof(&caller, "GetCheckpoint", String::new(), Vec::new(), size)
             .await?;
         Ok(pb::GetCheckpointResponse {
             checkpoint: latest.text,
@@ -420,7 +421,7 @@ impl GatewayService {
             "GetInclusionProof",
             case.to_string(),
             vec![req.case_version],
-            &latest,
+            latest.signed.checkpoint.size,
         )
         .await?;
         Ok(pb::GetInclusionProofResponse {
@@ -439,9 +440,10 @@ impl GatewayService {
         let (caller, _viewer) = who(&request)?;
         let req = request.into_inner();
         let proofs = self.proofs()?.clone();
-        let latest = proofs.latest().await?;
+        // An explicit size needs no checkpoint: a witness checks a checkpoint it was
+        // shown against the one it cosigned, whatever the stream's last one says.
         let second = match req.second_size {
-            0 => latest.signed.checkpoint.size,
+            0 => proofs.latest().await?.signed.checkpoint.size,
             n => n,
         };
         let proof = proofs.consistency(req.first_size, second).await?;
@@ -450,7 +452,7 @@ impl GatewayService {
             "GetConsistencyProof",
             String::new(),
             Vec::new(),
-            &latest,
+            second,
         )
         .await?;
         Ok(pb::GetConsistencyProofResponse {
@@ -482,7 +484,7 @@ impl GatewayService {
             "GetCaseHeadProof",
             case.to_string(),
             vec![head.version],
-            &latest,
+            latest.signed.checkpoint.size,
         )
         .await?;
         Ok(pb::GetCaseHeadProofResponse {
