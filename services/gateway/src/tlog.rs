@@ -106,9 +106,17 @@ pub fn follow(
                                 }
                                 read = scanner.wait(interval) => read,
                             };
+                            // Checkpoints are signed near the stream's head only: while the
+                            // log catches up with a backlog of more than a batch, each would
+                            // be of a size the stream is long past, and each costs a read of
+                            // every case head.
+                            let mut near_head = true;
                             match read {
                                 Ok(messages) if messages.is_empty() => {}
                                 Ok(messages) => {
+                                    near_head = messages
+                                        .last()
+                                        .is_none_or(|m| m.pending <= batch as u64);
                                     let stored = store
                                         .append(messages.iter().map(|m| (m.sequence, &m.payload[..])));
                                     match stored {
@@ -118,7 +126,7 @@ pub fn follow(
                                 }
                                 Err(e) => break LogSyncError::Stream(e),
                             }
-                            if let Some(publisher) = publisher.as_mut() {
+                            if near_head && let Some(publisher) = publisher.as_mut() {
                                 publish_round(publisher, &store).await;
                             }
                         };
