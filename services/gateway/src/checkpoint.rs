@@ -101,6 +101,12 @@ pub enum Round {
     },
     /// Another publisher stored a checkpoint between the read and the publish.
     Raced,
+    /// The subject's last checkpoint is larger than this log: it is checked once the
+    /// log has caught up with it.
+    Behind {
+        /// Its tree size.
+        checkpoint: u64,
+    },
 }
 
 /// When and how checkpoints are signed.
@@ -186,6 +192,10 @@ impl CheckpointPublisher {
                     .size
                     .set(i64::try_from(*size).unwrap_or(i64::MAX));
             }
+            Ok(Round::Behind { .. }) => {
+                // Wait for the log to grow before looking again.
+                self.known = Some(size);
+            }
             Err(e) if e.is_refusal() => {
                 self.metrics.refusals.inc();
                 // Wait an interval before trying again, without forgetting what was known.
@@ -217,8 +227,8 @@ impl CheckpointPublisher {
                 if previous.size > size {
                     // Another gateway's log is ahead of ours: check it once ours has
                     // caught up.
-                    return Ok(Round::UpToDate {
-                        size: size.min(previous.size),
+                    return Ok(Round::Behind {
+                        checkpoint: previous.size,
                     });
                 }
                 let inconsistent = |reason| CheckpointError::Inconsistent {

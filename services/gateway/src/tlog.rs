@@ -149,6 +149,12 @@ pub fn follow(
 async fn publish_round(publisher: &mut CheckpointPublisher, store: &LogStore) {
     match publisher.round(store).await {
         Ok(Round::Idle | Round::UpToDate { .. }) => {}
+        Ok(Round::Behind { checkpoint }) => tracing::debug!(
+            checkpoint,
+            size = store.size(),
+            subject = publisher.subject(),
+            "the last checkpoint is ahead of this log; checked once the log reaches it"
+        ),
         Ok(Round::Published { size, sequence }) => {
             tracing::debug!(
                 size,
