@@ -33,7 +33,9 @@ use tempfile::TempDir;
 
 use casebus_bus::ops::{AuditRecord, Ops, PublishOptions};
 use casebus_bus::service::{ServiceInfo, register};
-use casebus_bus::subjects::{CASES_STREAM, DLQ_STREAM};
+use casebus_bus::subjects::{
+    CASES_STREAM, CHECKPOINTS_STREAM, DLQ_STREAM, checkpoint_subject, cosignature_subject,
+};
 use casebus_bus::{
     AppendRequest, Appender, AppenderConfig, Bus, BusConfig, CancellationToken, Client,
     ConnectConfig, ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, StoredEvent,
@@ -66,12 +68,14 @@ enum Job {
     Gateway,
     Monitor,
     Operator,
+    /// `casebus witness`: reads checkpoints, publishes cosignatures, nothing else.
+    Witness,
     /// The break-glass provisioner: creates and updates the streams, nothing else.
     Provisioner,
 }
 
 /// The users of `users.conf.in`: site.env key prefix, gen-nkeys role, job.
-const USERS: [(&str, &str, Job); 9] = [
+const USERS: [(&str, &str, Job); 10] = [
     ("CUSTOMS", "customs", Job::Agency),
     ("IP_CENTER", "ip-center", Job::Agency),
     ("PUBLIC_SECURITY", "public-security", Job::Agency),
@@ -80,6 +84,7 @@ const USERS: [(&str, &str, Job); 9] = [
     ("GATEWAY", "gateway", Job::Gateway),
     ("MONITOR", "monitor", Job::Monitor),
     ("OPERATOR", "operator", Job::Operator),
+    ("WITNESS", "witness", Job::Witness),
     ("PROVISIONER", "provisioner", Job::Provisioner),
 ];
 
@@ -515,12 +520,12 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
         Attempt {
             what: "read CASES by direct get",
             try_: Try::Request(format!("$JS.API.DIRECT.GET.{CASES_STREAM}"), r#"{"seq":1}"#),
-            allowed: !is(&[Provisioner]),
+            allowed: !is(&[Provisioner, Witness]),
         },
         Attempt {
             what: "read CASES stream info",
             try_: Try::Request(format!("$JS.API.STREAM.INFO.{CASES_STREAM}"), ""),
-            allowed: true,
+            allowed: !is(&[Witness]),
         },
         Attempt {
             what: "read account info",
@@ -673,6 +678,48 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             allowed: false,
         },
         Attempt {
+            // Into a subject no origin uses, so an allowed publish misleads no reader.
+            what: "publish a transparency log checkpoint",
+            try_: Try::Request("checkpoint.matrix".into(), "not a checkpoint"),
+            allowed: is(&[Gateway]),
+        },
+        Attempt {
+            what: "publish a witness cosignature",
+            try_: Try::Request("cosignature.matrix.matrix".into(), "not a cosignature"),
+            allowed: is(&[Witness]),
+        },
+        Attempt {
+            what: "read CHECKPOINTS by direct get",
+            try_: Try::Request("$JS.API.DIRECT.GET.CHECKPOINTS".into(), r#"{"seq":1}"#),
+            allowed: is(&[Gateway, Operator, Witness]),
+        },
+        Attempt {
+            what: "change the CHECKPOINTS stream",
+            try_: Try::Request(
+                "$JS.API.STREAM.UPDATE.CHECKPOINTS".into(),
+                r#"{"name":"NOT_CHECKPOINTS"}"#,
+            ),
+            allowed: is(&[Provisioner]),
+        },
+        Attempt {
+            what: "delete a CHECKPOINTS message",
+            try_: Try::Request(
+                "$JS.API.STREAM.MSG.DELETE.CHECKPOINTS".into(),
+                r#"{"seq":1}"#,
+            ),
+            allowed: false,
+        },
+        Attempt {
+            what: "purge CHECKPOINTS",
+            try_: Try::Request("$JS.API.STREAM.PURGE.CHECKPOINTS".into(), ""),
+            allowed: false,
+        },
+        Attempt {
+            what: "delete the CHECKPOINTS stream",
+            try_: Try::Request("$JS.API.STREAM.DELETE.CHECKPOINTS".into(), ""),
+            allowed: false,
+        },
+        Attempt {
             what: "ping the services",
             try_: Try::Request("$SRV.PING".into(), ""),
             allowed: is(&[Monitor, Operator]),
@@ -709,7 +756,7 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             format!("$JS.API.CONSUMER.CREATE.{CASES_STREAM}.reader-x_1.case.*"),
             "{}",
         ),
-        allowed: !is(&[Provisioner]),
+        allowed: !is(&[Provisioner, Witness]),
     });
     // Replies are private: nobody listens to the default inbox, to every subject, or to
     // another user's inbox prefix (where its JetStream answers, acks and pulled messages
@@ -758,7 +805,7 @@ fn attempts(site: &Site, key: &str, job: Job) -> Vec<Attempt> {
             allowed: false,
         }),
     }
-    if matches!(job, Monitor | Operator | Provisioner) {
+    if matches!(job, Monitor | Operator | Witness | Provisioner) {
         list.push(Attempt {
             what: "register as a NATS service",
             try_: Try::Subscribe("$SRV.>".into()),
@@ -814,7 +861,7 @@ async fn check_matrix(site: &Site, urls: &[String], key: &str, job: Job) -> Vec<
 }
 
 /// The streams whose loss or shrinking would erase the record (or its dead letters).
-const GUARDED_STREAMS: [&str; 3] = [CASES_STREAM, DLQ_STREAM, "AUDIT"];
+const GUARDED_STREAMS: [&str; 4] = [CASES_STREAM, DLQ_STREAM, "AUDIT", CHECKPOINTS_STREAM];
 
 /// What must not change about a stream: its whole config and what it holds.
 #[derive(Debug, PartialEq)]
@@ -1076,6 +1123,47 @@ async fn every_service_user_of_the_cluster_config_can_do_its_job_and_nothing_els
         .await
         .expect("the gateway writes an audit record");
     assert_eq!(audit.stream, "AUDIT");
+    // The gateway publishes a checkpoint of its origin, only onto an empty subject
+    // (optimistic concurrency, as its publisher does), and reads the last one back.
+    let gateway_ops = Ops::new(gateway_client.clone(), &bus_config());
+    let subject = checkpoint_subject("casebus.example/permissions");
+    let published = gateway_ops
+        .publish(
+            &subject,
+            b"a checkpoint".to_vec().into(),
+            &[],
+            &PublishOptions {
+                message_id: None,
+                expected_last_subject_sequence: Some(0),
+            },
+        )
+        .await
+        .expect("the gateway publishes a checkpoint");
+    assert_eq!(published.stream, CHECKPOINTS_STREAM);
+    let last = gateway_ops
+        .last_on_subject(CHECKPOINTS_STREAM, &subject)
+        .await
+        .expect("the gateway reads the last checkpoint")
+        .expect("one is there");
+    assert_eq!(last.sequence, published.sequence);
+    // A witness reads that checkpoint and publishes its cosignature.
+    let witness_ops = Ops::new(site.client("WITNESS", &urls).await, &bus_config());
+    let seen = witness_ops
+        .last_on_subject(CHECKPOINTS_STREAM, &subject)
+        .await
+        .expect("the witness reads the last checkpoint")
+        .expect("one is there");
+    assert_eq!(seen.sequence, published.sequence);
+    let cosigned = witness_ops
+        .publish(
+            &cosignature_subject("casebus.example/permissions", "witness.example/test"),
+            b"a cosignature".to_vec().into(),
+            &[],
+            &PublishOptions::default(),
+        )
+        .await
+        .expect("the witness publishes a cosignature");
+    assert_eq!(cosigned.stream, CHECKPOINTS_STREAM);
 
     // Monitor: reads stream and consumer state and dead letters, and finds the services.
     let monitor = Ops::new(site.client("MONITOR", &urls).await, &bus_config());

@@ -480,6 +480,8 @@ pub enum ScanStart {
     Sequence(u64),
     /// At the first message stored at or after this time.
     Time(OffsetDateTime),
+    /// The last message of each subject the filter matches, then what comes after.
+    LastPerSubject,
 }
 
 /// Reads one stream in order through an ephemeral consumer that never needs acks. Call
@@ -777,6 +779,7 @@ impl Ops {
                 DeliverPolicy::ByStartSequence { start_sequence }
             }
             ScanStart::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+            ScanStart::LastPerSubject => DeliverPolicy::LastPerSubject,
         };
         let config = pull::Config {
             description: Some("casebus operator read".into()),
@@ -887,6 +890,34 @@ impl Ops {
                 }
                 _ => Err(nats(format!("message {sequence} of stream {stream}"))(e)),
             },
+        }
+    }
+
+    /// The last message stored on `subject` (a literal subject), by direct get; `None`
+    /// when the subject has none.
+    ///
+    /// # Errors
+    /// [`OpsError::StreamMissing`]; [`OpsError::Nats`] when the server does not answer.
+    pub async fn last_on_subject(
+        &self,
+        stream: &str,
+        subject: &str,
+    ) -> Result<Option<StoredMessage>, OpsError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let handle = self.stream(stream).await?;
+        match handle.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(StoredMessage {
+                sequence: message.sequence,
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+                headers: header_pairs(Some(&message.headers)),
+                stored_at: message.time,
+                pending: 0,
+            })),
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(nats(format!(
+                "last message on {subject} of stream {stream}"
+            ))(e)),
         }
     }
 

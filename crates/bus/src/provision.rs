@@ -1,6 +1,7 @@
 //! Idempotent provisioning of the casebus streams with the settings of the design brief:
 //! `CASES` (file storage, deny delete and purge, no age limit, a duplicate window, direct
-//! get), `CASES_DLQ` and `AUDIT` (deny delete). Running it again changes nothing; a
+//! get), `CASES_DLQ` and `AUDIT` (deny delete), and `CHECKPOINTS` (the transparency log's
+//! checkpoints and cosignatures, deny delete and purge). Running it again changes nothing; a
 //! stream with a setting that cannot be changed in place is reported, never recreated.
 
 use std::time::Duration;
@@ -9,7 +10,8 @@ use async_nats::jetstream::{self, stream};
 
 use crate::error::ProvisionError;
 use crate::subjects::{
-    AUDIT_STREAM, AUDIT_SUBJECTS, CASES_STREAM, CASES_SUBJECTS, DLQ_STREAM, DLQ_SUBJECTS,
+    AUDIT_STREAM, AUDIT_SUBJECTS, CASES_STREAM, CASES_SUBJECTS, CHECKPOINTS_STREAM,
+    CHECKPOINTS_SUBJECTS, DLQ_STREAM, DLQ_SUBJECTS,
 };
 
 /// Settings an operator may choose.
@@ -114,7 +116,36 @@ pub fn audit_config(s: &StreamSettings) -> stream::Config {
     }
 }
 
-/// Creates the three streams, or checks and updates them when they exist.
+/// The `CHECKPOINTS` stream configuration: the log's signed checkpoints and the
+/// witnesses' cosignatures, kept like evidence (deny delete and purge, no limits), with
+/// direct get for the last checkpoint of an origin.
+pub fn checkpoints_config(s: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: CHECKPOINTS_STREAM.into(),
+        description: Some("casebus transparency log checkpoints and witness cosignatures".into()),
+        subjects: CHECKPOINTS_SUBJECTS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        storage: stream::StorageType::File,
+        num_replicas: s.replicas,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::ZERO,
+        max_messages: -1,
+        max_bytes: -1,
+        max_messages_per_subject: -1,
+        // A checkpoint note with its signatures is a few hundred bytes.
+        max_message_size: 64 * 1024,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: s.duplicate_window,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates the four streams, or checks and updates them when they exist.
 ///
 /// # Errors
 /// [`ProvisionError::InvalidSetting`] for bad settings (nothing is touched);
@@ -129,6 +160,7 @@ pub async fn provision(
     ensure(js, CASES_STREAM, cases_config(settings)).await?;
     ensure(js, DLQ_STREAM, dlq_config(settings)).await?;
     ensure(js, AUDIT_STREAM, audit_config(settings)).await?;
+    ensure(js, CHECKPOINTS_STREAM, checkpoints_config(settings)).await?;
     Ok(())
 }
 

@@ -10,12 +10,44 @@ pub const DLQ_STREAM: &str = "CASES_DLQ";
 /// One record per timeline read at a gateway, on `audit.<office>`.
 pub const AUDIT_STREAM: &str = "AUDIT";
 
+/// The transparency log's signed checkpoints, on `checkpoint.<origin token>`, and the
+/// witnesses' cosignatures, on `cosignature.<origin token>.<witness token>`.
+pub const CHECKPOINTS_STREAM: &str = "CHECKPOINTS";
+
 /// Subjects of the `CASES` stream: exactly one token after `case.`.
 pub const CASES_SUBJECTS: &str = "case.*";
 /// Subjects of the `CASES_DLQ` stream.
 pub const DLQ_SUBJECTS: &str = "dlq.*";
 /// Subjects of the `AUDIT` stream.
 pub const AUDIT_SUBJECTS: &str = "audit.*";
+
+/// Subjects of the `CHECKPOINTS` stream.
+pub const CHECKPOINTS_SUBJECTS: [&str; 2] = ["checkpoint.*", "cosignature.*.*"];
+
+/// One subject token for a log origin or a witness's key name, which may hold `.`,
+/// `/` and other characters a token may not: the first 16 hex digits of the SHA-256 of
+/// the name (64 bits, so two names of one deployment do not collide by chance).
+pub fn name_token(name: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The subject of an origin's checkpoints: `checkpoint.<name_token(origin)>`.
+pub fn checkpoint_subject(origin: &str) -> String {
+    format!("checkpoint.{}", name_token(origin))
+}
+
+/// The subject of one witness's cosignatures of an origin's checkpoints:
+/// `cosignature.<name_token(origin)>.<name_token(witness)>`.
+pub fn cosignature_subject(origin: &str, witness: &str) -> String {
+    format!("cosignature.{}.{}", name_token(origin), name_token(witness))
+}
+
+/// Every witness's cosignatures of an origin: `cosignature.<name_token(origin)>.*`.
+pub fn cosignatures_filter(origin: &str) -> String {
+    format!("cosignature.{}.*", name_token(origin))
+}
 
 /// The subject of a case: `case.<case_id>`. A `CaseId` is always one safe token.
 pub fn case_subject(case_id: &CaseId) -> String {

@@ -440,6 +440,15 @@ async fn provisioning_is_idempotent_and_the_record_cannot_be_deleted() {
         .config
         .clone();
     assert!(audit.deny_delete);
+    let checkpoints = js
+        .get_stream(subjects::CHECKPOINTS_STREAM)
+        .await
+        .expect("CHECKPOINTS")
+        .cached_info()
+        .config
+        .clone();
+    assert!(checkpoints.deny_delete && checkpoints.deny_purge && checkpoints.allow_direct);
+    assert_eq!(checkpoints.subjects, ["checkpoint.*", "cosignature.*.*"]);
 
     f.appender(CUSTOMS)
         .append(request(&case("NODELETE"), opened("x")))

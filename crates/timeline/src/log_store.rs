@@ -10,6 +10,18 @@
 //! a message already logged is checked against its entry and skipped (a redelivery).
 //! Delete the file and feed the stream again from sequence 1 to rebuild it.
 //!
+//! The same transaction keeps the **case heads** the log's checkpoints commit to
+//! (`casebus_tlog::case_heads`): `tlog_heads` has one row per message that extends its
+//! case's chain (it decodes as a signed event whose version follows the case's head
+//! version and whose `prev_event_hash` is the head's hash, empty at version 1), at its
+//! sequence, so [`LogStore::heads_at`] gives every case's head at any log size. The
+//! rule reads the stored bytes only, not the office registry: signatures are not
+//! checked, so the map is a function of the log's own messages, rebuilt identically from
+//! the stream at any time, and recomputable by anyone who reads the stream (a message
+//! signed by no known key but chaining correctly would be a head here while the
+//! projection dead-letters it; appenders never store one, and a bundle's verifier checks
+//! every signature anyway).
+//!
 //! The file is separate from the projection so that the log's schema and its rebuild
 //! never touch the projection's migrations, and so that one can be rebuilt without the
 //! other. This module does not read the stream (the gateway's log follower does) and
@@ -17,9 +29,14 @@
 
 use std::path::{Path, PathBuf};
 
+use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
+use casebus_integrity::EventHash;
+use casebus_proto::CaseId;
+use casebus_proto::event::v1::{Event, SignedEvent};
+use casebus_tlog::case_heads::CaseHead;
 use casebus_tlog::merkle::{
     self, Frontier, Hash, HashReader, InclusionError, ProofError, stored_hash_count,
 };
@@ -64,7 +81,9 @@ pub enum LogStoreError {
     Proof(#[from] ProofError),
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: case heads (`tlog_heads`). A version 1 file with entries has none, and is
+/// refused; a version 1 file without entries is upgraded.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r"
 -- The log's size: entries 1..size are logged. Exactly one row.
@@ -73,7 +92,7 @@ CREATE TABLE IF NOT EXISTS tlog_state (
     schema_version INTEGER NOT NULL,
     size           INTEGER NOT NULL CHECK (size >= 0)
 );
-INSERT OR IGNORE INTO tlog_state (id, schema_version, size) VALUES (1, 1, 0);
+INSERT OR IGNORE INTO tlog_state (id, schema_version, size) VALUES (1, 2, 0);
 -- Entry of CASES sequence n: SHA-256 of the stored message bytes.
 CREATE TABLE IF NOT EXISTS tlog_entries (
     sequence INTEGER PRIMARY KEY,
@@ -84,6 +103,15 @@ CREATE TABLE IF NOT EXISTS tlog_hashes (
     id   INTEGER PRIMARY KEY,
     hash BLOB NOT NULL CHECK (length(hash) = 32)
 );
+-- Each message that extends its case's chain: the case's head from its sequence on.
+CREATE TABLE IF NOT EXISTS tlog_heads (
+    case_id  TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    version  INTEGER NOT NULL CHECK (version >= 1),
+    hash     BLOB NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (case_id, sequence)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS tlog_heads_by_version ON tlog_heads (case_id, version);
 ";
 
 /// The transparency log's SQLite file.
@@ -149,6 +177,21 @@ impl LogStore {
                 reason: format!("schema version {version} is newer than this build's"),
             });
         }
+        if version < SCHEMA_VERSION {
+            if size > 0 {
+                return Err(LogStoreError::Corrupt {
+                    path,
+                    reason: format!(
+                        "schema version {version} keeps no case heads; delete the file (with the gateway stopped) to rebuild it from the stream"
+                    ),
+                });
+            }
+            conn.execute(
+                "UPDATE tlog_state SET schema_version = ?1 WHERE id = 1",
+                [SCHEMA_VERSION],
+            )
+            .map_err(sqlite(&path))?;
+        }
         let mut store = Self {
             conn,
             path,
@@ -180,6 +223,25 @@ impl LogStore {
     /// Entries logged: the last `CASES` sequence logged.
     pub fn size(&self) -> u64 {
         self.frontier.size()
+    }
+
+    /// Reads the size again, for a second connection to a log another one appends to
+    /// (the gateway's proofs are read beside its follower), and returns it.
+    ///
+    /// # Errors
+    /// [`LogStoreError::Sqlite`]; [`LogStoreError::Corrupt`] when the hashes do not
+    /// match the size.
+    pub fn refresh(&mut self) -> Result<u64, LogStoreError> {
+        let size: i64 = self
+            .conn
+            .query_row("SELECT size FROM tlog_state WHERE id = 1", [], |r| r.get(0))
+            .map_err(sqlite(&self.path))?;
+        let size = from_sql(size);
+        if size != self.frontier.size() {
+            let frontier = Frontier::load(size, &*self)?;
+            self.frontier = frontier;
+        }
+        Ok(size)
     }
 
     /// The current tree head.
@@ -216,6 +278,16 @@ impl LogStore {
             let mut put_hash = tx
                 .prepare_cached("INSERT INTO tlog_hashes (id, hash) VALUES (?1, ?2)")
                 .map_err(sqlite(&path))?;
+            let mut head_of = tx
+                .prepare_cached(
+                    "SELECT version, hash FROM tlog_heads WHERE case_id = ?1 ORDER BY sequence DESC LIMIT 1",
+                )
+                .map_err(sqlite(&path))?;
+            let mut put_head = tx
+                .prepare_cached(
+                    "INSERT INTO tlog_heads (case_id, sequence, version, hash) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sqlite(&path))?;
             for (sequence, bytes) in messages {
                 let entry = log_entry(bytes);
                 let size = frontier.size();
@@ -238,6 +310,29 @@ impl LogStore {
                 put_entry
                     .execute(params![to_sql(sequence), &entry[..]])
                     .map_err(sqlite(&path))?;
+                if let Some(link) = ChainLink::of(bytes) {
+                    let head: Option<(i64, Vec<u8>)> = head_of
+                        .query_row([&link.case_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                        .map_err(sqlite(&path))?;
+                    let extends = match (&head, link.prev) {
+                        (None, None) => link.version == 1,
+                        (Some((version, hash)), Some(prev)) => {
+                            link.version == from_sql(*version) + 1 && hash[..] == prev[..]
+                        }
+                        _ => false,
+                    };
+                    if extends {
+                        put_head
+                            .execute(params![
+                                &link.case_id,
+                                to_sql(sequence),
+                                to_sql(link.version),
+                                &link.hash[..]
+                            ])
+                            .map_err(sqlite(&path))?;
+                    }
+                }
                 let first = stored_hash_count(size);
                 for (i, h) in frontier.push(merkle::leaf_hash(&entry)).iter().enumerate() {
                     put_hash
@@ -273,6 +368,65 @@ impl LogStore {
             .optional()
             .map_err(sqlite(&self.path))?;
         Ok(bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()))
+    }
+
+    /// Every case's head at log size `size`: for each case, the last message at or
+    /// before sequence `size` that extended its chain. Unsorted.
+    ///
+    /// # Errors
+    /// [`LogStoreError::Proof`] for a size beyond the log; [`LogStoreError::Sqlite`].
+    pub fn heads_at(&self, size: u64) -> Result<Vec<CaseHead>, LogStoreError> {
+        self.check_size(size)?;
+        // SQLite takes the bare columns of an aggregate query from the row holding the
+        // max(), so each case's row is the one at its greatest sequence up to `size`.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT case_id, max(sequence), version, hash FROM tlog_heads WHERE sequence <= ?1 GROUP BY case_id",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = stmt
+            .query_map([to_sql(size)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(sqlite(&self.path))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (case_id, version, hash) = row.map_err(sqlite(&self.path))?;
+            let event_hash =
+                <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| LogStoreError::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!("the head hash of case {case_id} is not 32 bytes"),
+                })?;
+            out.push(CaseHead {
+                case_id,
+                version: from_sql(version),
+                event_hash,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The sequence of version `version` of case `case_id`, when that event extended
+    /// its case's chain in the log.
+    ///
+    /// # Errors
+    /// [`LogStoreError::Sqlite`].
+    pub fn sequence_of(&self, case_id: &str, version: u64) -> Result<Option<u64>, LogStoreError> {
+        let sequence: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT sequence FROM tlog_heads WHERE case_id = ?1 AND version = ?2",
+                params![case_id, to_sql(version)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlite(&self.path))?;
+        Ok(sequence.map(from_sql))
     }
 
     /// The tree head at `size` (at most the log's size).
@@ -337,7 +491,46 @@ impl LogStore {
             "entry",
         )?;
         rows("SELECT id, hash FROM tlog_hashes ORDER BY id", "hash")?;
+        rows(
+            "SELECT sequence, CAST(case_id || ':' || version || ':' || hex(hash) AS BLOB) FROM tlog_heads ORDER BY sequence",
+            "head",
+        )?;
         Ok(out)
+    }
+}
+
+/// What a stored message says about its case's chain, when it decodes as a signed
+/// event with a valid case id: the fields the head rule needs.
+struct ChainLink {
+    case_id: String,
+    version: u64,
+    /// `prev_event_hash`: `None` when empty (a first event must have none).
+    prev: Option<[u8; 32]>,
+    /// The event hash (SHA-256 of the event bytes inside the wrapper).
+    hash: [u8; 32],
+}
+
+impl ChainLink {
+    fn of(bytes: &[u8]) -> Option<Self> {
+        let signed = SignedEvent::decode(bytes).ok()?;
+        if signed.event.is_empty() {
+            return None;
+        }
+        let event = Event::decode(signed.event.as_slice()).ok()?;
+        CaseId::new(&event.case_id).ok()?;
+        let prev = match event.prev_event_hash.len() {
+            0 => None,
+            _ => Some(<[u8; 32]>::try_from(event.prev_event_hash.as_slice()).ok()?),
+        };
+        if event.case_version == 0 || event.case_version > i64::MAX as u64 {
+            return None;
+        }
+        Some(Self {
+            case_id: event.case_id,
+            version: event.case_version,
+            prev,
+            hash: EventHash::of(&signed.event).0,
+        })
     }
 }
 
@@ -460,5 +653,120 @@ mod tests {
         // A redelivery of logged messages is skipped.
         assert_eq!(feed(&mut store, &messages(3..=6)).expect("redelivery"), 6);
         assert_eq!(store.size(), 6);
+    }
+
+    /// The stored bytes of an (unsigned) event of `case_id` at `version` after `prev`.
+    fn event(
+        case_id: &str,
+        version: u64,
+        prev: Option<[u8; 32]>,
+        note: &str,
+    ) -> (Vec<u8>, [u8; 32]) {
+        let event = Event {
+            case_id: case_id.into(),
+            case_version: version,
+            prev_event_hash: prev.map(|p| p.to_vec()).unwrap_or_default(),
+            actor: note.into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let hash = EventHash::of(&event).0;
+        let signed = SignedEvent {
+            event,
+            signature: vec![0; 64],
+            key_id: "customs:ningbo#2026".into(),
+        };
+        (signed.encode_to_vec(), hash)
+    }
+
+    fn head(case_id: &str, version: u64, event_hash: [u8; 32]) -> CaseHead {
+        CaseHead {
+            case_id: case_id.into(),
+            version,
+            event_hash,
+        }
+    }
+
+    #[test]
+    fn case_heads_follow_each_chain_at_every_size_and_ignore_what_does_not_extend_it() {
+        let (a1, ha1) = event("A", 1, None, "a1");
+        let (b1, hb1) = event("B", 1, None, "b1");
+        let (a2, ha2) = event("A", 2, Some(ha1), "a2");
+        // Not heads: a second version 2 of A, a version 2 of B after the wrong hash, a
+        // first event with a previous hash, and bytes that are no event.
+        let (a2_again, _) = event("A", 2, Some(ha1), "a2 again");
+        let (b2_wrong, _) = event("B", 2, Some(ha1), "b2 wrong");
+        let (c1_linked, _) = event("C", 1, Some(ha1), "c1");
+        let (a3, ha3) = event("A", 3, Some(ha2), "a3");
+        let messages: Vec<Vec<u8>> = vec![
+            a1,
+            b1,
+            b"not an event".to_vec(),
+            a2,
+            a2_again,
+            b2_wrong,
+            c1_linked,
+            a3,
+        ];
+        let mut store = LogStore::open_in_memory().expect("open");
+        store
+            .append(
+                messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (i as u64 + 1, m.as_slice())),
+            )
+            .expect("append");
+        let sorted = |size| {
+            let mut heads = store.heads_at(size).expect("heads");
+            heads.sort();
+            heads
+        };
+        assert_eq!(sorted(0), vec![]);
+        assert_eq!(sorted(1), vec![head("A", 1, ha1)]);
+        assert_eq!(sorted(3), vec![head("A", 1, ha1), head("B", 1, hb1)]);
+        assert_eq!(sorted(7), vec![head("A", 2, ha2), head("B", 1, hb1)]);
+        assert_eq!(sorted(8), vec![head("A", 3, ha3), head("B", 1, hb1)]);
+        assert_eq!(store.sequence_of("A", 2).expect("read"), Some(4));
+        assert_eq!(store.sequence_of("A", 3).expect("read"), Some(8));
+        assert_eq!(store.sequence_of("C", 1).expect("read"), None);
+        assert!(matches!(store.heads_at(9), Err(LogStoreError::Proof(_))));
+
+        // Fed in other batches, the heads are the same.
+        let mut batched = LogStore::open_in_memory().expect("open");
+        for (i, m) in messages.iter().enumerate() {
+            batched
+                .append([(i as u64 + 1, m.as_slice())])
+                .expect("append");
+        }
+        assert_eq!(
+            batched.dump_for_comparison().expect("dump"),
+            store.dump_for_comparison().expect("dump")
+        );
+    }
+
+    #[test]
+    fn a_version_1_file_with_entries_is_refused_and_an_empty_one_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, size) in [("empty.tlog", 0), ("full.tlog", 1)] {
+            let path = dir.path().join(name);
+            {
+                let mut store = LogStore::open(&path).expect("open");
+                if size > 0 {
+                    store.append([(1, &b"one"[..])]).expect("append");
+                }
+                store
+                    .conn
+                    .execute("UPDATE tlog_state SET schema_version = 1", [])
+                    .expect("downgrade");
+            }
+            match LogStore::open(&path) {
+                Ok(store) => assert_eq!(size, 0, "{:?}", store),
+                Err(e) => {
+                    assert_eq!(size, 1);
+                    assert!(e.to_string().contains("keeps no case heads"), "{e}");
+                }
+            }
+        }
     }
 }

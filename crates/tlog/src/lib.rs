@@ -9,6 +9,8 @@
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` (origin, size, root hash, extension lines);
 //! - [`cosignature`]: C2SP `tlog-cosignature`, `cosignature/v1` with its timestamp;
 //! - [`proof`]: the C2SP `tlog-proof@v1` text;
+//! - [`skey`]: the secret key text of log and witness keys (`PRIVATE+KEY+…`, as Go's
+//!   `sumdb/note` writes signer keys);
 //! - [`case_heads`]: the case-head map, a Merkle tree over every case's head, committed
 //!   to by one checkpoint extension line.
 //!
@@ -22,5 +24,6 @@ pub mod cosignature;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod skey;
 
 pub use merkle::Hash;

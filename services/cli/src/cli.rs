@@ -203,6 +203,17 @@ pub enum Command {
     /// Example: casebus simulate --target customs:ningbo=http://127.0.0.1:50051 ...
     /// --issuer-key issuer.key --rate 20 --cases 100 --seed 7
     Simulate(Box<casebus_simulator::SimConfig>),
+    /// Witness the transparency log: follow one origin's checkpoints on CHECKPOINTS,
+    /// check each against the last one cosigned with a consistency proof from a
+    /// gateway, cosign (C2SP cosignature/v1) and publish what extends it, and refuse
+    /// (error line, the forks counter of the state file, exit 1 with --once) a fork.
+    ///
+    /// Example:
+    ///   casebus witness --origin casebus.example/cases --log-vkey log.key.vkey \
+    ///     --witness-key court-witness.key --state court-witness.json \
+    ///     --gateway http://gateway:50070 --gateway-token-file witness.token
+    #[command(verbatim_doc_comment)]
+    Witness(Box<crate::commands::witness::WitnessArgs>),
 }
 
 fn case_id_arg(value: &str) -> Result<CaseId, String> {
@@ -538,6 +549,19 @@ pub enum KeyKind {
     Encryption,
 }
 
+/// What `casebus keys generate` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateKind {
+    /// An office's Ed25519 signing key.
+    Signing,
+    /// An office's X25519 encryption key.
+    Encryption,
+    /// The transparency log's checkpoint key (Ed25519 note key, not an office key).
+    Log,
+    /// A witness's cosigning key (Ed25519, C2SP cosignature/v1).
+    Witness,
+}
+
 /// `casebus keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -545,21 +569,32 @@ pub enum KeysCommand {
     /// `<out>.pub` with the public key to register. A signing key by default; an
     /// encryption key (what is sealed for the office) with --kind encryption.
     ///
+    /// With --kind log or --kind witness, a transparency-log key instead (no office):
+    /// the key a gateway signs checkpoints with (--log-key), or a witness's cosigning
+    /// key; the secret file holds `PRIVATE+KEY+<name>+<id>+<key>` (mode 0600) and
+    /// `<out>.vkey` the C2SP verifier key `<name>+<id>+<key>` to hand to verifiers.
+    ///
     /// Example:
     ///   casebus keys generate --office customs:ningbo --label 2026 --out customs-ningbo-2026.key
     ///   casebus keys generate --kind encryption --office customs:ningbo --label enc-2026 \
     ///     --out customs-ningbo-enc-2026.key
+    ///   casebus keys generate --kind log --name casebus.example/cases --out log.key
     #[command(verbatim_doc_comment)]
     Generate {
-        /// Which key: signing (Ed25519) or encryption (X25519).
-        #[arg(long, value_enum, default_value_t = KeyKind::Signing)]
-        kind: KeyKind,
-        /// The office the key signs for.
-        #[arg(long, value_parser = office_id_arg)]
-        office: OfficeId,
-        /// Key label; the key id is `<office>#<label>`.
-        #[arg(long)]
-        label: String,
+        /// Which key: signing (Ed25519) or encryption (X25519) for an office; log or
+        /// witness for the transparency log.
+        #[arg(long, value_enum, default_value_t = GenerateKind::Signing)]
+        kind: GenerateKind,
+        /// The office the key signs for (signing and encryption keys).
+        #[arg(long, value_parser = office_id_arg, required_if_eq_any([("kind", "signing"), ("kind", "encryption")]))]
+        office: Option<OfficeId>,
+        /// Key label; the key id is `<office>#<label>` (signing and encryption keys).
+        #[arg(long, required_if_eq_any([("kind", "signing"), ("kind", "encryption")]))]
+        label: Option<String>,
+        /// The key's name (log and witness keys), e.g. the log's origin
+        /// `casebus.example/cases` or `witness.example/court`: no spaces, no `+`.
+        #[arg(long, required_if_eq_any([("kind", "log"), ("kind", "witness")]))]
+        name: Option<String>,
         /// Secret key file to write; must not exist.
         #[arg(long)]
         out: PathBuf,
@@ -727,7 +762,7 @@ pub enum StreamsCommand {
     ///   casebus streams status
     #[command(verbatim_doc_comment)]
     Status,
-    /// Create the CASES, CASES_DLQ and AUDIT streams, or check and update them. Safe to
+    /// Create the CASES, CASES_DLQ, AUDIT and CHECKPOINTS streams, or check and update them. Safe to
     /// run again; a setting that cannot change in place is reported, never forced.
     ///
     /// Example:

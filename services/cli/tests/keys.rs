@@ -585,3 +585,91 @@ async fn tokens_issued_with_an_issuer_key_verify_against_the_trust_file() {
         unlimited.stderr
     );
 }
+
+#[tokio::test]
+async fn a_generated_log_key_is_private_its_vkey_verifies_what_it_signs_and_it_needs_a_name() {
+    use casebus_tlog::checkpoint::{Checkpoint, SignedCheckpoint};
+    use casebus_tlog::note::NoteVerifier;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("log.key");
+    let generated = run_offline(&[
+        "--json",
+        "keys",
+        "generate",
+        "--kind",
+        "log",
+        "--name",
+        "casebus.example/cases",
+        "--out",
+        s(&key),
+    ])
+    .await;
+    generated.expect_code(0);
+    assert_private(&key);
+    let vkey_text = std::fs::read_to_string(dir.path().join("log.key.vkey")).expect("vkey file");
+    assert_eq!(generated.json()["verifier_key"], vkey_text.trim());
+    let verifier = NoteVerifier::from_vkey(vkey_text.trim()).expect("a C2SP verifier key");
+    assert!(matches!(verifier, NoteVerifier::Ed25519 { .. }));
+
+    // What the secret key signs verifies under the verifier key written beside it.
+    let signer = casebus_runtime::tlog_keys::load_log_key(&key).expect("a log key");
+    let note = Checkpoint {
+        origin: "casebus.example/cases".into(),
+        size: 1,
+        root: casebus_tlog::merkle::empty_root(),
+        extensions: vec![],
+    }
+    .sign(&signer)
+    .expect("signed");
+    SignedCheckpoint::open(
+        note.to_text().as_bytes(),
+        &verifier,
+        "casebus.example/cases",
+    )
+    .expect("verifies");
+
+    let witness = dir.path().join("witness.key");
+    run_offline(&[
+        "keys",
+        "generate",
+        "--kind",
+        "witness",
+        "--name",
+        "witness.example/court",
+        "--out",
+        s(&witness),
+    ])
+    .await
+    .expect_code(0);
+    let vkey = std::fs::read_to_string(dir.path().join("witness.key.vkey")).expect("vkey");
+    assert!(matches!(
+        NoteVerifier::from_vkey(vkey.trim()).expect("vkey"),
+        NoteVerifier::Cosigner { .. }
+    ));
+
+    let nameless = run_offline(&[
+        "keys",
+        "generate",
+        "--kind",
+        "log",
+        "--out",
+        s(&dir.path().join("x.key")),
+    ])
+    .await;
+    assert_eq!(nameless.code, 2, "{}", nameless.stderr);
+    assert!(nameless.stderr.contains("--name"), "{}", nameless.stderr);
+    let again = run_offline(&[
+        "keys",
+        "generate",
+        "--kind",
+        "log",
+        "--name",
+        "casebus.example/cases",
+        "--out",
+        s(&key),
+    ])
+    .await;
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("exists already"), "{}", again.stderr);
+}

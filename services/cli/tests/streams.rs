@@ -31,7 +31,8 @@ async fn provisioning_creates_the_streams_and_is_idempotent() {
         .iter()
         .map(|s| s["name"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(names, ["CASES", "CASES_DLQ", "AUDIT"]);
+    assert_eq!(names, ["CASES", "CASES_DLQ", "AUDIT", "CHECKPOINTS"]);
+    assert_eq!(status["streams"][3]["deny_purge"], true);
     assert_eq!(status["streams"][0]["deny_delete"], true);
     assert_eq!(status["streams"][0]["duplicate_window_secs"], 300);
 

@@ -36,11 +36,13 @@ use casebus_runtime::grpc;
 use casebus_runtime::metrics::{GrpcMetricsLayer, bind, serve_http};
 
 use crate::audit::Auditor;
+use crate::checkpoint::{CheckpointMetrics, CheckpointPublisher, CheckpointSettings};
 use crate::config::Config;
 use crate::error::RunError;
 use crate::metrics::GatewayMetrics;
 use crate::page_token::PageTokens;
 use crate::projector::Projector;
+use crate::proofs::ProofLog;
 use crate::service::{GatewayService, ServiceSettings};
 use crate::store::Store;
 
@@ -234,6 +236,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .map(casebus_timeline::LogStore::open)
         .transpose()
         .map_err(RunError::Tlog)?;
+    let log_key = config
+        .log_key
+        .as_deref()
+        .map(casebus_runtime::tlog_keys::load_log_key)
+        .transpose()
+        .map_err(RunError::LogKey)?;
     // Installed before anything slow, so that a SIGHUP from then on reloads the
     // registry instead of ending the process.
     let hangup = casebus_runtime::shutdown::Hangup::install().map_err(RunError::Signal)?;
@@ -317,6 +325,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .set_service_status(gateway_name, tonic_health::ServingStatus::Serving)
         .await;
     let tracker = TaskTracker::new();
+    let log_origin = log_key.as_ref().map(|signer| {
+        config
+            .log_origin
+            .clone()
+            .unwrap_or_else(|| signer.name().to_owned())
+    });
+    // The proofs read the log on a connection of their own, beside the follower's.
+    let proofs = match (&config.tlog_file, &log_key, &log_origin) {
+        (Some(path), Some(signer), Some(origin)) => {
+            let reader = casebus_timeline::LogStore::open(path).map_err(RunError::Tlog)?;
+            Some(Arc::new(ProofLog::new(
+                reader,
+                Ops::from_bus(&bus),
+                origin.clone(),
+                signer.verifier(),
+            )))
+        }
+        _ => None,
+    };
     let service = GatewayService::new(
         store.clone(),
         Auditor::new(Ops::from_bus(&bus), &name),
@@ -326,6 +353,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             watch_buffer: config.watch_buffer,
             page_tokens: page_tokens.clone(),
             auth: auth.clone(),
+            proofs: proofs.clone(),
         },
         tracker.clone(),
         shutdown.clone(),
@@ -370,9 +398,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
     ));
     if let Some(log) = tlog {
+        let publisher = log_key.zip(log_origin).map(|(signer, origin)| {
+            let publisher = CheckpointPublisher::new(
+                Ops::from_bus(&bus),
+                CheckpointSettings {
+                    signer,
+                    origin,
+                    every: config.checkpoint_every,
+                    interval: config.checkpoint_interval,
+                },
+                CheckpointMetrics {
+                    size: metrics.checkpoint_size.clone(),
+                    refusals: metrics.checkpoint_refusals.clone(),
+                },
+            );
+            tracing::info!(
+                subject = publisher.subject(),
+                "publishing signed checkpoints"
+            );
+            publisher
+        });
         let follower = crate::tlog::follow(
             Ops::from_bus(&bus),
             log,
+            publisher,
             config.tlog_interval,
             config.batch,
             metrics.tlog_entries.clone(),

@@ -77,6 +77,39 @@ pub struct Config {
         value_parser = casebus_runtime::args::humantime_duration
     )]
     pub tlog_interval: std::time::Duration,
+    /// Sign and publish checkpoints of the transparency log with this log key (a file
+    /// written by `casebus keys generate --kind log`; not an office key), on the
+    /// CHECKPOINTS stream. Needs --tlog-file.
+    #[arg(
+        long = "log-key",
+        env = "CASEBUS_GATEWAY_LOG_KEY",
+        requires = "tlog_file"
+    )]
+    pub log_key: Option<PathBuf>,
+    /// The log's origin, the first line of every checkpoint (e.g.
+    /// `casebus.example/cases`); the log key's name when not given.
+    #[arg(
+        long = "log-origin",
+        env = "CASEBUS_GATEWAY_LOG_ORIGIN",
+        requires = "log_key"
+    )]
+    pub log_origin: Option<String>,
+    /// Publish a checkpoint once the log has grown by this many entries.
+    #[arg(
+        long = "checkpoint-every",
+        env = "CASEBUS_GATEWAY_CHECKPOINT_EVERY",
+        default_value_t = 1000
+    )]
+    pub checkpoint_every: u64,
+    /// Publish a checkpoint once this much time has passed since the last round and the
+    /// log has grown at all.
+    #[arg(
+        long = "checkpoint-interval",
+        env = "CASEBUS_GATEWAY_CHECKPOINT_INTERVAL",
+        default_value = "10s",
+        value_parser = casebus_runtime::args::humantime_duration
+    )]
+    pub checkpoint_interval: std::time::Duration,
     /// Responses buffered per watch stream before it waits for its client.
     #[arg(long, env = "CASEBUS_GATEWAY_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,
@@ -154,6 +187,17 @@ impl Config {
                     "{} is below the least budget, 100 steps",
                     self.list_work_budget
                 ),
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(invalid("--checkpoint-every", "must be at least 1".into()));
+        }
+        if let Some(origin) = &self.log_origin
+            && (origin.is_empty() || origin.contains('\n') || origin.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "--log-origin",
+                format!("{origin:?} must be one non-empty line of text"),
             ));
         }
         if !(1..=4096).contains(&self.watch_buffer) {

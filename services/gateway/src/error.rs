@@ -70,6 +70,24 @@ pub enum ReadError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// This gateway keeps no transparency log or signs no checkpoints.
+    #[error("this gateway serves no proofs: it keeps no transparency log with a log key")]
+    NoLog,
+    /// No checkpoint has been published yet.
+    #[error("no checkpoint has been published yet; retry")]
+    NoCheckpoint,
+    /// The event is not under the latest checkpoint yet.
+    #[error("the event is not under a published checkpoint yet; retry")]
+    NotYetCheckpointed,
+    /// This gateway's log has not reached the latest checkpoint's size.
+    #[error("this gateway's log has not reached the latest checkpoint yet; retry")]
+    LogBehind,
+    /// The checkpoints stream could not be read, or holds what this log did not sign.
+    #[error("checkpoints: {0}")]
+    Checkpoints(String),
+    /// The transparency log file failed.
+    #[error("transparency log")]
+    Log(#[source] casebus_timeline::LogStoreError),
 }
 
 impl From<QueryError> for ReadError {
@@ -146,6 +164,18 @@ impl From<ReadError> for Status {
                 tracing::error!("projection task failed");
                 Status::internal("the gateway's projection failed; the operators were told")
             }
+            ReadError::NoLog => Status::failed_precondition(error.to_string()),
+            ReadError::NoCheckpoint | ReadError::NotYetCheckpointed | ReadError::LogBehind => {
+                Status::unavailable(error.to_string())
+            }
+            ReadError::Checkpoints(reason) => {
+                tracing::error!(error = %reason, "checkpoints unreadable");
+                Status::internal("the gateway's transparency log failed; the operators were told")
+            }
+            ReadError::Log(source) => {
+                tracing::error!(error = %source, source = ?std::error::Error::source(source), "transparency log read failed");
+                Status::internal("the gateway's transparency log failed; the operators were told")
+            }
         }
     }
 }
@@ -215,6 +245,9 @@ pub enum RunError {
     /// The transparency log file cannot be opened.
     #[error("opening the transparency log (--tlog-file)")]
     Tlog(#[source] casebus_timeline::LogStoreError),
+    /// The log key file cannot be read.
+    #[error("reading the log key (--log-key)")]
+    LogKey(#[source] casebus_runtime::tlog_keys::LogKeyError),
     /// NATS could not be reached, or the streams could not be opened.
     #[error("nats")]
     Nats(#[source] casebus_bus::BusError),

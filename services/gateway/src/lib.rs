@@ -20,12 +20,14 @@
 
 pub mod app;
 mod audit;
+pub mod checkpoint;
 pub mod config;
 mod convert;
 pub mod error;
 mod metrics;
 mod page_token;
 mod projector;
+mod proofs;
 mod service;
 mod store;
 pub mod tlog;

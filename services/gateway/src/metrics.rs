@@ -1,7 +1,8 @@
 //! The gateway's Prometheus metrics: the shared set of every casebus service (gRPC
 //! requests, events consumed, dead letters, consumer lag, overdue hand-offs) plus what
 //! only a gateway has: its projection position, the size of the batches it commits,
-//! the watch streams open, and audit records that could not be written.
+//! the watch streams open, audit records that could not be written, and the
+//! transparency log's size, last checkpoint and refused checkpoints.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 
@@ -28,6 +29,11 @@ pub struct GatewayMetrics {
     pub audit_failures: IntCounter,
     /// Entries of the transparency log (`--tlog-file`), 0 when none is kept.
     pub tlog_entries: IntGauge,
+    /// Tree size of the last checkpoint published (or found consistent on the stream).
+    pub checkpoint_size: IntGauge,
+    /// Checkpoint rounds refused because the stream's last checkpoint disagrees with
+    /// the log.
+    pub checkpoint_refusals: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -77,8 +83,24 @@ impl GatewayMetrics {
         .map_err(RuntimeError::Metrics)?;
         r.register(Box::new(tlog_entries.clone()))
             .map_err(RuntimeError::Metrics)?;
+        let checkpoint_size = IntGauge::new(
+            "casebus_gateway_checkpoint_size",
+            "Tree size of the last transparency log checkpoint published or found consistent on CHECKPOINTS",
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(checkpoint_size.clone()))
+            .map_err(RuntimeError::Metrics)?;
+        let checkpoint_refusals = IntCounter::new(
+            "casebus_gateway_checkpoint_refusals_total",
+            "Checkpoints not published because the last one on CHECKPOINTS is inconsistent with the log or not signed by its key",
+        )
+        .map_err(RuntimeError::Metrics)?;
+        r.register(Box::new(checkpoint_refusals.clone()))
+            .map_err(RuntimeError::Metrics)?;
         Ok(Self {
             base,
+            checkpoint_size,
+            checkpoint_refusals,
             consumer: consumer.to_owned(),
             position,
             batch_events,

@@ -1,7 +1,8 @@
 //! `GatewayService`: the `casebus.gateway.v1.Gateway` gRPC service. Each read checks the
 //! caller's role, validates the request (INVALID_ARGUMENT naming the field), queries the
 //! projection on a reader connection, applies the visibility rules, writes the audit
-//! record, and only then answers. The watch streams live in `watch`.
+//! record, and only then answers. The watch streams live in `watch`, the proof reads'
+//! log access in `proofs`.
 //!
 //! Inside one query the rows are read before the case state, so the state is never
 //! older than the rows it judges: a version the state does not know would otherwise be
@@ -30,6 +31,7 @@ use crate::convert::{
 use crate::error::ReadError;
 use crate::metrics::GatewayMetrics;
 use crate::page_token::{PageTokens, Scope};
+use crate::proofs::{ProofLog, hash_bytes, tlog_proof};
 use crate::store::Store;
 use crate::visibility::Viewer;
 use crate::watch::{self, ResponseStream, Watches};
@@ -50,6 +52,8 @@ pub(crate) struct Shared {
     pub page_tokens: Arc<PageTokens>,
     /// The authenticator of the calls, asked when a stream's credential ends.
     pub auth: Authenticator,
+    /// The transparency log's proofs, when the gateway keeps a log with a log key.
+    pub proofs: Option<Arc<ProofLog>>,
 }
 
 impl Shared {
@@ -89,6 +93,8 @@ pub struct ServiceSettings {
     /// The authenticator of the calls: a watch stream ends when the credential that
     /// opened it expires or is revoked.
     pub auth: Authenticator,
+    /// The transparency log's proofs (`--tlog-file` with `--log-key`).
+    pub proofs: Option<Arc<ProofLog>>,
 }
 
 impl GatewayService {
@@ -109,6 +115,7 @@ impl GatewayService {
                 metrics,
                 page_tokens: settings.page_tokens.clone(),
                 auth: settings.auth.clone(),
+                proofs: settings.proofs.clone(),
                 watches: Watches {
                     slots: Arc::new(Semaphore::new(settings.max_watches)),
                     limit: settings.max_watches,
@@ -315,6 +322,178 @@ impl GatewayService {
             case_version,
             has_more,
             next_from_version,
+        })
+    }
+
+    /// The proof log, or FAILED_PRECONDITION.
+    fn proofs(&self) -> Result<&Arc<ProofLog>, ReadError> {
+        self.shared.proofs.as_ref().ok_or(ReadError::NoLog)
+    }
+
+    /// Whether the caller may see `case` (as GetTimeline decides), and its latest
+    /// projected version.
+    async fn visible_version(
+        &self,
+        viewer: &Viewer,
+        case: &CaseId,
+    ) -> Result<Option<u64>, ReadError> {
+        let (query_case, query_viewer) = (case.clone(), viewer.clone());
+        self.shared
+            .store
+            .read(move |p| {
+                Ok(p.case_state(&query_case)?
+                    .filter(|s| query_viewer.may_see_case(s))
+                    .map(|s| s.version))
+            })
+            .await
+    }
+
+    async fn audit_proof(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        case_id: String,
+        versions: Vec<u64>,
+        size: u64,
+    ) -> Result<(), ReadError> {
+        self.shared
+            .audit(
+                caller,
+                Read {
+                    method,
+                    case_id,
+                    versions,
+                    detail: Some(format!("checkpoint size {size}")),
+                },
+            )
+            .await
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<pb::GetCheckpointResponse, ReadError> {
+        let (caller, _viewer) = who(&request)?;
+        let proofs = self.proofs()?;
+        let latest = proofs.latest().await?;
+        let size = latest.signed.checkpoint.size;
+        self.audit_proof(&caller, "GetCheckpoint", String::new(), Vec::new(), size)
+            .await?;
+        Ok(pb::GetCheckpointResponse {
+            checkpoint: latest.text,
+            origin: proofs.origin().to_owned(),
+            size: latest.signed.checkpoint.size,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(case_id = %request.get_ref().case_id))]
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<pb::GetInclusionProofResponse, ReadError> {
+        let (caller, viewer) = who(&request)?;
+        let req = request.into_inner();
+        let case = case_id(&req.case_id)?;
+        if req.case_version == 0 {
+            return Err(ReadError::invalid("case_version", "must be 1 or more"));
+        }
+        let proofs = self.proofs()?.clone();
+        let Some(projected) = self.visible_version(&viewer, &case).await? else {
+            return self.not_found(&caller, "GetInclusionProof", &case).await;
+        };
+        let sequence = match proofs
+            .sequence_of(case.to_string(), req.case_version)
+            .await?
+        {
+            Some(s) => s,
+            // A version the projection knows but the log does not yet.
+            None if req.case_version <= projected => return Err(ReadError::NotYetCheckpointed),
+            None => {
+                return Err(ReadError::NotFound {
+                    what: format!("version {} of case {case}", req.case_version),
+                });
+            }
+        };
+        let latest = proofs.latest().await?;
+        let (entry, proof) = proofs.inclusion(sequence, &latest).await?;
+        self.audit_proof(
+            &caller,
+            "GetInclusionProof",
+            case.to_string(),
+            vec![req.case_version],
+            latest.signed.checkpoint.size,
+        )
+        .await?;
+        Ok(pb::GetInclusionProofResponse {
+            leaf_index: sequence - 1,
+            entry: entry.to_vec(),
+            tlog_proof: tlog_proof(sequence - 1, &proof, &latest),
+            proof: hash_bytes(&proof),
+            checkpoint: latest.text,
+        })
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<pb::GetConsistencyProofResponse, ReadError> {
+        let (caller, _viewer) = who(&request)?;
+        let req = request.into_inner();
+        let proofs = self.proofs()?.clone();
+        // An explicit size needs no checkpoint: a witness checks a checkpoint it was
+        // shown against the one it cosigned, whatever the stream's last one says.
+        let second = match req.second_size {
+            0 => proofs.latest().await?.signed.checkpoint.size,
+            n => n,
+        };
+        let proof = proofs.consistency(req.first_size, second).await?;
+        self.audit_proof(
+            &caller,
+            "GetConsistencyProof",
+            String::new(),
+            Vec::new(),
+            second,
+        )
+        .await?;
+        Ok(pb::GetConsistencyProofResponse {
+            first_size: req.first_size,
+            second_size: second,
+            proof: hash_bytes(&proof),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(case_id = %request.get_ref().case_id))]
+    async fn get_case_head_proof(
+        &self,
+        request: Request<pb::GetCaseHeadProofRequest>,
+    ) -> Result<pb::GetCaseHeadProofResponse, ReadError> {
+        let (caller, viewer) = who(&request)?;
+        let case = case_id(&request.get_ref().case_id)?;
+        let proofs = self.proofs()?.clone();
+        if self.visible_version(&viewer, &case).await?.is_none() {
+            return self.not_found(&caller, "GetCaseHeadProof", &case).await;
+        }
+        let latest = proofs.latest().await?;
+        let heads = proofs.heads(latest.signed.checkpoint.size).await?;
+        // A case the projection shows but the checkpoint does not cover yet.
+        let (head, proof) = heads
+            .prove(case.as_str())
+            .ok_or(ReadError::NotYetCheckpointed)?;
+        self.audit_proof(
+            &caller,
+            "GetCaseHeadProof",
+            case.to_string(),
+            vec![head.version],
+            latest.signed.checkpoint.size,
+        )
+        .await?;
+        Ok(pb::GetCaseHeadProofResponse {
+            case_version: head.version,
+            event_hash: head.event_hash.to_vec(),
+            leaf_index: proof.index,
+            case_count: proof.count,
+            proof: hash_bytes(&proof.proof),
+            checkpoint: latest.text,
         })
     }
 
@@ -584,6 +763,42 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::FindCaseByReferenceResponse>, Status> {
         Ok(Response::new(
             GatewayService::find_case_by_reference(self, request).await?,
+        ))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        Ok(Response::new(
+            GatewayService::get_checkpoint(self, request).await?,
+        ))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        Ok(Response::new(
+            GatewayService::get_inclusion_proof(self, request).await?,
+        ))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        Ok(Response::new(
+            GatewayService::get_consistency_proof(self, request).await?,
+        ))
+    }
+
+    async fn get_case_head_proof(
+        &self,
+        request: Request<pb::GetCaseHeadProofRequest>,
+    ) -> Result<Response<pb::GetCaseHeadProofResponse>, Status> {
+        Ok(Response::new(
+            GatewayService::get_case_head_proof(self, request).await?,
         ))
     }
 

@@ -7,7 +7,9 @@
 //! rebuilds the whole log from the stream; one that is behind resumes after its size.
 //! [`follow`] is the gateway's task (`--tlog-file`): one scan that waits for what is
 //! stored next, on a thread of its own so SQLite never blocks a task that serves
-//! requests. This module does not sign checkpoints or serve proofs yet.
+//! requests. With a [`CheckpointPublisher`] (`--log-key`), each round of the follower
+//! also gives the publisher its turn, on the same thread and store, so a checkpoint is
+//! always of a size the store holds whole. This module does not serve proofs.
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use casebus_bus::ops::{Ops, OpsError, ScanStart};
 use casebus_bus::subjects::CASES_STREAM;
 use casebus_timeline::{LogStore, LogStoreError};
+
+use crate::checkpoint::{CheckpointPublisher, Round};
 
 /// Why the log could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,7 @@ pub async fn catch_up(ops: &Ops, store: &mut LogStore, batch: usize) -> Result<u
 pub fn follow(
     ops: Ops,
     mut store: LogStore,
+    mut publisher: Option<CheckpointPublisher>,
     interval: Duration,
     batch: usize,
     entries: IntGauge,
@@ -101,9 +106,17 @@ pub fn follow(
                                 }
                                 read = scanner.wait(interval) => read,
                             };
+                            // Checkpoints are signed near the stream's head only: while the
+                            // log catches up with a backlog of more than a batch, each would
+                            // be of a size the stream is long past, and each costs a read of
+                            // every case head.
+                            let mut near_head = true;
                             match read {
                                 Ok(messages) if messages.is_empty() => {}
                                 Ok(messages) => {
+                                    near_head = messages
+                                        .last()
+                                        .is_none_or(|m| m.pending <= batch as u64);
                                     let stored = store
                                         .append(messages.iter().map(|m| (m.sequence, &m.payload[..])));
                                     match stored {
@@ -112,6 +125,9 @@ pub fn follow(
                                     }
                                 }
                                 Err(e) => break LogSyncError::Stream(e),
+                            }
+                            if near_head && let Some(publisher) = publisher.as_mut() {
+                                publish_round(publisher, &store).await;
                             }
                         };
                         scanner.close().await;
@@ -126,4 +142,42 @@ pub fn follow(
             }
         });
     })
+}
+
+/// One round of the checkpoint publisher, its outcome logged: a refusal at error level
+/// (an operator must look), a failed read or publish at warn (tried again next round).
+async fn publish_round(publisher: &mut CheckpointPublisher, store: &LogStore) {
+    match publisher.round(store).await {
+        Ok(Round::Idle | Round::UpToDate { .. }) => {}
+        Ok(Round::Behind { checkpoint }) => tracing::debug!(
+            checkpoint,
+            size = store.size(),
+            subject = publisher.subject(),
+            "the last checkpoint is ahead of this log; checked once the log reaches it"
+        ),
+        Ok(Round::Published { size, sequence }) => {
+            tracing::debug!(
+                size,
+                sequence,
+                subject = publisher.subject(),
+                "checkpoint published"
+            );
+        }
+        Ok(Round::Raced) => tracing::warn!(
+            subject = publisher.subject(),
+            "another publisher stored a checkpoint first; it is checked next round"
+        ),
+        Err(e) if e.is_refusal() => tracing::error!(
+            error = %e,
+            source = ?std::error::Error::source(&e),
+            subject = publisher.subject(),
+            "refusing to publish a checkpoint: the last one on the stream disagrees with the log"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            source = ?std::error::Error::source(&e),
+            subject = publisher.subject(),
+            "checkpoint not published; trying again"
+        ),
+    }
 }

@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod registry;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tlog_keys;
 
 pub use error::RuntimeError;

@@ -2,7 +2,9 @@
 //! file. An office has signing keys (Ed25519, `--kind signing`, the default) and
 //! encryption keys (X25519, `--kind encryption`: what is sealed for the office is
 //! wrapped for them). Secret key files are written with mode 0600 and never
-//! overwritten; the registry is rewritten atomically.
+//! overwritten; the registry is rewritten atomically. `generate --kind log|witness`
+//! makes a transparency-log key instead (`casebus_runtime::tlog_keys`), which no
+//! registry holds.
 //!
 //! Roll a key out by registering it everywhere first and signing with it afterwards: a
 //! consumer whose registry lacks the key dead-letters the events signed with it.
@@ -19,8 +21,9 @@ use time::OffsetDateTime;
 use casebus_integrity::seal::OpeningKey;
 use casebus_integrity::{KeyEntry, OfficeEntry, OfficeRegistry, OfficeSigner};
 use casebus_proto::OfficeId;
+use casebus_runtime::tlog_keys::{self, LogKeyKind};
 
-use crate::cli::KeyKind;
+use crate::cli::{GenerateKind, KeyKind};
 
 use crate::commands::export::write_new;
 use crate::context::{Ctx, load_registry};
@@ -178,6 +181,83 @@ pub fn generate(
             "next: casebus keys register --registry <offices.toml> --office {office} --public-key-from {}",
             public.display()
         ));
+    }
+    Ok(Outcome::Ok)
+}
+
+/// `casebus keys generate` of any kind: an office key (with office and label) or a
+/// transparency-log key (with a name).
+pub fn generate_any(
+    ctx: &Ctx,
+    kind: GenerateKind,
+    office: Option<OfficeId>,
+    label: Option<String>,
+    name: Option<String>,
+    out: &Path,
+) -> Result<Outcome, CliError> {
+    let office_key = |kind| match (office.as_ref(), label.as_deref()) {
+        (Some(office), Some(label)) => generate(ctx, kind, office, label, out),
+        _ => Err(CliError::usage(
+            "--office and --label are required for an office key",
+        )),
+    };
+    let log_key = |kind| match name.as_deref() {
+        Some(name) => generate_log_key(ctx, kind, name, out),
+        None => Err(CliError::usage(
+            "--name is required for a log or witness key",
+        )),
+    };
+    match kind {
+        GenerateKind::Signing => office_key(KeyKind::Signing),
+        GenerateKind::Encryption => office_key(KeyKind::Encryption),
+        GenerateKind::Log => log_key(LogKeyKind::Log),
+        GenerateKind::Witness => log_key(LogKeyKind::Witness),
+    }
+}
+
+/// A log or witness key: the secret file and its `.vkey`.
+fn generate_log_key(
+    ctx: &Ctx,
+    kind: LogKeyKind,
+    name: &str,
+    out: &Path,
+) -> Result<Outcome, CliError> {
+    let verifier = tlog_keys::generate(kind, name, out).map_err(|e| match e {
+        tlog_keys::LogKeyError::Invalid { reason, .. } => {
+            CliError::usage(format!("--name: {reason}"))
+        }
+        tlog_keys::LogKeyError::Io { path, source }
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            CliError::usage(format!(
+                "{} exists already; refusing to overwrite it",
+                path.display()
+            ))
+        }
+        other => CliError::from_source(other),
+    })?;
+    let vkey_path = tlog_keys::verifier_path(out);
+    let kind_name = match kind {
+        LogKeyKind::Log => "log",
+        LogKeyKind::Witness => "witness",
+    };
+    if ctx.out.is_json() {
+        ctx.out.json_document(&json!({
+            "kind": kind_name,
+            "name": name,
+            "key_id": format!("{:08x}", verifier.id()),
+            "verifier_key": verifier.to_vkey(),
+            "secret_key_file": out.display().to_string(),
+            "verifier_key_file": vkey_path.display().to_string(),
+        }))?;
+    } else {
+        ctx.out.line(format!(
+            "generated {kind_name} key {name} (key id {:08x})\n  secret key: {} (mode 0600; not an office key)\n  verifier key: {} ({})",
+            verifier.id(),
+            out.display(),
+            vkey_path.display(),
+            verifier.to_vkey()
+        ))?;
     }
     Ok(Outcome::Ok)
 }

@@ -12,6 +12,7 @@ mod replay;
 mod streams;
 mod token;
 mod verify;
+pub mod witness;
 
 use crate::cli::{
     CaseCommand, Command, DlqCommand, EventsCommand, IssuerCommand, KeysCommand, StreamsCommand,
@@ -51,8 +52,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             kind,
             office,
             label,
+            name,
             out,
-        }) => keys::generate(ctx, kind, &office, &label, &out),
+        }) => keys::generate_any(ctx, kind, office, label, name, &out),
         Command::Keys(KeysCommand::Register {
             office,
             public_key_from,
@@ -98,6 +100,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             replicas,
             duplicate_window,
         }) => streams::provision(ctx, replicas, duplicate_window).await,
+        Command::Witness(args) => witness::run(ctx, &args).await,
         Command::Simulate(config) => {
             let stop = casebus_simulator::CancellationToken::new();
             let trigger = stop.clone();

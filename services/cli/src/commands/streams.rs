@@ -1,4 +1,4 @@
-//! `casebus streams status|provision`: the three casebus streams with their size and
+//! `casebus streams status|provision`: the four casebus streams (`CHECKPOINTS` too) with their size and
 //! positions, their consumers with pending, ack-pending, redelivered and waiting counts;
 //! and idempotent provisioning.
 
@@ -8,14 +8,14 @@ use serde_json::json;
 
 use casebus_bus::StreamSettings;
 use casebus_bus::ops::{ConsumerStatus, StreamStatus};
-use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, DLQ_STREAM};
+use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, CHECKPOINTS_STREAM, DLQ_STREAM};
 
 use crate::context::Ctx;
 use crate::error::{CliError, Outcome};
 use crate::output::table;
 use crate::times::{human, short_or_dash};
 
-const STREAMS: [&str; 3] = [CASES_STREAM, DLQ_STREAM, AUDIT_STREAM];
+const STREAMS: [&str; 4] = [CASES_STREAM, DLQ_STREAM, AUDIT_STREAM, CHECKPOINTS_STREAM];
 
 fn stream_json(name: &str, status: Option<&StreamStatus>) -> serde_json::Value {
     match status {
