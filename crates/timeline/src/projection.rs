@@ -241,53 +241,6 @@ impl Projection {
         Ok(())
     }
 
-    /// Sets this connection up to load a new projection file in one pass (`casebus
-    /// rebuild`): commits are not synced to disk and SQLite keeps a page cache of
-    /// `cache_bytes` (the default is 2 MiB), so the events' case-and-version index and
-    /// the case rows stay in memory however large the file grows. Only for a file that
-    /// nothing reads yet and that is thrown away if the load fails: after an operating
-    /// system crash or a power loss its last commits may be missing or the file damaged.
-    /// [`Projection::finish_bulk_load`] makes it durable and restores the settings.
-    ///
-    /// # Errors
-    /// [`ProjectError::Storage`] when SQLite refuses a setting.
-    pub fn begin_bulk_load(&mut self, cache_bytes: u64) -> Result<(), ProjectError> {
-        let kib = i64::try_from(cache_bytes / 1024).unwrap_or(i64::MAX).max(1);
-        self.conn
-            .pragma_update(None, "synchronous", "OFF")
-            .and_then(|()| self.conn.pragma_update(None, "cache_size", -kib))
-            .map_err(storage("setting up a bulk load"))
-    }
-
-    /// Ends a bulk load begun with [`Projection::begin_bulk_load`]: copies the
-    /// write-ahead log into the file, syncs it, and restores the usual settings
-    /// (`synchronous=NORMAL`, the default page cache).
-    ///
-    /// # Errors
-    /// [`ProjectError::Storage`] when SQLite fails; the file is then not known to be
-    /// durable.
-    pub fn finish_bulk_load(&mut self) -> Result<(), ProjectError> {
-        let op = storage("finishing a bulk load");
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(storage("finishing a bulk load"))?;
-        // A truncating checkpoint writes every page of the log into the file and syncs
-        // it (synchronous=FULL), then empties the log.
-        let (busy, _, _): (i64, i64, i64) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .map_err(storage("finishing a bulk load"))?;
-        if busy != 0 {
-            return Err(op(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some("the final checkpoint of a bulk load was blocked by a reader".into()),
-            )));
-        }
-        schema::configure_durability(&self.conn).map_err(storage("finishing a bulk load"))
-    }
-
     /// Deletes every event and derived row and sets the position back to 0, in one
     /// transaction, before rebuilding the projection from the start of the stream. The
     /// schema and the consumer name stay.

@@ -215,7 +215,7 @@ ALTER TABLE events_v3 RENAME TO events;
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // `journal_mode` answers with the mode in force ("memory" for in-memory databases).
     let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    configure_durability(conn)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Readers on other connections (a second gateway handle, the CLI) wait for a writer
     // instead of failing at once.
@@ -230,15 +230,6 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
-}
-
-/// The commit durability and page cache of [`configure`], which a bulk load changes
-/// for its duration (`Projection::begin_bulk_load`).
-pub(crate) fn configure_durability(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // SQLite's own default (2 MiB): measured against 32 MiB for the gateway's writer, a
-    // larger cache bought little (see docs/PERFORMANCE.md).
-    conn.pragma_update(None, "cache_size", -2000)
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`], one migration per transaction. Each step

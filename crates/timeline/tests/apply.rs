@@ -537,28 +537,3 @@ fn a_schema_2_file_is_upgraded_with_its_rows_unchanged_and_projects_on_as_a_new_
     let again = upgraded.apply_batch(&[copy]).expect("a copy");
     assert_eq!((again.applied, again.duplicates), (0, 1));
 }
-
-#[test]
-fn a_bulk_load_leaves_the_same_projection_in_wal_mode_with_nothing_left_in_the_log() {
-    let stream = scripted_stream();
-    let inputs = stream.inputs();
-    let (_dir, path, mut bulk) = temp_projection();
-    bulk.begin_bulk_load(64 << 20).expect("begin");
-    for chunk in inputs.chunks(7) {
-        bulk.apply_batch(chunk).expect("batch");
-    }
-    bulk.finish_bulk_load().expect("finish");
-    let (_dir2, _path2, mut plain) = temp_projection();
-    plain.apply_batch(&inputs).expect("whole stream");
-    assert_eq!(dump(&bulk), dump(&plain));
-    let conn = rusqlite::Connection::open(&path).expect("raw connection");
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .expect("journal mode");
-    assert_eq!(mode, "wal");
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal_len = std::fs::metadata(std::path::PathBuf::from(wal)).map_or(0, |m| m.len());
-    assert_eq!(wal_len, 0, "the final checkpoint emptied the log");
-    drop(bulk);
-}

@@ -13,8 +13,7 @@
 //! How it goes fast (docs/PERFORMANCE.md has the figures): the signatures of each
 //! fetched batch are checked on every core, each with `verify_strict` on its own; one
 //! writer thread commits what was verified while it wrote the previous transaction (up
-//! to 8,192 events at once); and the new file is loaded with `Projection::begin_bulk_load`
-//! (no sync per commit, a large page cache), made durable at the end.
+//! to 8,192 events at once).
 
 use std::path::{Path, PathBuf};
 
@@ -37,10 +36,6 @@ const BATCH: usize = 1024;
 
 /// The most events written in one transaction.
 const MAX_TRANSACTION: usize = 8192;
-
-/// The page cache of the rebuild's writer: enough for the events' case-and-version
-/// index and the case rows of millions of events.
-const BULK_CACHE_BYTES: u64 = 256 << 20;
 
 /// Removes a projection file and its SQLite side files unless disarmed.
 struct Cleanup {
@@ -105,10 +100,10 @@ fn apply(
 /// batch is read and verified.
 enum Writer {
     /// Free, holding the projection.
-    Idle(Projection),
+    Idle(Box<Projection>),
     /// Writing the batch up to the sequence given.
     Busy(
-        tokio::task::JoinHandle<(Projection, Result<(), CliError>)>,
+        tokio::task::JoinHandle<(Box<Projection>, Result<(), CliError>)>,
         u64,
     ),
     /// Lost with a failed or panicked write.
@@ -157,17 +152,9 @@ impl Writer {
     }
 
     /// The projection, when free.
-    fn projection(&mut self) -> Result<&mut Projection, CliError> {
-        match self {
-            Self::Idle(projection) => Ok(projection),
-            Self::Busy(..) | Self::Gone => Err(CliError::runtime("the projection writer is busy")),
-        }
-    }
-
-    /// The projection, when free.
     fn into_projection(self) -> Result<Projection, CliError> {
         match self {
-            Self::Idle(projection) => Ok(projection),
+            Self::Idle(projection) => Ok(*projection),
             Self::Busy(..) | Self::Gone => Err(CliError::runtime("the projection writer is busy")),
         }
     }
@@ -221,14 +208,8 @@ pub async fn run(ctx: &Ctx, args: &RebuildArgs) -> Result<Outcome, CliError> {
     let mut left_out: Vec<(u64, String)> = Vec::new();
     let mut read: u64 = 0;
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut writer = Writer::Idle(projection);
+    let mut writer = Writer::Idle(Box::new(projection));
     if total > 0 {
-        tokio::task::block_in_place(|| {
-            writer
-                .projection()?
-                .begin_bulk_load(BULK_CACHE_BYTES)
-                .map_err(project_error)
-        })?;
         let mut scanner = ops
             .scan(
                 CASES_STREAM,
@@ -288,12 +269,6 @@ pub async fn run(ctx: &Ctx, args: &RebuildArgs) -> Result<Outcome, CliError> {
                 writer.start(std::mem::take(&mut events), last)?;
             }
             writer.wait().await?;
-            tokio::task::block_in_place(|| {
-                writer
-                    .projection()?
-                    .finish_bulk_load()
-                    .map_err(project_error)
-            })?;
             Ok::<(), CliError>(())
         }
         .await;
