@@ -54,6 +54,14 @@ struct Args {
     /// their output is discarded.
     #[arg(long, env = "CASEBUS_BENCH_SERVICE_LOG", value_name = "DIR")]
     service_log: Option<PathBuf>,
+    /// Cases of the append and rebuild rows instead of the mode's (200 quick, 2,000
+    /// full), for measuring one lever on a busy machine; the rows then say their size.
+    #[arg(long, value_name = "N")]
+    cases: Option<usize>,
+    /// Events per case of the append and rebuild rows instead of the mode's (50 quick,
+    /// 500 full).
+    #[arg(long, value_name = "N")]
+    events_per_case: Option<usize>,
 }
 
 /// The rows of the table, for `--only`.
@@ -109,6 +117,12 @@ async fn main() -> anyhow::Result<()> {
             rounds: 499,
             writers: 256,
         }
+    };
+
+    let size = append::Size {
+        cases: args.cases.unwrap_or(size.cases).max(1),
+        rounds: args.events_per_case.map_or(size.rounds, |n| n.max(1) - 1),
+        writers: size.writers.min(args.cases.unwrap_or(usize::MAX).max(1)),
     };
 
     if runs(Figure::Replay) {

@@ -16,7 +16,7 @@ pub use keys::{KeyError, KeyFile, OfficeSigner};
 pub use registry::{KeyEntry, OfficeEntry, OfficeRegistry, RegistryError};
 pub use verify::{
     CaseFailure, CaseReport, ChainError, ChainTip, VerifiedEvent, VerifyError, check_recorded_at,
-    verify_case, verify_signed,
+    verify_case, verify_signed, verify_signed_all,
 };
 
 pub mod seal;

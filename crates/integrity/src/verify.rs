@@ -357,6 +357,56 @@ pub fn verify_signed(raw: &[u8], registry: &OfficeRegistry) -> Result<VerifiedEv
     })
 }
 
+/// [`verify_signed`] for every payload, in order, on up to `threads` threads (at least
+/// one; the calling thread when there is one or only a few payloads). Each result is
+/// exactly what [`verify_signed`] returns for that payload alone: every signature is
+/// checked on its own with `verify_strict`, never with batch verification (see
+/// `docs/PERFORMANCE.md` on why batch verification is not equivalent).
+pub fn verify_signed_all<P: AsRef<[u8]> + Sync>(
+    payloads: &[P],
+    registry: &OfficeRegistry,
+    threads: usize,
+) -> Vec<Result<VerifiedEvent, VerifyError>> {
+    // Below this, starting a thread costs more than the signatures it would check.
+    const PER_THREAD_AT_LEAST: usize = 16;
+    let threads = threads.min(payloads.len() / PER_THREAD_AT_LEAST).max(1);
+    if threads == 1 {
+        return payloads
+            .iter()
+            .map(|p| verify_signed(p.as_ref(), registry))
+            .collect();
+    }
+    let chunk = payloads.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = payloads
+            .chunks(chunk)
+            .skip(1)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|p| verify_signed(p.as_ref(), registry))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // The calling thread checks the first chunk itself instead of waiting idle.
+        let mut out: Vec<_> = payloads[..chunk.min(payloads.len())]
+            .iter()
+            .map(|p| verify_signed(p.as_ref(), registry))
+            .collect();
+        out.reserve(payloads.len() - out.len());
+        for (part, payloads) in parts.into_iter().zip(payloads.chunks(chunk).skip(1)) {
+            match part.join() {
+                Ok(results) => out.extend(results),
+                // A panicking check (it has none today) must not lose its results:
+                // check that chunk again here, where the panic would surface.
+                Err(_) => out.extend(payloads.iter().map(|p| verify_signed(p.as_ref(), registry))),
+            }
+        }
+        out
+    })
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

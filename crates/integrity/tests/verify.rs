@@ -6,7 +6,7 @@ use time::macros::datetime;
 
 use casebus_integrity::{
     ChainError, EventHash, OfficeEntry, OfficeRegistry, OfficeSigner, VerifyError, verify_case,
-    verify_signed,
+    verify_signed, verify_signed_all,
 };
 use casebus_proto::event::v1::{Agency, Event, NoteAdded, Payload, payload::Kind};
 use casebus_proto::{CaseId, EventId, OfficeId, RequestId, timestamp_from};
@@ -261,4 +261,36 @@ fn an_event_with_a_mismatched_agency_is_an_invalid_envelope() {
     let raw = f.customs.sign(&ev).0.encode_to_vec();
     let err = verify_signed(&raw, &f.registry).expect_err("agency mismatch");
     assert!(err.to_string().contains("agency"), "{err}");
+}
+
+#[test]
+fn verifying_on_several_threads_gives_each_message_exactly_its_own_result() {
+    let f = fixture();
+    let mut msgs = chain(&f, 100);
+    // A forged signature, a flipped event byte and junk, spread over the chunks.
+    let last = msgs[7].len() - 1;
+    msgs[7][last] ^= 1;
+    msgs[55][20] ^= 1;
+    msgs[93] = b"junk".to_vec();
+    let alone: Vec<_> = msgs.iter().map(|m| verify_signed(m, &f.registry)).collect();
+    for threads in [0, 1, 2, 3, 8] {
+        let together = verify_signed_all(&msgs, &f.registry, threads);
+        assert_eq!(together.len(), alone.len(), "{threads} threads");
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a.hash, b.hash, "message {i}, {threads} threads"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "message {i}, {threads} threads"),
+                _ => panic!("message {i} differs on {threads} threads: {a:?} against {b:?}"),
+            }
+        }
+    }
+    assert!(together_failures(&msgs, &f.registry) == vec![7, 55, 93]);
+}
+
+fn together_failures(msgs: &[Vec<u8>], registry: &OfficeRegistry) -> Vec<usize> {
+    verify_signed_all(msgs, registry, 2)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.is_err().then_some(i))
+        .collect()
 }

@@ -1,8 +1,9 @@
 //! The projection's SQLite schema and its migrations, and the connection settings every
 //! projection file is opened with.
 //!
-//! Conventions of the schema (version 2; version 2 added each hand-off's running legal
-//! clock and the digest of the rules and calendar it was counted with):
+//! Conventions of the schema (version 3; version 2 added each hand-off's running legal
+//! clock and the digest of the rules and calendar it was counted with, version 3 dropped
+//! the index on event ids):
 //! - instants are INTEGER unix nanoseconds, UTC. That sorts and compares as numbers and
 //!   costs 8 bytes; it covers 1677-09-21 to 2262-04-11, and an instant outside that range
 //!   is clamped to the nearest end in these columns (the exact value always stays in the
@@ -21,10 +22,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::ProjectError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` leads from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 // Every version up to SCHEMA_VERSION has its migration.
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -165,6 +166,42 @@ CREATE TABLE clock_settings (
     id     INTEGER PRIMARY KEY CHECK (id = 1),
     digest TEXT NOT NULL
 );
+";
+
+/// Version 3: `events` without the unique index on `event_id`. No query looks events up
+/// by id, and the index cost the most of any: its keys are random, so at a million
+/// events nearly every insert read and dirtied another page of it (see
+/// docs/PERFORMANCE.md). What it guarded stays guarded: an event id is derived from its
+/// office, case and request id, so two events of different cases never share one; the
+/// stream refuses a second message with the same `Nats-Msg-Id` (the event id); the
+/// appender records a command's request id once per case; and `apply_batch` refuses or
+/// skips a second event at a case version (`UNIQUE (case_id, case_version)` stays).
+/// SQLite cannot drop a constraint's index, so the table is copied, rows unchanged.
+const V3: &str = r"
+CREATE TABLE events_v3 (
+    stream_sequence     INTEGER PRIMARY KEY,
+    case_id             TEXT    NOT NULL,
+    case_version        INTEGER NOT NULL CHECK (case_version >= 1),
+    event_id            TEXT    NOT NULL,
+    office_id           TEXT    NOT NULL,
+    agency              TEXT    NOT NULL,
+    type_name           TEXT    NOT NULL,
+    occurred_at         INTEGER NOT NULL,
+    recorded_at         INTEGER NOT NULL,
+    visibility          TEXT    NOT NULL,
+    visible_to          TEXT    NOT NULL,
+    hash                BLOB    NOT NULL,
+    prev_hash           BLOB,
+    signed              BLOB    NOT NULL,
+    UNIQUE (case_id, case_version)
+);
+INSERT INTO events_v3 (stream_sequence, case_id, case_version, event_id, office_id, agency,
+        type_name, occurred_at, recorded_at, visibility, visible_to, hash, prev_hash, signed)
+    SELECT stream_sequence, case_id, case_version, event_id, office_id, agency, type_name,
+        occurred_at, recorded_at, visibility, visible_to, hash, prev_hash, signed
+    FROM events ORDER BY stream_sequence;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
 ";
 
 /// Sets the connection pragmas every projection uses.

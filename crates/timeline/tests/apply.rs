@@ -297,7 +297,7 @@ fn the_file_runs_in_wal_mode_at_the_current_schema_version() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("schema version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -314,7 +314,7 @@ fn a_file_written_by_a_newer_schema_is_refused() {
             error,
             ProjectError::NewerSchema {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{error:?}"
@@ -466,4 +466,74 @@ fn other_rules_recount_every_clock_and_equal_a_projection_made_with_them() {
     project(&mut fresh, &stream, 16);
     assert_eq!(dump(&old), dump(&fresh));
     assert_ne!(dump(&old), before, "the due times changed");
+}
+
+/// The `events` table as schema version 2 had it, with its unique index on event ids.
+const EVENTS_V2: &str = "
+    CREATE TABLE events_old (
+        stream_sequence INTEGER PRIMARY KEY, case_id TEXT NOT NULL,
+        case_version INTEGER NOT NULL CHECK (case_version >= 1),
+        event_id TEXT NOT NULL UNIQUE, office_id TEXT NOT NULL, agency TEXT NOT NULL,
+        type_name TEXT NOT NULL, occurred_at INTEGER NOT NULL, recorded_at INTEGER NOT NULL,
+        visibility TEXT NOT NULL, visible_to TEXT NOT NULL, hash BLOB NOT NULL,
+        prev_hash BLOB, signed BLOB NOT NULL, UNIQUE (case_id, case_version));
+    INSERT INTO events_old SELECT * FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_old RENAME TO events;
+    UPDATE schema_version SET version = 2;";
+
+fn event_indexes(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).expect("raw connection");
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_index_list('events') ORDER BY name")
+        .expect("index list");
+    stmt.query_map([], |r| r.get(0))
+        .expect("indexes")
+        .collect::<Result<_, _>>()
+        .expect("names")
+}
+
+#[test]
+fn a_schema_2_file_is_upgraded_with_its_rows_unchanged_and_projects_on_as_a_new_one() {
+    let stream = scripted_stream();
+    let inputs = stream.inputs();
+    let half = inputs.len() / 2;
+    let (_dir, path, mut projection) = temp_projection();
+    projection.set_consumer("gateway-a").expect("consumer");
+    projection.apply_batch(&inputs[..half]).expect("first half");
+    let before = dump(&projection);
+    drop(projection);
+    assert_eq!(
+        event_indexes(&path).len(),
+        1,
+        "version 3: case and version only"
+    );
+    // Turn the file into what schema version 2 wrote.
+    let conn = rusqlite::Connection::open(&path).expect("raw connection");
+    conn.execute_batch(EVENTS_V2).expect("back to version 2");
+    drop(conn);
+    assert_eq!(event_indexes(&path).len(), 2, "version 2: event id too");
+
+    let mut upgraded = Projection::open(&path).expect("upgrade");
+    assert_eq!(event_indexes(&path).len(), 1, "the event id index is gone");
+    assert_eq!(
+        dump(&upgraded),
+        before,
+        "every row as it was, at version 3 again"
+    );
+    assert_eq!(
+        upgraded.consumer().expect("consumer").as_deref(),
+        Some("gateway-a")
+    );
+    upgraded.apply_batch(&inputs[half..]).expect("second half");
+    let (_dir2, _path2, mut fresh) = temp_projection();
+    fresh.set_consumer("gateway-a").expect("consumer");
+    fresh.apply_batch(&inputs).expect("whole stream");
+    assert_eq!(dump(&upgraded), dump(&fresh));
+
+    // A second event at a stored version is still told apart: the same bytes are a
+    // duplicate, anything else a conflict (the case and version index stays).
+    let copy = ProjectedInput::new(stream.last_sequence() + 1, inputs[0].event);
+    let again = upgraded.apply_batch(&[copy]).expect("a copy");
+    assert_eq!((again.applied, again.duplicates), (0, 1));
 }

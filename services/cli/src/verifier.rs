@@ -14,7 +14,10 @@ use std::collections::HashMap;
 
 use prost::Message as _;
 
-use casebus_integrity::{ChainTip, OfficeRegistry, VerifiedEvent, verify_signed};
+use casebus_bus::ops::StoredMessage;
+use casebus_integrity::{
+    ChainTip, OfficeRegistry, VerifiedEvent, VerifyError, verify_signed, verify_signed_all,
+};
 use casebus_proto::CaseId;
 use casebus_proto::event::v1::{Event, SignedEvent};
 
@@ -107,6 +110,33 @@ impl<'a> StreamVerifier<'a> {
 
     /// Checks the next message of the stream.
     pub fn check(&mut self, sequence: u64, subject: &str, raw: &[u8]) -> Checked {
+        let signature = verify_signed(raw, self.registry);
+        self.settle(sequence, subject, raw, signature)
+    }
+
+    /// Checks the next messages of the stream, in order: their signatures on up to
+    /// `threads` threads (each with `verify_strict` on its own, as [`Self::check`] does),
+    /// then their subjects and chains one after the other. The outcomes are exactly
+    /// those of [`Self::check`] called on each message in turn.
+    pub fn check_all(&mut self, messages: &[StoredMessage], threads: usize) -> Vec<Checked> {
+        let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_ref()).collect();
+        let signatures = verify_signed_all(&payloads, self.registry, threads);
+        messages
+            .iter()
+            .zip(signatures)
+            .map(|(m, signature)| self.settle(m.sequence, &m.subject, &m.payload, signature))
+            .collect()
+    }
+
+    /// The subject and chain checks of one message whose signature check gave
+    /// `signature`.
+    fn settle(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        raw: &[u8],
+        signature: Result<VerifiedEvent, VerifyError>,
+    ) -> Checked {
         let Some(case_id) = subject
             .strip_prefix("case.")
             .and_then(|c| CaseId::new(c).ok())
@@ -133,7 +163,7 @@ impl<'a> StreamVerifier<'a> {
             .tips
             .entry(case_id.clone())
             .or_insert_with(|| ChainTip::empty(case_id.clone()));
-        let event = match verify_signed(raw, self.registry) {
+        let event = match signature {
             Ok(event) => event,
             Err(error) => return fail(claimed_version(raw), Problem::from(&error)),
         };
@@ -263,6 +293,62 @@ mod tests {
             })
             .collect();
         assert_eq!(outcomes, [true, false, true, true]);
+    }
+
+    #[test]
+    fn checking_a_batch_on_several_threads_equals_checking_one_by_one() {
+        let registry = registry();
+        let mut messages = Vec::new();
+        let mut prev = None;
+        for version in 1..=60 {
+            let (raw, hash) = event("A", version, prev);
+            prev = Some(hash);
+            messages.push(("case.A", raw));
+        }
+        let (b1, _) = event("B", 1, None);
+        // A forged copy, a gap (v40 of A missing, so v41 is out of order), junk, a
+        // subject naming no case, and another case in between.
+        let mut forged = messages[10].1.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        messages.insert(11, ("case.A", forged));
+        messages.remove(40);
+        messages.insert(20, ("case.B", b1.clone()));
+        messages.insert(30, ("case.A", b"junk".to_vec()));
+        messages.insert(50, ("case.a+b", b1));
+        let stored: Vec<StoredMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, (subject, raw))| StoredMessage {
+                sequence: i as u64 + 1,
+                subject: (*subject).to_owned(),
+                payload: raw.clone().into(),
+                headers: Vec::new(),
+                stored_at: time::OffsetDateTime::UNIX_EPOCH,
+                pending: 0,
+            })
+            .collect();
+        let summary = |c: &Checked| match c {
+            Checked::Valid(e) => format!("ok {} v{}", e.case_id, e.version()),
+            Checked::Failed(f) => format!("{} {} {:?}", f.problem.code, f.sequence, f.version),
+        };
+        let mut one = StreamVerifier::new(&registry, Rule::Consumer);
+        let alone: Vec<String> = stored
+            .iter()
+            .map(|m| summary(&one.check(m.sequence, &m.subject, &m.payload)))
+            .collect();
+        assert_eq!(alone.iter().filter(|s| !s.starts_with("ok")).count(), 23);
+        // Batches of 40 and of everything: enough messages for 2 and 4 threads (a
+        // thread takes at least 16).
+        for (threads, size) in [(1, 40), (2, 40), (4, 40), (4, stored.len())] {
+            let mut all = StreamVerifier::new(&registry, Rule::Consumer);
+            let together: Vec<String> = stored
+                .chunks(size)
+                .flat_map(|chunk| all.check_all(chunk, threads))
+                .map(|c| summary(&c))
+                .collect();
+            assert_eq!(together, alone, "{threads} threads, batches of {size}");
+        }
     }
 
     #[test]
