@@ -36,10 +36,21 @@ pub async fn casebus_appends(
     // Every case's head stays cached (the default cap is 10,000 cases; the growth row's
     // 1M events are 20,000 cases written round robin).
     let appender = Arc::new(fixture::appender_caching(bus, size.cases)?);
+    appends_with(appender, size, first_case, None).await
+}
+
+/// [`casebus_appends`] through `appender`, the notes recorded with `visibility`.
+pub async fn appends_with(
+    appender: Arc<casebus_bus::Appender>,
+    size: Size,
+    first_case: usize,
+    visibility: Option<casebus_proto::event::v1::Visibility>,
+) -> anyhow::Result<(Measurement, u64)> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..size.writers {
         let appender = appender.clone();
+        let visibility = visibility.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3)?;
             let mut count = 0u64;
@@ -54,10 +65,12 @@ pub async fn casebus_appends(
                     } else {
                         (format!("note-{i}-{round}"), fixture::note(i, round))
                     };
+                    let mut command = fixture::request(&case, &request, payload)?;
+                    if round > 0 {
+                        command.visibility = visibility.clone();
+                    }
                     let t = Instant::now();
-                    appender
-                        .append(fixture::request(&case, &request, payload)?)
-                        .await?;
+                    appender.append(command).await?;
                     hist.record(t.elapsed().as_micros() as u64)?;
                     count += 1;
                 }

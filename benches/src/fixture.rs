@@ -37,8 +37,42 @@ pub fn registry() -> anyhow::Result<OfficeRegistry> {
     Ok(registry)
 }
 
+/// The court office a sealed benchmark note is also sealed for.
+pub const READER: &str = "court:bench";
+
+/// The encryption key of `office` (deterministic).
+pub fn opening_key(office: &str) -> anyhow::Result<casebus_integrity::seal::OpeningKey> {
+    Ok(casebus_integrity::seal::OpeningKey::derive(
+        OfficeId::new(office)?,
+        "e1",
+        &[office.len() as u8; 32],
+    )?)
+}
+
+/// [`registry`] with encryption keys for the benchmark office and [`READER`].
+pub fn sealing_registry() -> anyhow::Result<OfficeRegistry> {
+    let mut registry = registry()?;
+    let from = datetime!(2020-01-01 0:00 UTC);
+    registry.add_encryption_key(
+        &OfficeId::new(OFFICE)?,
+        opening_key(OFFICE)?.key_entry(from),
+    )?;
+    registry.insert_office(OfficeEntry {
+        id: OfficeId::new(READER)?,
+        name: "Benchmark court".into(),
+        keys: Vec::new(),
+        encryption_keys: vec![opening_key(READER)?.key_entry(from)],
+    })?;
+    Ok(registry)
+}
+
 /// A started server with provisioned streams, and a bus on it.
 pub async fn start() -> anyhow::Result<(NatsServer, Bus)> {
+    start_with(registry()?).await
+}
+
+/// [`start`] with the bus verifying against `registry`.
+pub async fn start_with(registry: OfficeRegistry) -> anyhow::Result<(NatsServer, Bus)> {
     let server = NatsServer::start().await?;
     let client = server.client().await?;
     let config = BusConfig::default();
@@ -47,7 +81,7 @@ pub async fn start() -> anyhow::Result<(NatsServer, Bus)> {
         &StreamSettings::default(),
     )
     .await?;
-    let bus = Bus::open(client, Arc::new(registry()?), config).await?;
+    let bus = Bus::open(client, Arc::new(registry), config).await?;
     Ok((server, bus))
 }
 

@@ -16,6 +16,7 @@ mod ingest;
 mod rebuild;
 mod replay;
 mod report;
+mod seal;
 
 use std::path::PathBuf;
 
@@ -45,7 +46,7 @@ struct Args {
     )]
     table: PathBuf,
     /// Run only these rows (repeatable): append, rebuild, ingest, import, timeline,
-    /// watch, growth, replay. The rebuild row reuses the append row's stream, so it runs the append
+    /// watch, growth, replay, seal. The rebuild row reuses the append row's stream, so it runs the append
     /// figure too.
     #[arg(long, value_enum)]
     only: Vec<Figure>,
@@ -83,6 +84,8 @@ enum Figure {
     Growth,
     /// Replayed copies of stored events through one consumer.
     Replay,
+    /// Appending sealed events against appending clear ones (issue 14).
+    Seal,
 }
 
 #[tokio::main]
@@ -131,6 +134,18 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{} -> {}", row.figure, row.verified);
             report.rows.push(row);
         }
+    }
+
+    if runs(Figure::Seal) {
+        eprintln!("== sealed appends vs clear appends");
+        let seal_size = append::Size {
+            cases: 200,
+            rounds: 49,
+            writers: 128,
+        };
+        let row = tokio::time::timeout(append::FIGURE_TIMEOUT, seal::run(seal_size)).await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
     }
 
     if runs(Figure::Append) || runs(Figure::Rebuild) {
