@@ -191,24 +191,6 @@ fn restricted(visibility: &Visibility) -> bool {
     )
 }
 
-/// Whether `reader` may read an event of `visibility` recorded by `office`: the office
-/// itself for ORIGIN_ONLY; every office of the listed agencies and of the recording
-/// agency for LISTED_AGENCIES.
-fn admits(
-    visibility: &Visibility,
-    office: &casebus_proto::OfficeId,
-    reader: &casebus_proto::OfficeId,
-) -> bool {
-    match VisibilityKind::try_from(visibility.kind) {
-        Ok(VisibilityKind::OriginOnly) => reader == office,
-        Ok(VisibilityKind::ListedAgencies) => {
-            reader.agency() == office.agency()
-                || visibility.agencies.contains(&(reader.agency() as i32))
-        }
-        _ => true,
-    }
-}
-
 impl std::fmt::Debug for Appender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Appender")
@@ -827,7 +809,11 @@ impl Appender {
                 sealing.opener.key_ids().join(", ")
             )));
         }
-        let readers = registry.reader_keys(at, |o| admits(&visibility, &self.office, o));
+        // The readers are the offices the visibility rule shows the event in clear.
+        let readers = registry.reader_keys(at, |o| {
+            casebus_domain::event_sight(&self.office, &visibility, o)
+                == casebus_domain::Sight::Clear
+        });
         let content_key =
             seal_event(&sealing.sealer, event, &readers).map_err(|e| refuse(e.to_string()))?;
         event.command_digest = keyed_command_digest(&content_key, digest).to_vec();
