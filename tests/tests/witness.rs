@@ -5,7 +5,9 @@
 //! witness's verifier key. Shown a fork forged with the real log key (a checkpoint of
 //! the size it cosigned with another root, and a smaller tree that is not a prefix), it
 //! refuses both: an error line each, the forks counter of its state at 2, exit code 1,
-//! nothing cosigned, and its state still at the honest checkpoint.
+//! nothing cosigned, and its state still at the honest checkpoint. Following the stream
+//! (no `--once`), it reports the same on its metrics endpoint, and stops cleanly on
+//! SIGTERM.
 
 mod gateway_common;
 
@@ -198,5 +200,161 @@ async fn the_witness_cosigns_what_extends_its_log_and_refuses_a_forged_fork() {
         .expect("a cosignature");
     let note = Note::parse(&cosignature.payload).expect("a note");
     assert_eq!(Some(note.text()), honest["checkpoint"].as_str());
+    gateway.stop().await;
+}
+
+/// A metric's value on the witness's `/metrics`, once it reports it.
+async fn witness_metric(addr: std::net::SocketAddr, name: &str) -> Option<u64> {
+    http_get(addr, "/metrics")
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_following_witness_reports_its_cosignatures_and_a_refused_fork_on_its_metrics() {
+    let f = Fixture::start().await;
+    let id = case("WIT-2");
+    f.script(&id, declined_case()).await;
+    let log_key = f.path("log.key");
+    generate(LogKeyKind::Log, ORIGIN, &log_key).expect("log key");
+    let witness_key = f.path("court-witness.key");
+    generate(LogKeyKind::Witness, WITNESS, &witness_key).expect("witness key");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let args = [
+        "--tlog-file",
+        &path(&f.path("gw-follow.tlog")),
+        "--tlog-interval",
+        "200ms",
+        "--log-key",
+        &path(&log_key),
+        "--checkpoint-every",
+        "1",
+        "--checkpoint-interval",
+        "200ms",
+    ]
+    .map(str::to_owned);
+    let mut gateway = f.gateway_with("gw-follow", &f.db("gw-follow"), &args).await;
+    let token_file = f.path("witness.token");
+    std::fs::write(&token_file, f.reader(COURT)).expect("token file");
+    let ready = f.path("witness.ready");
+    let child = tokio::process::Command::new(casebus_binary())
+        .arg("witness")
+        .args(["--origin", ORIGIN, "--log-vkey"])
+        .arg(f.path("log.key.vkey"))
+        .arg("--witness-key")
+        .arg(&witness_key)
+        .arg("--state")
+        .arg(f.path("witness.json"))
+        .arg("--gateway")
+        .arg(format!("http://{}", gateway.grpc))
+        .arg("--gateway-token-file")
+        .arg(&token_file)
+        .args(["--metrics-listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .env("CASEBUS_NATS_URL", f.server.url())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start casebus witness");
+    let metrics: std::net::SocketAddr =
+        wait_until(PROJECTION_TIMEOUT, "the witness's ready file", async || {
+            let text = std::fs::read_to_string(&ready).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            v["metrics"].as_str()?.parse().ok()
+        })
+        .await
+        .expect("the witness is ready");
+    assert_eq!(witness_metric(metrics, "casebus_witness_up").await, Some(1));
+
+    // It cosigns what the gateway publishes, and goes on as the log grows.
+    for round in 0..2 {
+        if round == 1 {
+            f.append(CUSTOMS, &id, note("followed growth"), None).await;
+        }
+        let size = f.cases_last().await;
+        wait_until(
+            PROJECTION_TIMEOUT,
+            &format!("the witness's cosigned size at {size}"),
+            async || {
+                (witness_metric(metrics, "casebus_witness_cosigned_size").await == Some(size))
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}; the gateway's log:\n{}", gateway.log_text()));
+    }
+    let cosigned = witness_metric(metrics, "casebus_witness_cosignatures_total")
+        .await
+        .expect("cosignatures counted");
+    assert!(cosigned >= 2, "{cosigned} cosignatures");
+    assert_eq!(
+        witness_metric(metrics, "casebus_witness_forks_total").await,
+        Some(0)
+    );
+
+    // A checkpoint of the cosigned size with another root, signed with the real key.
+    let size = f.cases_last().await;
+    let forged = Checkpoint {
+        origin: ORIGIN.into(),
+        size,
+        root: Hash([7; 32]),
+        extensions: vec![],
+    }
+    .sign(&load_log_key(&log_key).expect("log key"))
+    .expect("signed");
+    let ops = Ops::from_bus(&f.bus);
+    let subject = checkpoint_subject(ORIGIN);
+    let last = ops
+        .last_on_subject(CHECKPOINTS_STREAM, &subject)
+        .await
+        .expect("read")
+        .expect("a checkpoint");
+    ops.publish(
+        &subject,
+        forged.to_text().into_bytes().into(),
+        &[],
+        &PublishOptions {
+            message_id: None,
+            expected_last_subject_sequence: Some(last.sequence),
+        },
+    )
+    .await
+    .expect("the forged checkpoint is stored");
+    wait_until(PROJECTION_TIMEOUT, "the fork counted", async || {
+        (witness_metric(metrics, "casebus_witness_forks_total").await == Some(1)).then_some(())
+    })
+    .await
+    .expect("the witness counts the fork");
+    assert_eq!(
+        witness_metric(metrics, "casebus_witness_cosigned_size").await,
+        Some(size),
+        "the fork is not cosigned"
+    );
+    assert_eq!(
+        witness_metric(metrics, "casebus_witness_cosignatures_total").await,
+        Some(cosigned),
+        "nothing more is cosigned"
+    );
+
+    let pid = rustix::process::Pid::from_raw(child.id().expect("pid") as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let output = tokio::time::timeout(EXIT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the witness stops on SIGTERM")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "fork: two checkpoints of size {size} with different roots"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a run that refused a checkpoint exits 1: {stderr}"
+    );
     gateway.stop().await;
 }

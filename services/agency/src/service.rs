@@ -438,8 +438,13 @@ impl Service {
         tracker.spawn({
             let (metrics, ready, stop) = (metrics.clone(), ready.clone(), stop.clone());
             async move {
-                if let Err(error) =
-                    metrics::serve_http(metrics_listener, metrics, ready, stop.clone()).await
+                if let Err(error) = metrics::serve_http(
+                    metrics_listener,
+                    metrics.registry.clone(),
+                    ready,
+                    stop.clone(),
+                )
+                .await
                 {
                     tracing::error!(error = %error, "metrics endpoint failed");
                 }

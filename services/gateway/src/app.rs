@@ -437,7 +437,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracker.spawn({
         let (metrics, ready, stop) = (metrics.base.clone(), ready.clone(), shutdown.clone());
         async move {
-            if let Err(e) = serve_http(metrics_listener, metrics, ready, stop).await {
+            if let Err(e) =
+                serve_http(metrics_listener, metrics.registry.clone(), ready, stop).await
+            {
                 tracing::error!(error = %e, "metrics endpoint failed");
             }
         }

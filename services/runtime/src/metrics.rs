@@ -278,10 +278,102 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        render(&self.registry)
+    }
+}
+
+/// The text exposition of every metric of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The metrics of `casebus witness`, labelled with the constant `service`, `witness`
+/// (the witness key's name) and `origin` labels. The counters start from the witness's
+/// state file, so `casebus_witness_forks_total > 0` says a fork was ever refused.
+#[derive(Clone)]
+pub struct WitnessMetrics {
+    /// The registry to scrape.
+    pub registry: Registry,
+    /// The size of the last checkpoint cosigned.
+    pub cosigned_size: IntGauge,
+    /// The size of the last checkpoint read from `CHECKPOINTS`, cosigned or not.
+    pub checkpoint_size: IntGauge,
+    /// Unix time of the last cosignature published.
+    pub last_cosignature: IntGauge,
+    /// Checkpoints cosigned.
+    pub cosignatures: IntCounter,
+    /// Checkpoints refused as a fork of the log (inconsistent with the last cosigned).
+    pub forks: IntCounter,
+    /// Checkpoints refused for their signature or form (not of this log).
+    pub refused: IntCounter,
+    /// 1 while the witness follows the checkpoints.
+    pub up: IntGauge,
+}
+
+impl std::fmt::Debug for WitnessMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WitnessMetrics").finish_non_exhaustive()
+    }
+}
+
+impl WitnessMetrics {
+    /// A registry with every witness metric.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Metrics`] when a label value is invalid.
+    pub fn new(witness: &str, origin: &str) -> Result<Self, RuntimeError> {
+        let constant = [
+            ("service", "casebus-witness"),
+            ("witness", witness),
+            ("origin", origin),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let r = Registry::new_custom(None, Some(constant)).map_err(RuntimeError::Metrics)?;
+        let int_gauge = |name: &str, help: &str| -> Result<IntGauge, RuntimeError> {
+            let g = IntGauge::new(name, help).map_err(RuntimeError::Metrics)?;
+            r.register(Box::new(g.clone()))
+                .map_err(RuntimeError::Metrics)?;
+            Ok(g)
+        };
+        let int_counter = |name: &str, help: &str| -> Result<IntCounter, RuntimeError> {
+            let c = IntCounter::new(name, help).map_err(RuntimeError::Metrics)?;
+            r.register(Box::new(c.clone()))
+                .map_err(RuntimeError::Metrics)?;
+            Ok(c)
+        };
+        Ok(Self {
+            cosigned_size: int_gauge(
+                "casebus_witness_cosigned_size",
+                "Size of the last checkpoint the witness cosigned",
+            )?,
+            checkpoint_size: int_gauge(
+                "casebus_witness_checkpoint_size",
+                "Size of the last checkpoint the witness read",
+            )?,
+            last_cosignature: int_gauge(
+                "casebus_witness_last_cosignature_timestamp_seconds",
+                "Unix time of the last cosignature the witness published",
+            )?,
+            cosignatures: int_counter(
+                "casebus_witness_cosignatures_total",
+                "Checkpoints the witness cosigned",
+            )?,
+            forks: int_counter(
+                "casebus_witness_forks_total",
+                "Checkpoints refused as inconsistent with the last one cosigned (a fork)",
+            )?,
+            refused: int_counter(
+                "casebus_witness_refused_total",
+                "Checkpoints refused as not signed by the log key or malformed",
+            )?,
+            up: int_gauge("casebus_witness_up", "1 while the witness follows the log")?,
+            registry: r,
+        })
     }
 }
 
@@ -436,11 +528,11 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (`ready` is set)
-/// on `listener` until `shutdown`.
+/// Serves `/metrics` (every metric of `registry`), `/healthz` (the process is alive) and
+/// `/readyz` (`ready` is set) on `listener` until `shutdown`.
 pub async fn serve_http(
     listener: TcpListener,
-    metrics: Metrics,
+    registry: Registry,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -449,11 +541,11 @@ pub async fn serve_http(
         .route(
             "/metrics",
             get(move || {
-                let metrics = metrics.clone();
+                let registry = registry.clone();
                 async move {
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics.render(),
+                        render(&registry),
                     )
                 }
             }),

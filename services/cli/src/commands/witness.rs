@@ -17,11 +17,13 @@
 //! grows, or give it a state file holding a checkpoint checked otherwise).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -33,6 +35,8 @@ use casebus_bus::subjects::{
 };
 use casebus_proto::gateway::v1::GetConsistencyProofRequest;
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
+use casebus_runtime::metrics::{WitnessMetrics, bind, serve_http};
+use casebus_runtime::shutdown::on_signal;
 use casebus_runtime::tlog_keys::{load_verifier, load_witness_key};
 use casebus_tlog::checkpoint::SignedCheckpoint;
 use casebus_tlog::cosignature::Cosigner;
@@ -73,6 +77,13 @@ pub struct WitnessArgs {
     /// Handle the checkpoints stored now, then stop; exit 1 when one was refused.
     #[arg(long)]
     pub once: bool,
+    /// Serve Prometheus metrics (`/metrics`, `/healthz`, `/readyz`) on this address, e.g.
+    /// `127.0.0.1:9470` (port 0 picks a free one; see --ready-file).
+    #[arg(long = "metrics-listen")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Once following, write `{"metrics": "<address>"}` to this file (atomically).
+    #[arg(long = "ready-file")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// What the witness remembers.
@@ -126,21 +137,25 @@ impl State {
     }
 
     fn save(&self, path: &Path) -> Result<(), CliError> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| {
-                CliError::caused(format!("cannot write the state file {}", path.display()), e)
-            })
+        write_atomically(path, &text).map_err(|e| {
+            CliError::caused(format!("cannot write the state file {}", path.display()), e)
+        })
     }
 
     fn last(&self) -> Option<(u64, Hash)> {
         let root = Hash::from_base64(self.root.as_deref()?).ok()?;
         Some((self.size?, root))
     }
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it into place, so a
+/// reader sees the old file or the new one, never a part.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
 }
 
 /// What to do with one checkpoint.
@@ -208,6 +223,7 @@ struct Witness {
     state: State,
     ops: Ops,
     gateway: Client,
+    metrics: WitnessMetrics,
 }
 
 impl Witness {
@@ -307,6 +323,9 @@ impl Witness {
         self.state.root = Some(c.root.to_base64());
         self.state.checkpoint = Some(signed.note.text().to_owned());
         self.state.cosigned += 1;
+        self.metrics.cosigned_size.set(gauge_value(c.size));
+        self.metrics.cosignatures.inc();
+        self.metrics.last_cosignature.set(gauge_value(now));
         Ok(())
     }
 
@@ -315,34 +334,87 @@ impl Witness {
         let refused = match SignedCheckpoint::open(&message.payload, &self.log, &self.args.origin) {
             Err(e) => {
                 self.state.refused += 1;
+                self.metrics.refused.inc();
                 alert(
                     message.sequence,
                     &format!("not a checkpoint of this log: {e}"),
                 );
                 true
             }
-            Ok(signed) => match self.judge(&signed).await? {
-                Verdict::Cosign => {
-                    self.cosign(&signed).await?;
-                    tracing::info!(
-                        size = signed.checkpoint.size,
-                        sequence = message.sequence,
-                        "checkpoint cosigned"
-                    );
-                    false
+            Ok(signed) => {
+                let size = signed.checkpoint.size;
+                self.metrics.checkpoint_size.set(gauge_value(size));
+                match self.judge(&signed).await? {
+                    Verdict::Cosign => {
+                        self.cosign(&signed).await?;
+                        tracing::info!(size, sequence = message.sequence, "checkpoint cosigned");
+                        false
+                    }
+                    Verdict::Skip => false,
+                    Verdict::Fork(reason) => {
+                        self.state.forks += 1;
+                        self.metrics.forks.inc();
+                        alert(message.sequence, &format!("fork: {reason}"));
+                        true
+                    }
                 }
-                Verdict::Skip => false,
-                Verdict::Fork(reason) => {
-                    self.state.forks += 1;
-                    alert(message.sequence, &format!("fork: {reason}"));
-                    true
-                }
-            },
+            }
         };
         self.state.stream_sequence = message.sequence;
         self.state.save(&self.args.state)?;
         Ok(refused)
     }
+}
+
+/// A size or time as a gauge value (they stay far below `i64::MAX`).
+fn gauge_value(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The witness's metrics, with the counters of its state file.
+fn witness_metrics(cosigner: &Cosigner, state: &State) -> Result<WitnessMetrics, CliError> {
+    let metrics = WitnessMetrics::new(cosigner.name(), &state.origin)
+        .map_err(|e| CliError::usage(format!("the witness's metric labels: {e}")))?;
+    metrics.cosignatures.inc_by(state.cosigned);
+    metrics.forks.inc_by(state.forks);
+    metrics.refused.inc_by(state.refused);
+    if let Some(size) = state.size {
+        metrics.cosigned_size.set(gauge_value(size));
+        metrics.checkpoint_size.set(gauge_value(size));
+    }
+    Ok(metrics)
+}
+
+/// Serves the metrics on `--metrics-listen` until `stop`, and writes `--ready-file`.
+async fn serve_metrics(
+    args: &WitnessArgs,
+    metrics: &WitnessMetrics,
+    stop: &CancellationToken,
+) -> Result<(), CliError> {
+    let mut bound = None;
+    if let Some(addr) = args.metrics_listen {
+        let listener = bind("--metrics-listen", addr)
+            .await
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        bound = listener.local_addr().ok();
+        let (registry, ready, stop) = (
+            metrics.registry.clone(),
+            Arc::new(AtomicBool::new(true)),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(listener, registry, ready, stop).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    if let Some(path) = &args.ready_file {
+        let text = json!({ "metrics": bound.map(|a| a.to_string()) }).to_string();
+        write_atomically(path, &text).map_err(|e| {
+            CliError::caused(format!("cannot write --ready-file {}", path.display()), e)
+        })?;
+    }
+    Ok(())
 }
 
 fn alert(sequence: u64, reason: &str) {
@@ -364,6 +436,7 @@ pub async fn run(ctx: &Ctx, args: &WitnessArgs) -> Result<Outcome, CliError> {
     let cosigner = load_witness_key(&args.witness_key)
         .map_err(|e| CliError::usage(format!("--witness-key: {e}")))?;
     let state = State::load(&args.state, &args.origin)?;
+    let metrics = witness_metrics(&cosigner, &state)?;
     let gateway = gateway_client(args)?;
     let ops = ctx.ops().await?;
     let mut witness = Witness {
@@ -373,6 +446,7 @@ pub async fn run(ctx: &Ctx, args: &WitnessArgs) -> Result<Outcome, CliError> {
         state,
         ops,
         gateway,
+        metrics,
     };
     let mut scanner: Scanner = witness
         .ops
@@ -384,14 +458,23 @@ pub async fn run(ctx: &Ctx, args: &WitnessArgs) -> Result<Outcome, CliError> {
         )
         .await
         .map_err(|e| CliError::caused("cannot read the CHECKPOINTS stream", e))?;
+    let stop = if args.once {
+        CancellationToken::new()
+    } else {
+        on_signal()
+    };
     let mut refusals = 0u64;
     let result: Result<(), CliError> = async {
+        if !args.once {
+            serve_metrics(args, &witness.metrics, &stop).await?;
+            witness.metrics.up.set(1);
+        }
         loop {
             let batch = if args.once {
                 scanner.fetch().await
             } else {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    () = stop.cancelled() => return Ok(()),
                     batch = scanner.wait(FOLLOW_WAIT) => batch,
                 }
             }
@@ -407,6 +490,8 @@ pub async fn run(ctx: &Ctx, args: &WitnessArgs) -> Result<Outcome, CliError> {
         }
     }
     .await;
+    witness.metrics.up.set(0);
+    stop.cancel();
     scanner.close().await;
     result?;
     let s = &witness.state;
