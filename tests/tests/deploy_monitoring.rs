@@ -1,8 +1,8 @@
 //! The monitoring configs of `deploy/`: `promtool` accepts the Prometheus config and the
 //! alert rules and the rules' unit tests pass; the rules and the Grafana dashboard cover
 //! what an administrator must see; and every metric they use is one a casebus service
-//! exports (the registry of `casebus_runtime::metrics::Metrics`), with every label they
-//! filter or group by.
+//! exports (the registries of `casebus_runtime::metrics::Metrics` and of the witness's
+//! `WitnessMetrics`), with every label they filter or group by.
 //!
 //! This checks the names against the registry, not against running services; the
 //! end-to-end tests scrape real ones.
@@ -13,7 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use casebus_runtime::metrics::Metrics;
+use casebus_runtime::metrics::{Metrics, WitnessMetrics, render};
 use casebus_tests::workspace_root;
 
 /// Labels Prometheus attaches to every scraped series, and the bucket label.
@@ -102,8 +102,18 @@ fn exported_series() -> BTreeMap<String, BTreeSet<String>> {
         .inc();
     m.up.set(1);
 
+    let w = WitnessMetrics::new("witness.test/court", "casebus.test/cases").expect("metrics");
+    w.cosigned_size.set(1);
+    w.checkpoint_size.set(1);
+    w.last_cosignature.set(1);
+    w.cosignatures.inc();
+    w.forks.inc();
+    w.refused.inc();
+    w.up.set(1);
+
     let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in m.render().lines().filter(|l| !l.starts_with('#')) {
+    let text = m.render() + &render(&w.registry);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, rest) = match line.find(['{', ' ']) {
             Some(i) => line.split_at(i),
             None => continue,
@@ -346,7 +356,7 @@ fn the_scanner_finds_metrics_labels_and_groupings() {
 }
 
 #[test]
-fn the_alerts_cover_lag_dead_letters_overdue_handoffs_down_services_and_append_errors() {
+fn the_alerts_cover_lag_dead_letters_overdue_handoffs_down_services_append_errors_and_forks() {
     let names: BTreeSet<String> = alert_exprs().into_iter().map(|(n, _)| n).collect();
     for needed in [
         "CasebusConsumerLagGrowing",
@@ -354,6 +364,8 @@ fn the_alerts_cover_lag_dead_letters_overdue_handoffs_down_services_and_append_e
         "CasebusHandoffsOverdue",
         "CasebusServiceDown",
         "CasebusAppendErrorRate",
+        "CasebusWitnessRefusedFork",
+        "CasebusWitnessBehind",
     ] {
         assert!(names.contains(needed), "no alert {needed} in {names:?}");
     }
@@ -394,6 +406,8 @@ fn the_dashboard_has_the_panels_administrators_need_and_is_well_formed() {
         "gRPC requests by method and code",
         "gRPC server errors",
         "Services ready",
+        "Witnessed log size",
+        "Witness refusals",
     ] {
         assert!(
             titles.contains(&needed),
@@ -438,7 +452,12 @@ fn every_scrape_job_is_covered_by_the_service_down_alert() {
         .iter()
         .filter_map(|j| j["job_name"].as_str())
         .collect();
-    for job in ["casebus-agency", "casebus-gateway", "casebus-monitor"] {
+    for job in [
+        "casebus-agency",
+        "casebus-gateway",
+        "casebus-monitor",
+        "casebus-witness",
+    ] {
         assert!(jobs.contains(&job), "no scrape job {job} in {jobs:?}");
     }
     let down = alert_exprs()
