@@ -34,8 +34,13 @@ OFFICES=(
   "court:hangzhou-ip casebus-court Hangzhou Intellectual Property Court"
 )
 
+# The origin of the local transparency log (the first line of its checkpoints).
+LOG_ORIGIN="casebus.local/cases"
+
 # Process names in the order `down` stops them (the reverse of the start order).
-STOP_ORDER=(simulator monitor gateway court procuratorate public-security ip-center customs nats-server)
+STOP_ORDER=(simulator monitor court-witness procuratorate-witness public-security-witness
+  ip-center-witness customs-witness gateway court procuratorate public-security ip-center
+  customs nats-server)
 
 say() { printf '%s\n' "$*"; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,7 +1,8 @@
 //! The one-command local system: `deploy/local/up` starts NATS, the five agency services,
-//! the gateway, the monitor and the simulator (here from the already-built debug
-//! binaries, on ports the processes pick, in a temporary state directory); the gateway
-//! then answers with the simulated cases and the monitor shows the traffic. A second
+//! the gateway, a witness per agency, the monitor and the simulator (here from the
+//! already-built debug binaries, on ports the processes pick, in a temporary state
+//! directory); the gateway then answers with the simulated cases, the monitor shows the
+//! traffic, and every witness has cosigned a checkpoint of the log with no fork. A second
 //! `up` stops the first run's processes and starts afresh with the same keys. `down`
 //! stops exactly the processes `up` recorded and keeps the data; `down --purge` deletes
 //! it.
@@ -26,7 +27,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Ceiling for the simulated traffic to reach the gateway and the monitor.
 const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(120);
 /// The processes `up` starts, by PID file name.
-const PROCESSES: [&str; 9] = [
+const PROCESSES: [&str; 14] = [
     "nats-server",
     "customs",
     "ip-center",
@@ -34,6 +35,11 @@ const PROCESSES: [&str; 9] = [
     "procuratorate",
     "court",
     "gateway",
+    "customs-witness",
+    "ip-center-witness",
+    "public-security-witness",
+    "procuratorate-witness",
+    "court-witness",
     "monitor",
     "simulator",
 ];
@@ -183,7 +189,31 @@ async fn wait_for_traffic(dir: &Path) {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}; logs in {}", dir.join("logs").display()));
+    for name in WITNESSES {
+        let state = dir.join("witness").join(format!("{name}.json"));
+        wait_until(
+            TRAFFIC_TIMEOUT,
+            &format!("the {name} witness to cosign a checkpoint"),
+            async || {
+                let text = std::fs::read_to_string(&state).ok()?;
+                let s: serde_json::Value = serde_json::from_str(&text).ok()?;
+                (s["size"].as_u64()? > 0).then_some(s)
+            },
+        )
+        .await
+        .map(|s| assert_eq!(s["forks"], 0, "{name}: no fork in {s}"))
+        .unwrap_or_else(|e| panic!("{e}; logs in {}", dir.join("logs").display()));
+    }
 }
+
+/// The agencies whose witnesses `up` starts (state files `witness/<name>.json`).
+const WITNESSES: [&str; 5] = [
+    "customs",
+    "ip-center",
+    "public-security",
+    "procuratorate",
+    "court",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_starts_the_whole_system_again_with_the_same_keys_and_down_stops_all_of_it() {
