@@ -32,27 +32,34 @@ const CALLERS: usize = 32;
 
 /// Starts the gateway binary on `nats_url` with the credentials in `creds`.
 pub async fn start_gateway(creds: &Credentials, nats_url: &str) -> anyhow::Result<Process> {
-    grpc::start(
-        "casebus-gateway",
-        &[
-            "--db".into(),
-            creds.path("gateway.db").display().to_string(),
-            "--consumer-name".into(),
-            "gw-bench".into(),
-            "--registry".into(),
-            creds.path("registry.toml").display().to_string(),
-            "--trusted-issuers".into(),
-            creds.path("issuers.toml").display().to_string(),
-            "--grpc-listen".into(),
-            "127.0.0.1:0".into(),
-            "--metrics-listen".into(),
-            "127.0.0.1:0".into(),
-            "--nats-url".into(),
-            nats_url.into(),
-        ],
-        &creds.path("gateway.ready"),
-    )
-    .await
+    start_gateway_with(creds, nats_url, "gw-bench", &[]).await
+}
+
+/// Starts the gateway binary with durable consumer `consumer` and `extra` arguments.
+pub async fn start_gateway_with(
+    creds: &Credentials,
+    nats_url: &str,
+    consumer: &str,
+    extra: &[String],
+) -> anyhow::Result<Process> {
+    let mut args: Vec<String> = vec![
+        "--db".into(),
+        creds.path("gateway.db").display().to_string(),
+        "--consumer-name".into(),
+        consumer.into(),
+        "--registry".into(),
+        creds.path("registry.toml").display().to_string(),
+        "--trusted-issuers".into(),
+        creds.path("issuers.toml").display().to_string(),
+        "--grpc-listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
+        "--nats-url".into(),
+        nats_url.into(),
+    ];
+    args.extend_from_slice(extra);
+    grpc::start("casebus-gateway", &args, &creds.path("gateway.ready")).await
 }
 
 fn timeline_request(

@@ -17,6 +17,7 @@ mod rebuild;
 mod replay;
 mod report;
 mod seal;
+mod tlog;
 
 use std::path::PathBuf;
 
@@ -46,7 +47,7 @@ struct Args {
     )]
     table: PathBuf,
     /// Run only these rows (repeatable): append, rebuild, ingest, import, timeline,
-    /// watch, growth, replay, seal. The rebuild row reuses the append row's stream, so it runs the append
+    /// watch, growth, replay, seal, tlog. The rebuild row reuses the append row's stream, so it runs the append
     /// figure too.
     #[arg(long, value_enum)]
     only: Vec<Figure>,
@@ -86,6 +87,9 @@ enum Figure {
     Replay,
     /// Appending sealed events against appending clear ones (issue 14).
     Seal,
+    /// The transparency log's cost: projection with and without it, inclusion proofs
+    /// (issue 15).
+    Tlog,
 }
 
 #[tokio::main]
@@ -146,6 +150,15 @@ async fn main() -> anyhow::Result<()> {
         let row = tokio::time::timeout(append::FIGURE_TIMEOUT, seal::run(seal_size)).await??;
         eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
         report.rows.push(row);
+    }
+
+    if runs(Figure::Tlog) {
+        eprintln!("== transparency log: projection with and without it, inclusion proofs");
+        let rows = tokio::time::timeout(append::FIGURE_TIMEOUT, tlog::run(args.quick)).await??;
+        for row in rows {
+            eprintln!("{} -> {:?}x, met {}", row.figure, row.ratio, row.met);
+            report.rows.push(row);
+        }
     }
 
     if runs(Figure::Append) || runs(Figure::Rebuild) {

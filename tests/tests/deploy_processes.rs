@@ -626,6 +626,7 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
     );
     let consumers = nats_consumers();
     let mut seen = BTreeSet::new();
+    let mut witnesses = 0;
 
     for (file, object) in &objects {
         let Some(pod) = pod_spec(object) else {
@@ -757,7 +758,6 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
         if is_job {
             continue;
         }
-        seen.insert(binary.to_owned());
         let ports: BTreeSet<&str> = container["ports"]
             .as_array()
             .into_iter()
@@ -773,6 +773,67 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
                 "{what}: {probe} port {port} is declared"
             );
         }
+        if binary == "casebus" {
+            // A witness: one replica, its state on a claim of its own, its metrics served.
+            let args: Vec<&str> = container["command"]
+                .as_array()
+                .expect("command")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(
+                args.get(1),
+                Some(&"witness"),
+                "{what}: the CLI runs a witness"
+            );
+            assert_eq!(object["kind"], "StatefulSet", "{what}: keeps its state");
+            assert_eq!(
+                object["spec"]["replicas"], 1,
+                "{what}: one writer of its state"
+            );
+            let state = args
+                .iter()
+                .find_map(|a| a.strip_prefix("--state="))
+                .expect("--state");
+            let claim = object["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+                .as_str()
+                .expect("a volume claim template");
+            let mount = container["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .find(|m| m["name"] == claim)
+                .and_then(|m| m["mountPath"].as_str())
+                .expect("the claim is mounted");
+            assert!(
+                state.starts_with(&format!("{mount}/")),
+                "{what}: the state {state} is on the claim"
+            );
+            for (flag, dir) in [
+                ("--witness-key=", "/run/secrets/casebus"),
+                ("--gateway-token-file=", "/run/secrets/casebus"),
+                ("--log-vkey=", "/etc/casebus"),
+            ] {
+                let path = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix(flag))
+                    .unwrap_or_else(|| panic!("{what}: {flag}"));
+                let file = path
+                    .strip_prefix(&format!("{dir}/"))
+                    .unwrap_or_else(|| panic!("{what}: {flag}{path} is not under {dir}"));
+                assert!(
+                    mounted.get(dir).is_some_and(|keys| keys.contains(file)),
+                    "{what}: {flag}{path}, but {dir} has no {file}"
+                );
+            }
+            assert!(
+                args.contains(&"--metrics-listen=0.0.0.0:9464"),
+                "{what}: serves its metrics and probes"
+            );
+            witnesses += 1;
+            continue;
+        }
+        seen.insert(binary.to_owned());
         let short = SERVICES
             .iter()
             .find(|(b, _)| *b == binary)
@@ -817,6 +878,7 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
     }
     let expected: BTreeSet<String> = SERVICES.iter().map(|(b, _)| (*b).to_owned()).collect();
     assert_eq!(seen, expected, "one workload per service");
+    assert_eq!(witnesses, 5, "one witness per agency");
 }
 
 #[test]
