@@ -40,6 +40,7 @@ use crate::checkpoint::{CheckpointMetrics, CheckpointPublisher, CheckpointSettin
 use crate::config::Config;
 use crate::error::RunError;
 use crate::metrics::GatewayMetrics;
+use crate::opening::Openers;
 use crate::page_token::PageTokens;
 use crate::projector::Projector;
 use crate::proofs::ProofLog;
@@ -229,6 +230,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
     let registry = OfficeRegistry::load(&config.registry.path).map_err(RunError::Registry)?;
+    let openers = Openers::load(&config.decryption_keys, &registry)?;
+    if !openers.offices().is_empty() {
+        tracing::info!(
+            offices = ?openers.offices(),
+            "sealed content is opened for callers of these offices (--decryption-key)"
+        );
+    }
     // Opened before anything slow, so a file that is not a log stops the start.
     let tlog = config
         .tlog_file
@@ -354,6 +362,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             page_tokens: page_tokens.clone(),
             auth: auth.clone(),
             proofs: proofs.clone(),
+            openers: openers.clone(),
         },
         tracker.clone(),
         shutdown.clone(),

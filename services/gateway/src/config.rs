@@ -63,6 +63,17 @@ pub struct Config {
     /// caller to narrow it by date.
     #[arg(long, env = "CASEBUS_GATEWAY_LIST_WORK_BUDGET", default_value_t = casebus_timeline::DEFAULT_LIST_WORK_BUDGET)]
     pub list_work_budget: u64,
+    /// Secret encryption key files of the offices this gateway serves in clear
+    /// (`casebus keys generate --kind encryption`, mode 0600); repeat the flag, or
+    /// separate paths with commas in the variable. Only for a gateway an agency runs for
+    /// itself: what is sealed for one of these offices is opened for callers of that
+    /// office (`TimelineEvent.opened`). A shared gateway takes none (docs/CONFIDENTIALITY.md).
+    #[arg(
+        long = "decryption-key",
+        env = "CASEBUS_GATEWAY_DECRYPTION_KEYS",
+        value_delimiter = ','
+    )]
+    pub decryption_keys: Vec<PathBuf>,
     /// Keep a transparency log (RFC 9162 Merkle tree over every message of CASES, in
     /// stream order) in this SQLite file, beside the projection; a missing file is
     /// rebuilt from the stream (docs/PROOFS.md).

@@ -14,14 +14,22 @@ use casebus_proto::{OfficeId, Timestamp, timestamp_from};
 use casebus_timeline::{CaseListItem, CaseSummary, HandoffSummary, TimelineRow};
 
 use crate::error::ReadError;
+use crate::opening::Openers;
 use crate::visibility::{Viewer, stub_names_office};
 
-/// The wire form of one timeline row as seen with `sight` (`Clear` or `Stub`).
+/// The wire form of one timeline row as seen by `viewer` with `sight` (`Clear` or
+/// `Stub`); a sealed event in clear is opened with `openers` for the viewer's office when
+/// the gateway holds its key (`opened`).
 ///
 /// # Errors
 /// [`ReadError::CorruptEvent`] when the stored bytes of an event to show in clear do not
 /// decode.
-pub fn timeline_event(row: &TimelineRow, sight: Sight) -> Result<pb::TimelineEvent, ReadError> {
+pub fn timeline_event(
+    row: &TimelineRow,
+    sight: Sight,
+    viewer: &Viewer,
+    openers: &Openers,
+) -> Result<pb::TimelineEvent, ReadError> {
     let mut out = pb::TimelineEvent {
         case_id: row.case_id.to_string(),
         case_version: row.version,
@@ -40,7 +48,11 @@ pub fn timeline_event(row: &TimelineRow, sight: Sight) -> Result<pb::TimelineEve
             version: row.version,
         };
         let signed = SignedEvent::decode(row.signed.as_slice()).map_err(|_| corrupt())?;
-        let event = Event::decode(signed.event.as_slice()).map_err(|_| corrupt())?;
+        let mut event = Event::decode(signed.event.as_slice()).map_err(|_| corrupt())?;
+        if let Some(full) = openers.open_for(&viewer.office, &event) {
+            event.payload = Some(full);
+            out.opened = true;
+        }
         out.office_id = row.office.to_string();
         out.agency = row.agency as i32;
         out.event_type = row.type_name.clone();

@@ -25,6 +25,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod metrics;
+pub mod opening;
 mod page_token;
 mod projector;
 mod proofs;

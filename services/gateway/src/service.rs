@@ -30,6 +30,7 @@ use crate::convert::{
 };
 use crate::error::ReadError;
 use crate::metrics::GatewayMetrics;
+use crate::opening::Openers;
 use crate::page_token::{PageTokens, Scope};
 use crate::proofs::{ProofLog, hash_bytes, tlog_proof};
 use crate::store::Store;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub auth: Authenticator,
     /// The transparency log's proofs, when the gateway keeps a log with a log key.
     pub proofs: Option<Arc<ProofLog>>,
+    /// The keys sealed content is opened with for callers of their office.
+    pub openers: Openers,
 }
 
 impl Shared {
@@ -95,6 +98,8 @@ pub struct ServiceSettings {
     pub auth: Authenticator,
     /// The transparency log's proofs (`--tlog-file` with `--log-key`).
     pub proofs: Option<Arc<ProofLog>>,
+    /// The offices' keys given with `--decryption-key` (none on a shared gateway).
+    pub openers: Openers,
 }
 
 impl GatewayService {
@@ -116,6 +121,7 @@ impl GatewayService {
                 page_tokens: settings.page_tokens.clone(),
                 auth: settings.auth.clone(),
                 proofs: settings.proofs.clone(),
+                openers: settings.openers.clone(),
                 watches: Watches {
                     slots: Arc::new(Semaphore::new(settings.max_watches)),
                     limit: settings.max_watches,
@@ -279,6 +285,7 @@ impl GatewayService {
             (_, version) => version,
         };
         let (query_case, query_viewer) = (case.clone(), viewer.clone());
+        let openers = self.shared.openers.clone();
         let page = self
             .shared
             .store
@@ -292,7 +299,14 @@ impl GatewayService {
                 };
                 let events = rows
                     .iter()
-                    .map(|row| timeline_event(row, query_viewer.sight(&state, row.version)))
+                    .map(|row| {
+                        timeline_event(
+                            row,
+                            query_viewer.sight(&state, row.version),
+                            &query_viewer,
+                            &openers,
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some((events, state.version)))
             })

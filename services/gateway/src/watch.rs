@@ -231,6 +231,7 @@ async fn run_timeline(
         let seen = shared.store.position();
         let round = Instant::now();
         let (query_case, query_viewer) = (case.clone(), viewer.clone());
+        let openers = shared.openers.clone();
         let page = shared
             .store
             .read(move |p| {
@@ -243,7 +244,14 @@ async fn run_timeline(
                 };
                 let events = rows
                     .iter()
-                    .map(|row| timeline_event(row, query_viewer.sight(&state, row.version)))
+                    .map(|row| {
+                        timeline_event(
+                            row,
+                            query_viewer.sight(&state, row.version),
+                            &query_viewer,
+                            &openers,
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(TimelinePage {
                     full: rows.len() == WATCH_PAGE,
@@ -367,6 +375,7 @@ async fn run_feed(
         // including the gaps that dead-lettered messages left.
         let seen = *position.borrow_and_update();
         let query_viewer = viewer.clone();
+        let openers = shared.openers.clone();
         let after = cursor;
         let page = shared
             .store
@@ -385,7 +394,7 @@ async fn run_feed(
                     };
                     match query_viewer.sight(state, row.version) {
                         Sight::NotInvolved => {}
-                        sight => events.push(timeline_event(row, sight)?),
+                        sight => events.push(timeline_event(row, sight, &query_viewer, &openers)?),
                     }
                 }
                 let last_row = rows.last().map_or(after, |r| r.sequence);

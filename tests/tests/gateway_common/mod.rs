@@ -166,17 +166,37 @@ pub struct Fixture {
     pub registry_path: PathBuf,
     pub issuers_path: PathBuf,
     appenders: std::sync::Mutex<HashMap<String, Arc<Appender>>>,
+    /// Whether every office has an encryption key registered and its appender seals
+    /// restricted events ([`Fixture::start_sealing`]).
+    seals: bool,
 }
 
 impl Fixture {
     pub async fn start() -> Self {
+        Self::start_with(registry(), false).await
+    }
+
+    /// A fixture whose offices all have their `e1` encryption key registered (the key
+    /// files are written as `casebus_fixtures::encryption_key_file_name` in its
+    /// directory) and whose appenders seal every restricted event for its readers.
+    pub async fn start_sealing() -> Self {
+        let registry = casebus_fixtures::sealing_registry_of(&OFFICES).expect("registry");
+        let fixture = Self::start_with(registry, true).await;
+        for id in OFFICES {
+            casebus_fixtures::opening_key(id)
+                .save(&fixture.path(&casebus_fixtures::encryption_key_file_name(id)))
+                .expect("encryption key file");
+        }
+        fixture
+    }
+
+    async fn start_with(registry: casebus_integrity::OfficeRegistry, seals: bool) -> Self {
         let server = NatsServer::start().await.expect("nats-server starts");
         let client = server.client().await.expect("connect");
         let js = Bus::context(client.clone(), &BusConfig::default());
         casebus_bus::provision::provision(&js, &StreamSettings::default())
             .await
             .expect("provision");
-        let registry = registry();
         let dir = tempfile::tempdir().expect("tempdir");
         let registry_path = dir.path().join("offices.toml");
         std::fs::write(&registry_path, registry.to_toml()).expect("registry file");
@@ -194,6 +214,7 @@ impl Fixture {
             registry_path,
             issuers_path,
             appenders: std::sync::Mutex::new(HashMap::new()),
+            seals,
         }
     }
 
@@ -203,15 +224,22 @@ impl Fixture {
             .expect("lock")
             .entry(office_id.to_owned())
             .or_insert_with(|| {
-                Arc::new(
-                    Appender::new(
-                        self.bus.clone(),
-                        signer(office_id),
-                        Arc::new(DeadlineRules::default()),
-                        AppenderConfig::default(),
-                    )
-                    .expect("appender"),
+                let appender = Appender::new(
+                    self.bus.clone(),
+                    signer(office_id),
+                    Arc::new(DeadlineRules::default()),
+                    AppenderConfig::default(),
                 )
+                .expect("appender");
+                Arc::new(if self.seals {
+                    appender
+                        .seal_with(Arc::new(casebus_integrity::seal::Opener::new(vec![
+                            casebus_fixtures::opening_key(office_id),
+                        ])))
+                        .expect("a sealing appender")
+                } else {
+                    appender
+                })
             })
             .clone()
     }
