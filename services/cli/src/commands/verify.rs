@@ -269,6 +269,17 @@ async fn verify_all(ctx: &Ctx) -> Result<Outcome, CliError> {
 }
 
 fn verify_bundle(ctx: &Ctx, path: &Path, args: &VerifyArgs) -> Result<Outcome, CliError> {
+    // What the verifier brings is read first: a bad flag is a usage error whatever the
+    // bundle holds.
+    let policy = args.policy.as_deref().map(load_policy).transpose()?;
+    let operators = load_operator_keys(args)?;
+    let known =
+        match &args.known_checkpoint {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                CliError::usage(format!("--known-checkpoint {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::caused(format!("cannot read bundle {}", path.display()), e))?;
     let bundle: Bundle = match serde_json::from_str(&text) {
@@ -295,15 +306,6 @@ fn verify_bundle(ctx: &Ctx, path: &Path, args: &VerifyArgs) -> Result<Outcome, C
             "verifying with the keys inside the bundle, as --trust-bundle-keys asks; this shows the bundle agrees with itself, not who signed it",
         );
     }
-    let policy = args.policy.as_deref().map(load_policy).transpose()?;
-    let operators = load_operator_keys(args)?;
-    let known =
-        match &args.known_checkpoint {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                CliError::usage(format!("--known-checkpoint {}: {e}", path.display()))
-            })?),
-            None => None,
-        };
     let mut report = bundle::verify(&bundle, trusted.as_ref());
     if trusted.is_none() && !args.trust_bundle_keys {
         report.failures.push(bundle::own_keys_failure());
