@@ -115,12 +115,22 @@ pub enum Command {
     /// them. --expect-digest compares the manifest digest with the one quoted where the
     /// bundle was referenced (which also catches a bundle cut short).
     ///
+    /// A casebus.bundle.v2 (exported with --gateway) also carries the log's witnessed
+    /// checkpoint, an inclusion proof per event and the case-head proof: --policy (the
+    /// log key, witnesses and quorum you trust) checks them, so a bundle missing its
+    /// last events fails; --operator-vkey checks the operator's seal; --known-checkpoint
+    /// checks consistency with a checkpoint the court holds. --log instead checks the
+    /// whole log, recomputed from CASES, against the latest checkpoint (with NATS).
+    ///
     /// Example:
     ///   casebus --registry offices.toml verify --case NB-2026-0042
     ///   casebus --registry offices.toml verify --all
     ///   casebus --registry offices.toml verify --bundle NB-2026-0042.bundle.json \
     ///     --expect-digest 3f1c...e9
     ///   casebus verify --bundle NB-2026-0042.bundle.json --trust-bundle-keys
+    ///   casebus --registry offices.toml verify --bundle NB-2026-0042.bundle.json \
+    ///     --policy court.policy --operator-vkey ops-zhang.key.vkey --known-checkpoint known.checkpoint
+    ///   casebus verify --log --policy court.policy
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
     /// Reset a service's durable consumer to a sequence or a time (plan first).
@@ -169,8 +179,17 @@ pub enum Command {
     /// NATS; quote the manifest digest wherever the bundle is referenced. Refuses to
     /// overwrite a file. Needs --registry.
     ///
+    /// With --gateway the bundle is a casebus.bundle.v2: it also carries the gateway's
+    /// latest checkpoint with the witnesses' cosignatures, a tlog-proof@v1 inclusion
+    /// proof for every event and the case-head proof (and, with --known-checkpoint, a
+    /// consistency proof to the court's checkpoint), sealed with --operator-key. Refused
+    /// while the checkpoint does not cover the case's last event yet.
+    ///
     /// Example:
     ///   casebus --registry offices.toml export --case NB-2026-0042 --out NB-2026-0042.bundle.json
+    ///   casebus --registry offices.toml export --case NB-2026-0042 --out NB-2026-0042.bundle.json \
+    ///     --gateway https://gateway:50070 --gateway-tls-ca ca.pem --gateway-token-file reader.token \
+    ///     --operator-key ops-zhang.key
     #[command(verbatim_doc_comment)]
     Export(ExportArgs),
     /// Read the audit trail: who read which case when, and operator actions.
