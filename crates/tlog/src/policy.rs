@@ -483,7 +483,9 @@ mod tests {
     #[test]
     fn the_quorum_counts_distinct_policy_witnesses() {
         let w = witnesses();
-        let cases: [(usize, Vec<Cosigner>, Result<Vec<&str>, usize>); 6] = [
+        // (quorum, who cosigned, the names witnessed or how many counted).
+        type Case<'a> = (usize, Vec<Cosigner>, Result<Vec<&'a str>, usize>);
+        let cases: [Case<'_>; 6] = [
             (
                 2,
                 vec![w[0].clone(), w[1].clone()],

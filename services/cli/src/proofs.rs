@@ -417,7 +417,7 @@ fn check_operator(bundle: &Bundle, trust: &Trust<'_>, failures: &mut Vec<BundleF
                 ),
             ));
         }
-    } else if !trust.operators.iter().any(|k| *k == key) {
+    } else if !trust.operators.contains(&key) {
         failures.push(fail(
             "operator_key_untrusted",
             format!(
