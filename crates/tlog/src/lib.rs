@@ -11,6 +11,8 @@
 //! - [`proof`]: the C2SP `tlog-proof@v1` text;
 //! - [`skey`]: the secret key text of log and witness keys (`PRIVATE+KEY+…`, as Go's
 //!   `sumdb/note` writes signer keys);
+//! - [`policy`]: the witness policy file (log key, witnesses, quorum) and when a
+//!   checkpoint is witnessed under it;
 //! - [`case_heads`]: the case-head map, a Merkle tree over every case's head, committed
 //!   to by one checkpoint extension line.
 //!
@@ -23,6 +25,7 @@ pub mod checkpoint;
 pub mod cosignature;
 pub mod merkle;
 pub mod note;
+pub mod policy;
 pub mod proof;
 pub mod skey;
 

@@ -31,13 +31,17 @@ use casebus_proto::CaseId;
 use crate::decode::{Problem, event_json, kind_name};
 use crate::times::rfc3339;
 
-/// The format tag of this bundle version.
+/// The format tag of a bundle without proofs (what `casebus export` writes without
+/// `--gateway`, and wrote before proofs existed).
 pub const FORMAT: &str = "casebus.bundle.v1";
+/// The format tag of a bundle with proofs (`crate::proofs`): a v1 bundle plus the
+/// `proofs` and `operator` members, its digest covering them too.
+pub const FORMAT_V2: &str = "casebus.bundle.v2";
 
 /// An evidence bundle.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Bundle {
-    /// Always [`FORMAT`].
+    /// [`FORMAT`], or [`FORMAT_V2`] for a bundle with proofs.
     pub format: String,
     /// The case.
     pub case_id: String,
@@ -54,6 +58,12 @@ pub struct Bundle {
     pub offices: Vec<OfficeEntry>,
     /// Counts and digest over the bundle.
     pub manifest: Manifest,
+    /// The transparency-log proofs (v2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proofs: Option<crate::proofs::Proofs>,
+    /// The exporting operator's signature over the manifest (v2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<crate::proofs::OperatorSeal>,
 }
 
 /// Where the events came from.
@@ -136,20 +146,23 @@ pub struct ExportMessage {
     pub outcome: Result<VerifiedEvent, Problem>,
 }
 
-fn put_bytes(hasher: &mut Sha256, bytes: &[u8]) {
+pub(crate) fn put_bytes(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update((bytes.len() as u64).to_be_bytes());
     hasher.update(bytes);
 }
 
-/// The manifest digest of a bundle's stored bytes and keys.
-fn digest(
+/// The manifest digest of a bundle's stored bytes and keys, and for a v2 bundle its
+/// proofs and the operator's verifier key (`extra`).
+pub(crate) fn digest(
+    format: &str,
     case_id: &str,
     events: &[(u64, Vec<u8>)],
     rejected: &[(u64, Vec<u8>)],
     offices: &[OfficeEntry],
+    extra: Option<(&crate::proofs::Proofs, &str)>,
 ) -> String {
     let mut h = Sha256::new();
-    h.update(FORMAT.as_bytes());
+    h.update(format.as_bytes());
     h.update([0]);
     put_bytes(&mut h, case_id.as_bytes());
     for (label, list) in [
@@ -167,6 +180,11 @@ fn digest(
     let keys = serde_json::to_vec(offices).unwrap_or_default();
     put_bytes(&mut h, b"offices");
     put_bytes(&mut h, &keys);
+    if let Some((proofs, operator_vkey)) = extra {
+        crate::proofs::digest_proofs(&mut h, proofs);
+        put_bytes(&mut h, b"operator");
+        put_bytes(&mut h, operator_vkey.as_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -230,7 +248,14 @@ pub fn build(
         algorithm: "sha256".into(),
         event_count: events.len() as u64,
         head_hash: events.last().map(|e: &BundleEvent| e.hash.clone()),
-        digest: digest(case_id.as_str(), &raw_events, &raw_rejected, &offices),
+        digest: digest(
+            FORMAT,
+            case_id.as_str(),
+            &raw_events,
+            &raw_rejected,
+            &offices,
+            None,
+        ),
     };
     Bundle {
         format: FORMAT.into(),
@@ -245,6 +270,8 @@ pub fn build(
         rejected,
         offices,
         manifest,
+        proofs: None,
+        operator: None,
     }
 }
 
@@ -260,7 +287,7 @@ pub struct BundleFailure {
 }
 
 impl BundleFailure {
-    fn new(
+    pub(crate) fn new(
         sequence: Option<u64>,
         version: Option<u64>,
         code: &str,
@@ -321,7 +348,7 @@ pub fn digest_failure(report: &BundleReport, expected: &str) -> Option<BundleFai
     })
 }
 
-fn decode_b64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_b64(text: &str) -> Option<Vec<u8>> {
     B64.decode(text.as_bytes()).ok()
 }
 
@@ -330,12 +357,15 @@ fn decode_b64(text: &str) -> Option<Vec<u8>> {
 pub fn verify(bundle: &Bundle, trusted: Option<&OfficeRegistry>) -> BundleReport {
     let mut failures = Vec::new();
     let mut report = |f: BundleFailure| failures.push(f);
-    if bundle.format != FORMAT {
+    if bundle.format != FORMAT && bundle.format != FORMAT_V2 {
         report(BundleFailure::new(
             None,
             None,
             "format",
-            format!("format is {:?}, expected {FORMAT:?}", bundle.format),
+            format!(
+                "format is {:?}, expected {FORMAT:?} or {FORMAT_V2:?}",
+                bundle.format
+            ),
         ));
     }
     let case_id = match CaseId::new(&bundle.case_id) {
@@ -481,7 +511,20 @@ pub fn verify(bundle: &Bundle, trusted: Option<&OfficeRegistry>) -> BundleReport
         .iter()
         .map(|r| (r.sequence, decode_b64(&r.signed_event).unwrap_or_default()))
         .collect();
-    let recomputed = digest(&bundle.case_id, &raw_events, &raw_rejected, &bundle.offices);
+    let extra = match (&bundle.proofs, &bundle.operator) {
+        (Some(proofs), Some(operator)) if bundle.format == FORMAT_V2 => {
+            Some((proofs, operator.vkey.as_str()))
+        }
+        _ => None,
+    };
+    let recomputed = digest(
+        &bundle.format,
+        &bundle.case_id,
+        &raw_events,
+        &raw_rejected,
+        &bundle.offices,
+        extra,
+    );
     let manifest = &bundle.manifest;
     if manifest.event_count != bundle.events.len() as u64 {
         report(BundleFailure::new(

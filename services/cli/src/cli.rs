@@ -115,12 +115,22 @@ pub enum Command {
     /// them. --expect-digest compares the manifest digest with the one quoted where the
     /// bundle was referenced (which also catches a bundle cut short).
     ///
+    /// A casebus.bundle.v2 (exported with --gateway) also carries the log's witnessed
+    /// checkpoint, an inclusion proof per event and the case-head proof: --policy (the
+    /// log key, witnesses and quorum you trust) checks them, so a bundle missing its
+    /// last events fails; --operator-vkey checks the operator's seal; --known-checkpoint
+    /// checks consistency with a checkpoint the court holds. --log instead checks the
+    /// whole log, recomputed from CASES, against the latest checkpoint (with NATS).
+    ///
     /// Example:
     ///   casebus --registry offices.toml verify --case NB-2026-0042
     ///   casebus --registry offices.toml verify --all
     ///   casebus --registry offices.toml verify --bundle NB-2026-0042.bundle.json \
     ///     --expect-digest 3f1c...e9
     ///   casebus verify --bundle NB-2026-0042.bundle.json --trust-bundle-keys
+    ///   casebus --registry offices.toml verify --bundle NB-2026-0042.bundle.json \
+    ///     --policy court.policy --operator-vkey ops-zhang.key.vkey --known-checkpoint known.checkpoint
+    ///   casebus verify --log --policy court.policy
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
     /// Reset a service's durable consumer to a sequence or a time (plan first).
@@ -169,8 +179,17 @@ pub enum Command {
     /// NATS; quote the manifest digest wherever the bundle is referenced. Refuses to
     /// overwrite a file. Needs --registry.
     ///
+    /// With --gateway the bundle is a casebus.bundle.v2: it also carries the gateway's
+    /// latest checkpoint with the witnesses' cosignatures, a tlog-proof@v1 inclusion
+    /// proof for every event and the case-head proof (and, with --known-checkpoint, a
+    /// consistency proof to the court's checkpoint), sealed with --operator-key. Refused
+    /// while the checkpoint does not cover the case's last event yet.
+    ///
     /// Example:
     ///   casebus --registry offices.toml export --case NB-2026-0042 --out NB-2026-0042.bundle.json
+    ///   casebus --registry offices.toml export --case NB-2026-0042 --out NB-2026-0042.bundle.json \
+    ///     --gateway https://gateway:50070 --gateway-tls-ca ca.pem --gateway-token-file reader.token \
+    ///     --operator-key ops-zhang.key
     #[command(verbatim_doc_comment)]
     Export(ExportArgs),
     /// Read the audit trail: who read which case when, and operator actions.
@@ -351,7 +370,7 @@ pub enum CaseCommand {
 /// `casebus verify` arguments.
 #[derive(Debug, Args)]
 #[command(
-    group = clap::ArgGroup::new("target").required(true).args(["case", "all", "bundle"])
+    group = clap::ArgGroup::new("target").required(true).args(["case", "all", "bundle", "log"])
 )]
 pub struct VerifyArgs {
     /// Verify one case.
@@ -372,6 +391,23 @@ pub struct VerifyArgs {
     /// the bundle fails unless its recomputed digest is this one.
     #[arg(long, value_name = "SHA256", value_parser = digest_arg)]
     pub expect_digest: Option<String>,
+    /// Check the whole transparency log: every CASES message recomputed into the
+    /// Merkle tree and the case-head map, against the latest checkpoint on
+    /// CHECKPOINTS for the policy's origin (needs --policy).
+    #[arg(long)]
+    pub log: bool,
+    /// Witness policy file (log key, witnesses, quorum; see docs/PROOFS.md): a bundle's
+    /// checkpoint must be signed by its log key and cosigned by a quorum of its witnesses.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// A checkpoint the court already holds (signed-note text): the bundle's checkpoint
+    /// must be consistent with it (the bundle carries the consistency proof).
+    #[arg(long, value_name = "FILE")]
+    pub known_checkpoint: Option<PathBuf>,
+    /// The exporting operator's verifier key (`<name>+<id>+<key>`, or a file holding
+    /// it) the bundle's manifest must be sealed with; repeat for several.
+    #[arg(long = "operator-vkey", value_name = "VKEY|FILE")]
+    pub operator_vkeys: Vec<String>,
 }
 
 /// Parses a quoted manifest digest: 64 hex digits, compared in lower case.
@@ -518,6 +554,25 @@ pub struct ExportArgs {
     /// The bundle file to write; must not exist.
     #[arg(long)]
     pub out: PathBuf,
+    /// The gateway whose proof RPCs give the checkpoint and proofs (`http://` or
+    /// `https://`); with it the bundle is a casebus.bundle.v2 with proofs, without it a
+    /// casebus.bundle.v1 without.
+    #[arg(long, requires_all = ["gateway_token_file", "operator_key"])]
+    pub gateway: Option<String>,
+    /// A file holding the bearer token for the gateway (audience gateway, reader role).
+    #[arg(long = "gateway-token-file", requires = "gateway")]
+    pub gateway_token_file: Option<PathBuf>,
+    /// The CA of an https gateway's certificate.
+    #[arg(long = "gateway-tls-ca", requires = "gateway")]
+    pub gateway_tls_ca: Option<PathBuf>,
+    /// The exporting operator's key (`casebus keys generate --kind operator`, mode
+    /// 0600): it signs the bundle's manifest; give its `.vkey` to whoever verifies.
+    #[arg(long = "operator-key", requires = "gateway")]
+    pub operator_key: Option<PathBuf>,
+    /// A checkpoint the court already holds (signed-note text): the bundle then also
+    /// carries the consistency proof between its size and the bundle's.
+    #[arg(long = "known-checkpoint", requires = "gateway")]
+    pub known_checkpoint: Option<PathBuf>,
 }
 
 /// `casebus audit` arguments.
@@ -560,6 +615,8 @@ pub enum GenerateKind {
     Log,
     /// A witness's cosigning key (Ed25519, C2SP cosignature/v1).
     Witness,
+    /// An operator's key that seals exported bundles (Ed25519 note key, type 0x01).
+    Operator,
 }
 
 /// `casebus keys ...`
@@ -571,7 +628,8 @@ pub enum KeysCommand {
     ///
     /// With --kind log or --kind witness, a transparency-log key instead (no office):
     /// the key a gateway signs checkpoints with (--log-key), or a witness's cosigning
-    /// key; the secret file holds `PRIVATE+KEY+<name>+<id>+<key>` (mode 0600) and
+    /// key; --kind operator makes the key an operator seals exported bundles with
+    /// (`casebus export --operator-key`), of the log key's form; the secret file holds `PRIVATE+KEY+<name>+<id>+<key>` (mode 0600) and
     /// `<out>.vkey` the C2SP verifier key `<name>+<id>+<key>` to hand to verifiers.
     ///
     /// Example:
@@ -582,7 +640,7 @@ pub enum KeysCommand {
     #[command(verbatim_doc_comment)]
     Generate {
         /// Which key: signing (Ed25519) or encryption (X25519) for an office; log or
-        /// witness for the transparency log.
+        /// witness for the transparency log; operator to seal exported bundles.
         #[arg(long, value_enum, default_value_t = GenerateKind::Signing)]
         kind: GenerateKind,
         /// The office the key signs for (signing and encryption keys).
@@ -593,7 +651,7 @@ pub enum KeysCommand {
         label: Option<String>,
         /// The key's name (log and witness keys), e.g. the log's origin
         /// `casebus.example/cases` or `witness.example/court`: no spaces, no `+`.
-        #[arg(long, required_if_eq_any([("kind", "log"), ("kind", "witness")]))]
+        #[arg(long, required_if_eq_any([("kind", "log"), ("kind", "witness"), ("kind", "operator")]))]
         name: Option<String>,
         /// Secret key file to write; must not exist.
         #[arg(long)]

@@ -13,7 +13,9 @@ mod commands;
 mod context;
 mod decode;
 mod error;
+mod gateway_client;
 mod output;
+mod proofs;
 mod times;
 mod verifier;
 

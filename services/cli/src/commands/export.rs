@@ -1,6 +1,12 @@
 //! `casebus export --case <id> --out <file>`: the case's stored messages, verified the
 //! way the services load them, written as an evidence bundle (see `bundle`). Refuses to
 //! overwrite; a half-written file is removed.
+//!
+//! With `--gateway`, the bundle is a `casebus.bundle.v2` (see `proofs`): the gateway's
+//! latest checkpoint with its cosignatures, every event's inclusion proof and the
+//! case-head proof, read from the gateway's proof RPCs (the served surface), plus a
+//! consistency proof to `--known-checkpoint`, sealed with `--operator-key`. Refused
+//! while the checkpoint does not cover the case's last event.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -11,14 +17,31 @@ use time::OffsetDateTime;
 use casebus_bus::ops::ScanStart;
 use casebus_bus::subjects::{CASES_STREAM, case_subject};
 
-use crate::bundle::{self, ExportMessage};
+use casebus_proto::CaseId;
+use casebus_proto::gateway::v1::{
+    GetCaseHeadProofRequest, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest,
+};
+use casebus_runtime::tlog_keys::load_log_key;
+use casebus_tlog::checkpoint::Checkpoint;
+use casebus_tlog::merkle::Hash;
+use casebus_tlog::note::Note;
+use casebus_tlog::proof::TlogProof;
+
+use crate::bundle::{self, Bundle, ExportMessage};
 use crate::cli::ExportArgs;
 use crate::context::Ctx;
 use crate::error::{CliError, Outcome};
+use crate::gateway_client::Client;
+use crate::proofs::{CaseHeadEntry, ConsistencyEntry, InclusionEntry, Proofs};
 use crate::verifier::{Checked, Rule, StreamVerifier};
 
 /// Messages fetched per request.
 const SCAN_BATCH: usize = 512;
+
+/// How often the proofs are read again when a new checkpoint was published while they
+/// were being read (each proof must lead to the same checkpoint).
+const PROOF_ATTEMPTS: usize = 5;
 
 /// Writes `bytes` to a new file at `path` (never overwriting), removing it again when
 /// the write fails half-way.
@@ -66,6 +89,21 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
         )));
     }
     let registry = ctx.registry("to verify the case before exporting it")?;
+    // Everything that can be wrong with the flags is found before NATS is touched.
+    let sealing = match (&args.gateway, &args.gateway_token_file, &args.operator_key) {
+        (Some(gateway), Some(token), Some(key)) => {
+            let operator =
+                load_log_key(key).map_err(|e| CliError::usage(format!("--operator-key: {e}")))?;
+            let client =
+                crate::gateway_client::connect(gateway, token, args.gateway_tls_ca.as_deref())?;
+            let known = match &args.known_checkpoint {
+                Some(path) => Some(read_known(path)?),
+                None => None,
+            };
+            Some((client, operator, known))
+        }
+        _ => None,
+    };
     let ops = ctx.ops().await?;
     ops.stream_status(CASES_STREAM).await?.ok_or_else(|| {
         CliError::runtime(format!(
@@ -112,13 +150,23 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
         )));
     }
     let last_sequence = messages.last().map_or(0, |m| m.sequence);
-    let bundle = bundle::build(
+    let mut bundle = bundle::build(
         &args.case,
         &messages,
         last_sequence,
         &registry,
         OffsetDateTime::now_utc(),
     );
+    if let Some((mut client, operator, known)) = sealing {
+        let proofs = read_proofs(&mut client, &args.case, &bundle, known.as_ref()).await?;
+        crate::proofs::seal(&mut bundle, proofs, &operator)
+            .map_err(|e| CliError::runtime(format!("cannot seal the bundle: {e}")))?;
+    } else {
+        ctx.out.note(format!(
+            "no --gateway: the bundle is a {} without checkpoint or proofs, so it cannot show it is complete",
+            bundle::FORMAT
+        ));
+    }
     let text = serde_json::to_vec_pretty(&bundle)
         .map_err(|e| CliError::caused("rendering the bundle failed", e))?;
     write_new(&args.out, &text)?;
@@ -137,6 +185,13 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
             "offices": bundle.offices.iter().map(|o| o.id.to_string()).collect::<Vec<_>>(),
             "head_hash": bundle.manifest.head_hash,
             "digest": bundle.manifest.digest,
+            "format": bundle.format,
+            "checkpoint_size": bundle.proofs.as_ref().and_then(|p| {
+                Note::parse(p.checkpoint.as_bytes()).ok()
+                    .and_then(|n| Checkpoint::parse(n.text()).ok())
+                    .map(|c| c.size)
+            }),
+            "operator": bundle.operator.as_ref().map(|o| o.vkey.clone()),
         }))?;
     } else {
         ctx.out.line(format!(
@@ -149,4 +204,168 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
         ))?;
     }
     Ok(Outcome::Ok)
+}
+
+/// The court's checkpoint: a signed note whose text is a checkpoint (its signature is
+/// the verifier's to check, with the policy).
+fn read_known(path: &Path) -> Result<Checkpoint, CliError> {
+    let bad = |reason: String| {
+        CliError::usage(format!("--known-checkpoint {}: {reason}", path.display()))
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let note = Note::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+    Checkpoint::parse(note.text()).map_err(|e| bad(e.to_string()))
+}
+
+fn rpc_error(what: &str, status: &tonic::Status) -> CliError {
+    CliError::runtime(format!(
+        "the gateway gave no {what}: {:?} {}",
+        status.code(),
+        status.message()
+    ))
+}
+
+fn hash_list(list: &[Vec<u8>], what: &str) -> Result<Vec<String>, CliError> {
+    list.iter()
+        .map(|h| {
+            Hash::from_slice(h).map(|h| h.to_base64()).ok_or_else(|| {
+                CliError::runtime(format!(
+                    "the gateway's {what} holds a hash that is not 32 bytes"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Whether a signed note `text` states the same checkpoint as `expected` (the note
+/// text, whatever cosignatures either carries).
+fn same_checkpoint(text: &str, expected: &Note) -> bool {
+    Note::parse(text.as_bytes()).is_ok_and(|n| n.text() == expected.text())
+}
+
+/// Reads the proofs of `bundle` from the gateway, all under one checkpoint.
+async fn read_proofs(
+    client: &mut Client,
+    case: &CaseId,
+    bundle: &Bundle,
+    known: Option<&Checkpoint>,
+) -> Result<Proofs, CliError> {
+    for _ in 0..PROOF_ATTEMPTS {
+        if let Some(proofs) = read_proofs_once(client, case, bundle, known).await? {
+            return Ok(proofs);
+        }
+    }
+    Err(CliError::runtime(format!(
+        "the gateway published a new checkpoint while the proofs were read, {PROOF_ATTEMPTS} times; export again"
+    )))
+}
+
+/// One attempt; `None` when a proof led to another checkpoint than the first read.
+async fn read_proofs_once(
+    client: &mut Client,
+    case: &CaseId,
+    bundle: &Bundle,
+    known: Option<&Checkpoint>,
+) -> Result<Option<Proofs>, CliError> {
+    let latest = client
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .map_err(|s| rpc_error("checkpoint", &s))?
+        .into_inner();
+    let note = Note::parse(latest.checkpoint.as_bytes()).map_err(|e| {
+        CliError::runtime(format!(
+            "the gateway's checkpoint is not a signed note: {e}"
+        ))
+    })?;
+    let checkpoint = Checkpoint::parse(note.text())
+        .map_err(|e| CliError::runtime(format!("the gateway's checkpoint does not parse: {e}")))?;
+    let size = checkpoint.size;
+    if size < bundle.source.last_sequence {
+        return Err(CliError::refused(format!(
+            "the gateway's latest checkpoint (tree size {size}) does not cover the last event of case {case} (CASES sequence {}) yet; wait for the next checkpoint (the gateway signs one every --checkpoint-every entries or --checkpoint-interval) and export again",
+            bundle.source.last_sequence
+        )));
+    }
+    let mut inclusion = Vec::with_capacity(bundle.events.len());
+    for event in &bundle.events {
+        let proof = client
+            .get_inclusion_proof(GetInclusionProofRequest {
+                case_id: case.to_string(),
+                case_version: event.version,
+            })
+            .await
+            .map_err(|s| rpc_error(&format!("inclusion proof of v{}", event.version), &s))?
+            .into_inner();
+        if !same_checkpoint(&proof.checkpoint, &note) {
+            return Ok(None);
+        }
+        if proof.leaf_index + 1 != event.sequence {
+            return Err(CliError::runtime(format!(
+                "the gateway's inclusion proof of v{} is of leaf {}, the event is at CASES sequence {}",
+                event.version, proof.leaf_index, event.sequence
+            )));
+        }
+        // The proof is written with the checkpoint as the bundle carries it (with
+        // every cosignature), so all proofs and the bundle share one note.
+        let mut text = TlogProof::parse(&proof.tlog_proof).map_err(|e| {
+            CliError::runtime(format!(
+                "the gateway's tlog-proof of v{} does not parse: {e}",
+                event.version
+            ))
+        })?;
+        text.checkpoint = latest.checkpoint.clone();
+        inclusion.push(InclusionEntry {
+            sequence: event.sequence,
+            tlog_proof: text.to_text(),
+        });
+    }
+    let head = client
+        .get_case_head_proof(GetCaseHeadProofRequest {
+            case_id: case.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error("case-head proof", &s))?
+        .into_inner();
+    if !same_checkpoint(&head.checkpoint, &note) {
+        return Ok(None);
+    }
+    let last_version = bundle.events.last().map_or(0, |e| e.version);
+    if head.case_version != last_version {
+        return Err(CliError::refused(format!(
+            "case {case} has grown to v{} at the gateway's checkpoint while v{last_version} was read; export again",
+            head.case_version
+        )));
+    }
+    let case_head = CaseHeadEntry {
+        version: head.case_version,
+        event_hash: hex::encode(&head.event_hash),
+        leaf_index: head.leaf_index,
+        case_count: head.case_count,
+        proof: hash_list(&head.proof, "case-head proof")?,
+    };
+    let consistency = match known {
+        Some(known) if known.size != size => {
+            let (first, second) = (known.size.min(size), known.size.max(size));
+            let proof = client
+                .get_consistency_proof(GetConsistencyProofRequest {
+                    first_size: first,
+                    second_size: second,
+                })
+                .await
+                .map_err(|s| rpc_error(&format!("consistency proof from {first} to {second}"), &s))?
+                .into_inner();
+            Some(ConsistencyEntry {
+                first_size: first,
+                second_size: second,
+                proof: hash_list(&proof.proof, "consistency proof")?,
+            })
+        }
+        _ => None,
+    };
+    Ok(Some(Proofs {
+        checkpoint: latest.checkpoint,
+        inclusion,
+        case_head,
+        consistency,
+    }))
 }

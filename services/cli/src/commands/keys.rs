@@ -201,24 +201,27 @@ pub fn generate_any(
             "--office and --label are required for an office key",
         )),
     };
-    let log_key = |kind| match name.as_deref() {
-        Some(name) => generate_log_key(ctx, kind, name, out),
+    let log_key = |kind, label| match name.as_deref() {
+        Some(name) => generate_log_key(ctx, kind, label, name, out),
         None => Err(CliError::usage(
-            "--name is required for a log or witness key",
+            "--name is required for a log, witness or operator key",
         )),
     };
     match kind {
         GenerateKind::Signing => office_key(KeyKind::Signing),
         GenerateKind::Encryption => office_key(KeyKind::Encryption),
-        GenerateKind::Log => log_key(LogKeyKind::Log),
-        GenerateKind::Witness => log_key(LogKeyKind::Witness),
+        GenerateKind::Log => log_key(LogKeyKind::Log, "log"),
+        GenerateKind::Witness => log_key(LogKeyKind::Witness, "witness"),
+        // An operator's seal is an Ed25519 note signature, as a log key makes.
+        GenerateKind::Operator => log_key(LogKeyKind::Log, "operator"),
     }
 }
 
-/// A log or witness key: the secret file and its `.vkey`.
+/// A log, witness or operator key: the secret file and its `.vkey`.
 fn generate_log_key(
     ctx: &Ctx,
     kind: LogKeyKind,
+    kind_name: &str,
     name: &str,
     out: &Path,
 ) -> Result<Outcome, CliError> {
@@ -237,10 +240,6 @@ fn generate_log_key(
         other => CliError::from_source(other),
     })?;
     let vkey_path = tlog_keys::verifier_path(out);
-    let kind_name = match kind {
-        LogKeyKind::Log => "log",
-        LogKeyKind::Witness => "witness",
-    };
     if ctx.out.is_json() {
         ctx.out.json_document(&json!({
             "kind": kind_name,

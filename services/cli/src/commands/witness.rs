@@ -17,24 +17,19 @@
 //! grows, or give it a state file holding a checkpoint checked otherwise).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use casebus_bus::ops::{Ops, PublishOptions, ScanStart, Scanner, StoredMessage};
 use casebus_bus::subjects::{
     CHECKPOINTS_STREAM, checkpoint_subject, cosignature_subject, name_token,
 };
 use casebus_proto::gateway::v1::GetConsistencyProofRequest;
-use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_runtime::metrics::{WitnessMetrics, bind, serve_http};
 use casebus_runtime::shutdown::on_signal;
 use casebus_runtime::tlog_keys::{load_verifier, load_witness_key};
@@ -45,6 +40,7 @@ use casebus_tlog::note::{Note, NoteVerifier};
 
 use crate::context::Ctx;
 use crate::error::{CliError, Outcome};
+use crate::gateway_client::Client;
 
 /// Longest wait for the next checkpoint before looking at the stop signal again.
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
@@ -167,52 +163,12 @@ enum Verdict {
     Fork(String),
 }
 
-#[derive(Clone)]
-struct Bearer(Arc<RwLock<Option<MetadataValue<Ascii>>>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = self.0.read().unwrap_or_else(|p| p.into_inner()).clone() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
-
-type Client = GatewayClient<InterceptedService<Channel, Bearer>>;
-
 fn gateway_client(args: &WitnessArgs) -> Result<Client, CliError> {
-    let bad = |reason: String| CliError::usage(format!("--gateway {}: {reason}", args.gateway));
-    let token = std::fs::read_to_string(&args.gateway_token_file).map_err(|e| {
-        CliError::usage(format!(
-            "--gateway-token-file {}: {e}",
-            args.gateway_token_file.display()
-        ))
-    })?;
-    let value: MetadataValue<Ascii> = format!("Bearer {}", token.trim())
-        .parse()
-        .map_err(|_| CliError::usage("--gateway-token-file: the token is not ASCII"))?;
-    let mut endpoint = Endpoint::from_shared(args.gateway.clone())
-        .map_err(|e| bad(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    if args.gateway.starts_with("https://") {
-        let ca = args
-            .gateway_tls_ca
-            .as_ref()
-            .ok_or_else(|| bad("an https gateway needs --gateway-tls-ca".into()))?;
-        let pem = std::fs::read(ca).map_err(|e| bad(format!("{}: {e}", ca.display())))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    Ok(GatewayClient::with_interceptor(
-        endpoint.connect_lazy(),
-        Bearer(Arc::new(RwLock::new(Some(value)))),
-    ))
+    crate::gateway_client::connect(
+        &args.gateway,
+        &args.gateway_token_file,
+        args.gateway_tls_ca.as_deref(),
+    )
 }
 
 /// The witness at work: its key, the log's, its state and its connections.
