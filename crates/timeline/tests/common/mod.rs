@@ -143,6 +143,7 @@ impl CaseBuilder {
         let ctx = Context {
             now: self.clock,
             rules: &self.rules,
+            calendar: &casebus_domain::Calendar::shipped(),
             offices: &registered,
         };
         let decision = decide(&self.state, &command, &ctx).unwrap_or_else(|r| {
