@@ -465,6 +465,7 @@ fn compare_case(
                                 c.due_at,
                                 c.basis.clone(),
                                 c.error.clone(),
+                                (c.extensions, c.extensions_allowed, c.suspended_since),
                             )
                         })
                     }),
@@ -476,6 +477,11 @@ fn compare_case(
                                 c.due_at.as_ref().ok().copied(),
                                 c.basis.clone(),
                                 c.due_at.as_ref().err().map(ToString::to_string),
+                                (
+                                    u32::try_from(c.extensions).unwrap_or(u32::MAX),
+                                    u32::try_from(c.extensions_allowed).unwrap_or(u32::MAX),
+                                    c.suspended_since,
+                                ),
                             )
                         })
                     }),

@@ -7,6 +7,14 @@
 //! with the built-in deadline rules on the shipped calendar, and the acts carry
 //! `occurred_at` in November 2026, so their periods have elapsed and are counted on a
 //! published schedule whenever the test runs.
+//!
+//! Then the changes of a clock over the same binaries (and the procuratorate's): the
+//! police extend the filing clock once (3 → 10 days) and are refused a later due time
+//! than the step allows, suspend it (no longer overdue, in the inbox or on the gateway)
+//! and resume it (its due time moved by the days it stood still); the procuratorate
+//! returns the case twice for supplementary investigation, each new transfer restarts
+//! the full review month from its own date, and the third return is refused
+//! (FAILED_PRECONDITION `supplementary_investigation_at_most_twice`).
 
 mod agency_harness;
 
@@ -23,12 +31,19 @@ use tonic::transport::Endpoint;
 use casebus_fixtures::Bearer;
 use casebus_integrity::token::{Audience, Role};
 use casebus_proto::agency::v1::*;
-use casebus_proto::event::v1::{HandoffAccepted, InvestigationFiled};
+use casebus_proto::event::v1::{
+    ClockExtended, ClockResumed, ClockSuspended, HandoffAccepted, InvestigationConcluded,
+    InvestigationFiled,
+};
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_proto::gateway::v1::{GetCaseRequest, ListCasesRequest, RunningClock};
-use casebus_proto::public_security::v1::FileInvestigationRequest;
+use casebus_proto::procuratorate::v1::ReturnForSupplementaryInvestigationRequest;
+use casebus_proto::public_security::v1::{
+    ConcludeInvestigationRequest, FileInvestigationRequest, TransferForProsecutionRequest,
+};
 use casebus_proto::{Timestamp, timestamp_from};
 use casebus_test_support::wait_until;
+use tonic::Code;
 
 use agency_harness::*;
 
@@ -368,5 +383,307 @@ async fn an_accepted_undecided_referral_is_overdue_in_the_inbox_and_on_the_gatew
         .into_inner()
         .cases;
     assert!(listed.is_empty(), "{listed:?}");
+    drop(gateway.child);
+}
+
+/// The running clock of `handoff_id` in `agency`'s inbox once `ready` holds for it.
+async fn inbox_clock(
+    agency: &Running,
+    case_id: &str,
+    handoff_id: &str,
+    what: &str,
+    ready: impl Fn(&casebus_proto::agency::v1::RunningClock) -> bool,
+) -> InboxItem {
+    agency
+        .wait_inbox(case_id, handoff_id, what, |i| {
+            i.clock.as_ref().is_some_and(&ready)
+        })
+        .await
+}
+
+/// Accepts `handoff_id` by `agency` at `occurred`, once its service acknowledged it.
+async fn take(agency: &Running, case_id: &str, handoff_id: &str, occurred: OffsetDateTime) {
+    agency
+        .wait_inbox(case_id, handoff_id, "the automatic receipt", acknowledged)
+        .await;
+    let r = agency
+        .common()
+        .accept_handoff(AcceptHandoffRequest {
+            meta: meta_at(case_id, occurred),
+            handoff_accepted: Some(HandoffAccepted {
+                handoff_id: handoff_id.into(),
+                local_case_number: String::new(),
+            }),
+        })
+        .await;
+    ok(agency, &format!("accept {handoff_id}"), r);
+}
+
+fn details(handoff_id: &str) -> Option<HandoffDetails> {
+    Some(HandoffDetails {
+        handoff_id: handoff_id.into(),
+        to_office_id: String::new(),
+        reason: "for your decision".into(),
+        evidence_ids: vec![],
+    })
+}
+
+type GatewayReader = GatewayClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// Hand-off h1 of the clock-changes case on the gateway, once its clock is `ready`.
+async fn gateway_h1(
+    gateway: &Gateway,
+    client: &mut GatewayReader,
+    ready: impl Fn(&RunningClock) -> bool,
+) -> casebus_proto::gateway::v1::Handoff {
+    wait_until(SHOW_TIMEOUT, "the gateway to show h1's clock", async || {
+        let case = client
+            .get_case(GetCaseRequest {
+                case_id: "C-CLOCK-CHANGES".into(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .case?;
+        let h1 = case.handoffs.into_iter().find(|h| h.handoff_id == "h1")?;
+        h1.clock.as_ref().is_some_and(&ready).then_some(h1)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", gateway.log_text()))
+}
+
+/// Days after the referral (2 November 2026, 10:00 CST).
+fn day(n: i64) -> OffsetDateTime {
+    REFERRED + time::Duration::days(n)
+}
+
+#[tokio::test]
+async fn a_filing_clock_extended_suspended_and_resumed_shows_so_and_a_third_return_is_refused() {
+    const CASE: &str = "C-CLOCK-CHANGES";
+    let f = Fixture::start().await;
+    let (customs, police, procuratorate) = tokio::join!(
+        f.spawn_with_rules(CUSTOMS, ""),
+        f.spawn_with_rules(POLICE, ""),
+        f.spawn_with_rules(PROC, "")
+    );
+    let gateway = Gateway::start(&f).await;
+
+    let r = customs
+        .common()
+        .open_case(OpenCaseRequest {
+            meta: meta_at(CASE, REFERRED - time::Duration::hours(1)),
+            case_opened: opened("counterfeit speakers"),
+        })
+        .await;
+    ok(&customs, "open the case", r);
+    let r = customs
+        .customs()
+        .refer_to_public_security(casebus_proto::customs::v1::ReferToPublicSecurityRequest {
+            meta: meta_at(CASE, REFERRED),
+            handoff: details("h1"),
+        })
+        .await;
+    ok(&customs, "refer to the police", r);
+    take(&police, CASE, "h1", REFERRED + time::Duration::hours(2)).await;
+
+    // One extension, 3 → 10 days: due Thursday 12 November, 24:00 CST.
+    let extend =
+        |new_due_at: Option<OffsetDateTime>, occurred: OffsetDateTime| ExtendClockRequest {
+            meta: meta_at(CASE, occurred),
+            clock_extended: Some(ClockExtended {
+                handoff_id: "h1".into(),
+                clock: "filing_decision".into(),
+                basis: "major, difficult or complex case".into(),
+                approving_office_id: POLICE.into(),
+                new_due_at: new_due_at.map(timestamp_from),
+            }),
+        };
+    let status = refused(
+        police
+            .common()
+            .extend_clock(extend(Some(datetime!(2026-11-20 16:00 UTC)), day(1)))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(rule(&status), "clock_extension_cap", "{}", status.message());
+    assert!(
+        status.message().contains("2026-11-12T16:00:00Z"),
+        "{}",
+        status.message()
+    );
+    let r = police.common().extend_clock(extend(None, day(1))).await;
+    ok(&police, "extend the filing clock", r);
+    let extended_due = datetime!(2026-11-12 16:00 UTC);
+    let item = inbox_clock(&police, CASE, "h1", "the extension in the inbox", |c| {
+        c.extensions == 1
+    })
+    .await;
+    let clock = item.clock.as_ref().expect("clock");
+    assert_eq!(
+        (clock.name.as_str(), clock.due_at, clock.extensions_allowed),
+        ("filing_decision", at(extended_due), 2)
+    );
+    assert!(item.overdue, "past 12 November: {item:?}");
+
+    // Suspended on 4 November: never overdue while it stands still.
+    let r = police
+        .common()
+        .suspend_clock(SuspendClockRequest {
+            meta: meta_at(CASE, day(2)),
+            clock_suspended: Some(ClockSuspended {
+                handoff_id: "h1".into(),
+                clock: "filing_decision".into(),
+                reason: "expert assessment of the goods (CPL Art. 149)".into(),
+            }),
+        })
+        .await;
+    ok(&police, "suspend the filing clock", r);
+    let item = inbox_clock(&police, CASE, "h1", "the suspension in the inbox", |c| {
+        c.suspended_since.is_some()
+    })
+    .await;
+    assert!(!item.overdue, "{item:?}");
+    assert!(overdue_in_inbox(&police).await.is_empty());
+    let reader = |office: &str| {
+        casebus_fixtures::issue_token(
+            &f.issuer,
+            Audience::Gateway,
+            office,
+            "officer-7",
+            &[Role::Reader],
+            time::Duration::hours(1),
+        )
+    };
+    let mut police_gw = gateway.client(&reader(POLICE)).await;
+    let h1 = gateway_h1(&gateway, &mut police_gw, |c| c.suspended_since.is_some()).await;
+    assert!(!h1.overdue, "{h1:?}");
+    let clock = h1.clock.as_ref().expect("clock");
+    assert_eq!((clock.extensions, clock.due_at), (1, at(extended_due)));
+    let overdue_filter = ListCasesRequest {
+        has_overdue_handoffs: true,
+        ..ListCasesRequest::default()
+    };
+    let listed = police_gw
+        .list_cases(overdue_filter.clone())
+        .await
+        .expect("list overdue cases")
+        .into_inner()
+        .cases;
+    assert!(listed.is_empty(), "{listed:?}");
+
+    // Resumed on 9 November, five days later: due five days later, 17 November.
+    let r = police
+        .common()
+        .resume_clock(ResumeClockRequest {
+            meta: meta_at(CASE, day(7)),
+            clock_resumed: Some(ClockResumed {
+                handoff_id: "h1".into(),
+                clock: "filing_decision".into(),
+                reason: "assessment delivered".into(),
+            }),
+        })
+        .await;
+    ok(&police, "resume the filing clock", r);
+    let moved = datetime!(2026-11-17 16:00 UTC);
+    let item = inbox_clock(&police, CASE, "h1", "the resumption in the inbox", |c| {
+        c.suspended_since.is_none() && c.due_at == at(moved)
+    })
+    .await;
+    assert!(item.overdue, "{item:?}");
+    let h1 = gateway_h1(&gateway, &mut police_gw, |c| {
+        c.suspended_since.is_none() && c.due_at == at(moved)
+    })
+    .await;
+    assert!(h1.overdue, "{h1:?}");
+    let listed = police_gw
+        .list_cases(overdue_filter)
+        .await
+        .expect("list overdue cases")
+        .into_inner()
+        .cases;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+
+    // Filed, investigated, transferred; returned twice; the third return is refused.
+    let r = police
+        .police()
+        .file_investigation(FileInvestigationRequest {
+            meta: meta_at(CASE, day(8)),
+            investigation_filed: Some(InvestigationFiled {
+                police_case_number: "PS-CLOCK-2".into(),
+                suspected_offence: "Criminal Law art. 213".into(),
+                basis: "referral by customs".into(),
+            }),
+        })
+        .await;
+    ok(&police, "file the investigation", r);
+    let r = police
+        .police()
+        .conclude_investigation(ConcludeInvestigationRequest {
+            meta: meta_at(CASE, day(8) + time::Duration::hours(2)),
+            investigation_concluded: Some(InvestigationConcluded {
+                findings: "counterfeit".into(),
+                recommend_prosecution: true,
+            }),
+        })
+        .await;
+    ok(&police, "conclude the investigation", r);
+    let transfer = async |id: &str, occurred: OffsetDateTime| {
+        let r = police
+            .police()
+            .transfer_for_prosecution(TransferForProsecutionRequest {
+                meta: meta_at(CASE, occurred),
+                handoff: details(id),
+            })
+            .await;
+        ok(&police, &format!("transfer {id}"), r);
+        take(
+            &procuratorate,
+            CASE,
+            id,
+            occurred + time::Duration::hours(1),
+        )
+        .await;
+    };
+    let give_back = async |id: &str, occurred: OffsetDateTime| {
+        procuratorate
+            .procuratorate()
+            .return_for_supplementary_investigation(ReturnForSupplementaryInvestigationRequest {
+                meta: meta_at(CASE, occurred),
+                handoff: details(id),
+            })
+            .await
+    };
+    transfer("pt1", day(9)).await;
+    let r = give_back("si1", day(10)).await;
+    ok(&procuratorate, "return si1", r);
+    take(&police, CASE, "si1", day(10) + time::Duration::hours(1)).await;
+    transfer("pt2", day(14)).await;
+    let r = give_back("si2", day(16)).await;
+    ok(&procuratorate, "return si2", r);
+    take(&police, CASE, "si2", day(16) + time::Duration::hours(1)).await;
+    // The third transfer, Friday 20 November: its review restarts a full month from
+    // that day, to Sunday 20 December, a rest day: Monday 21 December, 24:00 CST.
+    transfer("pt3", day(18)).await;
+    let item = inbox_clock(&procuratorate, CASE, "pt3", "pt3's review clock", |c| {
+        c.name == "prosecution_review"
+    })
+    .await;
+    let clock = item.clock.as_ref().expect("clock");
+    assert_eq!(
+        (clock.started_at, clock.due_at),
+        (at(day(18)), at(datetime!(2026-12-21 16:00 UTC)))
+    );
+    let status = refused(give_back("si3", day(20)).await, Code::FailedPrecondition);
+    assert_eq!(
+        rule(&status),
+        "supplementary_investigation_at_most_twice",
+        "{}",
+        status.message()
+    );
+    for named in ["CPL Art. 175", "si1", "si2"] {
+        assert!(status.message().contains(named), "{}", status.message());
+    }
     drop(gateway.child);
 }

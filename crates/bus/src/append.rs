@@ -16,7 +16,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use casebus_domain::{Command, Context, DeadlineRules, decide};
+use casebus_domain::{Calendar, Command, Context, DeadlineRules, decide};
 use casebus_integrity::seal::{Opener, Sealer, keyed_command_digest, seal_event};
 use casebus_integrity::{EventHash, OfficeSigner, VerifiedEvent};
 use casebus_proto::event::v1::payload::Kind;
@@ -42,6 +42,9 @@ pub struct AppenderConfig {
     /// stream again on its next append (the optimistic check keeps a stale cache safe).
     /// A head larger than the whole budget is not cached.
     pub cache_bytes: usize,
+    /// The holiday calendar the deadline rules count on (the due time a clock
+    /// extension gives); the shipped calendar by default.
+    pub calendar: Arc<Calendar>,
 }
 
 /// The default of [`AppenderConfig::cache_bytes`]: 64 MiB, about what the case-count cap
@@ -54,6 +57,7 @@ impl Default for AppenderConfig {
             max_attempts: 10,
             max_event_bytes: 248 * 1024,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            calendar: Arc::new(Calendar::shipped()),
         }
     }
 }
@@ -623,6 +627,7 @@ impl Appender {
             let ctx = Context {
                 now,
                 rules: &self.rules,
+                calendar: &self.config.calendar,
                 offices: &directory,
             };
             let decision = match decide(&head.state, &command, &ctx) {

@@ -1,5 +1,5 @@
 //! What a decision takes and gives: `Command` (an office proposes a payload for a case),
-//! `Context` (the current time, the deadline rules, the known offices), `Decision` (the
+//! `Context` (the current time, the deadline rules and calendar, the known offices), `Decision` (the
 //! event payload to record) and `Rejection` (why not, in one of a few fixed kinds).
 
 use time::OffsetDateTime;
@@ -8,6 +8,7 @@ use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, Visibility};
 use casebus_proto::{CaseId, OfficeId};
 
+use crate::calendar::Calendar;
 use crate::rules::DeadlineRules;
 
 /// An office asks to record `payload` on a case.
@@ -53,6 +54,8 @@ pub struct Context<'a> {
     pub now: OffsetDateTime,
     /// Deadline rules.
     pub rules: &'a DeadlineRules,
+    /// The holiday calendar the rules count on (for the due time an extension gives).
+    pub calendar: &'a Calendar,
     /// Known offices.
     pub offices: &'a dyn OfficeDirectory,
 }

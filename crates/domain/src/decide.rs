@@ -17,7 +17,11 @@ use casebus_proto::event::v1::{
 use casebus_proto::{OfficeId, agency_name, timestamp_from, validate_local_id};
 
 use crate::command::{Command, Context, Decision, Rejection};
-use crate::state::{CaseState, ClockAnswerKind, HandoffStatus};
+use crate::rules::ClockName;
+use crate::state::{CaseState, ClockAnswerKind, HandoffClockKind, HandoffClocks, HandoffStatus};
+
+/// Returns for supplementary investigation allowed per case (CPL Art. 175: "以二次为限").
+const MAX_SUPPLEMENTARY_RETURNS: usize = 2;
 
 /// How far in the future `occurred_at` may lie, for clock skew between offices.
 const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
@@ -426,6 +430,31 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
                 None => return Err(invalid("visibility_changed.visibility", "is required")),
             }
             text("visibility_changed.reason", &p.reason, LONG, true)?;
+        }
+        Kind::ClockExtended(p) => {
+            local_id("clock_extended.handoff_id", &p.handoff_id)?;
+            clock_key("clock_extended.clock", &p.clock)?;
+            text("clock_extended.basis", &p.basis, LONG, true)?;
+            if p.approving_office_id.is_empty() {
+                return Err(invalid("clock_extended.approving_office_id", "is required"));
+            }
+            OfficeId::new(&p.approving_office_id)
+                .map_err(|e| invalid("clock_extended.approving_office_id", e.to_string()))?;
+            if let Some(t) = &p.new_due_at
+                && casebus_proto::datetime_from(t).is_none()
+            {
+                return Err(invalid("clock_extended.new_due_at", "is not a valid time"));
+            }
+        }
+        Kind::ClockSuspended(p) => {
+            local_id("clock_suspended.handoff_id", &p.handoff_id)?;
+            clock_key("clock_suspended.clock", &p.clock)?;
+            text("clock_suspended.reason", &p.reason, LONG, true)?;
+        }
+        Kind::ClockResumed(p) => {
+            local_id("clock_resumed.handoff_id", &p.handoff_id)?;
+            clock_key("clock_resumed.clock", &p.clock)?;
+            text("clock_resumed.reason", &p.reason, LONG, true)?;
         }
         Kind::GoodsDetained(p) => {
             local_id("goods_detained.detention_id", &p.detention_id)?;
@@ -862,6 +891,21 @@ fn check_state(
                             "only a case under prosecution review can be returned for supplementary investigation",
                         ));
                     }
+                    let returns: Vec<&str> = state
+                        .handoffs
+                        .values()
+                        .filter(|h| h.kind == HandoffKind::SupplementaryInvestigation)
+                        .map(|h| h.handoff_id.as_str())
+                        .collect();
+                    if returns.len() >= MAX_SUPPLEMENTARY_RETURNS {
+                        return Err(precondition(
+                            "supplementary_investigation_at_most_twice",
+                            format!(
+                                "CPL Art. 175: a case is returned for supplementary investigation at most twice; case {case} was returned already by {}; decide on indictment or non-prosecution",
+                                returns.join(" and ")
+                            ),
+                        ));
+                    }
                 }
                 HandoffKind::PublicProsecution => {
                     // The procuratorate's latest decision on a prosecution transfer is
@@ -935,6 +979,173 @@ fn check_state(
                         )
                     },
                 });
+            }
+        }
+        Kind::ClockExtended(p) => {
+            let clocks = running_decision_clock(state, cmd, &p.handoff_id, &p.clock)?;
+            let name =
+                ClockName::decision_of(clocks.kind).expect("checked by running_decision_clock");
+            if let Some(since) = clocks.adjust.suspended_since {
+                return Err(precondition(
+                    "clock_not_suspended",
+                    format!(
+                        "the {} clock of hand-off {} is suspended since {}; resume it before extending it",
+                        p.clock,
+                        p.handoff_id,
+                        fmt_time(since)
+                    ),
+                ));
+            }
+            let rule = ctx.rules.clock(name);
+            let granted = clocks.adjust.extensions.len();
+            let Some(step) = rule.extensions.get(granted) else {
+                let cap = clocks
+                    .adjust
+                    .due(rule, clocks.started_at, ctx.calendar)
+                    .map(fmt_time)
+                    .unwrap_or_else(|e| e.to_string());
+                return Err(precondition(
+                    "clock_extension_cap",
+                    format!(
+                        "the {} clock of hand-off {} has every extension the deadline rules allow ({granted} of {}); it is at its cap, due {cap}",
+                        p.clock,
+                        p.handoff_id,
+                        rule.extensions.len()
+                    ),
+                ));
+            };
+            let approver = OfficeId::new(&p.approving_office_id)
+                .map_err(|e| invalid("clock_extended.approving_office_id", e.to_string()))?;
+            if approver.agency() != clocks.to_agency {
+                return Err(invalid(
+                    "clock_extended.approving_office_id",
+                    format!(
+                        "{approver} is not an office of {}, whose clock this is",
+                        agency_name(clocks.to_agency)
+                    ),
+                ));
+            }
+            if !ctx.offices.is_registered(&approver) {
+                return Err(Rejection::UnknownOffice {
+                    office: approver.to_string(),
+                });
+            }
+            let countable = |e: crate::calendar::CalendarError| {
+                precondition(
+                    "clock_countable",
+                    format!(
+                        "the {} clock of hand-off {} cannot be counted: {e}",
+                        p.clock, p.handoff_id
+                    ),
+                )
+            };
+            let current = clocks
+                .adjust
+                .due(rule, clocks.started_at, ctx.calendar)
+                .map_err(countable)?;
+            if cmd.occurred_at > current {
+                return Err(precondition(
+                    "clock_not_overdue",
+                    format!(
+                        "the {} clock of hand-off {} fell due at {}; an extension is granted before the period runs out",
+                        p.clock,
+                        p.handoff_id,
+                        fmt_time(current)
+                    ),
+                ));
+            }
+            let mut next = clocks.adjust.clone();
+            next.extensions.push(crate::state::Extension {
+                version: state.version + 1,
+                new_due_at: None,
+                suspensions_before: next.suspensions.len(),
+            });
+            let allowed = next
+                .due(rule, clocks.started_at, ctx.calendar)
+                .map_err(countable)?;
+            match p.new_due_at.as_ref().and_then(casebus_proto::datetime_from) {
+                None => p.new_due_at = Some(timestamp_from(allowed)),
+                Some(asked) if asked > allowed => {
+                    return Err(precondition(
+                        "clock_extension_cap",
+                        format!(
+                            "the {} clock of hand-off {} may be extended to {} at the latest (+{} {}: {}); {} is later",
+                            p.clock,
+                            p.handoff_id,
+                            fmt_time(allowed),
+                            step.amount,
+                            step.unit.key(),
+                            step.basis,
+                            fmt_time(asked)
+                        ),
+                    ));
+                }
+                Some(asked) if asked <= current => {
+                    return Err(invalid(
+                        "clock_extended.new_due_at",
+                        format!(
+                            "{} is not after the clock's current due time {}",
+                            fmt_time(asked),
+                            fmt_time(current)
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Kind::ClockSuspended(p) => {
+            let clocks = running_decision_clock(state, cmd, &p.handoff_id, &p.clock)?;
+            if let Some(since) = clocks.adjust.suspended_since {
+                return Err(precondition(
+                    "clock_not_suspended",
+                    format!(
+                        "the {} clock of hand-off {} is suspended already, since {}",
+                        p.clock,
+                        p.handoff_id,
+                        fmt_time(since)
+                    ),
+                ));
+            }
+            let name =
+                ClockName::decision_of(clocks.kind).expect("checked by running_decision_clock");
+            // A period that has run out cannot be stopped after the fact.
+            if let Ok(due) =
+                clocks
+                    .adjust
+                    .due(ctx.rules.clock(name), clocks.started_at, ctx.calendar)
+                && cmd.occurred_at > due
+            {
+                return Err(precondition(
+                    "clock_not_overdue",
+                    format!(
+                        "the {} clock of hand-off {} fell due at {}; a clock past due cannot be suspended",
+                        p.clock,
+                        p.handoff_id,
+                        fmt_time(due)
+                    ),
+                ));
+            }
+        }
+        Kind::ClockResumed(p) => {
+            let clocks = running_decision_clock(state, cmd, &p.handoff_id, &p.clock)?;
+            let Some(since) = clocks.adjust.suspended_since else {
+                return Err(precondition(
+                    "clock_suspended",
+                    format!(
+                        "the {} clock of hand-off {} is not suspended",
+                        p.clock, p.handoff_id
+                    ),
+                ));
+            };
+            if cmd.occurred_at < since {
+                return Err(invalid(
+                    "occurred_at",
+                    format!(
+                        "{} lies before the suspension at {}",
+                        fmt_time(cmd.occurred_at),
+                        fmt_time(since)
+                    ),
+                ));
             }
         }
         Kind::GoodsDetained(p) => {
@@ -1224,6 +1435,65 @@ fn check_state(
         }
     }
     Ok(())
+}
+
+fn clock_key(field: &str, key: &str) -> Result<ClockName, Rejection> {
+    ClockName::from_key(key).ok_or_else(|| {
+        let names: Vec<&str> = ClockName::ALL.iter().map(|c| c.key()).collect();
+        invalid(
+            field,
+            format!(
+                "{key:?} is not a clock of the deadline rules; use one of {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// The clocks of `handoff_id` when `clock` names its decision clock, that clock runs,
+/// and the acting agency is the one it runs for (the receiving agency, which alone
+/// extends, suspends and resumes it).
+fn running_decision_clock<'s>(
+    state: &'s CaseState,
+    cmd: &Command,
+    handoff_id: &str,
+    clock: &str,
+) -> Result<&'s HandoffClocks, Rejection> {
+    let Some(clocks) = state.clocks.get(handoff_id) else {
+        return Err(precondition(
+            "handoff_known",
+            format!("no hand-off {handoff_id} in case {}", cmd.case_id),
+        ));
+    };
+    let agency = cmd.agency();
+    if clocks.to_agency != agency {
+        return Err(Rejection::NotPermitted {
+            agency: agency_name(agency),
+            action: format!("change the {clock} clock of hand-off {handoff_id}"),
+            reason: format!(
+                "it runs for {}, which alone extends, suspends or resumes it",
+                agency_name(clocks.to_agency)
+            ),
+        });
+    }
+    let decision = ClockName::decision_of(clocks.kind).map(ClockName::key);
+    let running = match clocks.open() {
+        Some(HandoffClockKind::Decision) => decision,
+        Some(HandoffClockKind::Receipt) => Some(ClockName::Receipt.key()),
+        None => None,
+    };
+    if running != Some(clock) || decision != Some(clock) {
+        return Err(precondition(
+            "clock_running",
+            match running {
+                Some(r) => format!(
+                    "the running clock of hand-off {handoff_id} is {r}, not {clock}; only a running decision clock is extended, suspended or resumed"
+                ),
+                None => format!("hand-off {handoff_id} has no running clock: it was answered"),
+            },
+        ));
+    }
+    Ok(clocks)
 }
 
 fn need_docketed(state: &CaseState) -> Result<(), Rejection> {

@@ -23,8 +23,9 @@ pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, Reject
 pub use decide::decide;
 pub use rules::{ClockName, DeadlineRules, RulesError};
 pub use state::{
-    CaseState, ClockAnswer, ClockAnswerKind, Detention, EventMeta, Handoff, HandoffClockKind,
-    HandoffClocks, HandoffStatus, Hearing, Judgment, OpenClock, Opened, ProsecutionDecision,
-    RecordedEvent, Reference, Track, TrackStatus,
+    CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, Detention, EventMeta, Extension, Handoff,
+    HandoffClockKind, HandoffClocks, HandoffStatus, Hearing, Judgment, OpenClock, Opened,
+    ProsecutionDecision, RecordedEvent, Reference, Suspension, Track, TrackStatus,
+    suspension_shift,
 };
 pub use visibility::{Sight, effective_visibility, event_sight, names_office, office_known, sight};

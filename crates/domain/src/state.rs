@@ -19,6 +19,7 @@ use casebus_proto::event::v1::{Agency, CaseType, HandoffKind, Party, Visibility,
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
 
 use crate::calendar::{Calendar, CalendarError};
+use crate::clock::{ClockRule, Unit, legal_date};
 use crate::rules::{ClockName, DeadlineRules};
 
 /// The view of a recorded, verified event that folding needs.
@@ -266,6 +267,110 @@ pub struct HandoffClocks {
     pub receipt: Option<ClockAnswer>,
     /// What answered the decision clock, once answered.
     pub decision: Option<ClockAnswer>,
+    /// The extensions and suspensions of the decision clock.
+    pub adjust: ClockAdjust,
+}
+
+/// One extension of a decision clock (ClockExtended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extension {
+    /// Version of the ClockExtended event.
+    pub version: u64,
+    /// The due time the extension gave when it was granted (`new_due_at`), when it was
+    /// recorded: no later than the rules allow, shorter when the approving office
+    /// granted less.
+    pub new_due_at: Option<OffsetDateTime>,
+    /// How many suspensions had ended before it: the time suspended after it moves
+    /// `new_due_at` on.
+    pub suspensions_before: usize,
+}
+
+/// A time a decision clock stood still (ClockSuspended, then ClockResumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspension {
+    /// The `occurred_at` of the suspension.
+    pub from: OffsetDateTime,
+    /// The `occurred_at` of the resumption.
+    pub to: OffsetDateTime,
+}
+
+/// What extended or stopped a decision clock, as folded.
+///
+/// The time a clock stood still is counted the way the clock counts, and the clock's
+/// start moves later by it: for clocks in days, working days or months the whole
+/// calendar days (CST) from the day of suspension to the day of resumption (suspended
+/// on 5 November, resumed on 8 November: 3 days; the same day: none), so the period
+/// still ends at 24:00 and rolls over as it would; for clocks in hours the elapsed time
+/// rounded up to full hours; for seconds the exact time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClockAdjust {
+    /// The extensions granted, in order.
+    pub extensions: Vec<Extension>,
+    /// The suspensions ended by a resumption, in order.
+    pub suspensions: Vec<Suspension>,
+    /// When the clock was suspended, while it is.
+    pub suspended_since: Option<OffsetDateTime>,
+}
+
+/// How much later a clock counted in `unit` ends for standing still from `from` to `to`.
+pub fn suspension_shift(unit: Unit, from: OffsetDateTime, to: OffsetDateTime) -> time::Duration {
+    if to <= from {
+        return time::Duration::ZERO;
+    }
+    match unit {
+        Unit::Days | Unit::WorkingDays | Unit::Months => {
+            time::Duration::days((legal_date(to) - legal_date(from)).whole_days())
+        }
+        Unit::Hours => {
+            let secs = (to - from).whole_seconds();
+            time::Duration::hours((secs + 3599) / 3600)
+        }
+        Unit::Seconds => to - from,
+    }
+}
+
+impl ClockAdjust {
+    /// The suspended time counted so far, for a clock in `unit` (a suspension still
+    /// running is not counted until it ends).
+    pub fn shift(&self, unit: Unit) -> time::Duration {
+        self.shift_since(unit, 0)
+    }
+
+    /// The suspended time of the suspensions from the `first`th on.
+    fn shift_since(&self, unit: Unit, first: usize) -> time::Duration {
+        self.suspensions
+            .iter()
+            .skip(first)
+            .map(|s| suspension_shift(unit, s.from, s.to))
+            .sum()
+    }
+
+    /// When the clock that started at `started_at` falls due under `rule`: the period
+    /// counted from the start moved by the suspended time, with every extension granted,
+    /// and no later than the last extension's own `new_due_at` (moved by the time
+    /// suspended after it).
+    ///
+    /// # Errors
+    /// As [`ClockRule::due`].
+    pub fn due(
+        &self,
+        rule: &ClockRule,
+        started_at: OffsetDateTime,
+        calendar: &Calendar,
+    ) -> Result<OffsetDateTime, CalendarError> {
+        let shift = self.shift(rule.unit);
+        let full = rule.due_after(started_at + shift, self.extensions.len(), calendar)?;
+        Ok(
+            match self
+                .extensions
+                .last()
+                .and_then(|e| Some((e.new_due_at?, e.suspensions_before)))
+            {
+                Some((granted, before)) => full.min(granted + self.shift_since(rule.unit, before)),
+                None => full,
+            },
+        )
+    }
 }
 
 impl HandoffClocks {
@@ -301,13 +406,20 @@ pub struct OpenClock {
     pub due_at: Result<OffsetDateTime, CalendarError>,
     /// The rule's legal basis.
     pub basis: String,
+    /// How many of the rule's extensions were granted.
+    pub extensions: usize,
+    /// How many the rule allows (the cap is reached when both are equal).
+    pub extensions_allowed: usize,
+    /// When the clock was suspended, while it is; `due_at` is then the due time as of
+    /// the suspension, and moves on resumption.
+    pub suspended_since: Option<OffsetDateTime>,
 }
 
 impl OpenClock {
     /// Whether the due time passed at `now`. A due time the calendar cannot count is
-    /// not overdue; callers show its error instead.
+    /// not overdue; callers show its error instead. A suspended clock is never overdue.
     pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
-        self.due_at.as_ref().is_ok_and(|due| now > *due)
+        self.suspended_since.is_none() && self.due_at.as_ref().is_ok_and(|due| now > *due)
     }
 }
 
@@ -478,6 +590,12 @@ impl CaseState {
             HandoffClockKind::Decision => ClockName::decision_of(clocks.kind)?,
         };
         let rule = rules.clock(name);
+        // Only decision clocks are extended or suspended.
+        let none = ClockAdjust::default();
+        let adjust = match clock {
+            HandoffClockKind::Receipt => &none,
+            HandoffClockKind::Decision => &clocks.adjust,
+        };
         Some(OpenClock {
             handoff_id: clocks.handoff_id.clone(),
             kind: clocks.kind,
@@ -485,8 +603,11 @@ impl CaseState {
             clock,
             rule: name,
             started_at: clocks.started_at,
-            due_at: rule.due(clocks.started_at, calendar),
+            due_at: adjust.due(rule, clocks.started_at, calendar),
             basis: rule.basis.clone(),
+            extensions: adjust.extensions.len(),
+            extensions_allowed: rule.extensions.len(),
+            suspended_since: adjust.suspended_since,
         })
     }
 
@@ -536,7 +657,11 @@ impl CaseState {
             Kind::EvidenceRecorded(p) => {
                 self.evidence.insert(p.evidence_id.clone());
             }
-            Kind::NoteAdded(_) => {}
+            // Clock events move only the clocks (`fold_clocks`).
+            Kind::NoteAdded(_)
+            | Kind::ClockExtended(_)
+            | Kind::ClockSuspended(_)
+            | Kind::ClockResumed(_) => {}
             Kind::ReferenceLinked(p) => {
                 self.references.insert(Reference {
                     agency: p.agency(),
@@ -710,6 +835,9 @@ impl CaseState {
                 | Kind::IndictmentFiled(_)
                 | Kind::NonProsecutionDecided(_)
                 | Kind::CaseDocketed(_)
+                | Kind::ClockExtended(_)
+                | Kind::ClockSuspended(_)
+                | Kind::ClockResumed(_)
         )
     }
 
@@ -760,6 +888,7 @@ impl CaseState {
                         requested_version: event.version,
                         receipt: None,
                         decision: None,
+                        adjust: ClockAdjust::default(),
                     },
                 );
             }
@@ -838,8 +967,43 @@ impl CaseState {
                 let answer = self.answer_of(ClockAnswerKind::CaseDocketed, event);
                 self.answer_all_open(HandoffKind::PublicProsecution, agency, answer);
             }
+            // The rules checked the clock when these were recorded; the fold only keeps
+            // them on the hand-off's decision clock while it runs. A clock event whose
+            // clock is not that hand-off's decision clock changes nothing.
+            Kind::ClockExtended(p) => {
+                if let Some(c) = self.decision_clock_mut(&p.handoff_id, &p.clock) {
+                    let suspensions_before = c.adjust.suspensions.len();
+                    c.adjust.extensions.push(Extension {
+                        version: event.version,
+                        new_due_at: p.new_due_at.as_ref().and_then(datetime_from),
+                        suspensions_before,
+                    });
+                }
+            }
+            Kind::ClockSuspended(p) => {
+                if let Some(c) = self.decision_clock_mut(&p.handoff_id, &p.clock) {
+                    c.adjust.suspended_since.get_or_insert(at);
+                }
+            }
+            Kind::ClockResumed(p) => {
+                if let Some(c) = self.decision_clock_mut(&p.handoff_id, &p.clock)
+                    && let Some(from) = c.adjust.suspended_since.take()
+                {
+                    c.adjust.suspensions.push(Suspension {
+                        from,
+                        to: at.max(from),
+                    });
+                }
+            }
             _ => {}
         }
+    }
+
+    /// The clocks of `handoff_id` when `clock` names its decision clock and it still runs.
+    fn decision_clock_mut(&mut self, handoff_id: &str, clock: &str) -> Option<&mut HandoffClocks> {
+        let c = self.clocks.get_mut(handoff_id)?;
+        let name = ClockName::decision_of(c.kind)?;
+        (name.key() == clock && c.receipt.is_some() && c.decision.is_none()).then_some(c)
     }
 
     fn open_track(&mut self, agency: Agency, office: &OfficeId, at: OffsetDateTime) {

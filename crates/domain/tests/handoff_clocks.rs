@@ -98,6 +98,7 @@ impl World {
         let ctx = Context {
             now: cst(recorded),
             rules: &self.rules,
+            calendar: &calendar(),
             offices: &|_: &OfficeId| true,
         };
         let decision = decide(&self.state, &cmd, &ctx)?;
@@ -586,8 +587,411 @@ fn a_judgment_notice_is_answered_by_taking_it() {
     check(&w, "jn", None, "2026-03-17 00:01", false);
 }
 
+fn extend(handoff_id: &str, clock: &str, approver: &str, new_due_at: Option<&str>) -> Kind {
+    Kind::ClockExtended(ClockExtended {
+        handoff_id: handoff_id.into(),
+        clock: clock.into(),
+        basis: "major, difficult or complex case".into(),
+        approving_office_id: approver.into(),
+        new_due_at: new_due_at.map(|t| casebus_proto::timestamp_from(cst(t))),
+    })
+}
+
+fn suspend(handoff_id: &str, clock: &str) -> Kind {
+    Kind::ClockSuspended(ClockSuspended {
+        handoff_id: handoff_id.into(),
+        clock: clock.into(),
+        reason: "expert assessment (CPL Art. 149)".into(),
+    })
+}
+
+fn resume(handoff_id: &str, clock: &str) -> Kind {
+    Kind::ClockResumed(ClockResumed {
+        handoff_id: handoff_id.into(),
+        clock: clock.into(),
+        reason: "assessment delivered".into(),
+    })
+}
+
+/// Records `payload` by `who` at `at` and expects it refused with `rule` (a
+/// FAILED_PRECONDITION) or, for `rule` = `"invalid"` / `"not_permitted"`, that kind; the
+/// refusal must change nothing and name `mentions`.
+fn refused(w: &mut World, who: &str, at: &str, payload: Kind, rule: &str, mentions: &[&str]) {
+    let before = w.state.clone();
+    let err = w
+        .record_at(who, at, at, payload.clone())
+        .expect_err(&format!("{payload:?} by {who} at {at} is refused"));
+    assert_eq!(err.reason_code(), rule, "{err}");
+    for m in mentions {
+        assert!(err.to_string().contains(m), "{err} names {m}");
+    }
+    assert_eq!(w.state, before, "the refusal changed nothing");
+}
+
+/// The referral of Friday 6 March, acknowledged and accepted: its filing clock runs to
+/// Monday 9 March, 24:00.
+fn accepted_referral() -> World {
+    let mut w = referred();
+    w.record(POLICE, "2026-03-06 10:21", ack("ref"));
+    w.record(POLICE, "2026-03-06 11:00", accept("ref"));
+    w
+}
+
+#[test]
+fn a_filing_clock_is_extended_step_by_step_to_its_cap_and_a_third_extension_is_refused() {
+    let mut w = accepted_referral();
+    check(
+        &w,
+        "ref",
+        Some((Decision, FilingDecision, "2026-03-09 24:00")),
+        "2026-03-07 09:00",
+        false,
+    );
+    // 3 days → at the latest 10: seven days more, Monday 16 March.
+    w.record(
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "filing_decision", POLICE, None),
+    );
+    let ten = Some((Decision, FilingDecision, "2026-03-16 24:00"));
+    check(&w, "ref", ten, "2026-03-16 23:59", false);
+    check(&w, "ref", ten, "2026-03-17 00:01", true);
+    let open = w
+        .state
+        .open_clock("ref", &w.rules, &calendar())
+        .expect("runs");
+    assert_eq!((open.extensions, open.extensions_allowed), (1, 2));
+    // → 30 days: 20 more end on Sunday 5 April, in the Qingming holiday (4-6 April),
+    // so the period ends on Tuesday 7 April.
+    w.record(
+        POLICE,
+        "2026-03-12 09:00",
+        extend("ref", "filing_decision", POLICE, None),
+    );
+    let thirty = Some((Decision, FilingDecision, "2026-04-07 24:00"));
+    check(&w, "ref", thirty, "2026-04-07 23:59", false);
+    assert_eq!(
+        w.state
+            .open_clock("ref", &w.rules, &calendar())
+            .expect("runs")
+            .due_at,
+        w.rules
+            .clock(FilingDecision)
+            .cap(cst("2026-03-06 10:20"), &calendar()),
+        "two extensions reach the cap"
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-20 09:00",
+        extend("ref", "filing_decision", POLICE, None),
+        "clock_extension_cap",
+        &["ref", "2 of 2", "2026-04-07T16:00:00Z"],
+    );
+    // The extension recorded the due time it gave.
+    let Kind::ClockExtended(last) = &w.log.last().expect("recorded").payload else {
+        panic!("the last event is the second extension")
+    };
+    assert_eq!(
+        last.new_due_at
+            .as_ref()
+            .and_then(casebus_proto::datetime_from),
+        Some(cst("2026-04-07 24:00"))
+    );
+}
+
+#[test]
+fn an_extension_past_its_step_is_refused_and_a_shorter_one_is_kept() {
+    let mut w = accepted_referral();
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "filing_decision", POLICE, Some("2026-03-20 24:00")),
+        "clock_extension_cap",
+        &["2026-03-16T16:00:00Z", "+7 days"],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "filing_decision", POLICE, Some("2026-03-09 12:00")),
+        "invalid",
+        &["clock_extended.new_due_at"],
+    );
+    w.record(
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "filing_decision", POLICE, Some("2026-03-12 24:00")),
+    );
+    check(
+        &w,
+        "ref",
+        Some((Decision, FilingDecision, "2026-03-12 24:00")),
+        "2026-03-13 00:01",
+        true,
+    );
+}
+
+#[test]
+fn only_the_agency_a_running_decision_clock_runs_for_extends_it_before_it_runs_out() {
+    let mut w = referred();
+    // Customs sent the referral; the filing clock runs for the police alone.
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-03-06 10:30",
+        extend("ref", "filing_decision", CUSTOMS, None),
+        "not_permitted",
+        &["public_security"],
+    );
+    w.record(POLICE, "2026-03-06 10:21", ack("ref"));
+    w.record(POLICE, "2026-03-06 11:00", accept("ref"));
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "prosecution_review", POLICE, None),
+        "clock_running",
+        &["filing_decision", "prosecution_review"],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "filing_decision", PROC, None),
+        "invalid",
+        &["clock_extended.approving_office_id", PROC],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "fileing_decision", POLICE, None),
+        "invalid",
+        &["clock_extended.clock", "filing_decision"],
+    );
+    // Past its due time the period cannot be extended any more.
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-10 09:00",
+        extend("ref", "filing_decision", POLICE, None),
+        "clock_not_overdue",
+        &["2026-03-09T16:00:00Z"],
+    );
+    // Once answered, no clock runs to extend.
+    w.record(POLICE, "2026-03-09 09:00", file_investigation());
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-09 10:00",
+        extend("ref", "filing_decision", POLICE, None),
+        "clock_running",
+        &["answered"],
+    );
+}
+
+#[test]
+fn a_prosecution_review_is_extended_once_by_15_days() {
+    let mut w = transferred();
+    w.record(
+        PROC,
+        "2026-02-20 09:00",
+        extend("pt1", "prosecution_review", PROC, None),
+    );
+    // 28 February + 15 days is Sunday 15 March: Monday 16 March.
+    check(
+        &w,
+        "pt1",
+        Some((Decision, ProsecutionReview, "2026-03-16 24:00")),
+        "2026-03-17 00:01",
+        true,
+    );
+    refused(
+        &mut w,
+        PROC,
+        "2026-03-01 09:00",
+        extend("pt1", "prosecution_review", PROC, None),
+        "clock_extension_cap",
+        &["1 of 1"],
+    );
+}
+
+#[test]
+fn a_suspended_clock_is_never_overdue_and_its_due_time_moves_by_the_days_it_stood_still() {
+    let mut w = accepted_referral();
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-08 10:00",
+        resume("ref", "filing_decision"),
+        "clock_suspended",
+        &["not suspended"],
+    );
+    w.record(
+        POLICE,
+        "2026-03-08 10:00",
+        suspend("ref", "filing_decision"),
+    );
+    // While suspended: the due time as of the suspension, never overdue.
+    check(
+        &w,
+        "ref",
+        Some((Decision, FilingDecision, "2026-03-09 24:00")),
+        "2026-03-12 09:00",
+        false,
+    );
+    let open = w
+        .state
+        .open_clock("ref", &w.rules, &calendar())
+        .expect("runs");
+    assert_eq!(open.suspended_since, Some(cst("2026-03-08 10:00")));
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-09 10:00",
+        suspend("ref", "filing_decision"),
+        "clock_not_suspended",
+        &["suspended already"],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-09 10:00",
+        extend("ref", "filing_decision", POLICE, None),
+        "clock_not_suspended",
+        &["resume it"],
+    );
+    // Suspended on 8 March, resumed on 11 March: three days later, Thursday 12 March.
+    w.record(POLICE, "2026-03-11 15:00", resume("ref", "filing_decision"));
+    let moved = Some((Decision, FilingDecision, "2026-03-12 24:00"));
+    check(&w, "ref", moved, "2026-03-12 23:59", false);
+    check(&w, "ref", moved, "2026-03-13 00:01", true);
+    // A period that ran out cannot be stopped after the fact.
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-13 09:00",
+        suspend("ref", "filing_decision"),
+        "clock_not_overdue",
+        &["2026-03-12T16:00:00Z"],
+    );
+}
+
+#[test]
+fn an_extension_after_a_suspension_counts_from_the_moved_due_time() {
+    let mut w = accepted_referral();
+    w.record(
+        POLICE,
+        "2026-03-08 10:00",
+        suspend("ref", "filing_decision"),
+    );
+    w.record(POLICE, "2026-03-10 10:00", resume("ref", "filing_decision"));
+    // Due Wednesday 11 March; +7 days: Wednesday 18 March.
+    w.record(
+        POLICE,
+        "2026-03-11 10:00",
+        extend("ref", "filing_decision", POLICE, None),
+    );
+    check(
+        &w,
+        "ref",
+        Some((Decision, FilingDecision, "2026-03-18 24:00")),
+        "2026-03-18 12:00",
+        false,
+    );
+    // A suspension after the extension moves the extended due time on: 1 day.
+    w.record(
+        POLICE,
+        "2026-03-12 10:00",
+        suspend("ref", "filing_decision"),
+    );
+    w.record(POLICE, "2026-03-13 09:00", resume("ref", "filing_decision"));
+    check(
+        &w,
+        "ref",
+        Some((Decision, FilingDecision, "2026-03-19 24:00")),
+        "2026-03-20 00:01",
+        true,
+    );
+}
+
+/// Returns the case in review for supplementary investigation by `si` at `at`, and the
+/// police take it.
+fn returned(w: &mut World, si: &str, at: &str) {
+    w.record(
+        PROC,
+        at,
+        handoff(
+            si,
+            HandoffKind::SupplementaryInvestigation,
+            Agency::PublicSecurity,
+        ),
+    );
+    w.record(POLICE, at, accept(si));
+}
+
+/// The police transfer the case again by `pt` at `at`, and the procuratorate takes it.
+fn transferred_again(w: &mut World, pt: &str, at: &str) {
+    w.record(
+        POLICE,
+        at,
+        handoff(pt, HandoffKind::ProsecutionTransfer, Agency::Procuratorate),
+    );
+    w.record(PROC, at, accept(pt));
+}
+
+#[test]
+fn a_third_return_for_supplementary_investigation_is_refused_and_each_return_restarts_the_review() {
+    let mut w = transferred();
+    returned(&mut w, "si1", "2026-02-10 09:00");
+    transferred_again(&mut w, "pt2", "2026-03-02 10:00");
+    // The review restarts its full month from the case's return: 2 April.
+    check(
+        &w,
+        "pt2",
+        Some((Decision, ProsecutionReview, "2026-04-02 24:00")),
+        "2026-04-02 12:00",
+        false,
+    );
+    returned(&mut w, "si2", "2026-03-20 09:00");
+    check(&w, "pt2", None, "2026-04-03 00:01", false);
+    transferred_again(&mut w, "pt3", "2026-04-10 10:00");
+    // From Friday 10 April, 1 month: Sunday 10 May, a rest day, so Monday 11 May.
+    check(
+        &w,
+        "pt3",
+        Some((Decision, ProsecutionReview, "2026-05-11 24:00")),
+        "2026-05-12 00:01",
+        true,
+    );
+    refused(
+        &mut w,
+        PROC,
+        "2026-04-20 09:00",
+        handoff(
+            "si3",
+            HandoffKind::SupplementaryInvestigation,
+            Agency::PublicSecurity,
+        ),
+        "supplementary_investigation_at_most_twice",
+        &["CPL Art. 175", "si1", "si2"],
+    );
+    // The review of the last transfer still runs and is decided on the merits.
+    w.record(PROC, "2026-04-21 09:00", indictment("pt3"));
+    check(&w, "pt3", None, "2026-05-12 00:01", false);
+}
+
 fn any_step() -> impl Strategy<Value = (usize, Kind)> {
     let ids = prop_oneof![Just("x1"), Just("x2"), Just("x3")];
+    let clocks = prop_oneof![
+        Just("filing_decision"),
+        Just("prosecution_review"),
+        Just("supplementary_investigation"),
+        Just("receipt"),
+    ];
+    let approvers = prop_oneof![Just(POLICE), Just(PROC)];
     let kinds = prop_oneof![
         Just((HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity)),
         Just((HandoffKind::AssistanceRequest, Agency::IpCenter)),
@@ -631,6 +1035,9 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
             procedure: Procedure::Criminal as i32,
             presiding_judge: String::new()
         })),
+        (ids.clone(), clocks.clone(), approvers).prop_map(|(id, c, a)| extend(id, c, a, None)),
+        (ids.clone(), clocks.clone()).prop_map(|(id, c)| suspend(id, c)),
+        (ids.clone(), clocks).prop_map(|(id, c)| resume(id, c)),
     ];
     (0usize..5, payload)
 }
@@ -681,6 +1088,56 @@ proptest! {
             if let Ok(due) = &open.due_at {
                 prop_assert!(*due > open.started_at, "{:?}", open);
             }
+        }
+    }
+
+    /// However clocks are extended, suspended and resumed, no extension takes a clock
+    /// past its cap: the rule's every extension counted from the start moved by the
+    /// days it stood still (summed here from the recorded events themselves).
+    #[test]
+    fn an_extension_never_goes_past_its_cap(
+        steps in proptest::collection::vec((any_step(), 0i64..72), 1..60)
+    ) {
+        let mut w = accepted_referral();
+        let mut at = cst("2026-03-06 11:00");
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        let clock_steps = [
+            extend("ref", "filing_decision", POLICE, None),
+            suspend("ref", "filing_decision"),
+            resume("ref", "filing_decision"),
+        ];
+        for ((who, payload), hours) in steps {
+            at += time::Duration::minutes(hours * 20);
+            let text = at.to_offset(offset!(+8)).format(format).expect("formats");
+            // Mostly steps on the referral's clock, sometimes anything else.
+            let payload = match hours % 4 {
+                0 => payload,
+                n => clock_steps[usize::try_from(n - 1).expect("1..=3")].clone(),
+            };
+            let who = if hours % 4 == 0 { OFFICES[who] } else { POLICE };
+            let _ = w.record_at(who, &text, &text, payload);
+        }
+        let mut stood_still = 0i64;
+        let mut since = None;
+        for stored in &w.log {
+            match &stored.payload {
+                Kind::ClockSuspended(p) if p.handoff_id == "ref" => since = Some(stored.occurred_at),
+                Kind::ClockResumed(p) if p.handoff_id == "ref" => {
+                    let from = since.take().expect("a resumption follows a suspension");
+                    let day = |t: OffsetDateTime| t.to_offset(offset!(+8)).date();
+                    stood_still += (day(stored.occurred_at) - day(from)).whole_days();
+                }
+                _ => {}
+            }
+        }
+        if let Some(open) = w.state.open_clock("ref", &w.rules, &calendar()) {
+            let rule = w.rules.clock(FilingDecision);
+            let cap = rule
+                .cap(open.started_at + time::Duration::days(stood_still), &calendar())
+                .expect("countable in 2026");
+            let due = open.due_at.clone().expect("countable in 2026");
+            prop_assert!(due <= cap, "due {due} past the cap {cap}");
+            prop_assert!(open.extensions <= open.extensions_allowed);
         }
     }
 }

@@ -85,6 +85,7 @@ impl World {
         let ctx = Context {
             now: self.clock,
             rules: &self.rules,
+            calendar: &casebus_domain::Calendar::shipped(),
             offices: &registered,
         };
         let decision = decide(&self.state, &cmd, &ctx)?;

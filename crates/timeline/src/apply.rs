@@ -429,14 +429,17 @@ impl Projection {
             let mut stmt = tx
                 .prepare_cached(
                     "UPDATE handoffs SET clock = ?3, clock_started_at = ?4, clock_due_at = ?5,
-                         clock_basis = ?6, clock_error = ?7
+                         clock_basis = ?6, clock_error = ?7, clock_extensions = ?8,
+                         clock_extensions_allowed = ?9, clock_suspended_since = ?10
                      WHERE case_id = ?1 AND handoff_id = ?2",
                 )
                 .map_err(storage(op))?;
             for handoff_id in folded.state.handoffs.keys() {
                 let c = clock_columns(&folded.state, handoff_id, &clocks);
-                stmt.execute(params![id, handoff_id, c.0, c.1, c.2, c.3, c.4])
-                    .map_err(storage(op))?;
+                stmt.execute(params![
+                    id, handoff_id, c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7
+                ])
+                .map_err(storage(op))?;
             }
             recounted += 1;
         }
@@ -455,24 +458,31 @@ impl Projection {
     }
 }
 
-/// The clock columns of one hand-off: name, start, due time, basis, calendar error.
+/// The clock columns of one hand-off: name, start, due time, basis, calendar error,
+/// extensions granted and allowed, suspended since.
 type ClockColumns = (
     Option<&'static str>,
     Option<i64>,
     Option<i64>,
     Option<String>,
     Option<String>,
+    i64,
+    i64,
+    Option<i64>,
 );
 
 fn clock_columns(state: &CaseState, handoff_id: &str, clocks: &ClockSet) -> ClockColumns {
     match state.open_clock(handoff_id, &clocks.rules, &clocks.calendar) {
-        None => (None, None, None, None, None),
+        None => (None, None, None, None, None, 0, 0, None),
         Some(open) => (
             Some(open.rule.key()),
             Some(nanos(open.started_at)),
             open.due_at.as_ref().ok().map(|due| nanos(*due)),
             Some(open.basis),
             open.due_at.err().map(|e| e.to_string()),
+            i64::try_from(open.extensions).unwrap_or(i64::MAX),
+            i64::try_from(open.extensions_allowed).unwrap_or(i64::MAX),
+            open.suspended_since.map(nanos),
         ),
     }
 }
@@ -565,9 +575,10 @@ fn write_case(
                 "INSERT INTO handoffs (case_id, handoff_id, kind, from_office, to_agency,
                      to_office, status, requested_at, due_at, requested_version,
                      requested_event_id, answered, clock, clock_started_at, clock_due_at,
-                     clock_basis, clock_error)
+                     clock_basis, clock_error, clock_extensions, clock_extensions_allowed,
+                     clock_suspended_since)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17)",
+                     ?16, ?17, ?18, ?19, ?20)",
             )
             .map_err(storage("writing hand-offs"))?;
         for handoff in state.handoffs.values() {
@@ -590,6 +601,9 @@ fn write_case(
                 c.2,
                 c.3,
                 c.4,
+                c.5,
+                c.6,
+                c.7,
             ])
             .map_err(storage("writing hand-offs"))?;
         }

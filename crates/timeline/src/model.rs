@@ -119,6 +119,21 @@ pub struct RunningClock {
     pub basis: String,
     /// Why the calendar cannot count it, when it cannot.
     pub error: Option<String>,
+    /// How many extensions were granted (`due_at` includes them).
+    pub extensions: u32,
+    /// How many the deadline rules allow for this clock.
+    pub extensions_allowed: u32,
+    /// Since when the clock is suspended, while it is; `due_at` is then the due time as
+    /// of the suspension.
+    pub suspended_since: Option<OffsetDateTime>,
+}
+
+impl RunningClock {
+    /// Whether it is past due at `now`: never while suspended, nor when the calendar
+    /// cannot count it.
+    pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
+        self.suspended_since.is_none() && self.due_at.is_some_and(|due| now > due)
+    }
 }
 
 /// A hand-off with its running clock and its overdue flag at the time the summary was

@@ -46,7 +46,8 @@ const EVENT_COLUMNS: &str = "stream_sequence, case_id, case_version, event_id, o
 
 const HANDOFF_COLUMNS: &str = "case_id, handoff_id, kind, from_office, to_agency, to_office, \
      status, requested_at, due_at, requested_version, requested_event_id, answered, clock, \
-     clock_started_at, clock_due_at, clock_basis, clock_error";
+     clock_started_at, clock_due_at, clock_basis, clock_error, clock_extensions, \
+     clock_extensions_allowed, clock_suspended_since";
 
 fn check_limit(limit: usize) -> Result<i64, QueryError> {
     if limit == 0 || limit > MAX_LIMIT {
@@ -171,6 +172,9 @@ struct RawHandoff {
     clock_due_at: Option<i64>,
     clock_basis: Option<String>,
     clock_error: Option<String>,
+    clock_extensions: i64,
+    clock_extensions_allowed: i64,
+    clock_suspended_since: Option<i64>,
 }
 
 fn raw_handoff(row: &Row<'_>) -> rusqlite::Result<RawHandoff> {
@@ -192,6 +196,9 @@ fn raw_handoff(row: &Row<'_>) -> rusqlite::Result<RawHandoff> {
         clock_due_at: row.get(14)?,
         clock_basis: row.get(15)?,
         clock_error: row.get(16)?,
+        clock_extensions: row.get(17)?,
+        clock_extensions_allowed: row.get(18)?,
+        clock_suspended_since: row.get(19)?,
     })
 }
 
@@ -209,6 +216,11 @@ impl RawHandoff {
                 due_at: self.clock_due_at.map(instant),
                 basis: self.clock_basis.unwrap_or_default(),
                 error: self.clock_error,
+                extensions: u32::try_from(self.clock_extensions)
+                    .map_err(|_| corrupt(T, "clock_extensions", "out of range"))?,
+                extensions_allowed: u32::try_from(self.clock_extensions_allowed)
+                    .map_err(|_| corrupt(T, "clock_extensions_allowed", "out of range"))?,
+                suspended_since: self.clock_suspended_since.map(instant),
             }),
         };
         let kind = handoff_kind_raw(&self.kind)
@@ -570,10 +582,7 @@ impl Projection {
         )?
         .into_iter()
         .map(|(_, handoff, clock)| HandoffSummary {
-            overdue: clock
-                .as_ref()
-                .and_then(|c| c.due_at)
-                .is_some_and(|due| now > due),
+            overdue: clock.as_ref().is_some_and(|c| c.is_overdue(now)),
             handoff,
             clock,
         })
@@ -805,7 +814,7 @@ impl Projection {
         if let Some(at) = filter.overdue_at {
             let p = bind(&mut args, Value::Integer(nanos(at)));
             sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM handoffs h WHERE h.case_id = c.case_id AND h.clock_due_at < {p})"
+                " AND EXISTS (SELECT 1 FROM handoffs h WHERE h.case_id = c.case_id AND h.clock_due_at < {p} AND h.clock_suspended_since IS NULL)"
             ));
         }
         if let Some(text) = &filter.text {
@@ -952,7 +961,8 @@ impl Projection {
         let rows = handoff_rows(
             &self.conn,
             &format!(
-                "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE clock_due_at < ?1
+                "SELECT {HANDOFF_COLUMNS} FROM handoffs
+                 WHERE clock_due_at < ?1 AND clock_suspended_since IS NULL
                  ORDER BY clock_due_at, case_id, handoff_id LIMIT ?2"
             ),
             params![nanos(now), limit],
@@ -990,7 +1000,8 @@ impl Projection {
             )?,
             handoffs_overdue: count(
                 &tx,
-                "SELECT count(*) FROM handoffs WHERE clock_due_at < ?1",
+                "SELECT count(*) FROM handoffs
+                 WHERE clock_due_at < ?1 AND clock_suspended_since IS NULL",
                 [nanos(now)],
             )?,
         };

@@ -1,9 +1,9 @@
 //! The projection's SQLite schema and its migrations, and the connection settings every
 //! projection file is opened with.
 //!
-//! Conventions of the schema (version 3; version 2 added each hand-off's running legal
+//! Conventions of the schema (version 4; version 2 added each hand-off's running legal
 //! clock and the digest of the rules and calendar it was counted with, version 3 dropped
-//! the index on event ids):
+//! the index on event ids, version 4 added the clock's extensions and suspension):
 //! - instants are INTEGER unix nanoseconds, UTC. That sorts and compares as numbers and
 //!   costs 8 bytes; it covers 1677-09-21 to 2262-04-11, and an instant outside that range
 //!   is clamped to the nearest end in these columns (the exact value always stays in the
@@ -22,10 +22,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::ProjectError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` leads from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 // Every version up to SCHEMA_VERSION has its migration.
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -202,6 +202,18 @@ INSERT INTO events_v3 (stream_sequence, case_id, case_version, event_id, office_
     FROM events ORDER BY stream_sequence;
 DROP TABLE events;
 ALTER TABLE events_v3 RENAME TO events;
+";
+
+/// Version 4: the running clock's extensions (granted, allowed) and, while it is
+/// suspended, since when (a suspended clock is never overdue). The digest is cleared,
+/// so the writer recounts every clock from the stored events at its next start: an
+/// older build folded the clock events as unknown kinds.
+const V4: &str = r"
+ALTER TABLE handoffs ADD COLUMN clock_extensions INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE handoffs ADD COLUMN clock_extensions_allowed INTEGER NOT NULL DEFAULT 0;
+-- NULL unless the running clock is suspended; overdue queries skip suspended clocks.
+ALTER TABLE handoffs ADD COLUMN clock_suspended_since INTEGER;
+DELETE FROM clock_settings;
 ";
 
 /// Sets the connection pragmas every projection uses.

@@ -101,6 +101,9 @@ pub(crate) fn running_clock(clock: &OpenClock) -> RunningClock {
             .err()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        extensions: u32::try_from(clock.extensions).unwrap_or(u32::MAX),
+        extensions_allowed: u32::try_from(clock.extensions_allowed).unwrap_or(u32::MAX),
+        suspended_since: clock.suspended_since.map(timestamp_from),
     }
 }
 

@@ -254,6 +254,7 @@ impl Service {
             Arc::new(clocks.rules.clone()),
             AppenderConfig {
                 cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
+                calendar: Arc::new(clocks.calendar.clone()),
                 ..AppenderConfig::default()
             },
         )

@@ -115,6 +115,9 @@ fn handoff(summary: &HandoffSummary, names_office: bool) -> pb::Handoff {
             due_at: c.due_at.map(timestamp_from),
             basis: c.basis.clone(),
             due_error: c.error.clone().unwrap_or_default(),
+            extensions: c.extensions,
+            extensions_allowed: c.extensions_allowed,
+            suspended_since: c.suspended_since.map(timestamp_from),
         }),
     }
 }

@@ -253,7 +253,9 @@ fn overdue_of_gateway(case_id: &str, h: &Handoff, now: OffsetDateTime) -> Option
         return None;
     }
     // The running clock the gateway counted; none once its clocks are answered.
-    let due = h.clock.as_ref()?.due_at.as_ref().and_then(datetime_from)?;
+    // A suspended clock is never overdue.
+    let clock = h.clock.as_ref().filter(|c| c.suspended_since.is_none())?;
+    let due = clock.due_at.as_ref().and_then(datetime_from)?;
     if due >= now {
         return None;
     }
@@ -370,7 +372,11 @@ impl HandoffFold {
                 }
                 Some(clock) => {
                     if let Some(h) = self.open.get_mut(&key) {
-                        h.due_at = clock.due_at.ok();
+                        // A suspended clock is never overdue.
+                        h.due_at = clock
+                            .due_at
+                            .ok()
+                            .filter(|_| clock.suspended_since.is_none());
                     }
                 }
             }

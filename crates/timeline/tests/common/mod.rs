@@ -56,6 +56,9 @@ pub fn expected_clock(
             due_at: open.due_at.as_ref().ok().copied(),
             basis: open.basis.clone(),
             error: open.due_at.as_ref().err().map(ToString::to_string),
+            extensions: u32::try_from(open.extensions).expect("few"),
+            extensions_allowed: u32::try_from(open.extensions_allowed).expect("few"),
+            suspended_since: open.suspended_since,
         })
 }
 
@@ -143,6 +146,7 @@ impl CaseBuilder {
         let ctx = Context {
             now: self.clock,
             rules: &self.rules,
+            calendar: &casebus_domain::Calendar::shipped(),
             offices: &registered,
         };
         let decision = decide(&self.state, &command, &ctx).unwrap_or_else(|r| {

@@ -1,5 +1,6 @@
 //! `casebus.agency.v1.AgencyService`: the commands every agency records the same way
-//! (open a case, parties, evidence, notes, references, hand-offs, track, visibility),
+//! (open a case, parties, evidence, notes, references, hand-offs, track, visibility,
+//! the extension and suspension of a hand-off's decision clock),
 //! the inbox (`ListInbox`, `WatchInbox`), the case view (`GetCase`) and the bulk import
 //! of commands (`Import`, served by `crate::import`).
 
@@ -166,6 +167,48 @@ impl AgencyService for CommonApi {
                 Ok((
                     r.meta,
                     Kind::VisibilityChanged(required(r.visibility_changed, "visibility_changed")?),
+                ))
+            })
+            .await
+    }
+
+    async fn extend_clock(
+        &self,
+        request: Request<ExtendClockRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::ClockExtended(required(r.clock_extended, "clock_extended")?),
+                ))
+            })
+            .await
+    }
+
+    async fn suspend_clock(
+        &self,
+        request: Request<SuspendClockRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::ClockSuspended(required(r.clock_suspended, "clock_suspended")?),
+                ))
+            })
+            .await
+    }
+
+    async fn resume_clock(
+        &self,
+        request: Request<ResumeClockRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::ClockResumed(required(r.clock_resumed, "clock_resumed")?),
                 ))
             })
             .await

@@ -58,6 +58,9 @@ fn clock_json(clock: Option<&OpenClock>) -> Value {
             "due_at": c.due_at.as_ref().ok().map(|d| rfc3339(*d)),
             "basis": c.basis,
             "due_error": c.due_at.as_ref().err().map(ToString::to_string),
+            "extensions": c.extensions,
+            "extensions_allowed": c.extensions_allowed,
+            "suspended_since": c.suspended_since.map(rfc3339),
         })
     })
 }
@@ -182,13 +185,23 @@ fn print_text(
         let clock = clock_of(state, &h.handoff_id, clocks);
         let (name, due) = match &clock {
             None => ("-".to_owned(), "-".to_owned()),
-            Some(c) => (
-                c.rule.key().to_owned(),
-                match &c.due_at {
+            Some(c) => {
+                let mut name = c.rule.key().to_owned();
+                if c.extensions > 0 {
+                    name.push_str(&format!(
+                        " (extended {}/{})",
+                        c.extensions, c.extensions_allowed
+                    ));
+                }
+                let mut due = match &c.due_at {
                     Ok(due) => short(*due),
                     Err(e) => format!("cannot count: {e}"),
-                },
-            ),
+                };
+                if let Some(since) = c.suspended_since {
+                    due.push_str(&format!(" (suspended since {})", short(since)));
+                }
+                (name, due)
+            }
         };
         t.add_row([
             h.handoff_id.clone(),
