@@ -2,7 +2,8 @@
 //! the gateway, a witness per agency, the monitor and the simulator (here from the
 //! already-built debug binaries, on ports the processes pick, in a temporary state
 //! directory); the gateway then answers with the simulated cases, the monitor shows the
-//! traffic, and every witness has cosigned a checkpoint of the log with no fork. A second
+//! traffic, and every witness has cosigned a checkpoint of the log with no fork; a case
+//! exported with its proofs verifies offline against the witness policy `up` wrote. A second
 //! `up` stops the first run's processes and starts afresh with the same keys. `down`
 //! stops exactly the processes `up` recorded and keeps the data; `down --purge` deletes
 //! it.
@@ -127,6 +128,11 @@ impl Drop for StopOnDrop {
 }
 
 async fn cases_at_gateway(gateway: &str, token: &str) -> Option<usize> {
+    Some(case_ids_at_gateway(gateway, token).await?.len())
+}
+
+/// The ids of the latest cases the gateway lists (up to 50, the last updated first).
+async fn case_ids_at_gateway(gateway: &str, token: &str) -> Option<Vec<String>> {
     let channel = Endpoint::from_shared(format!("http://{gateway}"))
         .ok()?
         .connect()
@@ -145,7 +151,91 @@ async fn cases_at_gateway(gateway: &str, token: &str) -> Option<usize> {
         .await
         .ok()?
         .into_inner();
-    Some(page.cases.len())
+    Some(page.cases.into_iter().map(|c| c.case_id).collect())
+}
+
+/// Runs the CLI built beside the services, with `envs`.
+async fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(binary("casebus"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run casebus")
+}
+
+/// Exports a case the local system recorded, with its proofs read from the local
+/// gateway, and checks the bundle offline (no NATS) against the witness policy `up`
+/// wrote: signatures, chain, inclusion proofs, case head, and a quorum of the local
+/// witnesses' cosignatures.
+async fn export_and_verify_offline(dir: &Path) {
+    let env = env_file(dir);
+    let token_file = &env["CASEBUS_LOCAL_GATEWAY_ADMIN_TOKEN_FILE"];
+    let token = std::fs::read_to_string(token_file).expect("token");
+    let gateway = env["CASEBUS_LOCAL_GATEWAY"].clone();
+    let bundle = dir.join("exported.bundle.json");
+    let bundle_text = bundle.display().to_string();
+    let operator_vkey = format!("{}.vkey", env["CASEBUS_LOCAL_OPERATOR_KEY"]);
+    // The least recently updated case listed, so the simulator is unlikely to append to
+    // it before the next checkpoint covers it; export refuses (writing nothing) until
+    // the witnessed checkpoint covers the case's last event.
+    let exported = wait_until(
+        TRAFFIC_TIMEOUT,
+        "an export with proofs of a simulated case",
+        async || {
+            let ids = case_ids_at_gateway(&gateway, token.trim()).await?;
+            let case = ids.last()?.clone();
+            let run = cli(
+                &[
+                    "--json",
+                    "--nats-url",
+                    &env["CASEBUS_LOCAL_NATS_URL"],
+                    "--registry",
+                    &env["CASEBUS_LOCAL_REGISTRY"],
+                    "export",
+                    "--case",
+                    &case,
+                    "--out",
+                    &bundle_text,
+                    "--gateway",
+                    &format!("http://{gateway}"),
+                    "--gateway-token-file",
+                    token_file,
+                    "--operator-key",
+                    &env["CASEBUS_LOCAL_OPERATOR_KEY"],
+                ],
+                &[],
+            )
+            .await;
+            run.status.success().then_some(case)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; logs in {}", dir.join("logs").display()));
+    let run = cli(
+        &[
+            "--json",
+            "--registry",
+            &env["CASEBUS_LOCAL_REGISTRY"],
+            "verify",
+            "--bundle",
+            &bundle_text,
+            "--policy",
+            &env["CASEBUS_LOCAL_POLICY"],
+            "--operator-vkey",
+            &operator_vkey,
+        ],
+        // Offline: no NATS server is reachable there.
+        &[("CASEBUS_NATS_URL", "nats://127.0.0.1:1")],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the bundle of {exported} verifies offline with the local policy: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
 
 async fn wait_for_traffic(dir: &Path) {
@@ -279,6 +369,7 @@ async fn up_starts_the_whole_system_again_with_the_same_keys_and_down_stops_all_
         registry_before
     );
     wait_for_traffic(&dir).await;
+    export_and_verify_offline(&dir).await;
 
     let printed = run("down", &dir, &[]).await;
     for name in PROCESSES {
