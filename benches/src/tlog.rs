@@ -73,7 +73,10 @@ async fn catch_up(
     let mut extra = Vec::new();
     if log {
         let key = creds.path("log.key");
-        generate(LogKeyKind::Log, ORIGIN, &key)?;
+        // An origin per gateway: each has a log key of its own, and a gateway refuses to
+        // publish over another key's checkpoints of its origin.
+        let origin = format!("{ORIGIN}/{consumer}");
+        generate(LogKeyKind::Log, &origin, &key)?;
         extra = vec![
             "--tlog-file".into(),
             creds.path("gateway.tlog").display().to_string(),
