@@ -185,16 +185,18 @@ async fn inclusion_proofs(
         request
             .metadata_mut()
             .insert("authorization", bearer.clone());
-        if let Ok(c) = GatewayClient::new(channel.clone())
+        let answer = GatewayClient::new(channel.clone())
             .get_checkpoint(request)
             .await
-            && c.get_ref().size == count
+            .map(tonic::Response::into_inner);
+        if let Ok(c) = &answer
+            && c.size == count
         {
-            break c.into_inner().checkpoint;
+            break c.checkpoint.clone();
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "no checkpoint of size {count} within 60 s"
+            "no checkpoint of size {count} within 60 s: the last answer was {answer:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
