@@ -357,3 +357,57 @@ async fn two_gateways_signing_for_one_origin_publish_one_chain_of_checkpoints() 
             .expect("each checkpoint extends the one before");
     }
 }
+
+#[tokio::test]
+async fn two_logs_of_one_stream_under_their_own_origins_both_publish_every_checkpoint() {
+    // Two gateways keep logs of the same CASES, each with a key and origin of its own:
+    // at each size their checkpoints share size and root, and neither may be lost as a
+    // duplicate of the other's.
+    let f = Fixture::start().await;
+    f.script(&case("CP-TWO"), declined_case()).await;
+    let mut gateways = Vec::new();
+    for (name, origin) in [("gw-one", ORIGIN), ("gw-two", "casebus.test/second-log")] {
+        let key = f.path(&format!("{name}.key"));
+        let verifier = generate(LogKeyKind::Log, origin, &key).expect("a log key");
+        let args = [
+            "--tlog-file".to_owned(),
+            f.path(&format!("{name}.tlog")).display().to_string(),
+            "--tlog-interval".into(),
+            "200ms".into(),
+            "--log-key".into(),
+            key.display().to_string(),
+            "--checkpoint-every".into(),
+            "1".into(),
+            "--checkpoint-interval".into(),
+            "200ms".into(),
+        ];
+        let gateway = f.gateway_with(name, &f.db(name), &args).await;
+        gateways.push((gateway, origin, verifier));
+    }
+    let size = f.cases_last().await;
+    let mut roots = Vec::new();
+    for (gateway, origin, verifier) in &gateways {
+        let mut client = gateway.client(Some(&f.reader(CUSTOMS))).await;
+        let latest = wait_until(
+            PROJECTION_TIMEOUT,
+            &format!("a checkpoint of {origin} of size {size}"),
+            async || {
+                let c = client
+                    .get_checkpoint(GetCheckpointRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                (c.size == size).then_some(c)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}; the gateway's log:\n{}", gateway.log_text()));
+        let signed = SignedCheckpoint::open(latest.checkpoint.as_bytes(), verifier, origin)
+            .expect("signed with that log's key for its origin");
+        roots.push(signed.checkpoint.root);
+    }
+    assert_eq!(roots[0], roots[1], "one stream, one tree");
+    for (mut gateway, _, _) in gateways {
+        gateway.stop().await;
+    }
+}

@@ -271,8 +271,12 @@ impl CheckpointPublisher {
                 note.to_text().into_bytes().into(),
                 &[],
                 &PublishOptions {
+                    // The subject names the origin: two logs of one stream (two origins)
+                    // reach the same size and root, and JetStream's duplicate window
+                    // would drop the second's checkpoint under an id without it.
                     message_id: Some(format!(
-                        "checkpoint-{size}-{}",
+                        "{}-{size}-{}",
+                        self.subject,
                         &checkpoint.root.to_hex()[..16]
                     )),
                     expected_last_subject_sequence: Some(expected),
