@@ -1440,10 +1440,16 @@ fn check_state(
 fn clock_key(field: &str, key: &str) -> Result<ClockName, Rejection> {
     ClockName::from_key(key).ok_or_else(|| {
         let names: Vec<&str> = ClockName::ALL.iter().map(|c| c.key()).collect();
+        // A long value is not repeated: the message travels in a gRPC trailer.
+        let given = if key.len() <= 64 {
+            format!("{key:?}")
+        } else {
+            format!("a value of {} bytes", key.len())
+        };
         invalid(
             field,
             format!(
-                "{key:?} is not a clock of the deadline rules; use one of {}",
+                "{given} is not a clock of the deadline rules; use one of {}",
                 names.join(", ")
             ),
         )
