@@ -594,6 +594,20 @@ fn the_kustomization_lists_every_manifest_and_one_image() {
 }
 
 /// The pod template of a workload, if the object is one.
+/// Where a StatefulSet's container mounts the claim of its first volume claim template.
+fn claim_mount<'a>(object: &Value, container: &'a Value) -> &'a str {
+    let claim = object["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a volume claim template");
+    container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == claim)
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("the claim is mounted")
+}
+
 fn pod_spec(object: &Value) -> Option<&Value> {
     match object["kind"].as_str()? {
         "Deployment" | "StatefulSet" | "Job" => Some(&object["spec"]["template"]["spec"]),
@@ -795,16 +809,7 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
                 .iter()
                 .find_map(|a| a.strip_prefix("--state="))
                 .expect("--state");
-            let claim = object["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
-                .as_str()
-                .expect("a volume claim template");
-            let mount = container["volumeMounts"]
-                .as_array()
-                .expect("mounts")
-                .iter()
-                .find(|m| m["name"] == claim)
-                .and_then(|m| m["mountPath"].as_str())
-                .expect("the claim is mounted");
+            let mount = claim_mount(object, container);
             assert!(
                 state.starts_with(&format!("{mount}/")),
                 "{what}: the state {state} is on the claim"
@@ -860,16 +865,7 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
                 .find(|(k, _)| k == "CASEBUS_GATEWAY_DB")
                 .map(|(_, v)| v.clone())
                 .expect("CASEBUS_GATEWAY_DB");
-            let claim = object["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
-                .as_str()
-                .expect("a volume claim template");
-            let mount = container["volumeMounts"]
-                .as_array()
-                .expect("mounts")
-                .iter()
-                .find(|m| m["name"] == claim)
-                .and_then(|m| m["mountPath"].as_str())
-                .expect("the claim is mounted");
+            let mount = claim_mount(object, container);
             assert!(
                 db.starts_with(&format!("{mount}/")),
                 "the projection {db} is on the claim"

@@ -54,11 +54,17 @@ fn state(f: &Fixture) -> serde_json::Value {
         .expect("json state")
 }
 
-#[tokio::test]
-async fn the_witness_cosigns_what_extends_its_log_and_refuses_a_forged_fork() {
-    let f = Fixture::start().await;
-    let id = case("WIT-1");
-    f.script(&id, declined_case()).await;
+/// A gateway publishing checkpoints of its log (signed with `log.key`, a checkpoint
+/// per entry), the court's witness key, and the witness's arguments for it.
+struct Witnessed {
+    gateway: Gateway,
+    log_key: std::path::PathBuf,
+    log_verifier: casebus_tlog::note::NoteVerifier,
+    witness_verifier: casebus_tlog::note::NoteVerifier,
+    witness_args: Vec<String>,
+}
+
+async fn witnessed(f: &Fixture, consumer: &str) -> Witnessed {
     let log_key = f.path("log.key");
     let log_verifier = generate(LogKeyKind::Log, ORIGIN, &log_key).expect("log key");
     let witness_key = f.path("court-witness.key");
@@ -67,7 +73,7 @@ async fn the_witness_cosigns_what_extends_its_log_and_refuses_a_forged_fork() {
     let path = |p: &std::path::Path| p.display().to_string();
     let args = [
         "--tlog-file",
-        &path(&f.path("gw-wit.tlog")),
+        &path(&f.path(&format!("{consumer}.tlog"))),
         "--tlog-interval",
         "200ms",
         "--log-key",
@@ -78,10 +84,10 @@ async fn the_witness_cosigns_what_extends_its_log_and_refuses_a_forged_fork() {
         "200ms",
     ]
     .map(str::to_owned);
-    let mut gateway = f.gateway_with("gw-wit", &f.db("gw-wit"), &args).await;
+    let gateway = f.gateway_with(consumer, &f.db(consumer), &args).await;
     let token_file = f.path("witness.token");
     std::fs::write(&token_file, f.reader(COURT)).expect("token file");
-    let witness_args: Vec<String> = [
+    let witness_args = [
         "--origin",
         ORIGIN,
         "--log-vkey",
@@ -94,10 +100,31 @@ async fn the_witness_cosigns_what_extends_its_log_and_refuses_a_forged_fork() {
         &format!("http://{}", gateway.grpc),
         "--gateway-token-file",
         &path(&token_file),
-        "--once",
     ]
     .map(str::to_owned)
     .to_vec();
+    Witnessed {
+        gateway,
+        log_key,
+        log_verifier,
+        witness_verifier,
+        witness_args,
+    }
+}
+
+#[tokio::test]
+async fn the_witness_cosigns_what_extends_its_log_and_refuses_a_forged_fork() {
+    let f = Fixture::start().await;
+    let id = case("WIT-1");
+    f.script(&id, declined_case()).await;
+    let Witnessed {
+        mut gateway,
+        log_key,
+        log_verifier,
+        witness_verifier,
+        mut witness_args,
+    } = witnessed(&f, "gw-wit").await;
+    witness_args.push("--once".into());
     let mut client = gateway.client(Some(&f.reader(COURT))).await;
     let ops = Ops::from_bus(&f.bus);
 
@@ -217,40 +244,16 @@ async fn a_following_witness_reports_its_cosignatures_and_a_refused_fork_on_its_
     let f = Fixture::start().await;
     let id = case("WIT-2");
     f.script(&id, declined_case()).await;
-    let log_key = f.path("log.key");
-    generate(LogKeyKind::Log, ORIGIN, &log_key).expect("log key");
-    let witness_key = f.path("court-witness.key");
-    generate(LogKeyKind::Witness, WITNESS, &witness_key).expect("witness key");
-    let path = |p: &std::path::Path| p.display().to_string();
-    let args = [
-        "--tlog-file",
-        &path(&f.path("gw-follow.tlog")),
-        "--tlog-interval",
-        "200ms",
-        "--log-key",
-        &path(&log_key),
-        "--checkpoint-every",
-        "1",
-        "--checkpoint-interval",
-        "200ms",
-    ]
-    .map(str::to_owned);
-    let mut gateway = f.gateway_with("gw-follow", &f.db("gw-follow"), &args).await;
-    let token_file = f.path("witness.token");
-    std::fs::write(&token_file, f.reader(COURT)).expect("token file");
+    let Witnessed {
+        mut gateway,
+        log_key,
+        witness_args,
+        ..
+    } = witnessed(&f, "gw-follow").await;
     let ready = f.path("witness.ready");
     let child = tokio::process::Command::new(casebus_binary())
         .arg("witness")
-        .args(["--origin", ORIGIN, "--log-vkey"])
-        .arg(f.path("log.key.vkey"))
-        .arg("--witness-key")
-        .arg(&witness_key)
-        .arg("--state")
-        .arg(f.path("witness.json"))
-        .arg("--gateway")
-        .arg(format!("http://{}", gateway.grpc))
-        .arg("--gateway-token-file")
-        .arg(&token_file)
+        .args(&witness_args)
         .args(["--metrics-listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .env("CASEBUS_NATS_URL", f.server.url())
