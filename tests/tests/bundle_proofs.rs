@@ -10,8 +10,12 @@
 //! one from the middle (the chain's `gap`), a changed byte of a stored message
 //! (`inclusion`), the office keys or the operator key swapped for others
 //! (`untrusted_key`, `operator_key_untrusted`), the checkpoint re-signed by an unknown
-//! key (`checkpoint_signature`), a cosignature removed (`cosignature_quorum`), and a
-//! known checkpoint the log contradicts (`consistency`). `casebus verify --log`
+//! key (`checkpoint_signature`), a cosignature removed (`cosignature_quorum`), an
+//! inclusion proof removed (`inclusion_missing`), the consistency proof removed
+//! (`consistency_missing`), the source claimed beyond the checkpoint (`not_covered`, and
+//! `manifest`: the seal covers the source), the operator's seal altered
+//! (`operator_signature`), a known checkpoint the log contradicts (`consistency`), and
+//! one the log key did not sign (`known_checkpoint`). `casebus verify --log`
 //! recomputes the whole log from the stream against the latest checkpoint. Export is
 //! refused while the gateway's checkpoint does not cover the case's last event, and a
 //! bad policy file is refused naming its line and field.
@@ -493,6 +497,38 @@ async fn an_exported_bundle_verifies_offline_and_each_tampering_fails_with_its_o
             }),
             &["cosignature_quorum", "manifest"],
         ),
+        (
+            "an inclusion proof removed",
+            Box::new(|b| {
+                b["proofs"]["inclusion"]
+                    .as_array_mut()
+                    .expect("proofs")
+                    .remove(1);
+            }),
+            &["inclusion_missing", "manifest"],
+        ),
+        (
+            "the consistency proof removed",
+            Box::new(|b| b["proofs"]["consistency"] = serde_json::Value::Null),
+            &["consistency_missing", "manifest"],
+        ),
+        (
+            "the source claimed beyond the checkpoint",
+            Box::new(move |b| b["source"]["last_sequence"] = (size + 5).into()),
+            &["manifest", "not_covered"],
+        ),
+        (
+            "the operator's seal altered",
+            Box::new({
+                let mut altered = Note::parse(seal.as_bytes()).expect("seal");
+                let mut line = altered.signatures()[0].clone();
+                line.signature[10] ^= 0x01;
+                altered = Note::new(altered.text().to_owned()).expect("note");
+                altered.add_signature(line).expect("line");
+                move |b| b["operator"]["note"] = altered.to_text().into()
+            }),
+            &["operator_signature"],
+        ),
     ];
     let mut wrong = Vec::new();
     for (what, change, expected) in cases {
@@ -524,6 +560,18 @@ async fn an_exported_bundle_verifies_offline_and_each_tampering_fails_with_its_o
     assert_eq!(
         codes(&run),
         ["consistency"],
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+
+    // A known checkpoint the policy's log key did not sign proves nothing.
+    let unsigned_path = w.f.path("unsigned.checkpoint");
+    std::fs::write(&unsigned_path, resigned.to_text()).expect("write");
+    let run = w.verify(&bundle, &w.policy, &unsigned_path).await;
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(
+        codes(&run),
+        ["known_checkpoint"],
         "{}",
         String::from_utf8_lossy(&run.stdout)
     );

@@ -152,14 +152,14 @@ pub(crate) fn put_bytes(hasher: &mut Sha256, bytes: &[u8]) {
 }
 
 /// The manifest digest of a bundle's stored bytes and keys, and for a v2 bundle its
-/// proofs and the operator's verifier key (`extra`).
+/// proofs, its source and the operator's verifier key (`extra`).
 pub(crate) fn digest(
     format: &str,
     case_id: &str,
     events: &[(u64, Vec<u8>)],
     rejected: &[(u64, Vec<u8>)],
     offices: &[OfficeEntry],
-    extra: Option<(&crate::proofs::Proofs, &str)>,
+    extra: Option<(&crate::proofs::Proofs, &Source, &str)>,
 ) -> String {
     let mut h = Sha256::new();
     h.update(format.as_bytes());
@@ -180,8 +180,13 @@ pub(crate) fn digest(
     let keys = serde_json::to_vec(offices).unwrap_or_default();
     put_bytes(&mut h, b"offices");
     put_bytes(&mut h, &keys);
-    if let Some((proofs, operator_vkey)) = extra {
+    if let Some((proofs, source, operator_vkey)) = extra {
         crate::proofs::digest_proofs(&mut h, proofs);
+        // What the seal stands for includes where the events came from.
+        put_bytes(&mut h, b"source");
+        put_bytes(&mut h, source.stream.as_bytes());
+        put_bytes(&mut h, source.subject.as_bytes());
+        h.update(source.last_sequence.to_be_bytes());
         put_bytes(&mut h, b"operator");
         put_bytes(&mut h, operator_vkey.as_bytes());
     }
@@ -513,7 +518,7 @@ pub fn verify(bundle: &Bundle, trusted: Option<&OfficeRegistry>) -> BundleReport
         .collect();
     let extra = match (&bundle.proofs, &bundle.operator) {
         (Some(proofs), Some(operator)) if bundle.format == FORMAT_V2 => {
-            Some((proofs, operator.vkey.as_str()))
+            Some((proofs, &bundle.source, operator.vkey.as_str()))
         }
         _ => None,
     };

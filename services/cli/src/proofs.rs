@@ -153,7 +153,7 @@ pub fn seal(bundle: &mut Bundle, proofs: Proofs, operator: &NoteSigner) -> Resul
         &events,
         &rejected,
         &bundle.offices,
-        Some((&proofs, &vkey)),
+        Some((&proofs, &bundle.source, &vkey)),
     );
     let mut note = Note::new(manifest_text(&bundle.case_id, &bundle.manifest.digest))
         .map_err(|e| e.to_string())?;

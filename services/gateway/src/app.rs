@@ -352,6 +352,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
         _ => None,
     };
+    if let Some(proofs) = &proofs {
+        tracker.spawn(proofs.clone().watch(shutdown.clone()));
+    }
     let service = GatewayService::new(
         store.clone(),
         Auditor::new(Ops::from_bus(&bus), &name),

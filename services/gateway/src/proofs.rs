@@ -10,11 +10,17 @@
 //! only hashes: the log entry (SHA-256 of the stored message), proof hashes, the head's
 //! event hash.
 //!
+//! A watcher ([`ProofLog::watch`]) follows `CHECKPOINTS` so that a proof read costs no
+//! round trip to NATS for the checkpoint and its cosignatures; each checkpoint's
+//! signature and its agreement with the log are checked once, not per read.
+//!
 //! This module does not sign or publish (see `checkpoint`); it reads.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use casebus_bus::ops::{Ops, ScanStart};
+use casebus_bus::ops::{Ops, OpsError, ScanStart, StoredMessage};
 use casebus_bus::subjects::{CHECKPOINTS_STREAM, checkpoint_subject, cosignatures_filter};
 use casebus_timeline::LogStore;
 use casebus_tlog::case_heads::CaseHeads;
@@ -23,10 +29,19 @@ use casebus_tlog::merkle::Hash;
 use casebus_tlog::note::{Note, NoteVerifier};
 use casebus_tlog::proof::TlogProof;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::ReadError;
 
 /// Cosignature messages read at most for one checkpoint (one per witness).
 const MAX_WITNESSES: usize = 64;
+/// Messages the checkpoint watcher reads at once while catching up.
+const WATCH_BATCH: usize = 256;
+/// How long one pull of the checkpoint watcher waits for news before asking again.
+const WATCH_WAIT: Duration = Duration::from_secs(5);
+/// The watcher's first pause after it lost the stream; it doubles up to the maximum.
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(250);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the proof reads need: a reader connection to the log, the origin and the key.
 #[derive(Debug)]
@@ -35,6 +50,52 @@ pub struct ProofLog {
     ops: Ops,
     origin: String,
     verifier: NoteVerifier,
+    /// What [`ProofLog::watch`] last saw.
+    watched: Mutex<Watched>,
+    /// The last checkpoint message that opened and agreed with the log, by sequence.
+    checked: Mutex<Option<(u64, SignedCheckpoint)>>,
+}
+
+/// What the checkpoint watcher has read of `CHECKPOINTS` for the origin.
+#[derive(Debug, Clone, Default)]
+struct Watched {
+    /// True once it has read what was stored when it started, while it follows.
+    live: bool,
+    /// The origin's last checkpoint message.
+    checkpoint: Option<StoredMessage>,
+    /// Each witness's last cosigned note, by subject.
+    cosignatures: BTreeMap<String, Note>,
+}
+
+impl Watched {
+    /// The last checkpoint message and the cosignatures, while the watcher is live.
+    fn view(&self) -> Option<(Option<StoredMessage>, Vec<Note>)> {
+        self.live.then(|| {
+            (
+                self.checkpoint.clone(),
+                self.cosignatures.values().cloned().collect(),
+            )
+        })
+    }
+
+    fn lost(&mut self) {
+        *self = Self::default();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An event's place in the log and its inclusion proof.
+#[derive(Debug, Clone)]
+pub struct Inclusion {
+    /// Its `CASES` sequence (leaf index + 1).
+    pub sequence: u64,
+    /// Its log entry: the SHA-256 of the stored message.
+    pub entry: [u8; 32],
+    /// The audit path to the checkpoint's root.
+    pub proof: Vec<Hash>,
 }
 
 /// The latest checkpoint with the cosignatures known for it.
@@ -55,6 +116,8 @@ impl ProofLog {
             ops,
             origin,
             verifier,
+            watched: Mutex::default(),
+            checked: Mutex::default(),
         }
     }
 
@@ -66,6 +129,12 @@ impl ProofLog {
     /// The checkpoint last published for the origin, with the cosignature lines of
     /// every witness whose last cosignature is of this very checkpoint.
     ///
+    /// While [`ProofLog::watch`] follows `CHECKPOINTS` this reads no NATS at all: it
+    /// takes what the watcher last saw (so it lags the stream by the watcher's delivery,
+    /// as any reader does). Otherwise, before the watcher has caught up or after it lost
+    /// the stream, it reads the stream itself. A checkpoint's signature and its agreement
+    /// with the log are checked once per checkpoint message.
+    ///
     /// The checkpoint is served only when this gateway's log agrees with it (the same
     /// root at its size): a checkpoint signed with the log key that the log contradicts
     /// (a fork the publisher refused) is never handed out.
@@ -75,30 +144,17 @@ impl ProofLog {
     /// log has not reached its size; [`ReadError::Checkpoints`] when the stream cannot be
     /// read, or its last checkpoint does not open with the log key or contradicts the log.
     pub async fn latest(self: &Arc<Self>) -> Result<Latest, ReadError> {
-        let subject = checkpoint_subject(&self.origin);
-        let message = self
-            .ops
-            .last_on_subject(CHECKPOINTS_STREAM, &subject)
-            .await
-            .map_err(|e| ReadError::Checkpoints(e.to_string()))?
-            .ok_or(ReadError::NoCheckpoint)?;
-        let signed = SignedCheckpoint::open(&message.payload, &self.verifier, &self.origin)
-            .map_err(|e| ReadError::Checkpoints(format!("the last checkpoint: {e}")))?;
-        let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
-        let agrees = self
-            .read(move |store| {
-                check_holds(store, size)?;
-                Ok(store.tree_hash(size).map_err(ReadError::Log)? == root)
-            })
-            .await?;
-        if !agrees {
-            return Err(ReadError::Checkpoints(format!(
-                "the last checkpoint on {subject} (stream sequence {}, size {size}) contradicts this gateway's log",
-                message.sequence
-            )));
-        }
+        let watched = lock(&self.watched).view();
+        let (message, cosigned) = match watched {
+            Some((message, cosigned)) => (message.ok_or(ReadError::NoCheckpoint)?, cosigned),
+            None => (
+                self.last_checkpoint_message().await?,
+                self.cosignatures().await,
+            ),
+        };
+        let signed = self.checked(message).await?;
         let mut note = signed.note.clone();
-        for cosigned in self.cosignatures().await {
+        for cosigned in cosigned {
             if cosigned.text() != note.text() {
                 continue;
             }
@@ -117,6 +173,126 @@ impl ProofLog {
             text: note.to_text(),
             signed,
         })
+    }
+
+    /// The last checkpoint message of the origin, by direct get.
+    async fn last_checkpoint_message(&self) -> Result<StoredMessage, ReadError> {
+        self.ops
+            .last_on_subject(CHECKPOINTS_STREAM, &checkpoint_subject(&self.origin))
+            .await
+            .map_err(|e| ReadError::Checkpoints(e.to_string()))?
+            .ok_or(ReadError::NoCheckpoint)
+    }
+
+    /// The checkpoint `message` holds, opened with the log key and checked against the
+    /// log; remembered by stream sequence once it passed, so a checkpoint is verified
+    /// once and not on every read.
+    async fn checked(
+        self: &Arc<Self>,
+        message: StoredMessage,
+    ) -> Result<SignedCheckpoint, ReadError> {
+        if let Some((sequence, signed)) = &*lock(&self.checked)
+            && *sequence == message.sequence
+        {
+            return Ok(signed.clone());
+        }
+        let subject = &message.subject;
+        let signed = SignedCheckpoint::open(&message.payload, &self.verifier, &self.origin)
+            .map_err(|e| ReadError::Checkpoints(format!("the last checkpoint: {e}")))?;
+        let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
+        let agrees = self
+            .read(move |store| {
+                check_holds(store, size)?;
+                Ok(store.tree_hash(size).map_err(ReadError::Log)? == root)
+            })
+            .await?;
+        if !agrees {
+            return Err(ReadError::Checkpoints(format!(
+                "the last checkpoint on {subject} (stream sequence {}, size {size}) contradicts this gateway's log",
+                message.sequence
+            )));
+        }
+        *lock(&self.checked) = Some((message.sequence, signed.clone()));
+        Ok(signed)
+    }
+
+    /// Follows `CHECKPOINTS` until `stop`: the origin's last checkpoint and each
+    /// witness's last cosignature, so that [`ProofLog::latest`] needs no round trip.
+    /// When the stream cannot be read (a server restart, a stream not provisioned yet)
+    /// [`ProofLog::latest`] reads the stream itself until the watcher has caught up
+    /// again.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut retry = WATCH_RETRY_MIN;
+        loop {
+            let result = tokio::select! {
+                () = stop.cancelled() => return,
+                result = self.watch_once(&stop) => result,
+            };
+            lock(&self.watched).lost();
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?retry, "checkpoint watcher lost CHECKPOINTS; reading it per request meanwhile");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(WATCH_RETRY_MAX);
+        }
+    }
+
+    async fn watch_once(&self, stop: &CancellationToken) -> Result<(), OpsError> {
+        let mut scanner = self
+            .ops
+            .scan(
+                CHECKPOINTS_STREAM,
+                None,
+                ScanStart::LastPerSubject,
+                WATCH_BATCH,
+            )
+            .await?;
+        let mut seen = Watched::default();
+        let (checkpoint, cosignatures) = (
+            checkpoint_subject(&self.origin),
+            cosignatures_filter(&self.origin),
+        );
+        let cosignature_prefix = cosignatures.trim_end_matches('*');
+        let apply = |seen: &mut Watched, messages: Vec<StoredMessage>| {
+            for message in messages {
+                if message.subject == checkpoint {
+                    seen.checkpoint = Some(message);
+                } else if message.subject.starts_with(cosignature_prefix)
+                    && let Ok(note) = Note::parse(&message.payload)
+                {
+                    seen.cosignatures.insert(message.subject, note);
+                }
+            }
+        };
+        // What was stored when the scan began, then live.
+        loop {
+            let batch = scanner.fetch().await?;
+            if batch.is_empty() {
+                break;
+            }
+            apply(&mut seen, batch);
+        }
+        seen.live = true;
+        *lock(&self.watched) = seen.clone();
+        loop {
+            let batch = tokio::select! {
+                () = stop.cancelled() => break,
+                batch = scanner.wait(WATCH_WAIT) => batch?,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            apply(&mut seen, batch);
+            *lock(&self.watched) = seen.clone();
+        }
+        scanner.close().await;
+        Ok(())
     }
 
     /// The last cosigned note each witness published for the origin; what cannot be
@@ -154,7 +330,7 @@ impl ProofLog {
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = this.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut store = lock(&this.store);
             store.refresh().map_err(ReadError::Log)?;
             read(&store)
         })
@@ -162,21 +338,30 @@ impl ProofLog {
         .map_err(|_| ReadError::Task)?
     }
 
-    /// The inclusion proof of `CASES` sequence `sequence` under `latest`.
+    /// The log sequence of version `version` of `case_id` with its entry and inclusion
+    /// proof under `latest`, in one read of the log; `None` when the log holds no such
+    /// version.
     ///
     /// # Errors
     /// [`ReadError::NotYetCheckpointed`] when the checkpoint does not cover it;
     /// [`ReadError::LogBehind`]; [`ReadError::Log`].
-    pub async fn inclusion(
+    pub async fn inclusion_of(
         self: &Arc<Self>,
-        sequence: u64,
+        case_id: String,
+        version: u64,
         latest: &Latest,
-    ) -> Result<([u8; 32], Vec<Hash>), ReadError> {
+    ) -> Result<Option<Inclusion>, ReadError> {
         let size = latest.signed.checkpoint.size;
-        if sequence == 0 || sequence > size {
-            return Err(ReadError::NotYetCheckpointed);
-        }
         self.read(move |store| {
+            let Some(sequence) = store
+                .sequence_of(&case_id, version)
+                .map_err(ReadError::Log)?
+            else {
+                return Ok(None);
+            };
+            if sequence > size {
+                return Err(ReadError::NotYetCheckpointed);
+            }
             check_holds(store, size)?;
             let entry = store
                 .entry(sequence)
@@ -185,22 +370,13 @@ impl ProofLog {
             let proof = store
                 .inclusion_proof(sequence - 1, size)
                 .map_err(ReadError::Log)?;
-            Ok((entry, proof))
+            Ok(Some(Inclusion {
+                sequence,
+                entry,
+                proof,
+            }))
         })
         .await
-    }
-
-    /// The sequence of version `version` of `case_id` in the log, if logged.
-    ///
-    /// # Errors
-    /// [`ReadError::Log`].
-    pub async fn sequence_of(
-        self: &Arc<Self>,
-        case_id: String,
-        version: u64,
-    ) -> Result<Option<u64>, ReadError> {
-        self.read(move |store| store.sequence_of(&case_id, version).map_err(ReadError::Log))
-            .await
     }
 
     /// The consistency proof between `first` and `second`.

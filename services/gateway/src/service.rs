@@ -415,11 +415,12 @@ impl GatewayService {
         let Some(projected) = self.visible_version(&viewer, &case).await? else {
             return self.not_found(&caller, "GetInclusionProof", &case).await;
         };
-        let sequence = match proofs
-            .sequence_of(case.to_string(), req.case_version)
+        let latest = proofs.latest().await?;
+        let inclusion = match proofs
+            .inclusion_of(case.to_string(), req.case_version, &latest)
             .await?
         {
-            Some(s) => s,
+            Some(inclusion) => inclusion,
             // A version the projection knows but the log does not yet.
             None if req.case_version <= projected => return Err(ReadError::NotYetCheckpointed),
             None => {
@@ -428,8 +429,6 @@ impl GatewayService {
                 });
             }
         };
-        let latest = proofs.latest().await?;
-        let (entry, proof) = proofs.inclusion(sequence, &latest).await?;
         self.audit_proof(
             &caller,
             "GetInclusionProof",
@@ -438,11 +437,12 @@ impl GatewayService {
             latest.signed.checkpoint.size,
         )
         .await?;
+        let index = inclusion.sequence - 1;
         Ok(pb::GetInclusionProofResponse {
-            leaf_index: sequence - 1,
-            entry: entry.to_vec(),
-            tlog_proof: tlog_proof(sequence - 1, &proof, &latest),
-            proof: hash_bytes(&proof),
+            leaf_index: index,
+            entry: inclusion.entry.to_vec(),
+            tlog_proof: tlog_proof(index, &inclusion.proof, &latest),
+            proof: hash_bytes(&inclusion.proof),
             checkpoint: latest.text,
         })
     }
