@@ -8,10 +8,13 @@
 //! counts the refusal and logs it at error level, publishes nothing after it, and
 //! GetCheckpoint does not serve it. Two
 //! gateways signing for one origin publish one chain of growing, consistent checkpoints.
+//! GetCheckpoint serves the first checkpoint published after the NATS server restarted
+//! within 15 s of its publication.
 
 mod gateway_common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -410,4 +413,58 @@ async fn two_logs_of_one_stream_under_their_own_origins_both_publish_every_check
     for (mut gateway, _, _) in gateways {
         gateway.stop().await;
     }
+}
+
+/// Waits up to `within` until GetCheckpoint serves the checkpoint of `size`.
+async fn wait_served(f: &Fixture, gateway: &Gateway, size: u64, within: Duration) {
+    let token = f.reader(CUSTOMS);
+    let mut last = None;
+    wait_until(
+        within,
+        &format!("GetCheckpoint to serve size {size}"),
+        async || {
+            let answer = gateway
+                .client(Some(&token))
+                .await
+                .get_checkpoint(GetCheckpointRequest {})
+                .await
+                .map(|r| r.into_inner().size);
+            let served = answer.as_ref().is_ok_and(|s| *s == size);
+            last = Some(answer);
+            served.then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; the last answer {last:?}; the gateway's log:\n{}",
+            gateway.log_text()
+        )
+    });
+}
+
+#[tokio::test]
+async fn get_checkpoint_serves_the_checkpoints_published_after_the_nats_server_restarted() {
+    let mut f = Fixture::start().await;
+    let id = case("CP-RESTART");
+    f.script(&id, declined_case()).await;
+    let p = publishing(&f, "gw-restart");
+    let mut gateway = f
+        .gateway_with("gw-restart", &f.db("gw-restart"), &p.args)
+        .await;
+    let first = f.cases_last().await;
+    wait_served(&f, &gateway, first, PROJECTION_TIMEOUT).await;
+
+    // The server goes away and comes back with its store: the gateway's reader of
+    // CHECKPOINTS must notice, or it would serve the old checkpoint from then on.
+    f.server.stop().await.expect("stop nats-server");
+    f.server.restart().await.expect("restart nats-server");
+    f.append(CUSTOMS, &id, note("after the restart"), None)
+        .await;
+    let second = f.cases_last().await;
+    assert!(second > first);
+    wait_checkpoint_of(&Ops::from_bus(&f.bus), &p.verifier, second, &gateway).await;
+    // The watcher asks after 5 s of quiet whether its reader still exists.
+    wait_served(&f, &gateway, second, Duration::from_secs(15)).await;
+    gateway.stop().await;
 }

@@ -593,6 +593,19 @@ impl Scanner {
         Ok(out)
     }
 
+    /// Asks the server whether the scan's consumer still exists: a server restarted
+    /// without it answers a pull with nothing, which looks like a quiet stream.
+    ///
+    /// # Errors
+    /// [`OpsError::Nats`] when the consumer is gone or the server does not answer.
+    pub async fn check(&mut self) -> Result<(), OpsError> {
+        self.consumer
+            .info()
+            .await
+            .map(|_| ())
+            .map_err(nats(format!("the scan consumer of stream {}", self.stream)))
+    }
+
     /// Deletes the scan's consumer. Failing to is harmless: the server removes it after
     /// a minute of inactivity.
     pub async fn close(self) {

@@ -286,6 +286,8 @@ impl ProofLog {
                 batch = scanner.wait(WATCH_WAIT) => batch?,
             };
             if batch.is_empty() {
+                // A quiet stream, or a server that lost the consumer: ask.
+                scanner.check().await?;
                 continue;
             }
             apply(&mut seen, batch);
