@@ -344,6 +344,10 @@ async fn the_dashboard_shows_simulated_traffic_dead_letters_overdue_hand_offs_an
             .any(|s| s["name"] == "CASES" && s["messages"].as_u64() > Some(0)),
         "{streams:?}"
     );
+    assert!(
+        streams.iter().any(|s| s["name"] == "CHECKPOINTS"),
+        "the transparency log's stream is shown too: {streams:?}"
+    );
     let dead = strings(&shown["dead_letters"]);
     assert!(
         dead.iter()

@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use casebus_bus::discovery::{ServiceInstance, discover};
 use casebus_bus::ops::{DeadLetter, Ops, ScanStart, StoredMessage};
-use casebus_bus::subjects::{AUDIT_STREAM, CASES_STREAM, DLQ_STREAM};
+use casebus_bus::subjects::{CASES_STREAM, DLQ_STREAM};
 use casebus_integrity::{OfficeRegistry, verify_signed};
 
 use crate::metrics::MonitorMetrics;
 use crate::model::{
-    ConsumerSample, DeadLetterView, Model, ServiceView, StreamSample, VERIFICATION_CODES,
+    ConsumerSample, DeadLetterView, Model, STREAMS, ServiceView, StreamSample, VERIFICATION_CODES,
     agency_of_office,
 };
 use crate::overdue::{GatewayReader, HandoffFold};
@@ -289,7 +289,7 @@ pub async fn sample_streams(
         }
         let now = OffsetDateTime::now_utc();
         let mut ok = true;
-        for stream in [CASES_STREAM, DLQ_STREAM, AUDIT_STREAM] {
+        for stream in STREAMS {
             match ops.stream_status(stream).await {
                 Ok(status) => {
                     let sample = status.map(|s| StreamSample {
@@ -310,7 +310,7 @@ pub async fn sample_streams(
             }
         }
         let mut consumers = Vec::new();
-        for stream in [CASES_STREAM, DLQ_STREAM, AUDIT_STREAM] {
+        for stream in STREAMS {
             match ops.consumers(stream).await {
                 Ok(list) => consumers.extend(list.into_iter().filter(|c| c.durable).map(|c| {
                     ConsumerSample {

@@ -518,7 +518,12 @@ pub struct Model {
 }
 
 /// The streams shown, in order.
-pub const STREAMS: [&str; 3] = ["CASES", "CASES_DLQ", "AUDIT"];
+pub const STREAMS: [&str; 4] = [
+    casebus_bus::subjects::CASES_STREAM,
+    casebus_bus::subjects::DLQ_STREAM,
+    casebus_bus::subjects::AUDIT_STREAM,
+    casebus_bus::subjects::CHECKPOINTS_STREAM,
+];
 
 impl Model {
     /// An empty model of a monitor started at `started`.
