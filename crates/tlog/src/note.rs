@@ -165,6 +165,30 @@ impl Note {
         Ok(())
     }
 
+    /// Adds the signature lines of `other` that this note lacks (by key name and id),
+    /// when `other` is a note of the same text, as a witness's cosigned copy is; lines
+    /// past the limit of a note are left out. Returns how many were added.
+    pub fn merge_signatures(&mut self, other: &Note) -> usize {
+        if other.text != self.text {
+            return 0;
+        }
+        let mut added = 0;
+        for line in &other.signatures {
+            let known = self
+                .signatures
+                .iter()
+                .any(|s| s.name == line.name && s.id == line.id);
+            if known {
+                continue;
+            }
+            if self.add_signature(line.clone()).is_err() {
+                break;
+            }
+            added += 1;
+        }
+        added
+    }
+
     /// The note as text: text, blank line, signature lines.
     pub fn to_text(&self) -> String {
         let mut out = self.text.clone();

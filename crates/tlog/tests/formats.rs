@@ -55,6 +55,45 @@ fn the_example_note_is_signed_and_verified_byte_for_byte() {
 }
 
 #[test]
+fn merging_takes_the_lines_a_note_lacks_from_a_copy_of_the_same_text_only() {
+    let (log, a, b) = (
+        NoteSigner::new("log.example", key(1)).expect("signer"),
+        NoteSigner::new("witness.example/a", key(2)).expect("signer"),
+        NoteSigner::new("witness.example/b", key(3)).expect("signer"),
+    );
+    let signed = |signers: &[&NoteSigner], text: &str| {
+        let mut note = Note::new(text).expect("note");
+        for s in signers {
+            let line = s.sign(&note);
+            note.add_signature(line).expect("add");
+        }
+        note
+    };
+    let mut note = signed(&[&log], "size 5\n");
+    let from_a = signed(&[&log, &a], "size 5\n");
+    let from_b = signed(&[&log, &b], "size 5\n");
+    assert_eq!(
+        note.merge_signatures(&from_a),
+        1,
+        "a's line, not the log's again"
+    );
+    assert_eq!(note.merge_signatures(&from_b), 1);
+    assert_eq!(note.merge_signatures(&from_a), 0, "nothing twice");
+    let names: Vec<&str> = note.signatures().iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["log.example", "witness.example/a", "witness.example/b"]
+    );
+    let verifiers = [log.verifier(), a.verifier(), b.verifier()];
+    assert_eq!(note.verify(&verifiers).expect("verify").len(), 3);
+    // A cosignature of another checkpoint is not one of this.
+    let other = signed(&[&log, &a], "size 6\n");
+    let mut fresh = signed(&[&log], "size 5\n");
+    assert_eq!(fresh.merge_signatures(&other), 0);
+    assert_eq!(fresh.signatures().len(), 1);
+}
+
+#[test]
 fn a_note_is_refused_for_what_is_wrong_with_it() {
     let verifier = NoteVerifier::from_vkey(PETER_VKEY).expect("vkey");
     let good = format!("{PETER_TEXT}\n{PETER_SIG}");

@@ -154,20 +154,8 @@ impl ProofLog {
         };
         let signed = self.checked(message).await?;
         let mut note = signed.note.clone();
-        for cosigned in cosigned {
-            if cosigned.text() != note.text() {
-                continue;
-            }
-            for line in cosigned.signatures() {
-                let known = note
-                    .signatures()
-                    .iter()
-                    .any(|s| s.name == line.name && s.id == line.id);
-                // A note holds at most so many lines; past them, the rest are left out.
-                if !known && note.add_signature(line.clone()).is_err() {
-                    break;
-                }
-            }
+        for cosigned in &cosigned {
+            note.merge_signatures(cosigned);
         }
         Ok(Latest {
             text: note.to_text(),

@@ -430,18 +430,7 @@ async fn latest_checkpoint(
         let Ok(cosigned) = Note::parse(&cosigned.payload) else {
             continue;
         };
-        if cosigned.text() != note.text() {
-            continue;
-        }
-        for line in cosigned.signatures() {
-            let known = note
-                .signatures()
-                .iter()
-                .any(|s| s.name == line.name && s.id == line.id);
-            if !known && note.add_signature(line.clone()).is_err() {
-                break;
-            }
-        }
+        note.merge_signatures(&cosigned);
     }
     Ok(Some((message.sequence, note.to_text())))
 }
