@@ -780,7 +780,7 @@ pub(crate) async fn resume(
 fn refuse(path: &Path, refused: &prometheus::IntCounterVec, why: &Refused) {
     tracing::warn!(
         path = %path.display(),
-        reason = why.reason(),
+        reason = %why.reason(),
         error = %why,
         "inbox snapshot refused; rebuilding the inbox from the first message"
     );
