@@ -55,6 +55,8 @@ const WRITER_TICK: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest such pause.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Open entries checked against the stream at once.
+const ENTRY_CHECKS_IN_FLIGHT: usize = 16;
 
 /// The inbox folded up to `position`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -684,14 +686,10 @@ async fn check(snapshot: &Snapshot, bus: &Bus) -> Result<(), CheckError> {
         }
         .into());
     }
-    let read = |e: casebus_bus::BusError| {
-        let source = std::error::Error::source(&e).map(ToString::to_string);
-        CheckError::Read(format!("{e}: {}", source.unwrap_or_default()))
-    };
     let message = bus
         .message_at(snapshot.position)
         .await
-        .map_err(read)?
+        .map_err(read_error)?
         .ok_or(Refused::AnchorMissing {
             position: snapshot.position,
         })?;
@@ -701,30 +699,47 @@ async fn check(snapshot: &Snapshot, bus: &Bus) -> Result<(), CheckError> {
         }
         .into());
     }
-    for entry in &snapshot.entries {
-        let refused = || Refused::Entry {
-            case_id: entry.case_id.clone(),
-            handoff_id: entry.handoff_id.clone(),
-            event_id: entry.event_id.clone(),
-            sequence: entry.sequence,
-        };
-        if entry.sequence > snapshot.position {
-            return Err(refused().into());
+    // One direct get per open entry, a few at a time.
+    for chunk in snapshot.entries.chunks(ENTRY_CHECKS_IN_FLIGHT) {
+        let mut checks = Vec::with_capacity(chunk.len());
+        for entry in chunk {
+            checks.push(check_entry(entry, snapshot.position, bus));
         }
-        let message = bus
-            .message_at(entry.sequence)
-            .await
-            .map_err(read)?
-            .ok_or_else(refused)?;
-        let event_id = SignedEvent::decode(message.payload.as_ref())
-            .ok()
-            .and_then(|signed| Event::decode(signed.event.as_slice()).ok())
-            .map(|event| event.event_id);
-        if event_id.as_deref() != Some(entry.event_id.as_str()) {
-            return Err(refused().into());
-        }
+        futures::future::try_join_all(checks).await?;
     }
     Ok(())
+}
+
+/// Checks that the stream holds `entry`'s request at its sequence (at or below
+/// `position`).
+async fn check_entry(entry: &Entry, position: u64, bus: &Bus) -> Result<(), CheckError> {
+    let refused = || Refused::Entry {
+        case_id: entry.case_id.clone(),
+        handoff_id: entry.handoff_id.clone(),
+        event_id: entry.event_id.clone(),
+        sequence: entry.sequence,
+    };
+    if entry.sequence > position {
+        return Err(refused().into());
+    }
+    let message = bus
+        .message_at(entry.sequence)
+        .await
+        .map_err(read_error)?
+        .ok_or_else(refused)?;
+    let event_id = SignedEvent::decode(message.payload.as_ref())
+        .ok()
+        .and_then(|signed| Event::decode(signed.event.as_slice()).ok())
+        .map(|event| event.event_id);
+    if event_id.as_deref() != Some(entry.event_id.as_str()) {
+        return Err(refused().into());
+    }
+    Ok(())
+}
+
+fn read_error(e: casebus_bus::BusError) -> CheckError {
+    let source = std::error::Error::source(&e).map(ToString::to_string);
+    CheckError::Read(format!("{e}: {}", source.unwrap_or_default()))
 }
 
 /// Resumes the inbox from the snapshot at `path`, when there is one and it passes every
