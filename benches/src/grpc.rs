@@ -174,6 +174,24 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Stops the process with SIGTERM (a graceful shutdown) and waits (30 s at most)
+    /// until it exited successfully.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the process already exited"))?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        anyhow::ensure!(exit.success(), "the process exited with {exit}");
+        Ok(())
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.start_kill();

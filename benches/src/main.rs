@@ -17,6 +17,7 @@ mod rebuild;
 mod replay;
 mod report;
 mod seal;
+mod startup;
 mod tlog;
 
 use std::path::PathBuf;
@@ -47,8 +48,8 @@ struct Args {
     )]
     table: PathBuf,
     /// Run only these rows (repeatable): append, rebuild, ingest, import, timeline,
-    /// watch, growth, replay, seal, tlog. The rebuild row reuses the append row's stream, so it runs the append
-    /// figure too.
+    /// watch, growth, replay, seal, tlog, startup. The rebuild row reuses the append
+    /// row's stream, so it runs the append figure too.
     #[arg(long, value_enum)]
     only: Vec<Figure>,
     /// Keep the started service binaries' logs, as `<name>-<n>.log` in this directory
@@ -90,6 +91,8 @@ enum Figure {
     /// The transparency log's cost: projection with and without it, inclusion proofs
     /// (issue 15).
     Tlog,
+    /// Start-up of an agency service with and without its inbox snapshot (issue 18).
+    Startup,
 }
 
 #[tokio::main]
@@ -155,6 +158,20 @@ async fn main() -> anyhow::Result<()> {
     if runs(Figure::Tlog) {
         eprintln!("== transparency log: projection with and without it, inclusion proofs");
         let rows = tokio::time::timeout(append::FIGURE_TIMEOUT, tlog::run(args.quick)).await??;
+        for row in rows {
+            eprintln!("{} -> {:?}x, met {}", row.figure, row.ratio, row.met);
+            report.rows.push(row);
+        }
+    }
+
+    if runs(Figure::Startup) {
+        eprintln!("== agency start-up with and without the inbox snapshot");
+        let sizes: &[u64] = if args.quick {
+            &[10_000, 100_000]
+        } else {
+            &[10_000, 100_000, 1_000_000]
+        };
+        let rows = tokio::time::timeout(2 * append::FIGURE_TIMEOUT, startup::run(sizes)).await??;
         for row in rows {
             eprintln!("{} -> {:?}x, met {}", row.figure, row.ratio, row.met);
             report.rows.push(row);

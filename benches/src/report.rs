@@ -13,7 +13,7 @@ use serde::Serialize;
 pub struct Measurement {
     /// What was counted per second ("events/s", "rps").
     pub unit: &'static str,
-    /// Operations per second.
+    /// Operations per second; milliseconds for a time ([`Measurement::time`]).
     pub rate: f64,
     /// Operations counted.
     pub count: u64,
@@ -34,6 +34,19 @@ impl Measurement {
             rate: count as f64 / seconds,
             count,
             seconds,
+            p50_ms: None,
+            p99_ms: None,
+        }
+    }
+
+    /// A time measurement: `elapsed` in milliseconds as the `rate` (lower is better),
+    /// over `count` (what the time grows with, e.g. the stream's events).
+    pub fn time(unit: &'static str, count: u64, elapsed: Duration) -> Self {
+        Self {
+            unit,
+            rate: elapsed.as_secs_f64() * 1000.0,
+            count,
+            seconds: elapsed.as_secs_f64(),
             p50_ms: None,
             p99_ms: None,
         }

@@ -188,6 +188,22 @@ impl Bus {
         }
     }
 
+    /// The message `CASES` stores at `sequence`, by direct get (one read); `None` when
+    /// there is none (never written, deleted, or beyond the stream's end).
+    ///
+    /// # Errors
+    /// [`BusError::Nats`] when the stream cannot be read.
+    pub async fn message_at(&self, sequence: u64) -> Result<Option<StreamMessage>, BusError> {
+        match self.cases.direct_get(sequence).await {
+            Ok(msg) => Ok(Some(msg)),
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(BusError::Nats {
+                what: format!("message {sequence} of stream {CASES_STREAM}"),
+                source: Box::new(e),
+            }),
+        }
+    }
+
     /// The case's messages with sequence in `(after, until]`, in order.
     ///
     /// # Errors

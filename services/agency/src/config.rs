@@ -86,6 +86,14 @@ pub struct AgencyConfig {
         default_value_t = 1
     )]
     pub stream_replicas: usize,
+    /// The inbox snapshot file of this instance (docs/STARTUP.md). Given, the service
+    /// resumes its inbox from it at start when it verifies against the stream (else it
+    /// logs `inbox snapshot refused`, counts `casebus_inbox_snapshot_refused_total`, and
+    /// rebuilds from the first message), and writes it (a sibling file, then a rename)
+    /// once caught up, every 30 s or 10,000 messages while the inbox moves, and at
+    /// shutdown. Without it the inbox is rebuilt from the first message at every start.
+    #[arg(long = "inbox-snapshot", env = "CASEBUS_INBOX_SNAPSHOT")]
+    pub inbox_snapshot: Option<PathBuf>,
     /// File to write once the service is ready: JSON with the bound gRPC and metrics
     /// addresses (useful with `--grpc-listen 127.0.0.1:0`). Removed at shutdown.
     #[arg(long = "ready-file", env = "CASEBUS_READY_FILE")]

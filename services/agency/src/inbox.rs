@@ -20,7 +20,9 @@
 //! recorded) and the verifying consumer's.
 //!
 //! The inbox lives in memory, per service instance; a restart rebuilds it from the
-//! stream before the service reports ready.
+//! stream before the service reports ready, or, with `--inbox-snapshot`, loads the
+//! snapshot it last wrote and follows the stream from the snapshot's position (see
+//! `snapshot`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,8 @@ use casebus_proto::event::v1::{
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from, timestamp_from};
 use casebus_runtime::clocks::Clocks;
 use casebus_runtime::metrics::Metrics;
+
+use crate::snapshot::Snapshot;
 
 /// Changes buffered per watcher; a watcher further behind is ended (it must watch again).
 const WATCH_BUFFER: usize = 1024;
@@ -292,6 +296,52 @@ impl Inbox {
     /// The stream position folded so far.
     pub fn position(&self) -> u64 {
         self.state().position
+    }
+
+    /// The office whose inbox this is.
+    pub fn office(&self) -> &OfficeId {
+        &self.office
+    }
+
+    /// The inbox as folded so far, of `stream`, taken under one lock: its position, its
+    /// entries and the clocks of every case with a clock still running (see `snapshot`).
+    /// The anchor is left empty for the caller to fill.
+    pub fn snapshot(&self, stream: &str) -> Snapshot {
+        let state = self.state();
+        Snapshot {
+            office: self.office.clone(),
+            stream: stream.to_owned(),
+            position: state.position,
+            anchor: Vec::new(),
+            entries: state.items.values().cloned().collect(),
+            cases: state
+                .cases
+                .iter()
+                .filter(|(_, case)| case.clocks.values().any(|c| c.open().is_some()))
+                .map(|(id, case)| (id.clone(), case.clone()))
+                .collect(),
+        }
+    }
+
+    /// Replaces the inbox with `snapshot` (checked against the stream by the caller);
+    /// every entry's running clock is counted again from its case's clocks with the
+    /// service's rules and calendar, as folding would.
+    pub fn restore(&self, snapshot: Snapshot) {
+        let mut state = self.state();
+        state.cases = snapshot.cases.into_iter().collect();
+        state.items.clear();
+        state.overdue.clear();
+        for mut entry in snapshot.entries {
+            entry.clock = state.cases.get(&entry.case_id).and_then(|case| {
+                case.open_clock(&entry.handoff_id, &self.clocks.rules, &self.clocks.calendar)
+            });
+            if entry.clock.is_some() {
+                state
+                    .items
+                    .insert((entry.case_id.clone(), entry.handoff_id.clone()), entry);
+            }
+        }
+        state.position = snapshot.position;
     }
 
     fn announce(&self, change: InboxChange, entry: &Entry) {
@@ -621,9 +671,10 @@ fn fold_raw(inbox: &Inbox, bus: &Bus, metrics: &Metrics, raw: &RawEvent) {
     }
 }
 
-/// Reads `CASES` from the start into the inbox, catch-up then live, until `stop`. Marks
-/// the inbox ready once it has read everything that was in the stream when it started.
-/// Read errors are logged and the stream is read again from where it stopped.
+/// Reads `CASES` into the inbox from the position after the one it holds (the start, or
+/// a snapshot's position), catch-up then live, until `stop`. Marks the inbox ready once
+/// it has read everything that was in the stream when it started. Read errors are
+/// logged and the stream is read again from where it stopped.
 pub(crate) async fn follow(inbox: &Inbox, bus: &Bus, metrics: &Metrics, stop: &CancellationToken) {
     let mut backoff = FIRST_BACKOFF;
     // The stream's last sequence when we start: reading up to it means caught up.
@@ -1033,6 +1084,67 @@ mod tests {
         assert_eq!(overdue.len(), 1);
         assert!(overdue[0].overdue);
         assert_eq!(inbox.counts(after), (1, 1));
+    }
+
+    #[test]
+    fn an_inbox_restored_from_its_snapshot_folds_on_as_the_one_it_was_taken_of() {
+        let folded = inbox();
+        // C1: referred, acknowledged and accepted (the filing clock runs); C2: referred
+        // to the agency; C3: referred and decided (left out of the snapshot's cases).
+        referred_and_accepted(&folded, "C1", T);
+        folded.fold(
+            4,
+            &event("C2", CUSTOMS, 2, requested("h1", "", 2_000_000_000)),
+        );
+        folded.fold(5, &event("C3", CUSTOMS, 2, requested("h1", "", 1)));
+        let filed = || Kind::InvestigationFiled(InvestigationFiled::default());
+        folded.fold(6, &event("C3", POLICE, 3, filed()));
+        let mut snapshot = folded.snapshot(CASES_STREAM);
+        snapshot.anchor = crate::snapshot::anchor_of("case.C3", b"the message at 6");
+        assert_eq!(snapshot.position, 6);
+        assert_eq!(snapshot.entries.len(), 2);
+        let cases: Vec<&str> = snapshot.cases.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            cases,
+            ["C1", "C2"],
+            "a case with no clock running is left out"
+        );
+        let bytes = crate::snapshot::encode(&snapshot).expect("encode");
+        let decoded =
+            crate::snapshot::decode(&bytes, &office(POLICE), CASES_STREAM).expect("decode");
+        let restored = inbox();
+        restored.restore(decoded);
+        let now = at(T + 3600);
+        assert_eq!(
+            restored.list(now, None, false),
+            folded.list(now, None, false)
+        );
+
+        // What follows folds the same into both.
+        let ack = Kind::HandoffAcknowledged(HandoffAcknowledged {
+            handoff_id: "h1".into(),
+        });
+        let later: Vec<(u64, VerifiedEvent)> = vec![
+            (7, event("C2", POLICE, 3, ack)),
+            (8, event("C1", POLICE, 5, filed())),
+            (
+                9,
+                event("C4", CUSTOMS, 2, requested("h1", POLICE, 2_000_000_000)),
+            ),
+        ];
+        for (sequence, event) in &later {
+            folded.fold(*sequence, event);
+            restored.fold(*sequence, event);
+            assert_eq!(
+                restored.list(now, None, false),
+                folded.list(now, None, false),
+                "after sequence {sequence}"
+            );
+        }
+        let (items, position) = restored.list(now, None, false);
+        assert_eq!(position, 9);
+        let cases: Vec<&str> = items.iter().map(|i| i.case_id.as_str()).collect();
+        assert_eq!(cases.len(), 2, "{cases:?}");
     }
 
     #[test]

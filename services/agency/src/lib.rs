@@ -14,7 +14,8 @@
 //!   [`Kit::execute`], one case's items in order, different cases concurrently, with a
 //!   bounded window (see `import`).
 //! - The inbox: pending hand-offs addressed to the office, folded from the stream and
-//!   served by `ListInbox` and `WatchInbox` (see `inbox`).
+//!   served by `ListInbox` and `WatchInbox` (see `inbox`), resumed at start from its
+//!   snapshot file when `--inbox-snapshot` is given (see `snapshot`).
 //! - [`agencies`]: the common `AgencyService` and the five agency-specific services.
 //! - [`Service`]: start (load files, connect, bind) and run (serve, react, register as a
 //!   NATS service, shut down in order).
@@ -31,6 +32,7 @@ mod keys;
 mod kit;
 mod receipts;
 mod service;
+mod snapshot;
 mod stats;
 mod status;
 

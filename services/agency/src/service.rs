@@ -7,7 +7,8 @@
 //!   standard health (NOT_SERVING until the inbox caught up with the stream) and
 //!   reflection, every call counted by the metrics layer;
 //! - `/metrics`, `/healthz`, `/readyz` over HTTP;
-//! - the inbox, following `CASES` from the start;
+//! - the inbox, following `CASES` from the start, or from its snapshot
+//!   (`--inbox-snapshot`, checked against the stream first), which it keeps written;
 //! - the durable consumer issuing automatic receipts;
 //! - the key reload: the registry and signing key files again on SIGHUP or a change;
 //! - the registration as a NATS service (`$SRV.PING/INFO/STATS`);
@@ -56,6 +57,7 @@ use crate::inbox::{self, Inbox};
 use crate::keys::{Hangup, KeyReload};
 use crate::kit::Kit;
 use crate::receipts::Receipts;
+use crate::snapshot;
 use crate::stats::Stats;
 
 /// How often overdue hand-offs are looked for and gauges refreshed.
@@ -388,6 +390,7 @@ impl Service {
         let metrics = kit.metrics().clone();
         let grace = config.process.shutdown_grace;
         let health_names = ["", COMMON_GRPC_SERVICE, grpc_service];
+        let refused = snapshot_refused_counter(&metrics)?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, &health_names, ServingStatus::NotServing).await;
@@ -451,11 +454,26 @@ impl Service {
                 }
             }
         });
+        let snapshot_path = config.inbox_snapshot.clone();
         tracker.spawn({
-            let (inbox, bus, metrics, stop) =
-                (inbox.clone(), bus.clone(), metrics.clone(), stop.clone());
-            async move { inbox::follow(&inbox, &bus, &metrics, &stop).await }
+            let (inbox, bus, metrics, stop, path) = (
+                inbox.clone(),
+                bus.clone(),
+                metrics.clone(),
+                stop.clone(),
+                snapshot_path.clone(),
+            );
+            async move {
+                if let Some(path) = &path {
+                    snapshot::resume(&inbox, &bus, path, &refused, &stop).await;
+                }
+                inbox::follow(&inbox, &bus, &metrics, &stop).await;
+            }
         });
+        if let Some(path) = snapshot_path {
+            let (inbox, bus, stop) = (inbox.clone(), bus.clone(), stop.clone());
+            tracker.spawn(async move { snapshot::keep(&inbox, &bus, &path, &stop).await });
+        }
         let consumer_failure: Arc<Mutex<Option<ConsumeError>>> = Arc::default();
         tracker.spawn({
             let (handler, stop, failure) = (
@@ -590,6 +608,23 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// `casebus_inbox_snapshot_refused_total{reason}`: snapshots not resumed from, by why.
+fn snapshot_refused_counter(metrics: &Metrics) -> Result<prometheus::IntCounterVec, AgencyError> {
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "casebus_inbox_snapshot_refused_total",
+            "Inbox snapshots refused at start (the inbox was rebuilt from the first message), by reason.",
+        ),
+        &["reason"],
+    )
+    .map_err(|e| AgencyError::Runtime(RuntimeError::Metrics(e)))?;
+    metrics
+        .registry
+        .register(Box::new(counter.clone()))
+        .map_err(|e| AgencyError::Runtime(RuntimeError::Metrics(e)))?;
+    Ok(counter)
 }
 
 async fn set_health(health: &HealthReporter, names: &[&str], status: ServingStatus) {
