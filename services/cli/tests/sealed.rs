@@ -48,7 +48,7 @@ fn key_arg(f: &Fixture, office: &str) -> String {
 
 /// Customs records, sealing: the case in clear (v1), a note for itself alone (v2), a
 /// suspect for itself and the police (v3).
-async fn record(f: &Fixture) {
+async fn record(f: &Fixture) -> casebus_bus::Appender {
     let customs = f
         .appender(CUSTOMS)
         .seal_with(Arc::new(Opener::new(vec![casebus_fixtures::opening_key(
@@ -99,6 +99,7 @@ async fn record(f: &Fixture) {
         ))
         .await
         .expect("sealed party");
+    customs
 }
 
 fn by_version(lines: &[Value], version: u64) -> &Value {
@@ -111,7 +112,7 @@ fn by_version(lines: &[Value], version: u64) -> &Value {
 #[tokio::test]
 async fn events_and_case_show_open_what_the_key_may_read_and_mark_the_rest_sealed() {
     let f = sealing_fixture().await;
-    record(&f).await;
+    let _customs = record(&f).await;
 
     // Without a key: the sealed events show their readable part, marked sealed.
     let run = f.cli(&["--json", "events", "list", "--case", CASE]).await;
@@ -238,7 +239,7 @@ async fn events_and_case_show_open_what_the_key_may_read_and_mark_the_rest_seale
 #[tokio::test]
 async fn an_export_opened_with_a_key_carries_the_content_beside_the_signed_bytes_and_verifies() {
     let f = sealing_fixture().await;
-    record(&f).await;
+    let _customs = record(&f).await;
     let export = |name: &str, key: Option<String>| {
         let out = f.path(name);
         let mut args = vec![
@@ -304,4 +305,64 @@ async fn an_export_opened_with_a_key_carries_the_content_beside_the_signed_bytes
         run.expect_code(0);
         assert_eq!(run.json()["ok"], true, "{}", run.stdout);
     }
+}
+
+#[tokio::test]
+async fn after_a_widening_case_show_and_export_open_the_original_with_the_new_readers_key() {
+    let f = sealing_fixture().await;
+    let customs = record(&f).await;
+    let police_key = key_arg(&f, POLICE);
+    let show = async || {
+        let run = f
+            .cli(&["case", "show", CASE, "--decryption-key", &police_key])
+            .await;
+        run.expect_code(0);
+        run.stdout
+    };
+    assert!(
+        !show().await.contains(SECRET),
+        "origin only: not the police's"
+    );
+    customs
+        .append(request(
+            &case(CASE),
+            Kind::VisibilityChanged(casebus_proto::event::v1::VisibilityChanged {
+                target_version: 2,
+                visibility: Some(Visibility {
+                    kind: VisibilityKind::ListedAgencies as i32,
+                    agencies: vec![Agency::PublicSecurity as i32],
+                }),
+                reason: "the police take over".into(),
+                wrapped_keys: Vec::new(),
+            }),
+        ))
+        .await
+        .expect("widen");
+    assert!(show().await.contains(SECRET), "opened with the widened key");
+    let out = f.path("widened.bundle.json");
+    f.cli(&[
+        "export",
+        "--case",
+        CASE,
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--decryption-key",
+        &police_key,
+    ])
+    .await
+    .expect_code(0);
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("JSON");
+    assert_eq!(
+        bundle["events"][1]["sealed"]["payload"]["note_added"]["text"],
+        SECRET
+    );
+    assert_eq!(
+        bundle["events"][1]["sealed"]["for"],
+        serde_json::json!([CUSTOMS, POLICE])
+    );
+    let run = f
+        .cli(&["--json", "verify", "--bundle", out.to_str().expect("utf-8")])
+        .await;
+    run.expect_code(0);
 }
