@@ -28,7 +28,7 @@ use crate::report::{Measurement, Row};
 use crate::{append, fixture};
 
 /// Concurrent callers, as in the figure.
-const CALLERS: usize = 32;
+pub(crate) const CALLERS: usize = 32;
 
 /// Starts the gateway binary on `nats_url` with the credentials in `creds`.
 pub async fn start_gateway(creds: &Credentials, nats_url: &str) -> anyhow::Result<Process> {
@@ -62,7 +62,7 @@ pub async fn start_gateway_with(
     grpc::start("casebus-gateway", &args, &creds.path("gateway.ready")).await
 }
 
-fn timeline_request(
+pub(crate) fn timeline_request(
     case: &str,
     bearer: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 ) -> tonic::Request<GetTimelineRequest> {

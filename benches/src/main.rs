@@ -153,6 +153,11 @@ async fn main() -> anyhow::Result<()> {
         let row = tokio::time::timeout(append::FIGURE_TIMEOUT, seal::run(seal_size)).await??;
         eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
         report.rows.push(row);
+        eprintln!("== GetTimeline of sealed notes opened vs the same case in clear");
+        let calls = if args.quick { 4_000 } else { 20_000 };
+        let row = tokio::time::timeout(append::FIGURE_TIMEOUT, seal::timeline(calls)).await??;
+        eprintln!("{} -> {:.2}x", row.figure, row.ratio.unwrap_or(0.0));
+        report.rows.push(row);
     }
 
     if runs(Figure::Tlog) {

@@ -126,6 +126,7 @@ async fn an_office_acting_for_another_agency_or_office_is_permission_denied() {
                         agencies: vec![],
                     }),
                     reason: "seal it".into(),
+                    wrapped_keys: Vec::new(),
                 }),
             })
             .await,

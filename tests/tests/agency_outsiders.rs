@@ -146,6 +146,7 @@ async fn every_command(
                         agencies: vec![],
                     }),
                     reason: "probe".into(),
+                    wrapped_keys: Vec::new(),
                 }),
             })
             .await,

@@ -55,7 +55,12 @@ fn note_request(request_id: &str, text: &str, v: Option<Visibility>) -> AddNoteR
 
 /// The stored bytes of every message of the case, in order.
 async fn stored(fixture: &Fixture) -> Vec<Vec<u8>> {
-    let id = casebus_fixtures::case(CASE);
+    stored_of(fixture, CASE).await
+}
+
+/// The stored bytes of every message of case `case_id`, in order.
+async fn stored_of(fixture: &Fixture, case_id: &str) -> Vec<Vec<u8>> {
+    let id = casebus_fixtures::case(case_id);
     let last = fixture.bus.last_sequence(&id).await.expect("last sequence");
     fixture
         .bus
@@ -80,24 +85,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn restricted_events_are_sealed_in_every_stored_byte_and_each_office_reads_exactly_what_its_visibility_allows()
  {
     let fixture = Fixture::start_sealing().await;
-    let customs = fixture
-        .spawn_with(
-            CUSTOMS,
-            &fixture
-                .decryption_key(CUSTOMS)
-                .each_ref()
-                .map(String::as_str),
-        )
-        .await;
-    let police = fixture
-        .spawn_with(
-            POLICE,
-            &fixture
-                .decryption_key(POLICE)
-                .each_ref()
-                .map(String::as_str),
-        )
-        .await;
+    let customs = fixture.spawn_sealing(CUSTOMS).await;
+    let police = fixture.spawn_sealing(POLICE).await;
     open_case(&customs, CASE).await;
     let origin = note_request(
         "n-origin",
@@ -459,15 +448,7 @@ async fn a_sealed_event_that_does_not_open_or_disagrees_with_its_readable_part_i
             .expect("stored");
     }
 
-    let _police = fixture
-        .spawn_with(
-            POLICE,
-            &fixture
-                .decryption_key(POLICE)
-                .each_ref()
-                .map(String::as_str),
-        )
-        .await;
+    let _police = fixture.spawn_sealing(POLICE).await;
     fixture
         .wait_consumer_caught_up("svc-public_security-ningbo")
         .await;
@@ -508,4 +489,199 @@ async fn a_sealed_event_that_does_not_open_or_disagrees_with_its_readable_part_i
             "no content in the reason: {reason}"
         );
     }
+}
+
+/// Opens `case_id` through `agency`'s service with `visibility` and `title`.
+async fn open_case_visible(
+    agency: &Running,
+    case_id: &str,
+    title: &str,
+    visibility: Option<Visibility>,
+) -> CommandReply {
+    let r = agency
+        .common()
+        .open_case(OpenCaseRequest {
+            meta: Some(CommandMeta {
+                case_id: case_id.into(),
+                request_id: format!("open-{case_id}"),
+                visibility,
+                ..Default::default()
+            }),
+            case_opened: opened(title),
+        })
+        .await;
+    ok(agency, "open a restricted case", r)
+}
+
+/// The title and case type `agency`'s `GetCase` shows of `case_id`.
+async fn case_title(agency: &Running, case_id: &str) -> (String, i32) {
+    let r = agency
+        .common()
+        .get_case(GetCaseRequest {
+            case_id: case_id.into(),
+        })
+        .await;
+    let case = r
+        .unwrap_or_else(|e| panic!("get case {case_id}: {e}\n{}", agency.log_text()))
+        .into_inner()
+        .case
+        .expect("a case view");
+    (case.title, case.case_type)
+}
+
+#[tokio::test]
+async fn get_case_opens_a_sealed_opening_for_the_office_it_is_sealed_for_and_shows_others_its_readable_part()
+ {
+    const FOR_POLICE: &str = "C-TITLE-POLICE";
+    const FOR_COURT: &str = "C-TITLE-COURT";
+    const TITLE_POLICE: &str = "counterfeit Moutai, informant Zhao Liu";
+    const TITLE_COURT: &str = "sealed for the court: bribery of a port clerk";
+    let fixture = Fixture::start_sealing().await;
+    let customs = fixture.spawn_sealing(CUSTOMS).await;
+    let police = fixture.spawn_sealing(POLICE).await;
+    open_case_visible(
+        &customs,
+        FOR_POLICE,
+        TITLE_POLICE,
+        visibility(VisibilityKind::ListedAgencies, &[Agency::PublicSecurity]),
+    )
+    .await;
+    open_case_visible(
+        &customs,
+        FOR_COURT,
+        TITLE_COURT,
+        visibility(VisibilityKind::ListedAgencies, &[Agency::Court]),
+    )
+    .await;
+    refer_to_police(&customs, FOR_POLICE, "h-1").await;
+    refer_to_police(&customs, FOR_COURT, "h-1").await;
+    let counterfeit = casebus_proto::event::v1::CaseType::CounterfeitTrademark as i32;
+
+    // Both openings are sealed on the bus: the title is in no stored byte.
+    for (case_id, title) in [(FOR_POLICE, TITLE_POLICE), (FOR_COURT, TITLE_COURT)] {
+        let first = stored_of(&fixture, case_id).await;
+        let bytes = &first[0];
+        assert!(event_of(bytes).sealed.is_some(), "{case_id} v1 is sealed");
+        assert!(
+            !contains(bytes, title.as_bytes()),
+            "{case_id} v1 holds its title"
+        );
+    }
+
+    // The recording office reads both titles, opened with its own key.
+    assert_eq!(
+        case_title(&customs, FOR_POLICE).await,
+        (TITLE_POLICE.to_owned(), counterfeit)
+    );
+    assert_eq!(
+        case_title(&customs, FOR_COURT).await,
+        (TITLE_COURT.to_owned(), counterfeit)
+    );
+    // The police read the title sealed for them, and nothing of the one for the court.
+    assert_eq!(
+        case_title(&police, FOR_POLICE).await,
+        (TITLE_POLICE.to_owned(), counterfeit)
+    );
+    assert_eq!(case_title(&police, FOR_COURT).await, (String::new(), 0));
+    fixture
+        .wait_consumer_caught_up("svc-public_security-ningbo")
+        .await;
+    fixture.assert_no_dead_letters().await;
+}
+
+#[tokio::test]
+async fn widening_a_sealed_opening_lets_the_new_readers_service_open_it_and_leaves_the_original_bytes_as_they_are()
+ {
+    const WIDENED: &str = "C-WIDEN";
+    const TITLE: &str = "origin only: the informant is a port clerk";
+    let fixture = Fixture::start_sealing().await;
+    let customs = fixture.spawn_sealing(CUSTOMS).await;
+    let police = fixture.spawn_sealing(POLICE).await;
+    open_case_visible(
+        &customs,
+        WIDENED,
+        TITLE,
+        visibility(VisibilityKind::OriginOnly, &[]),
+    )
+    .await;
+    refer_to_police(&customs, WIDENED, "h-1").await;
+    let counterfeit = casebus_proto::event::v1::CaseType::CounterfeitTrademark as i32;
+    assert_eq!(case_title(&police, WIDENED).await, (String::new(), 0));
+    let before = fixture.load(WIDENED).await;
+    let original = before.events[0].event.signed.event.clone();
+    let police_opener = Opener::new(vec![casebus_fixtures::opening_key(POLICE)]);
+    assert!(matches!(
+        open_event(&police_opener, &before.events[0].event.event),
+        Err(SealError::NotAReader { .. })
+    ));
+
+    // A caller cannot supply wrapped keys itself.
+    let change = |wrapped_keys| ChangeVisibilityRequest {
+        meta: Some(CommandMeta {
+            case_id: WIDENED.into(),
+            request_id: "widen-1".into(),
+            ..Default::default()
+        }),
+        visibility_changed: Some(casebus_proto::event::v1::VisibilityChanged {
+            target_version: 1,
+            visibility: visibility(VisibilityKind::Participants, &[]),
+            reason: "the police lead the case now".into(),
+            wrapped_keys,
+        }),
+    };
+    let forged = before.events[0]
+        .event
+        .event
+        .sealed
+        .as_ref()
+        .expect("sealed")
+        .wrapped_keys
+        .clone();
+    let status = refused(
+        customs.common().change_visibility(change(forged)).await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().contains("visibility_changed.wrapped_keys"),
+        "{}",
+        status.message()
+    );
+
+    // Customs widens the opening to every participant: the police's service opens it.
+    ok(
+        &customs,
+        "widen",
+        customs.common().change_visibility(change(Vec::new())).await,
+    );
+    assert_eq!(
+        case_title(&police, WIDENED).await,
+        (TITLE.to_owned(), counterfeit)
+    );
+    assert_eq!(
+        case_title(&customs, WIDENED).await,
+        (TITLE.to_owned(), counterfeit)
+    );
+    let after = fixture.load(WIDENED).await;
+    assert_eq!(
+        after.events[0].event.signed.event, original,
+        "the original's stored bytes are unchanged"
+    );
+    assert!(
+        casebus_integrity::seal::open_event_with(
+            &police_opener,
+            &after.events[0].event.event,
+            after.state.widened_keys(1),
+        )
+        .is_ok()
+    );
+    // The change's wrapped keys are for encryption keys, never the content in clear.
+    for message in stored_of(&fixture, WIDENED).await {
+        assert!(!contains(&message, TITLE.as_bytes()));
+    }
+    let report = fixture.verify(WIDENED).await;
+    assert!(report.is_intact(), "{:?}", report.failures);
+    fixture
+        .wait_consumer_caught_up("svc-public_security-ningbo")
+        .await;
+    fixture.assert_no_dead_letters().await;
 }

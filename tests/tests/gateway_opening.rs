@@ -235,3 +235,140 @@ async fn a_decryption_key_that_is_no_key_or_of_an_unknown_office_stops_the_start
         assert!(!f.path("bad.ready").exists(), "no ready file");
     }
 }
+
+/// A VisibilityChanged of `target` to `visibility`.
+fn change_visibility(
+    target: u64,
+    visibility: Option<casebus_proto::event::v1::Visibility>,
+) -> PayloadKind {
+    PayloadKind::VisibilityChanged(casebus_proto::event::v1::VisibilityChanged {
+        target_version: target,
+        visibility,
+        reason: "the police take over the investigation".into(),
+        wrapped_keys: Vec::new(),
+    })
+}
+
+#[tokio::test]
+async fn widening_a_sealed_note_wraps_its_key_for_the_new_readers_and_their_gateway_opens_the_original()
+ {
+    let f = Fixture::start_sealing().await;
+    let id = case("WIDEN-1");
+    f.append(CUSTOMS, &id, opened("a note widened"), None).await;
+    f.append(
+        CUSTOMS,
+        &id,
+        handoff(
+            "h1",
+            HandoffKind::SuspectedCrimeReferral,
+            Agency::PublicSecurity,
+        ),
+        None,
+    )
+    .await;
+    f.append(CUSTOMS, &id, note(OWN_NOTE), sealed()).await;
+    let police_key = f.path(&casebus_fixtures::encryption_key_file_name(POLICE));
+    let mut police_gateway = f
+        .gateway_with(
+            "gw-police",
+            &f.db("gw-police"),
+            &[
+                "--decryption-key".to_owned(),
+                police_key.display().to_string(),
+            ],
+        )
+        .await;
+    police_gateway.wait_projected(f.cases_last().await).await;
+    const NOTE: usize = 2;
+    let before = timeline(&police_gateway, &f.reader(POLICE), "WIDEN-1").await;
+    assert!(
+        before[NOTE].redacted && !before[NOTE].opened,
+        "origin only: a stub"
+    );
+    let customs_before = timeline(&police_gateway, &f.reader(CUSTOMS), "WIDEN-1").await;
+    let original = customs_before[NOTE].event_bytes.clone();
+    let sealed_event = Event::decode(original.as_slice()).expect("the note");
+    assert!(
+        matches!(
+            open_event(
+                &Opener::new(vec![casebus_fixtures::opening_key(POLICE)]),
+                &sealed_event
+            ),
+            Err(casebus_integrity::seal::SealError::NotAReader { .. })
+        ),
+        "the police cannot open it"
+    );
+
+    // Customs widens it to the police.
+    let widened = f
+        .append(
+            CUSTOMS,
+            &id,
+            change_visibility(3, listed(&[Agency::PublicSecurity])),
+            None,
+        )
+        .await;
+    police_gateway.wait_projected(widened.stream_sequence).await;
+    let loaded = f.bus.load_case(&id).await.expect("load");
+    assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
+    assert_eq!(loaded.events.len(), 4);
+    let Some(PayloadKind::VisibilityChanged(change)) = loaded.events[3]
+        .event
+        .event
+        .payload
+        .as_ref()
+        .and_then(|p| p.kind.clone())
+    else {
+        panic!("v4 is the change");
+    };
+    let mut wrapped_for: Vec<&str> = change
+        .wrapped_keys
+        .iter()
+        .map(|w| w.key_id.as_str())
+        .collect();
+    wrapped_for.sort_unstable();
+    let police_key_id = casebus_fixtures::opening_key(POLICE).key_id().to_owned();
+    let customs_sh_key_id = casebus_fixtures::opening_key(CUSTOMS_SH)
+        .key_id()
+        .to_owned();
+    assert_eq!(
+        wrapped_for,
+        [customs_sh_key_id.as_str(), police_key_id.as_str()],
+        "wrapped for the offices the widening adds, and only those"
+    );
+    assert_eq!(
+        loaded.events[2].event.signed.event, original,
+        "the original's stored bytes are unchanged"
+    );
+
+    // The police's gateway opens the original with the key from the change.
+    let after = timeline(&police_gateway, &f.reader(POLICE), "WIDEN-1").await;
+    assert!(!after[NOTE].redacted, "the police may read it now");
+    assert!(after[NOTE].opened, "and their gateway opens it");
+    assert_eq!(note_text(&after[NOTE]), OWN_NOTE);
+    assert_eq!(
+        after[NOTE].event_bytes, original,
+        "served as the same signed bytes"
+    );
+    // So does the police's back-office, from the shared gateway's bytes and the change.
+    let opener = Opener::new(vec![casebus_fixtures::opening_key(POLICE)]);
+    let full =
+        casebus_integrity::seal::open_event_with(&opener, &sealed_event, &change.wrapped_keys)
+            .expect("the police open it with the widened key");
+    assert!(matches!(full.kind, Some(PayloadKind::NoteAdded(n)) if n.text == OWN_NOTE));
+    // A court office, which the widening does not add, still cannot.
+    assert!(
+        casebus_integrity::seal::open_event_with(
+            &Opener::new(vec![casebus_fixtures::opening_key(COURT)]),
+            &sealed_event,
+            &change.wrapped_keys,
+        )
+        .is_err()
+    );
+
+    police_gateway.stop().await;
+    assert!(
+        !file_holds(&f.db("gw-police"), OWN_NOTE),
+        "the projection file holds no opened note"
+    );
+}

@@ -920,6 +920,7 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
                         target_version: target,
                         visibility: vis(VisibilityKind::Participants, &[]),
                         reason: "unseal".into(),
+                        wrapped_keys: Vec::new(),
                     }),
                 })
                 .await;
@@ -953,6 +954,7 @@ async fn no_read_surface_log_metric_or_audit_record_carries_a_payload_its_reader
                 target_version: 1,
                 visibility: sealed(),
                 reason: "seal it".into(),
+                wrapped_keys: Vec::new(),
             }),
         })
         .await

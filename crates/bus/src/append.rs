@@ -669,6 +669,8 @@ impl Appender {
                 sealed: None,
             };
             let mut event = event;
+            self.widen(&mut event, &head, &registry_now, recorded_at)
+                .await?;
             self.seal(&mut event, &registry_now, recorded_at, &digest)?;
             let (signed, hash) = key.signer.sign(&event);
             let bytes = signed.encode_to_vec();
@@ -822,6 +824,98 @@ impl Appender {
         let content_key =
             seal_event(&sealing.sealer, event, &readers).map_err(|e| refuse(e.to_string()))?;
         event.command_digest = keyed_command_digest(&content_key, digest).to_vec();
+        Ok(())
+    }
+
+    /// When `event` is a VisibilityChanged that widens a sealed event: the target's
+    /// content key wrapped (`Sealer::rewrap`, bound to the target) for every encryption
+    /// key valid at `at` of the offices the new visibility shows it to in clear, less
+    /// those it is wrapped for already (in the target or by earlier widenings), put in
+    /// `wrapped_keys`. The target's stored bytes stay as they are. A narrowing wraps
+    /// nothing, and cannot take back a content key a reader already holds.
+    async fn widen(
+        &self,
+        event: &mut Event,
+        head: &CaseHead,
+        registry: &casebus_integrity::OfficeRegistry,
+        at: OffsetDateTime,
+    ) -> Result<(), AppendError> {
+        let Some(Kind::VisibilityChanged(change)) =
+            event.payload.as_mut().and_then(|p| p.kind.as_mut())
+        else {
+            return Ok(());
+        };
+        let target_version = change.target_version;
+        let Some(entry) = head
+            .ids
+            .values()
+            .find(|e| e.version == target_version && e.sealed)
+        else {
+            return Ok(());
+        };
+        let refuse = |reason: String| AppendError::Sealing {
+            office: self.office.to_string(),
+            reason,
+        };
+        let Some(sealing) = &self.sealing else {
+            return Err(refuse(format!(
+                "version {target_version} is sealed, and this service holds no decryption key to wrap its content key for the new readers (--decryption-key)"
+            )));
+        };
+        let case_id = CaseId::new(&event.case_id).map_err(|e| AppendError::InvalidRequest {
+            field: "case_id",
+            reason: e.to_string(),
+        })?;
+        let messages = self
+            .bus
+            .read_case_messages(&case_id, entry.sequence - 1, entry.sequence)
+            .await
+            .map_err(|e| unavailable(&case_id, e))?;
+        let target = messages
+            .first()
+            .and_then(|m| SignedEvent::decode(m.payload.as_ref()).ok())
+            .and_then(|signed| Event::decode(signed.event.as_slice()).ok())
+            .filter(|e| e.case_version == target_version)
+            .ok_or_else(|| {
+                refuse(format!(
+                    "version {target_version} could not be read back to widen it"
+                ))
+            })?;
+        let Some(sealed) = &target.sealed else {
+            return Ok(());
+        };
+        let Ok(recorder) = casebus_proto::OfficeId::new(&target.office_id) else {
+            return Ok(());
+        };
+        let visibility = change.visibility.clone().unwrap_or_default();
+        let already: Vec<&str> = sealed
+            .wrapped_keys
+            .iter()
+            .chain(head.state.widened_keys(target_version))
+            .map(|w| w.key_id.as_str())
+            .collect();
+        let readers: Vec<_> = registry
+            .reader_keys(at, |o| {
+                casebus_domain::event_sight(&recorder, &visibility, o)
+                    == casebus_domain::Sight::Clear
+            })
+            .into_iter()
+            .filter(|k| !already.contains(&k.key_id()))
+            .collect();
+        if readers.is_empty() {
+            return Ok(());
+        }
+        let binding = casebus_integrity::seal::binding(&target);
+        let mut wrapped = sealing
+            .sealer
+            .rewrap(sealed, &binding, &sealing.opener, &readers)
+            .map_err(|e| {
+                refuse(format!(
+                    "cannot wrap the content key of version {target_version} for its new readers: {e}"
+                ))
+            })?;
+        wrapped.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        change.wrapped_keys = wrapped;
         Ok(())
     }
 

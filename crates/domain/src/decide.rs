@@ -430,6 +430,12 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
                 None => return Err(invalid("visibility_changed.visibility", "is required")),
             }
             text("visibility_changed.reason", &p.reason, LONG, true)?;
+            if !p.wrapped_keys.is_empty() {
+                return Err(invalid(
+                    "visibility_changed.wrapped_keys",
+                    "is set by the recording service when the change widens a sealed event; leave it empty",
+                ));
+            }
         }
         Kind::ClockExtended(p) => {
             local_id("clock_extended.handoff_id", &p.handoff_id)?;

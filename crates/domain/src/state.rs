@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 use casebus_proto::event::v1::payload::Kind;
-use casebus_proto::event::v1::{Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind};
+use casebus_proto::event::v1::{
+    Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind, WrappedKey,
+};
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
 
 use crate::calendar::{Calendar, CalendarError};
@@ -190,6 +192,9 @@ pub struct EventMeta {
     pub office: OfficeId,
     /// Visibility as recorded, or as last changed by VisibilityChanged.
     pub visibility: Visibility,
+    /// The content key of the event, when it is sealed, wrapped for the readers later
+    /// VisibilityChanged events widened it to (in case order); empty otherwise.
+    pub widened_keys: Vec<WrappedKey>,
 }
 
 /// Which of a hand-off's two clocks.
@@ -504,6 +509,16 @@ fn normalise(visibility: Option<&Visibility>) -> Visibility {
 }
 
 impl CaseState {
+    /// The content key of the sealed event at `version` as later VisibilityChanged
+    /// events wrapped it for the readers they added; empty when none did.
+    pub fn widened_keys(&self, version: u64) -> &[WrappedKey] {
+        usize::try_from(version)
+            .ok()
+            .and_then(|v| v.checked_sub(1))
+            .and_then(|i| self.events.get(i))
+            .map_or(&[], |meta| meta.widened_keys.as_slice())
+    }
+
     /// Folds a whole history from scratch.
     pub fn fold<'a>(events: impl IntoIterator<Item = RecordedEvent<'a>>) -> Self {
         let mut state = Self::default();
@@ -621,6 +636,7 @@ impl CaseState {
         self.events.push(EventMeta {
             office: event.office.clone(),
             visibility: normalise(event.visibility),
+            widened_keys: Vec::new(),
         });
         let agency = event.office.agency();
         let at = event.occurred_at;
@@ -713,6 +729,7 @@ impl CaseState {
                 let index = usize::try_from(p.target_version).unwrap_or(usize::MAX);
                 if let Some(meta) = index.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
                     meta.visibility = normalise(p.visibility.as_ref());
+                    meta.widened_keys.extend(p.wrapped_keys.iter().cloned());
                 }
             }
             Kind::GoodsDetained(p) => {

@@ -288,6 +288,7 @@ fn an_agency_taking_no_part_gets_the_answer_of_a_case_that_does_not_exist() {
                 Kind::VisibilityChanged(VisibilityChanged {
                     target_version: 1,
                     reason: "r".into(),
+                    wrapped_keys: Vec::new(),
                     visibility: Some(Visibility {
                         kind: VisibilityKind::Participants as i32,
                         agencies: vec![],
@@ -675,6 +676,7 @@ fn only_the_recording_office_changes_an_events_visibility() {
                 agencies: vec![Agency::Court as i32],
             }),
             reason: "protect informant".into(),
+            wrapped_keys: Vec::new(),
         })
     };
     world.act(POLICE, accept("h1")).expect("accept");

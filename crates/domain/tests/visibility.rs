@@ -165,6 +165,7 @@ fn a_change_of_visibility_moves_whether_the_office_is_named_both_ways() {
             target_version,
             visibility: Some(visibility),
             reason: "review".into(),
+            wrapped_keys: Vec::new(),
         })
     };
     // The change itself is sealed, so it names nobody: only the opened event does.

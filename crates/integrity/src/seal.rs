@@ -756,10 +756,34 @@ pub fn seal_event(
 /// [`SealError::Disagrees`] when the opened payload does not decode, or its readable part
 /// is not the event's readable payload.
 pub fn open_event(opener: &Opener, event: &Event) -> Result<Payload, SealError> {
-    let sealed = event
+    open_event_with(opener, event, &[])
+}
+
+/// [`open_event`], with the content key also looked for among `widened`: the keys
+/// wrapped for new readers by later `VisibilityChanged` events of the case
+/// (`casebus_domain::EventMeta::widened_keys`). They are bound to the original event, so
+/// a wrapped key copied from another event's widening does not open this one.
+///
+/// # Errors
+/// As [`open_event`].
+pub fn open_event_with(
+    opener: &Opener,
+    event: &Event,
+    widened: &[WrappedKey],
+) -> Result<Payload, SealError> {
+    let stored = event
         .sealed
         .as_ref()
         .ok_or_else(|| SealError::Malformed("the event is not sealed".into()))?;
+    let extended;
+    let sealed = if widened.is_empty() {
+        stored
+    } else {
+        let mut all = stored.clone();
+        all.wrapped_keys.extend(widened.iter().cloned());
+        extended = all;
+        &extended
+    };
     let plaintext = opener.open(sealed, &binding(event))?;
     let full = Payload::decode(plaintext.as_slice())
         .map_err(|e| SealError::Disagrees(format!("the sealed payload does not decode: {e}")))?;

@@ -1192,6 +1192,7 @@ mod tests {
                     agencies: agencies.iter().map(|a| *a as i32).collect(),
                 }),
                 reason: "witness protection".into(),
+                wrapped_keys: Vec::new(),
             })
         };
         // Another event's change leaves the item alone.

@@ -27,6 +27,7 @@ use tracing::Instrument as _;
 
 use casebus_bus::{AppendError, AppendRequest, Appended, Appender, Bus};
 use casebus_domain::{Sight, names_office, office_known, sight};
+use casebus_integrity::seal::{Opener, SealError, open_event_with};
 use casebus_integrity::token::Role;
 use casebus_proto::agency::v1::{
     CaseView, CommandMeta, CommandReply, GetCaseResponse, HandoffStatus as WireHandoffStatus,
@@ -61,6 +62,8 @@ struct Inner {
     auth: Authenticator,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// The office's decryption keys (`--decryption-key`), to open what is sealed for it.
+    opener: Option<Arc<Opener>>,
 }
 
 /// The shared state of a running agency service; cheap to clone.
@@ -107,6 +110,7 @@ impl Kit {
         auth: Authenticator,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        opener: Option<Arc<Opener>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -119,6 +123,7 @@ impl Kit {
                 auth,
                 tracker,
                 shutdown,
+                opener,
             }),
         }
     }
@@ -467,6 +472,13 @@ impl Kit {
                 }
             })
             .collect();
+        // The title is content: an opening sealed for this office is read opened.
+        let title = if opening_clear {
+            self.opened_title(&loaded)
+                .unwrap_or_else(|| opened.title.clone())
+        } else {
+            String::new()
+        };
         let last = loaded.events.last();
         Ok(GetCaseResponse {
             case: Some(CaseView {
@@ -479,11 +491,7 @@ impl Kit {
                 } else {
                     0
                 },
-                title: if opening_clear {
-                    opened.title.clone()
-                } else {
-                    String::new()
-                },
+                title,
                 opened_by_office_id: if names_office(state, 1, viewer) {
                     opened.office.to_string()
                 } else {
@@ -494,6 +502,33 @@ impl Kit {
                 handoffs,
             }),
         })
+    }
+}
+
+impl Kit {
+    /// The title of the case's sealed opening, opened with the office's keys (its own
+    /// wrapped keys, or those a widening VisibilityChanged added); `None` when the
+    /// opening is not sealed, or not for this office (a seal that does not open
+    /// or disagrees with its readable part is logged, and its readable part shown).
+    fn opened_title(&self, loaded: &casebus_bus::LoadedCase) -> Option<String> {
+        let first = &loaded.events.first()?.event.event;
+        first.sealed.as_ref()?;
+        let opener = self.inner.opener.as_ref()?;
+        match open_event_with(opener, first, loaded.state.widened_keys(1)) {
+            Ok(full) => match full.kind {
+                Some(Kind::CaseOpened(p)) => Some(p.title),
+                _ => None,
+            },
+            Err(SealError::NotAReader { .. }) => None,
+            Err(error) => {
+                tracing::warn!(
+                    case_id = %first.case_id,
+                    error = %error,
+                    "the case's sealed opening does not open for this office; showing its readable part"
+                );
+                None
+            }
+        }
     }
 }
 

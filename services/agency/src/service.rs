@@ -319,6 +319,7 @@ impl Service {
             auth,
             tracker.clone(),
             stop.clone(),
+            opener.clone(),
         );
         Ok(Self {
             config,

@@ -6,7 +6,11 @@
 //! signature, key id and decoded JSON; the messages of the case that failed
 //! verification at export, with the reason; the registry entries (public keys with
 //! validity) of every office that signed; and a manifest: event count, head hash, and a
-//! SHA-256 over the case id, every stored byte and the keys.
+//! SHA-256 over the case id, every stored byte and the keys. A sealed event also has
+//! `sealed`: the offices it is sealed for and, when the exporter was given a key that
+//! opens it (`--decryption-key`), its full payload; that is for reading only, outside
+//! the digest, and verification checks only that it is there exactly when the bytes are
+//! sealed.
 //!
 //! Verifying a bundle trusts nothing but the stored bytes: signatures and the chain are
 //! checked with the keys (the bundle's own, or a registry the verifier trusts), every
@@ -28,7 +32,9 @@ use time::OffsetDateTime;
 use casebus_integrity::{OfficeEntry, OfficeRegistry, VerifiedEvent, verify_case};
 use casebus_proto::CaseId;
 
-use crate::decode::{Problem, event_json, kind_name};
+use casebus_integrity::seal::{Opener, WrappedKey};
+
+use crate::decode::{Content, Problem, content_of, event_json, kind_name, widened_keys};
 use crate::times::rfc3339;
 
 /// The format tag of a bundle without proofs (what `casebus export` writes without
@@ -106,6 +112,12 @@ pub struct BundleEvent {
     pub signed_event: String,
     /// The event decoded, for reading.
     pub event: serde_json::Value,
+    /// Set when the event is sealed: the offices it is sealed for (`for`), whether the
+    /// exporter opened it with a key it was given (`opened`), and then its full payload
+    /// (`payload`). For reading only: neither the manifest digest nor verification
+    /// covers it, and whoever holds the bundle reads what is in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<serde_json::Value>,
 }
 
 /// A message of the case that failed verification at export.
@@ -193,8 +205,24 @@ pub(crate) fn digest(
     hex::encode(h.finalize())
 }
 
-fn bundle_event(sequence: u64, raw: &[u8], event: &VerifiedEvent) -> BundleEvent {
+fn bundle_event(
+    sequence: u64,
+    raw: &[u8],
+    event: &VerifiedEvent,
+    opener: Option<&Opener>,
+    widened: &[WrappedKey],
+) -> BundleEvent {
+    let sealed = match content_of(&event.event, opener, widened) {
+        Content::Clear => None,
+        content @ Content::Opened { .. } => {
+            let mut json = content.to_json();
+            json["payload"] = content.payload_json(&event.signed.event);
+            Some(json)
+        }
+        content @ Content::Sealed { .. } => Some(content.to_json()),
+    };
     BundleEvent {
+        sealed,
         sequence,
         version: event.version(),
         event_id: event.event_id.to_string(),
@@ -210,14 +238,17 @@ fn bundle_event(sequence: u64, raw: &[u8], event: &VerifiedEvent) -> BundleEvent
     }
 }
 
-/// Builds the bundle of `case_id` from its stored messages, in stream order.
+/// Builds the bundle of `case_id` from its stored messages, in stream order; a sealed
+/// event is opened with `opener` when it is sealed, or widened, for one of its keys.
 pub fn build(
     case_id: &CaseId,
     messages: &[ExportMessage],
     last_sequence: u64,
     registry: &OfficeRegistry,
     now: OffsetDateTime,
+    opener: Option<&Opener>,
 ) -> Bundle {
+    let widened = widened_keys(messages.iter().filter_map(|m| m.outcome.as_ref().ok()));
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut signers = std::collections::BTreeSet::new();
@@ -225,7 +256,14 @@ pub fn build(
         match &message.outcome {
             Ok(event) => {
                 signers.insert(event.office.clone());
-                events.push(bundle_event(message.sequence, &message.raw, event));
+                let widened = widened.get(&event.version()).map_or(&[][..], Vec::as_slice);
+                events.push(bundle_event(
+                    message.sequence,
+                    &message.raw,
+                    event,
+                    opener,
+                    widened,
+                ));
             }
             Err(problem) => rejected.push(RejectedEntry {
                 sequence: message.sequence,
@@ -468,7 +506,7 @@ pub fn verify(bundle: &Bundle, trusted: Option<&OfficeRegistry>) -> BundleReport
             let event = casebus_integrity::verify_signed(&raw, registry).ok()?;
             Some((listed, event))
         }) {
-            let truth = bundle_event(listed.sequence, &[], &verified_event);
+            let truth = bundle_event(listed.sequence, &[], &verified_event, None, &[]);
             let mut differs = Vec::new();
             if listed.version != truth.version {
                 differs.push("version");
@@ -499,6 +537,11 @@ pub fn verify(bundle: &Bundle, trusted: Option<&OfficeRegistry>) -> BundleReport
             }
             if listed.event != truth.event {
                 differs.push("event");
+            }
+            // What an exporter opened is not checked (it needs the key), but whether the
+            // event is sealed is what its bytes say.
+            if listed.sealed.is_some() != truth.sealed.is_some() {
+                differs.push("sealed");
             }
             if !differs.is_empty() {
                 report(BundleFailure::new(

@@ -298,6 +298,20 @@ pub struct EventFilter {
     /// Stop after this stream sequence.
     #[arg(long, value_parser = sequence_arg)]
     pub to_seq: Option<u64>,
+    /// Keys to open sealed events with.
+    #[command(flatten)]
+    pub decryption: DecryptionArgs,
+}
+
+/// The keys `events`, `case show` and `export` open sealed content with.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DecryptionArgs {
+    /// An office's secret encryption key file (`casebus keys generate --kind
+    /// encryption`); repeat for more keys (an office's retired ones, other offices').
+    /// An event sealed for one of them is shown opened; without, a sealed event shows
+    /// its readable part, marked "sealed for <offices>".
+    #[arg(long = "decryption-key", value_name = "FILE")]
+    pub decryption_keys: Vec<PathBuf>,
 }
 
 /// `casebus events ...`
@@ -364,6 +378,9 @@ pub enum CaseCommand {
         /// counted with (give the services' own).
         #[command(flatten)]
         clocks: casebus_runtime::clocks::ClockArgs,
+        /// Keys to open sealed events with.
+        #[command(flatten)]
+        decryption: DecryptionArgs,
     },
 }
 
@@ -573,6 +590,10 @@ pub struct ExportArgs {
     /// carries the consistency proof between its size and the bundle's.
     #[arg(long = "known-checkpoint", requires = "gateway")]
     pub known_checkpoint: Option<PathBuf>,
+    /// Keys to open sealed events with: each event opened is written beside its signed
+    /// bytes (`sealed.opened`), which stay as stored.
+    #[command(flatten)]
+    pub decryption: DecryptionArgs,
 }
 
 /// `casebus audit` arguments.

@@ -13,8 +13,9 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use casebus_integrity::seal::{Opener, SealError, open_event_with};
 use casebus_integrity::{EventHash, OfficeRegistry, VerifyError, verify_signed};
-use casebus_proto::event::v1::{Event, SignedEvent};
+use casebus_proto::event::v1::{Event, Payload, SignedEvent, WrappedKey};
 use casebus_proto::{
     FILE_DESCRIPTOR_SET, PayloadKind, agency_name, datetime_from, payload_type_name,
     unknown_payload,
@@ -112,6 +113,183 @@ pub fn payload_json(event_bytes: &[u8]) -> Value {
     }
 }
 
+/// A payload as JSON, as [`payload_json`] renders the payload of an event.
+pub fn full_payload_json(payload: &Payload) -> Value {
+    descriptor(PAYLOAD_MESSAGE)
+        .and_then(|d| DynamicMessage::decode(d, payload.encode_to_vec().as_slice()).ok())
+        .and_then(|m| {
+            m.serialize_with_options(serde_json::value::Serializer, &json_options())
+                .ok()
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// The opener of the keys given with `--decryption-key`, `None` without.
+///
+/// # Errors
+/// A usage error naming `--decryption-key` and the file when one is not a readable
+/// encryption key file.
+pub fn load_opener(
+    args: &crate::cli::DecryptionArgs,
+) -> Result<Option<Opener>, crate::error::CliError> {
+    if args.decryption_keys.is_empty() {
+        return Ok(None);
+    }
+    let keys = args
+        .decryption_keys
+        .iter()
+        .map(|path| {
+            casebus_integrity::seal::OpeningKey::load(path).map_err(|e| {
+                crate::error::CliError::usage(format!("--decryption-key {}: {e}", path.display()))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Opener::new(keys)))
+}
+
+/// What a reader of the stream sees of an event's content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// In clear: the payload shown is all of it.
+    Clear,
+    /// Sealed, and opened with a key given (`--decryption-key`): the full payload.
+    Opened {
+        /// The offices it is sealed for.
+        readers: Vec<String>,
+        /// The full payload.
+        payload: Payload,
+    },
+    /// Sealed for `readers` and not opened here: only the readable part is shown.
+    Sealed {
+        /// The offices it is sealed for.
+        readers: Vec<String>,
+        /// Why a key given did not open it (altered, disagreeing), if one was tried.
+        problem: Option<String>,
+    },
+}
+
+/// The content keys later `VisibilityChanged` events wrapped for new readers, by the
+/// version of the event they widen, in case order.
+pub fn widened_keys<'a>(
+    events: impl IntoIterator<Item = &'a casebus_integrity::VerifiedEvent>,
+) -> std::collections::HashMap<u64, Vec<WrappedKey>> {
+    let mut widened: std::collections::HashMap<u64, Vec<WrappedKey>> =
+        std::collections::HashMap::new();
+    for event in events {
+        if let Some(casebus_proto::event::v1::payload::Kind::VisibilityChanged(p)) =
+            event.event.payload.as_ref().and_then(|p| p.kind.as_ref())
+            && !p.wrapped_keys.is_empty()
+        {
+            widened
+                .entry(p.target_version)
+                .or_default()
+                .extend(p.wrapped_keys.iter().cloned());
+        }
+    }
+    widened
+}
+
+/// The offices a sealed event's content key is wrapped for (its own wrapped keys and
+/// `widened`), from the key ids (`<office>#<label>`), sorted, each once.
+fn sealed_for(sealed: &casebus_integrity::seal::Sealed, widened: &[WrappedKey]) -> Vec<String> {
+    let mut offices: Vec<String> = sealed
+        .wrapped_keys
+        .iter()
+        .chain(widened)
+        .map(|w| {
+            w.key_id
+                .split_once('#')
+                .map_or(w.key_id.as_str(), |(office, _)| office)
+                .to_owned()
+        })
+        .collect();
+    offices.sort();
+    offices.dedup();
+    offices
+}
+
+/// The content of `event`: in clear, or sealed and opened with `opener` (looking for its
+/// content key among the event's wrapped keys and `widened`, those later widenings
+/// added), or sealed and not opened.
+pub fn content_of(event: &Event, opener: Option<&Opener>, widened: &[WrappedKey]) -> Content {
+    let Some(sealed) = &event.sealed else {
+        return Content::Clear;
+    };
+    let readers = sealed_for(sealed, widened);
+    let Some(opener) = opener else {
+        return Content::Sealed {
+            readers,
+            problem: None,
+        };
+    };
+    match open_event_with(opener, event, widened) {
+        Ok(payload) => Content::Opened { readers, payload },
+        Err(SealError::NotAReader { .. }) => Content::Sealed {
+            readers,
+            problem: None,
+        },
+        Err(e) => Content::Sealed {
+            readers,
+            problem: Some(e.to_string()),
+        },
+    }
+}
+
+impl Content {
+    /// The payload to show: the full one when opened, else the event's own (its readable
+    /// part when sealed).
+    pub fn payload_json(&self, event_bytes: &[u8]) -> Value {
+        match self {
+            Self::Opened { payload, .. } => full_payload_json(payload),
+            _ => payload_json(event_bytes),
+        }
+    }
+
+    /// `null` in clear; otherwise who it is sealed for, whether it was opened, and why a
+    /// key given did not open it.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Clear => Value::Null,
+            Self::Opened { readers, .. } => json!({ "for": readers, "opened": true }),
+            Self::Sealed { readers, problem } => {
+                json!({ "for": readers, "opened": false, "problem": problem })
+            }
+        }
+    }
+
+    /// A label for text output: empty in clear, `opened (sealed for ...)`, or
+    /// `sealed for ...` with what failed.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Clear => String::new(),
+            Self::Opened { readers, .. } => format!("opened (sealed for {})", readers.join(", ")),
+            Self::Sealed {
+                readers,
+                problem: None,
+            } => format!("sealed for {}", readers.join(", ")),
+            Self::Sealed {
+                readers,
+                problem: Some(p),
+            } => format!("sealed for {} (does not open: {p})", readers.join(", ")),
+        }
+    }
+
+    /// The payload shown in text: labelled when sealed.
+    pub fn payload_text(&self, event_bytes: &[u8], width: usize) -> String {
+        let payload = self.payload_json(event_bytes);
+        let inner = payload
+            .as_object()
+            .and_then(|o| o.values().next())
+            .map_or_else(String::new, ToString::to_string);
+        let label = self.label();
+        if label.is_empty() {
+            shorten(&inner, width)
+        } else {
+            format!("[{label}] {}", shorten(&inner, width))
+        }
+    }
+}
+
 /// Why a message is not a valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -180,6 +358,8 @@ pub struct EventView {
     pub request_id: String,
     /// Visibility kind name (`participants`, `listed_agencies`, `origin_only`).
     pub visibility: String,
+    /// Its content: in clear, sealed, or sealed and opened.
+    pub content: Content,
 }
 
 /// A stored message, decoded as far as it goes.
@@ -226,7 +406,9 @@ fn decode_view(raw: &[u8]) -> Result<EventView, Problem> {
             casebus_proto::event::v1::VisibilityKind::Unspecified => "participants".to_owned(),
             other => other.as_str_name().to_ascii_lowercase(),
         });
+    let content = content_of(&event, None, &[]);
     Ok(EventView {
+        content,
         case_id: event.case_id.clone(),
         version: event.case_version,
         event_id: event.event_id.clone(),
@@ -284,6 +466,19 @@ impl Decoded {
         }
     }
 
+    /// Opens the event's content with `opener` when it is sealed for one of its keys
+    /// (or for one of `widened`, the keys later widenings added).
+    #[must_use]
+    pub fn opened_with(mut self, opener: Option<&Opener>, widened: &[WrappedKey]) -> Self {
+        if let (Some(view), Some(_)) = (self.event.as_mut(), opener)
+            && view.content != Content::Clear
+            && let Ok(event) = Event::decode(view.event_bytes.as_slice())
+        {
+            view.content = content_of(&event, opener, widened);
+        }
+        self
+    }
+
     /// The message as one JSON object: sequence, subject, times, status, and for a
     /// decodable event its envelope, hashes, key and decoded payload.
     pub fn to_json(&self) -> Value {
@@ -329,7 +524,8 @@ impl Decoded {
             object.insert("request_id".into(), e.request_id.clone().into());
             object.insert("causation_id".into(), e.causation_id.clone().into());
             object.insert("correlation_id".into(), e.correlation_id.clone().into());
-            object.insert("payload".into(), payload_json(&e.event_bytes));
+            object.insert("payload".into(), e.content.payload_json(&e.event_bytes));
+            object.insert("sealed".into(), e.content.to_json());
         } else {
             object.insert(
                 "case".into(),
@@ -356,10 +552,10 @@ impl Decoded {
                     "  {} v{}  {}  {}",
                     e.case_id, e.version, e.office, e.type_name
                 ));
-                let payload = payload_json(&e.event_bytes);
-                if let Some((_, inner)) = payload.as_object().and_then(|o| o.iter().next()) {
+                let payload = e.content.payload_text(&e.event_bytes, 100);
+                if !payload.is_empty() {
                     line.push_str("  ");
-                    line.push_str(&shorten(&inner.to_string(), 100));
+                    line.push_str(&payload);
                 }
             }
             None => line.push_str(&format!("  {}", self.subject)),
@@ -374,11 +570,18 @@ impl Decoded {
 }
 
 /// A verified event as JSON, with the same fields as [`Decoded::to_json`] and status
-/// `verified`.
-pub fn verified_json(sequence: u64, event: &casebus_integrity::VerifiedEvent) -> Value {
+/// `verified`. A sealed event is opened with `opener` when it is sealed (or widened, `widened`) for
+/// one of its keys.
+pub fn verified_json(
+    sequence: u64,
+    event: &casebus_integrity::VerifiedEvent,
+    opener: Option<&Opener>,
+    widened: &[WrappedKey],
+) -> Value {
     let raw = event.encode_signed();
     let subject = format!("case.{}", event.case_id);
-    let mut decoded = Decoded::new(sequence, &subject, None, &raw, None);
+    let mut decoded =
+        Decoded::new(sequence, &subject, None, &raw, None).opened_with(opener, widened);
     decoded.status = Status::Verified;
     let mut json = decoded.to_json();
     if let Some(object) = json.as_object_mut() {

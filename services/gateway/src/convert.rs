@@ -19,7 +19,8 @@ use crate::visibility::{Viewer, stub_names_office};
 
 /// The wire form of one timeline row as seen by `viewer` with `sight` (`Clear` or
 /// `Stub`); a sealed event in clear is opened with `openers` for the viewer's office when
-/// the gateway holds its key (`opened`).
+/// the gateway holds its key (`opened`), wrapped in the event or in `widened` (the keys
+/// the case's widening VisibilityChanged events added for it).
 ///
 /// # Errors
 /// [`ReadError::CorruptEvent`] when the stored bytes of an event to show in clear do not
@@ -29,6 +30,7 @@ pub fn timeline_event(
     sight: Sight,
     viewer: &Viewer,
     openers: &Openers,
+    widened: &[casebus_proto::event::v1::WrappedKey],
 ) -> Result<pb::TimelineEvent, ReadError> {
     let mut out = pb::TimelineEvent {
         case_id: row.case_id.to_string(),
@@ -49,7 +51,7 @@ pub fn timeline_event(
         };
         let signed = SignedEvent::decode(row.signed.as_slice()).map_err(|_| corrupt())?;
         let mut event = Event::decode(signed.event.as_slice()).map_err(|_| corrupt())?;
-        if let Some(full) = openers.open_for(&viewer.office, &event) {
+        if let Some(full) = openers.open_for(&viewer.office, &event, widened) {
             event.payload = Some(full);
             out.opened = true;
         }

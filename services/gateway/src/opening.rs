@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use casebus_integrity::OfficeRegistry;
-use casebus_integrity::seal::{Opener, OpeningKey, open_event};
+use casebus_integrity::seal::{Opener, OpeningKey, WrappedKey, open_event_with};
 use casebus_proto::OfficeId;
 use casebus_proto::event::v1::Event;
 
@@ -65,17 +65,19 @@ impl Openers {
     }
 
     /// The full payload of sealed `event` for a caller of `office`, when the gateway
-    /// holds a key of that office the event is sealed for; `None` otherwise (no key, not
-    /// sealed for it, or a seal that does not open or disagrees with the readable part,
-    /// which is logged).
+    /// holds a key of that office the event is sealed for, in the event itself or in
+    /// `widened` (the keys later widening VisibilityChanged events wrapped for new
+    /// readers); `None` otherwise (no key, not sealed for it, or a seal that does not
+    /// open or disagrees with the readable part, which is logged).
     pub fn open_for(
         &self,
         office: &OfficeId,
         event: &Event,
+        widened: &[WrappedKey],
     ) -> Option<casebus_proto::event::v1::Payload> {
         event.sealed.as_ref()?;
         let opener = self.0.get(office)?;
-        match open_event(opener, event) {
+        match open_event_with(opener, event, widened) {
             Ok(full) => Some(full),
             Err(casebus_integrity::seal::SealError::NotAReader { .. }) => None,
             Err(error) => {

@@ -305,6 +305,7 @@ impl GatewayService {
                             query_viewer.sight(&state, row.version),
                             &query_viewer,
                             &openers,
+                            state.widened_keys(row.version),
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;

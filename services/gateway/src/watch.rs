@@ -250,6 +250,7 @@ async fn run_timeline(
                             query_viewer.sight(&state, row.version),
                             &query_viewer,
                             &openers,
+                            state.widened_keys(row.version),
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -394,7 +395,13 @@ async fn run_feed(
                     };
                     match query_viewer.sight(state, row.version) {
                         Sight::NotInvolved => {}
-                        sight => events.push(timeline_event(row, sight, &query_viewer, &openers)?),
+                        sight => events.push(timeline_event(
+                            row,
+                            sight,
+                            &query_viewer,
+                            &openers,
+                            state.widened_keys(row.version),
+                        )?),
                     }
                 }
                 let last_row = rows.last().map_or(after, |r| r.sequence);

@@ -275,6 +275,14 @@ impl Fixture {
         self.start_service(office_id, extra, "rules.toml").await
     }
 
+    /// Starts the service of `office_id` given its own decryption key (a fixture of
+    /// [`Fixture::start_sealing`]) and waits until it is ready.
+    pub async fn spawn_sealing(&self, office_id: &str) -> Running {
+        let key = self.decryption_key(office_id);
+        self.spawn_with(office_id, &key.each_ref().map(String::as_str))
+            .await
+    }
+
     /// Starts the service of `office_id` with its own deadline rules and waits until it
     /// is ready.
     pub async fn spawn_with_rules(&self, office_id: &str, rules: &str) -> Running {

@@ -8,14 +8,17 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use casebus_domain::{CaseState, HandoffStatus, OpenClock, TrackStatus};
+use casebus_integrity::seal::Opener;
+use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{HandoffKind, PartyRole};
 use casebus_proto::{CaseId, agency_name};
 use casebus_runtime::clocks::{ClockArgs, Clocks};
 
+use crate::cli::DecryptionArgs;
 use crate::context::Ctx;
-use crate::decode::{Problem, verified_json};
+use crate::decode::{Content, Problem, content_of, load_opener, verified_json};
 use crate::error::{CliError, Outcome};
-use crate::output::{shorten, table};
+use crate::output::table;
 use crate::times::{rfc3339, short, short_or_dash};
 
 fn track_status(status: TrackStatus) -> &'static str {
@@ -69,11 +72,78 @@ fn is_overdue(clock: Option<&OpenClock>, now: OffsetDateTime) -> bool {
     clock.is_some_and(|c| c.is_overdue(now))
 }
 
+/// The content of every event of a case (by version order), opened with `opener` where
+/// it is sealed for one of its keys or widened to one.
+fn contents(loaded: &casebus_bus::LoadedCase, opener: Option<&Opener>) -> Vec<Content> {
+    loaded
+        .events
+        .iter()
+        .map(|stored| {
+            content_of(
+                &stored.event.event,
+                opener,
+                loaded.state.widened_keys(stored.event.version()),
+            )
+        })
+        .collect()
+}
+
+/// What the summary shows for the case's content fields: the title and party names
+/// from the opened payloads, or "sealed for ..." where a sealed event was not opened.
+#[derive(Default)]
+struct Shown {
+    title: Option<String>,
+    names: std::collections::HashMap<String, String>,
+}
+
+impl Shown {
+    fn of(loaded: &casebus_bus::LoadedCase, contents: &[Content]) -> Self {
+        let mut shown = Self::default();
+        for (stored, content) in loaded.events.iter().zip(contents) {
+            let event = &stored.event.event;
+            let readable = event.payload.as_ref().and_then(|p| p.kind.as_ref());
+            let (kind, label) = match content {
+                Content::Clear => continue,
+                Content::Opened { payload, .. } => (payload.kind.as_ref(), None),
+                Content::Sealed { .. } => (readable, Some(format!("({})", content.label()))),
+            };
+            match kind {
+                Some(Kind::CaseOpened(p)) if stored.event.version() == 1 => {
+                    shown.title = Some(label.unwrap_or_else(|| p.title.clone()));
+                }
+                Some(Kind::PartyAdded(p)) => {
+                    if let Some(party) = &p.party {
+                        shown.names.insert(
+                            party.party_id.clone(),
+                            label.unwrap_or_else(|| party.name.clone()),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        shown
+    }
+
+    fn title(&self, state: &CaseState) -> Option<String> {
+        self.title
+            .clone()
+            .or_else(|| state.opened.as_ref().map(|o| o.title.clone()))
+    }
+
+    fn name(&self, party: &casebus_proto::event::v1::Party) -> String {
+        self.names
+            .get(&party.party_id)
+            .cloned()
+            .unwrap_or_else(|| party.name.clone())
+    }
+}
+
 /// The summary of a folded case as JSON.
-fn summary_json(state: &CaseState, clocks: &Clocks, now: OffsetDateTime) -> Value {
+fn summary_json(state: &CaseState, shown: &Shown, clocks: &Clocks, now: OffsetDateTime) -> Value {
     json!({
         "version": state.version,
-        "title": state.opened.as_ref().map(|o| o.title.clone()),
+        "title": shown.title(state),
         "case_type": state.opened.as_ref().map(|o| o.case_type.as_str_name().to_ascii_lowercase()),
         "opened_by": state.opened.as_ref().map(|o| o.office.to_string()),
         "opened_at": state.opened.as_ref().map(|o| rfc3339(o.at)),
@@ -86,7 +156,7 @@ fn summary_json(state: &CaseState, clocks: &Clocks, now: OffsetDateTime) -> Valu
         "parties": state.parties.values().map(|p| json!({
             "party_id": p.party_id,
             "role": party_role(p.role),
-            "name": p.name,
+            "name": shown.name(p),
             "organisation": p.organisation,
         })).collect::<Vec<_>>(),
         "handoffs": state.handoffs.values().map(|h| {
@@ -116,15 +186,17 @@ fn print_text(
     ctx: &Ctx,
     case: &CaseId,
     loaded: &casebus_bus::LoadedCase,
+    contents: &[Content],
     clocks: &Clocks,
     now: OffsetDateTime,
 ) -> Result<(), CliError> {
     let state = &loaded.state;
     let out = &ctx.out;
+    let shown = Shown::of(loaded, contents);
     match &state.opened {
         Some(opened) => out.line(format!(
             "case {case}: {:?} ({}), opened by {} at {}",
-            opened.title,
+            shown.title(state).unwrap_or_default(),
             opened.case_type.as_str_name().to_ascii_lowercase(),
             opened.office,
             short(opened.at)
@@ -163,7 +235,7 @@ fn print_text(
         t.add_row([
             party.party_id.clone(),
             party_role(party.role),
-            party.name.clone(),
+            shown.name(party),
         ]);
     }
     out.table(&t)?;
@@ -240,13 +312,8 @@ fn print_text(
 
     out.line("\nTimeline")?;
     let mut t = table(&["v", "seq", "recorded", "office", "actor", "type", "payload"]);
-    for stored in &loaded.events {
+    for (stored, content) in loaded.events.iter().zip(contents) {
         let e = &stored.event;
-        let payload = crate::decode::payload_json(&e.signed.event);
-        let inner = payload
-            .as_object()
-            .and_then(|o| o.values().next())
-            .map_or_else(String::new, ToString::to_string);
         t.add_row([
             e.version().to_string(),
             stored.sequence.to_string(),
@@ -254,7 +321,7 @@ fn print_text(
             e.office.to_string(),
             e.event.actor.clone(),
             e.type_name(),
-            shorten(&inner, 60),
+            content.payload_text(&e.signed.event, 60),
         ]);
     }
     out.table(&t)?;
@@ -275,9 +342,15 @@ fn print_text(
 }
 
 /// `casebus case show`.
-pub async fn show(ctx: &Ctx, case: &CaseId, clocks: &ClockArgs) -> Result<Outcome, CliError> {
-    // A bad rules file or calendar is refused before anything is read.
+pub async fn show(
+    ctx: &Ctx,
+    case: &CaseId,
+    clocks: &ClockArgs,
+    decryption: &DecryptionArgs,
+) -> Result<Outcome, CliError> {
+    // A bad rules file, calendar or key file is refused before anything is read.
     let clocks = clocks.load().map_err(CliError::from_source)?;
+    let opener = load_opener(decryption)?;
     let registry = ctx.registry("to verify the case")?;
     let bus = ctx.bus(registry).await?;
     let loaded = bus.load_case(case).await.map_err(CliError::from_source)?;
@@ -285,8 +358,10 @@ pub async fn show(ctx: &Ctx, case: &CaseId, clocks: &ClockArgs) -> Result<Outcom
         return Err(CliError::refused(format!("case {case} not found in CASES")));
     }
     let now = OffsetDateTime::now_utc();
+    let contents = contents(&loaded, opener.as_ref());
     if ctx.out.is_json() {
-        let mut summary = summary_json(&loaded.state, &clocks, now);
+        let shown = Shown::of(&loaded, &contents);
+        let mut summary = summary_json(&loaded.state, &shown, &clocks, now);
         if let Some(object) = summary.as_object_mut() {
             object.insert("case".into(), case.as_str().into());
             object.insert("last_sequence".into(), loaded.last_sequence.into());
@@ -296,7 +371,10 @@ pub async fn show(ctx: &Ctx, case: &CaseId, clocks: &ClockArgs) -> Result<Outcom
                 loaded
                     .events
                     .iter()
-                    .map(|e| verified_json(e.sequence, &e.event))
+                    .map(|e| {
+                        let widened = loaded.state.widened_keys(e.event.version());
+                        verified_json(e.sequence, &e.event, opener.as_ref(), widened)
+                    })
                     .collect(),
             );
             object.insert(
@@ -313,7 +391,7 @@ pub async fn show(ctx: &Ctx, case: &CaseId, clocks: &ClockArgs) -> Result<Outcom
         }
         ctx.out.json_document(&summary)?;
     } else {
-        print_text(ctx, case, &loaded, &clocks, now)?;
+        print_text(ctx, case, &loaded, &contents, &clocks, now)?;
     }
     Ok(Outcome::problems_if(!loaded.rejected.is_empty()))
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use casebus_bus::ops::{Ops, ScanStart, Scanner, StoredMessage};
 use casebus_bus::subjects::{CASES_STREAM, case_subject};
 use casebus_integrity::OfficeRegistry;
+use casebus_integrity::seal::Opener;
 use casebus_proto::agency_name;
 
 use crate::cli::{EventFilter, TailArgs};
 use crate::context::Ctx;
-use crate::decode::Decoded;
+use crate::decode::{Decoded, load_opener};
 use crate::error::{CliError, Outcome};
 
 /// Messages fetched per request while reading.
@@ -59,6 +60,7 @@ fn matches(decoded: &Decoded, filter: &EventFilter) -> bool {
 struct Printer<'a> {
     ctx: &'a Ctx,
     registry: Option<&'a OfficeRegistry>,
+    opener: Option<&'a Opener>,
     shown: u64,
 }
 
@@ -71,6 +73,7 @@ impl Printer<'_> {
             &message.payload,
             self.registry,
         )
+        .opened_with(self.opener, &[])
     }
 
     fn print(&mut self, decoded: &Decoded) -> Result<(), CliError> {
@@ -163,11 +166,13 @@ async fn read_until(
 /// `casebus events list`.
 pub async fn list(ctx: &Ctx, filter: &EventFilter) -> Result<Outcome, CliError> {
     check_range(filter)?;
+    let opener = load_opener(&filter.decryption)?;
     let (ops, registry, last) = setup(ctx).await?;
     let end = filter.to_seq.map_or(last, |to| to.min(last));
     let mut printer = Printer {
         ctx,
         registry: registry.as_deref(),
+        opener: opener.as_ref(),
         shown: 0,
     };
     if end == 0 || filter.from_seq.is_some_and(|from| from > end) {
@@ -199,11 +204,13 @@ pub async fn tail(ctx: &Ctx, args: &TailArgs) -> Result<Outcome, CliError> {
     if args.lines == 0 && !args.follow {
         return Err(CliError::usage("--lines 0 shows nothing without --follow"));
     }
+    let opener = load_opener(&filter.decryption)?;
     let (ops, registry, last) = setup(ctx).await?;
     let end = filter.to_seq.map_or(last, |to| to.min(last));
     let mut printer = Printer {
         ctx,
         registry: registry.as_deref(),
+        opener: opener.as_ref(),
         shown: 0,
     };
     let subject = subject_filter(filter);
@@ -306,6 +313,7 @@ mod tests {
             until: None,
             from_seq: None,
             to_seq: None,
+            decryption: crate::cli::DecryptionArgs::default(),
         }
     }
 

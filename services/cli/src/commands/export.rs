@@ -89,6 +89,7 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
         )));
     }
     let registry = ctx.registry("to verify the case before exporting it")?;
+    let opener = crate::decode::load_opener(&args.decryption)?;
     // Everything that can be wrong with the flags is found before NATS is touched.
     let sealing = match (&args.gateway, &args.gateway_token_file, &args.operator_key) {
         (Some(gateway), Some(token), Some(key)) => {
@@ -156,6 +157,7 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
         last_sequence,
         &registry,
         OffsetDateTime::now_utc(),
+        opener.as_ref(),
     );
     if let Some((mut client, operator, known)) = sealing {
         let proofs = read_proofs(&mut client, &args.case, &bundle, known.as_ref()).await?;

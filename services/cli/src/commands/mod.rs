@@ -29,7 +29,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
     match command {
         Command::Events(EventsCommand::List(filter)) => events::list(ctx, &filter).await,
         Command::Events(EventsCommand::Tail(args)) => events::tail(ctx, &args).await,
-        Command::Case(CaseCommand::Show { case, clocks }) => case::show(ctx, &case, &clocks).await,
+        Command::Case(CaseCommand::Show {
+            case,
+            clocks,
+            decryption,
+        }) => case::show(ctx, &case, &clocks, &decryption).await,
         Command::Verify(args) => verify::run(ctx, &args).await,
         Command::Replay(args) => replay::run(ctx, &args).await,
         Command::Rebuild(args) => rebuild::run(ctx, &args).await,
