@@ -8,8 +8,9 @@
 //! counts the refusal and logs it at error level, publishes nothing after it, and
 //! GetCheckpoint does not serve it. Two
 //! gateways signing for one origin publish one chain of growing, consistent checkpoints.
-//! GetCheckpoint serves the first checkpoint published after the NATS server restarted
-//! within 15 s of its publication.
+//! The gateway's watcher of `CHECKPOINTS` follows the stream, and GetCheckpoint serves
+//! the first checkpoint published after the NATS server restarted within 15 s of its
+//! publication.
 
 mod gateway_common;
 
@@ -454,6 +455,24 @@ async fn get_checkpoint_serves_the_checkpoints_published_after_the_nats_server_r
         .await;
     let first = f.cases_last().await;
     wait_served(&f, &gateway, first, PROJECTION_TIMEOUT).await;
+    // Both readers of the watcher (checkpoints, cosignatures) follow the stream, and
+    // neither has failed: otherwise every read would go to the stream.
+    wait_until(
+        PROJECTION_TIMEOUT,
+        "the checkpoint watcher to follow CHECKPOINTS",
+        async || {
+            (gateway
+                .log_text()
+                .matches("checkpoint watcher following")
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; the gateway's log:\n{}", gateway.log_text()));
+    let log = gateway.log_text();
+    assert!(!log.contains("checkpoint watcher lost"), "{log}");
 
     // The server goes away and comes back with its store: the gateway's reader of
     // CHECKPOINTS must notice, or it would serve the old checkpoint from then on.

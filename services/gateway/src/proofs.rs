@@ -59,18 +59,27 @@ pub struct ProofLog {
 /// What the checkpoint watcher has read of `CHECKPOINTS` for the origin.
 #[derive(Debug, Clone, Default)]
 struct Watched {
-    /// True once it has read what was stored when it started, while it follows.
-    live: bool,
+    /// True once the checkpoint reader has read what was stored when it started.
+    checkpoint_live: bool,
+    /// True once the cosignature reader has.
+    cosignatures_live: bool,
     /// The origin's last checkpoint message.
     checkpoint: Option<StoredMessage>,
     /// Each witness's last cosigned note, by subject.
     cosignatures: BTreeMap<String, Note>,
 }
 
+/// The two readers of the watcher: NATS 2.9 allows one filter per consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Checkpoint,
+    Cosignatures,
+}
+
 impl Watched {
-    /// The last checkpoint message and the cosignatures, while the watcher is live.
+    /// The last checkpoint message and the cosignatures, while both readers are live.
     fn view(&self) -> Option<(Option<StoredMessage>, Vec<Note>)> {
-        self.live.then(|| {
+        (self.checkpoint_live && self.cosignatures_live).then(|| {
             (
                 self.checkpoint.clone(),
                 self.cosignatures.values().cloned().collect(),
@@ -78,8 +87,34 @@ impl Watched {
         })
     }
 
-    fn lost(&mut self) {
-        *self = Self::default();
+    fn apply(&mut self, part: Part, messages: Vec<StoredMessage>) {
+        for message in messages {
+            match part {
+                Part::Checkpoint => self.checkpoint = Some(message),
+                Part::Cosignatures => {
+                    if let Ok(note) = Note::parse(&message.payload) {
+                        self.cosignatures.insert(message.subject, note);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_live(&mut self, part: Part, live: bool) {
+        match part {
+            Part::Checkpoint => {
+                self.checkpoint_live = live;
+                if !live {
+                    self.checkpoint = None;
+                }
+            }
+            Part::Cosignatures => {
+                self.cosignatures_live = live;
+                if !live {
+                    self.cosignatures.clear();
+                }
+            }
+        }
     }
 }
 
@@ -210,17 +245,24 @@ impl ProofLog {
     /// [`ProofLog::latest`] reads the stream itself until the watcher has caught up
     /// again.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        tokio::join!(
+            self.clone().follow(Part::Checkpoint, stop.clone()),
+            self.follow(Part::Cosignatures, stop),
+        );
+    }
+
+    async fn follow(self: Arc<Self>, part: Part, stop: CancellationToken) {
         let mut retry = WATCH_RETRY_MIN;
         loop {
             let result = tokio::select! {
                 () = stop.cancelled() => return,
-                result = self.watch_once(&stop) => result,
+                result = self.follow_once(part, &stop) => result,
             };
-            lock(&self.watched).lost();
+            lock(&self.watched).set_live(part, false);
             match result {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?retry, "checkpoint watcher lost CHECKPOINTS; reading it per request meanwhile");
+                    tracing::warn!(error = %e, reader = ?part, retry_in = ?retry, "checkpoint watcher lost CHECKPOINTS; reading it per request meanwhile");
                 }
             }
             tokio::select! {
@@ -231,43 +273,30 @@ impl ProofLog {
         }
     }
 
-    async fn watch_once(&self, stop: &CancellationToken) -> Result<(), OpsError> {
+    async fn follow_once(&self, part: Part, stop: &CancellationToken) -> Result<(), OpsError> {
+        let filter = match part {
+            Part::Checkpoint => checkpoint_subject(&self.origin),
+            Part::Cosignatures => cosignatures_filter(&self.origin),
+        };
         let mut scanner = self
             .ops
             .scan(
                 CHECKPOINTS_STREAM,
-                None,
+                Some(&filter),
                 ScanStart::LastPerSubject,
                 WATCH_BATCH,
             )
             .await?;
-        let mut seen = Watched::default();
-        let (checkpoint, cosignatures) = (
-            checkpoint_subject(&self.origin),
-            cosignatures_filter(&self.origin),
-        );
-        let cosignature_prefix = cosignatures.trim_end_matches('*');
-        let apply = |seen: &mut Watched, messages: Vec<StoredMessage>| {
-            for message in messages {
-                if message.subject == checkpoint {
-                    seen.checkpoint = Some(message);
-                } else if message.subject.starts_with(cosignature_prefix)
-                    && let Ok(note) = Note::parse(&message.payload)
-                {
-                    seen.cosignatures.insert(message.subject, note);
-                }
-            }
-        };
         // What was stored when the scan began, then live.
         loop {
             let batch = scanner.fetch().await?;
             if batch.is_empty() {
                 break;
             }
-            apply(&mut seen, batch);
+            lock(&self.watched).apply(part, batch);
         }
-        seen.live = true;
-        *lock(&self.watched) = seen.clone();
+        lock(&self.watched).set_live(part, true);
+        tracing::info!(filter = %filter, "checkpoint watcher following CHECKPOINTS");
         loop {
             let batch = tokio::select! {
                 () = stop.cancelled() => break,
@@ -278,8 +307,7 @@ impl ProofLog {
                 scanner.check().await?;
                 continue;
             }
-            apply(&mut seen, batch);
-            *lock(&self.watched) = seen.clone();
+            lock(&self.watched).apply(part, batch);
         }
         scanner.close().await;
         Ok(())
