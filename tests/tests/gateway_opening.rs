@@ -14,6 +14,7 @@
 mod gateway_common;
 
 use casebus_integrity::seal::{Opener, OpeningKey, open_event};
+use casebus_proto::CaseId;
 use casebus_proto::event::v1::payload::Kind as PayloadKind;
 use casebus_proto::event::v1::{Agency, Event, HandoffKind};
 use casebus_proto::gateway::v1::{Direction, GetTimelineRequest, TimelineEvent};
@@ -85,15 +86,13 @@ fn file_holds(path: &std::path::Path, needle: &str) -> bool {
     bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-#[tokio::test]
-async fn an_agency_gateway_opens_what_is_sealed_for_its_office_and_the_shared_one_opens_nothing() {
-    let f = Fixture::start_sealing().await;
-    let id = case("OPEN-1");
-    f.append(CUSTOMS, &id, opened("sealed notes"), None).await;
-    // The police take part through a referral in clear.
+/// Customs opens case `id` titled `title`; the police take part through a referral in
+/// clear.
+async fn open_with_police(f: &Fixture, id: &CaseId, title: &str) {
+    f.append(CUSTOMS, id, opened(title), None).await;
     f.append(
         CUSTOMS,
-        &id,
+        id,
         handoff(
             "h1",
             HandoffKind::SuspectedCrimeReferral,
@@ -102,6 +101,13 @@ async fn an_agency_gateway_opens_what_is_sealed_for_its_office_and_the_shared_on
         None,
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_agency_gateway_opens_what_is_sealed_for_its_office_and_the_shared_one_opens_nothing() {
+    let f = Fixture::start_sealing().await;
+    let id = case("OPEN-1");
+    open_with_police(&f, &id, "sealed notes").await;
     f.append(
         CUSTOMS,
         &id,
@@ -254,18 +260,7 @@ async fn widening_a_sealed_note_wraps_its_key_for_the_new_readers_and_their_gate
  {
     let f = Fixture::start_sealing().await;
     let id = case("WIDEN-1");
-    f.append(CUSTOMS, &id, opened("a note widened"), None).await;
-    f.append(
-        CUSTOMS,
-        &id,
-        handoff(
-            "h1",
-            HandoffKind::SuspectedCrimeReferral,
-            Agency::PublicSecurity,
-        ),
-        None,
-    )
-    .await;
+    open_with_police(&f, &id, "a note widened").await;
     f.append(CUSTOMS, &id, note(OWN_NOTE), sealed()).await;
     let police_key = f.path(&casebus_fixtures::encryption_key_file_name(POLICE));
     let mut police_gateway = f
