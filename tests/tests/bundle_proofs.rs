@@ -15,7 +15,9 @@
 //! (`consistency_missing`), the source claimed beyond the checkpoint (`not_covered`, and
 //! `manifest`: the seal covers the source), the operator's seal altered
 //! (`operator_signature`), a known checkpoint the log contradicts (`consistency`), and
-//! one the log key did not sign (`known_checkpoint`). `casebus verify --log`
+//! one the log key did not sign (`known_checkpoint`); export itself refuses, writing
+//! nothing, a known checkpoint the gateway's log contradicts (a fork), one without the
+//! log key's signature line and one of another origin. `casebus verify --log`
 //! recomputes the whole log from the stream against the latest checkpoint. Export is
 //! refused while the gateway's checkpoint does not cover the case's last event, and a
 //! bad policy file is refused naming its line and field.
@@ -160,8 +162,8 @@ struct Witnessed {
 }
 
 impl Witnessed {
-    /// Exports `case` (with `--known-checkpoint` when `known`) to `name`.
-    async fn export(&self, case: &str, name: &str, known: bool) -> (PathBuf, Output) {
+    /// Exports `case` (with `--known-checkpoint known` when given) to `name`.
+    async fn export(&self, case: &str, name: &str, known: Option<&Path>) -> (PathBuf, Output) {
         let out = self.f.path(name);
         let mut args = vec![
             "--json".to_owned(),
@@ -177,8 +179,8 @@ impl Witnessed {
             "--operator-key".into(),
             text(&self.operator_key),
         ];
-        if known {
-            args.extend(["--known-checkpoint".into(), text(&self.known)]);
+        if let Some(known) = known {
+            args.extend(["--known-checkpoint".into(), text(known)]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = casebus(&self.f, Some(&self.f.server.url()), &args).await;
@@ -337,7 +339,7 @@ async fn witnessed(id: &str) -> Witnessed {
 #[tokio::test]
 async fn an_exported_bundle_verifies_offline_and_each_tampering_fails_with_its_own_reason() {
     let mut w = witnessed("BND-1").await;
-    let (bundle, run) = w.export("BND-1", "BND-1.bundle.json", true).await;
+    let (bundle, run) = w.export("BND-1", "BND-1.bundle.json", Some(&w.known)).await;
     assert_eq!(run.status.code(), Some(0), "export: {}", stderr(&run));
     let exported = json(&run);
     assert_eq!(exported["format"], "casebus.bundle.v2");
@@ -576,6 +578,47 @@ async fn an_exported_bundle_verifies_offline_and_each_tampering_fails_with_its_o
         String::from_utf8_lossy(&run.stdout)
     );
 
+    // Export checks the court's checkpoint too, and writes nothing a verifier could only
+    // refuse: one the log contradicts is a fork, one without the log key's signature line
+    // or of another origin is not of this log.
+    let mut other_origin = Checkpoint::parse(known_note.text()).expect("checkpoint");
+    other_origin.origin = "casebus.test/elsewhere".into();
+    let other_origin = other_origin
+        .sign(&load_log_key(&w.log_key).expect("log key"))
+        .expect("sign");
+    let other_origin_path = w.f.path("elsewhere.checkpoint");
+    std::fs::write(&other_origin_path, other_origin.to_text()).expect("write");
+    for (known, name, says) in [
+        (
+            &forged_path,
+            "forked.bundle.json",
+            "is not consistent with it",
+        ),
+        (
+            &unsigned_path,
+            "unsigned.bundle.json",
+            "carries no signature of the log key",
+        ),
+        (
+            &other_origin_path,
+            "elsewhere.bundle.json",
+            "casebus.test/elsewhere",
+        ),
+    ] {
+        let (out, run) = w.export("BND-1", name, Some(known)).await;
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert!(
+            stderr(&run).contains(says) && stderr(&run).contains("nothing exported"),
+            "{name}: {}",
+            stderr(&run)
+        );
+        assert!(
+            !out.exists(),
+            "{name}: a refused export wrote {}",
+            out.display()
+        );
+    }
+
     // The same bundle without a policy proves nothing about the log; a v1 bundle carries
     // no proofs to check.
     let run = casebus(
@@ -761,4 +804,91 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 fn base64_encode(bytes: &[u8]) -> String {
     B64.encode(bytes)
+}
+
+/// Replaces `CASES` by a copy of its first messages in which `change` may alter or drop
+/// each `(sequence, payload)`: what an operator with the stream's administration rights
+/// could do. The checkpoints stay as the witnesses cosigned them.
+async fn rewrite_cases(f: &Fixture, change: impl Fn(u64, Vec<u8>) -> Option<Vec<u8>>) {
+    let js = f.server.jetstream().await.expect("jetstream");
+    let last = f.cases_last().await;
+    let stream = js.get_stream("CASES").await.expect("CASES");
+    let mut messages = Vec::new();
+    for sequence in 1..=last {
+        let m = stream
+            .get_raw_message(sequence)
+            .await
+            .expect("stored message");
+        messages.push((sequence, m.subject.to_string(), m.payload.to_vec()));
+    }
+    js.delete_stream("CASES").await.expect("delete CASES");
+    casebus_bus::provision::provision(&js, &casebus_bus::StreamSettings::default())
+        .await
+        .expect("provision again");
+    for (sequence, subject, payload) in messages {
+        if let Some(payload) = change(sequence, payload) {
+            js.publish(subject, payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+    }
+}
+
+#[tokio::test]
+async fn verify_log_finds_a_rewritten_stream() {
+    let mut w = witnessed("LOG-1").await;
+    w.gateway.stop().await;
+    let size = w.f.cases_last().await;
+    let verify_log = async || {
+        let run = casebus(
+            &w.f,
+            Some(&w.f.server.url()),
+            &["--json", "verify", "--log", "--policy", &text(&w.policy)],
+        )
+        .await;
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        (run.status.code(), codes(&run), out)
+    };
+    let (code, found, out) = verify_log().await;
+    assert_eq!(
+        (code, found.len()),
+        (Some(0), 0),
+        "the untouched stream: {out}"
+    );
+
+    // One byte of a stored message in the middle changed (its last: the signature's).
+    let middle = size / 2;
+    rewrite_cases(&w.f, |sequence, mut payload| {
+        if sequence == middle {
+            *payload.last_mut().expect("a payload") ^= 0x01;
+        }
+        Some(payload)
+    })
+    .await;
+    assert_eq!(w.f.cases_last().await, size, "the copy is as long");
+    let (code, found, out) = verify_log().await;
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(found, ["log_root"], "{out}");
+    assert!(
+        out.contains(&format!("the first {size} messages of CASES")),
+        "the failure names the tree it recomputed: {out}"
+    );
+
+    // The last message dropped: the stream is shorter than the witnessed tree.
+    rewrite_cases(&w.f, |sequence, payload| {
+        (sequence < size).then_some(payload)
+    })
+    .await;
+    let (code, found, out) = verify_log().await;
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(found, ["log_short"], "{out}");
+    assert!(
+        out.contains(&format!(
+            "holds {} messages, the checkpoint states {size}",
+            size - 1
+        )),
+        "{out}"
+    );
 }

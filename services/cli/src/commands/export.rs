@@ -6,7 +6,9 @@
 //! latest checkpoint with its cosignatures, every event's inclusion proof and the
 //! case-head proof, read from the gateway's proof RPCs (the served surface), plus a
 //! consistency proof to `--known-checkpoint`, sealed with `--operator-key`. Refused
-//! while the checkpoint does not cover the case's last event.
+//! while the checkpoint does not cover the case's last event, and when the known
+//! checkpoint is of another origin, lacks the log key's signature line or is not
+//! consistent with the gateway's log (a fork: the bundle could only fail).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -24,7 +26,7 @@ use casebus_proto::gateway::v1::{
 };
 use casebus_runtime::tlog_keys::load_log_key;
 use casebus_tlog::checkpoint::Checkpoint;
-use casebus_tlog::merkle::Hash;
+use casebus_tlog::merkle::{Hash, verify_consistency};
 use casebus_tlog::note::Note;
 use casebus_tlog::proof::TlogProof;
 
@@ -210,13 +212,88 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
 
 /// The court's checkpoint: a signed note whose text is a checkpoint (its signature is
 /// the verifier's to check, with the policy).
-fn read_known(path: &Path) -> Result<Checkpoint, CliError> {
+/// A checkpoint the court holds, as `--known-checkpoint` gives it.
+struct Known {
+    path: std::path::PathBuf,
+    note: Note,
+    checkpoint: Checkpoint,
+}
+
+fn read_known(path: &Path) -> Result<Known, CliError> {
     let bad = |reason: String| {
         CliError::usage(format!("--known-checkpoint {}: {reason}", path.display()))
     };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let note = Note::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-    Checkpoint::parse(note.text()).map_err(|e| bad(e.to_string()))
+    let checkpoint = Checkpoint::parse(note.text()).map_err(|e| bad(e.to_string()))?;
+    Ok(Known {
+        path: path.to_owned(),
+        note,
+        checkpoint,
+    })
+}
+
+/// Checks that the court's `known` checkpoint and the gateway's `latest` (its note
+/// `latest_note`) are of one log: the same origin, a signature line of the key that
+/// signed the gateway's checkpoint (its name and key id: the key itself is checked
+/// offline against the policy by `casebus verify`), and, with `proof` between their
+/// sizes, consistent roots (RFC 9162 2.1.4.2). Export refuses a bundle that could only
+/// fail, and says why: a log that contradicts a checkpoint the court holds is a fork.
+fn check_known(
+    known: &Known,
+    latest_note: &Note,
+    latest: &Checkpoint,
+    proof: &[Hash],
+) -> Result<(), CliError> {
+    let file = known.path.display();
+    let refuse = |reason: String| {
+        CliError::refused(format!(
+            "--known-checkpoint {file}: {reason}; nothing exported"
+        ))
+    };
+    if known.checkpoint.origin != latest.origin {
+        return Err(refuse(format!(
+            "it is a checkpoint of origin {:?}, the gateway's log is {:?}",
+            known.checkpoint.origin, latest.origin
+        )));
+    }
+    let Some(log) = latest_note.signatures().first() else {
+        return Err(CliError::runtime(
+            "the gateway's checkpoint carries no signature",
+        ));
+    };
+    if !known
+        .note
+        .signatures()
+        .iter()
+        .any(|s| s.name == log.name && s.id == log.id)
+    {
+        return Err(refuse(format!(
+            "it carries no signature of the log key {} (key id {:08x}) that signs the gateway's checkpoints",
+            log.name, log.id
+        )));
+    }
+    let (old, new) = if known.checkpoint.size <= latest.size {
+        (&known.checkpoint, latest)
+    } else {
+        (latest, &known.checkpoint)
+    };
+    let consistent = if old.size == new.size {
+        old.root == new.root
+    } else {
+        verify_consistency(old.size, new.size, &old.root, &new.root, proof).is_ok()
+    };
+    if consistent {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "the gateway's log (tree size {}, root {}) is not consistent with it (tree size {}, root {}): the log the gateway serves is not the one the court's checkpoint commits to (a fork); report it, do not export",
+            latest.size,
+            latest.root.to_base64(),
+            known.checkpoint.size,
+            known.checkpoint.root.to_base64()
+        )))
+    }
 }
 
 fn rpc_error(what: &str, status: &tonic::Status) -> CliError {
@@ -227,16 +304,20 @@ fn rpc_error(what: &str, status: &tonic::Status) -> CliError {
     ))
 }
 
-fn hash_list(list: &[Vec<u8>], what: &str) -> Result<Vec<String>, CliError> {
+fn hashes(list: &[Vec<u8>], what: &str) -> Result<Vec<Hash>, CliError> {
     list.iter()
         .map(|h| {
-            Hash::from_slice(h).map(|h| h.to_base64()).ok_or_else(|| {
+            Hash::from_slice(h).ok_or_else(|| {
                 CliError::runtime(format!(
                     "the gateway's {what} holds a hash that is not 32 bytes"
                 ))
             })
         })
         .collect()
+}
+
+fn hash_list(list: &[Vec<u8>], what: &str) -> Result<Vec<String>, CliError> {
+    Ok(hashes(list, what)?.iter().map(Hash::to_base64).collect())
 }
 
 /// Whether a signed note `text` states the same checkpoint as `expected` (the note
@@ -250,7 +331,7 @@ async fn read_proofs(
     client: &mut Client,
     case: &CaseId,
     bundle: &Bundle,
-    known: Option<&Checkpoint>,
+    known: Option<&Known>,
 ) -> Result<Proofs, CliError> {
     for _ in 0..PROOF_ATTEMPTS {
         if let Some(proofs) = read_proofs_once(client, case, bundle, known).await? {
@@ -267,7 +348,7 @@ async fn read_proofs_once(
     client: &mut Client,
     case: &CaseId,
     bundle: &Bundle,
-    known: Option<&Checkpoint>,
+    known: Option<&Known>,
 ) -> Result<Option<Proofs>, CliError> {
     let latest = client
         .get_checkpoint(GetCheckpointRequest {})
@@ -346,8 +427,9 @@ async fn read_proofs_once(
         proof: hash_list(&head.proof, "case-head proof")?,
     };
     let consistency = match known {
-        Some(known) if known.size != size => {
-            let (first, second) = (known.size.min(size), known.size.max(size));
+        Some(known) if known.checkpoint.size != size => {
+            let known_size = known.checkpoint.size;
+            let (first, second) = (known_size.min(size), known_size.max(size));
             let proof = client
                 .get_consistency_proof(GetConsistencyProofRequest {
                     first_size: first,
@@ -356,13 +438,19 @@ async fn read_proofs_once(
                 .await
                 .map_err(|s| rpc_error(&format!("consistency proof from {first} to {second}"), &s))?
                 .into_inner();
+            let proof = hashes(&proof.proof, "consistency proof")?;
+            check_known(known, &note, &checkpoint, &proof)?;
             Some(ConsistencyEntry {
                 first_size: first,
                 second_size: second,
-                proof: hash_list(&proof.proof, "consistency proof")?,
+                proof: proof.iter().map(Hash::to_base64).collect(),
             })
         }
-        _ => None,
+        Some(known) => {
+            check_known(known, &note, &checkpoint, &[])?;
+            None
+        }
+        None => None,
     };
     Ok(Some(Proofs {
         checkpoint: latest.checkpoint,
