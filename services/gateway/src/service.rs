@@ -413,14 +413,17 @@ impl GatewayService {
             return Err(ReadError::invalid("case_version", "must be 1 or more"));
         }
         let proofs = self.proofs()?.clone();
-        let Some(projected) = self.visible_version(&viewer, &case).await? else {
+        let latest = proofs.latest().await?;
+        // The projection and the log are read at once (two blocking reads); nothing of
+        // the log's answer is used before the visibility check has passed.
+        let (projected, inclusion) = tokio::join!(
+            self.visible_version(&viewer, &case),
+            proofs.inclusion_of(case.to_string(), req.case_version, &latest)
+        );
+        let Some(projected) = projected? else {
             return self.not_found(&caller, "GetInclusionProof", &case).await;
         };
-        let latest = proofs.latest().await?;
-        let inclusion = match proofs
-            .inclusion_of(case.to_string(), req.case_version, &latest)
-            .await?
-        {
+        let inclusion = match inclusion? {
             Some(inclusion) => inclusion,
             // A version the projection knows but the log does not yet.
             None if req.case_version <= projected => return Err(ReadError::NotYetCheckpointed),
