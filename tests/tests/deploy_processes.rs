@@ -31,6 +31,47 @@ const SERVICES: [(&str, &str); 7] = [
     ("casebus-monitor", "monitor"),
 ];
 
+/// The agency services (short names): each keeps an inbox snapshot
+/// (`--inbox-snapshot`, `CASEBUS_INBOX_SNAPSHOT`, docs/STARTUP.md), which must sit on a
+/// writable path that survives a restart, or every restart reads the whole stream again.
+const AGENCIES: [&str; 5] = [
+    "customs",
+    "ip-center",
+    "public-security",
+    "procuratorate",
+    "court",
+];
+
+/// The inbox snapshot path an agency service is given: `--inbox-snapshot` in its command
+/// (`--inbox-snapshot=P` or `--inbox-snapshot P`), else `CASEBUS_INBOX_SNAPSHOT` in one of
+/// its settings.
+fn inbox_snapshot<'a>(
+    command: impl IntoIterator<Item = &'a str>,
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let command: Vec<&str> = command.into_iter().collect();
+    command
+        .iter()
+        .enumerate()
+        .find_map(|(i, arg)| {
+            arg.strip_prefix("--inbox-snapshot=")
+                .or_else(|| (*arg == "--inbox-snapshot").then(|| command.get(i + 1).copied())?)
+        })
+        .or_else(|| {
+            settings
+                .into_iter()
+                .find(|(k, _)| *k == "CASEBUS_INBOX_SNAPSHOT")
+                .map(|(_, v)| v)
+        })
+        .map(str::to_owned)
+}
+
+/// Whether `path` lies inside directory `dir`.
+fn inside(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir.trim_end_matches('/'))
+        .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+}
+
 /// Binaries the image holds (the services and the operator CLI).
 const BINARIES: [&str; 8] = [
     "casebus",
@@ -170,6 +211,32 @@ fn unit_values<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> 
         .filter(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
         .collect()
+}
+
+/// The directories a unit may write that outlive a restart: its `StateDirectory=` (as `%S/`
+/// and `/var/lib/`) and its `ReadWritePaths=` outside the runtime and temporary
+/// directories. Under `ProtectSystem=strict` every other path is read-only.
+fn persistent_writable_dirs(settings: &[(String, String)]) -> Vec<String> {
+    let mut dirs = Vec::new();
+    for value in unit_values(settings, "StateDirectory") {
+        for dir in value.split_whitespace() {
+            let dir = dir.split(':').next().unwrap_or(dir);
+            dirs.push(format!("%S/{dir}"));
+            dirs.push(format!("/var/lib/{dir}"));
+        }
+    }
+    for value in unit_values(settings, "ReadWritePaths") {
+        for path in value.split_whitespace() {
+            let path = path.trim_start_matches(['-', '+']);
+            let volatile = ["/run", "/tmp", "/var/tmp", "/dev/shm", "%t", "%T", "%V"]
+                .iter()
+                .any(|v| path == *v || inside(path, v));
+            if !volatile {
+                dirs.push(path.to_owned());
+            }
+        }
+    }
+    dirs
 }
 
 /// A scratch root for `systemd-analyze --root`: the system's own units (for targets such
@@ -339,6 +406,25 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
                 "the projection lives in the state directory"
             );
         }
+        if AGENCIES.contains(&short) {
+            // EnvironmentFile= settings override Environment= ones.
+            let snapshot = inbox_snapshot(
+                one("ExecStart").split_whitespace(),
+                own.iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain(environment.iter().filter_map(|e| e.split_once('='))),
+            )
+            .unwrap_or_else(|| {
+                panic!("{unit}: no --inbox-snapshot or CASEBUS_INBOX_SNAPSHOT (docs/STARTUP.md)")
+            });
+            let writable = persistent_writable_dirs(&settings);
+            assert!(
+                writable.iter().any(|dir| inside(&snapshot, dir)),
+                "{unit}: the inbox snapshot {snapshot} is in neither its StateDirectory= nor a \
+                 persistent ReadWritePaths= ({writable:?}): under ProtectSystem=strict it cannot \
+                 be written, or it is lost at a restart"
+            );
+        }
     }
     assert!(
         units_on_disk.is_empty(),
@@ -348,6 +434,21 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
 
 // ---------------------------------------------------------------------------------------
 // compose
+
+/// The directories the image creates owned by the casebus user (`install -d -o 10001`
+/// in deploy/docker/Dockerfile): a named volume mounted on one starts out writable by
+/// the user every container runs as; on any other path Docker creates it owned by root.
+fn image_state_dirs() -> BTreeSet<String> {
+    let dockerfile = read(&deploy("docker/Dockerfile")).replace("\\\n", " ");
+    dockerfile
+        .split("&&")
+        .map(str::trim)
+        .filter(|command| command.starts_with("install -d -o 10001 -g 10001 "))
+        .flat_map(str::split_whitespace)
+        .filter(|word| word.starts_with('/'))
+        .map(str::to_owned)
+        .collect()
+}
 
 #[test]
 fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users() {
@@ -359,6 +460,8 @@ fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users
     let consumers = nats_consumers();
     let declared_secrets = compose["secrets"].as_object().expect("secrets");
     let declared_volumes = compose["volumes"].as_object().expect("volumes");
+    let image_dirs = image_state_dirs();
+    let mut snapshots = BTreeSet::new();
 
     for name in ["nats", "provision", "prometheus", "grafana"]
         .into_iter()
@@ -464,7 +567,60 @@ fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users
                 "{name}: the consumer its NATS user may use"
             );
         }
+
+        // Named volumes of the casebus user (`name:/path`, writable): the image owns the
+        // path for it.
+        let writable: Vec<&str> = service["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|spec| {
+                let mut parts = spec.split(':');
+                let (source, target) = (parts.next()?, parts.next()?);
+                let read_only = parts.any(|option| option.split(',').any(|o| o == "ro"));
+                (declared_volumes.contains_key(source) && !read_only).then_some(target)
+            })
+            .collect();
+        for target in &writable {
+            assert!(
+                image_dirs.contains(*target),
+                "{name}: volume at {target}, which the Dockerfile does not create for uid \
+                 10001 ({image_dirs:?}): Docker would make it root's, not writable"
+            );
+        }
+        if AGENCIES.contains(&name.as_str()) {
+            let command = service["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            let settings = environment
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                .chain(shared.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let snapshot = inbox_snapshot(command, settings).unwrap_or_else(|| {
+                panic!("{name}: no --inbox-snapshot or CASEBUS_INBOX_SNAPSHOT (docs/STARTUP.md)")
+            });
+            assert!(
+                writable.iter().any(|target| inside(&snapshot, target)),
+                "{name}: the inbox snapshot {snapshot} is on no writable named volume \
+                 ({writable:?}): the root is read-only and anything else is lost with the \
+                 container"
+            );
+            assert!(
+                snapshots.insert(snapshot.clone()),
+                "{name}: {snapshot} is another service's snapshot too"
+            );
+        }
     }
+    assert_eq!(
+        snapshots.len(),
+        AGENCIES.len(),
+        "every agency keeps a snapshot"
+    );
     assert_eq!(
         services["nats"]["volumes"][0], "../nats/single.conf:/etc/nats/nats-server.conf:ro",
         "NATS runs the shipped single-node config"
@@ -854,6 +1010,35 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
                 Some(expected.as_str()),
                 "{what}: the consumer its NATS user may use"
             );
+        }
+        if AGENCIES.contains(&short) {
+            assert_eq!(
+                object["kind"], "StatefulSet",
+                "{what}: each replica keeps its inbox snapshot on a claim of its own"
+            );
+            let command = container["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            let snapshot = inbox_snapshot(
+                command,
+                settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap_or_else(|| {
+                panic!("{what}: no --inbox-snapshot or CASEBUS_INBOX_SNAPSHOT (docs/STARTUP.md)")
+            });
+            let mount = claim_mount(object, container);
+            assert!(
+                inside(&snapshot, mount),
+                "{what}: the inbox snapshot {snapshot} is not on the claim mounted at {mount}"
+            );
+            let read_only = container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["mountPath"] == mount && m["readOnly"] == true);
+            assert!(!read_only, "{what}: the claim at {mount} is writable");
         }
         if short == "gateway" {
             assert_eq!(
