@@ -195,14 +195,129 @@ fn output_text(output: &std::process::Output) -> String {
 // ---------------------------------------------------------------------------------------
 // systemd
 
-/// `key=value` lines of a unit, in order (repeated keys kept).
+/// The witnesses' template unit; one instance per agency (`casebus-witness@customs`, ...).
+const WITNESS_TEMPLATE: &str = "casebus-witness@.service";
+
+fn witness_unit(agency: &str) -> String {
+    format!("casebus-witness@{agency}.service")
+}
+
+/// `key=value` lines of a unit, in order (repeated keys kept), with lines continued by a
+/// trailing backslash joined.
 fn unit_settings(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+    let mut lines = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines().map(str::trim) {
+        if pending.is_empty() && (line.starts_with('#') || line.starts_with(';')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(line);
+                lines.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('['))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
         .collect()
+}
+
+/// The one value of `key` in a unit's settings.
+fn one_value<'a>(unit: &str, settings: &'a [(String, String)], key: &str) -> &'a str {
+    let values = unit_values(settings, key);
+    assert_eq!(values.len(), 1, "{unit}: one {key}= ({values:?})");
+    values[0]
+}
+
+/// What every unit must do, services and witnesses alike: the sandbox, restarts, the stop
+/// timeout of the shutdown grace, the shared settings first and every settings file
+/// shipped, and its secrets as credentials handed to it (`%d/<id>` in an `Environment=`
+/// or its command) and nothing named in `%d/` that is not one. `instance` fills `%i`.
+fn check_unit_basics(
+    unit: &str,
+    settings: &[(String, String)],
+    instance: Option<&str>,
+    grace: Duration,
+) {
+    for (key, value) in [
+        ("Type", "exec"),
+        ("DynamicUser", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("Restart", "on-failure"),
+        ("KillSignal", "SIGTERM"),
+        ("CapabilityBoundingSet", ""),
+        ("UMask", "0077"),
+    ] {
+        assert_eq!(one_value(unit, settings, key), value, "{unit}: {key}");
+    }
+    let files = unit_values(settings, "EnvironmentFile");
+    assert_eq!(
+        files.first().copied(),
+        Some("/etc/casebus/casebus.env"),
+        "{unit}: the shared settings first"
+    );
+    assert!(files.len() >= 2, "{unit}: settings of its own");
+    for file in &files {
+        let file = instance.map_or_else(|| (*file).to_owned(), |i| file.replace("%i", i));
+        let name = file
+            .strip_prefix("/etc/casebus/")
+            .unwrap_or_else(|| panic!("{unit}: EnvironmentFile={file} is not in /etc/casebus"));
+        assert!(
+            deploy(&format!("systemd/env/{name}")).is_file(),
+            "{unit}: EnvironmentFile={file}, but deploy/systemd/env has no {name}"
+        );
+    }
+    assert_eq!(
+        duration(one_value(unit, settings, "TimeoutStopSec")),
+        grace + DRAIN_MARGIN,
+        "{unit}: TimeoutStopSec is the shutdown grace plus the drain margin"
+    );
+
+    // Secrets come as credentials, and the service is told where they are.
+    let credentials: BTreeSet<&str> = unit_values(settings, "LoadCredential")
+        .into_iter()
+        .filter_map(|v| v.split_once(':').map(|(id, _)| id))
+        .collect();
+    assert!(
+        credentials.contains("nats-nkey-seed"),
+        "{unit}: its NKey seed"
+    );
+    let environment = unit_values(settings, "Environment");
+    let exec_start = one_value(unit, settings, "ExecStart");
+    let handed: Vec<&str> = environment
+        .iter()
+        .filter_map(|line| line.split_once("=%d/").map(|(_, id)| id))
+        .chain(
+            exec_start
+                .split_whitespace()
+                .filter_map(|arg| arg.split_once("=%d/").map(|(_, id)| id)),
+        )
+        .collect();
+    for credential in &credentials {
+        assert!(
+            handed.contains(credential),
+            "{unit}: credential {credential} is handed to the service"
+        );
+    }
+    for id in &handed {
+        assert!(
+            credentials.contains(id),
+            "{unit}: %d/{id} names a credential"
+        );
+    }
 }
 
 fn unit_values<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> {
@@ -261,10 +376,13 @@ fn scratch_root() -> tempfile::TempDir {
     let bin = root.path().join("usr/local/bin");
     std::fs::create_dir_all(&etc).expect("mkdir");
     std::fs::create_dir_all(&bin).expect("mkdir");
-    for (name, _) in SERVICES {
-        let unit = format!("{name}.service");
+    let units = SERVICES
+        .iter()
+        .map(|(name, _)| (format!("{name}.service"), *name))
+        .chain([(WITNESS_TEMPLATE.to_owned(), "casebus")]);
+    for (unit, binary) in units {
         std::fs::copy(deploy(&format!("systemd/{unit}")), etc.join(&unit)).expect("copy unit");
-        let stub = bin.join(name);
+        let stub = bin.join(binary);
         std::fs::write(&stub, "#!/bin/sh\n").expect("stub");
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -279,9 +397,12 @@ fn every_unit_passes_systemd_analyze_verify_and_its_security_review() {
         "install Debian's systemd package (apt-get install -y systemd) or run scripts/test",
     );
     let root = scratch_root();
+    // The witness template is checked through its instances (verify of the bare template
+    // loads no settings).
     let units: Vec<String> = SERVICES
         .iter()
         .map(|(n, _)| format!("{n}.service"))
+        .chain(AGENCIES.iter().map(|agency| witness_unit(agency)))
         .collect();
     let verify = Command::new(&analyze)
         .arg("verify")
@@ -326,24 +447,13 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
         let unit = format!("{name}.service");
         assert!(units_on_disk.remove(&unit), "no {unit}");
         let settings = unit_settings(&read(&deploy(&format!("systemd/{unit}"))));
-        let one = |key: &str| -> &str {
-            let values = unit_values(&settings, key);
-            assert_eq!(values.len(), 1, "{unit}: one {key}= ({values:?})");
-            values[0]
-        };
-        assert_eq!(one("ExecStart"), format!("/usr/local/bin/{name}"), "{unit}");
-        for (key, value) in [
-            ("DynamicUser", "yes"),
-            ("NoNewPrivileges", "yes"),
-            ("ProtectSystem", "strict"),
-            ("ProtectHome", "yes"),
-            ("PrivateTmp", "yes"),
-            ("PrivateDevices", "yes"),
-            ("Restart", "on-failure"),
-            ("CapabilityBoundingSet", ""),
-        ] {
-            assert_eq!(one(key), value, "{unit}: {key}");
-        }
+        let one = |key: &str| -> &str { one_value(&unit, &settings, key) };
+        assert_eq!(
+            one("ExecStart").split_whitespace().next(),
+            Some(format!("/usr/local/bin/{name}").as_str()),
+            "{unit}"
+        );
+        check_unit_basics(&unit, &settings, None, grace);
         assert_eq!(
             unit_values(&settings, "EnvironmentFile"),
             vec![
@@ -352,38 +462,7 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
             ],
             "{unit}: shared then own settings"
         );
-        assert_eq!(
-            duration(one("TimeoutStopSec")),
-            grace + DRAIN_MARGIN,
-            "{unit}: TimeoutStopSec is the shutdown grace plus the drain margin"
-        );
-
-        // Secrets come as credentials, and the service is told where they are.
-        let credentials: BTreeSet<&str> = unit_values(&settings, "LoadCredential")
-            .into_iter()
-            .filter_map(|v| v.split_once(':').map(|(id, _)| id))
-            .collect();
-        assert!(
-            credentials.contains("nats-nkey-seed"),
-            "{unit}: its NKey seed"
-        );
         let environment: Vec<&str> = unit_values(&settings, "Environment");
-        for credential in &credentials {
-            assert!(
-                environment
-                    .iter()
-                    .any(|e| e.ends_with(&format!("=%d/{credential}"))),
-                "{unit}: credential {credential} is handed to the service"
-            );
-        }
-        for line in &environment {
-            if let Some((_, path)) = line.split_once("=%d/") {
-                assert!(
-                    credentials.contains(path),
-                    "{unit}: {line} names a credential"
-                );
-            }
-        }
 
         let own = env_file(&deploy(&format!("systemd/env/{name}.env")));
         let consumer = own
@@ -399,11 +478,20 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
         }
         if short == "gateway" {
             assert_eq!(one("StateDirectory"), "casebus-gateway");
+            for (setting, what) in [
+                ("CASEBUS_GATEWAY_DB", "the projection"),
+                ("CASEBUS_GATEWAY_TLOG_FILE", "the transparency log"),
+            ] {
+                assert!(
+                    environment
+                        .iter()
+                        .any(|e| e.starts_with(&format!("{setting}=%S/casebus-gateway/"))),
+                    "{what} lives in the state directory"
+                );
+            }
             assert!(
-                environment
-                    .iter()
-                    .any(|e| e.starts_with("CASEBUS_GATEWAY_DB=%S/casebus-gateway/")),
-                "the projection lives in the state directory"
+                environment.contains(&"CASEBUS_GATEWAY_LOG_KEY=%d/log-key"),
+                "the gateway signs checkpoints for the witnesses with its log key"
             );
         }
         if AGENCIES.contains(&short) {
@@ -427,9 +515,119 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
         }
     }
     assert!(
+        units_on_disk.remove(WITNESS_TEMPLATE),
+        "no {WITNESS_TEMPLATE}"
+    );
+    assert!(
         units_on_disk.is_empty(),
         "units not checked: {units_on_disk:?}"
     );
+}
+
+#[test]
+fn the_witness_template_runs_one_witness_per_agency_with_its_state_kept() {
+    let shared = env_file(&deploy("systemd/env/casebus.env"));
+    let grace = shutdown_grace(&shared);
+    let unit = WITNESS_TEMPLATE;
+    let settings = unit_settings(&read(&deploy(&format!("systemd/{unit}"))));
+    let exec_start = one_value(unit, &settings, "ExecStart");
+    let args: Vec<&str> = exec_start.split_whitespace().collect();
+    assert_eq!(
+        args[..2],
+        ["/usr/local/bin/casebus", "witness"],
+        "{unit}: runs casebus witness"
+    );
+    let flag = |name: &str| -> &str {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("{unit}: no --{name}="))
+    };
+    assert!(!args.contains(&"--once"), "{unit}: follows, not --once");
+
+    // Its state (what it cosigned) persists in its own state directory; its ready file
+    // goes in its runtime directory; its keys are credentials; public files in /etc.
+    assert_eq!(
+        one_value(unit, &settings, "StateDirectory"),
+        "casebus-witness-%i",
+        "{unit}: a state directory per instance"
+    );
+    let state = flag("state");
+    let writable = persistent_writable_dirs(&settings);
+    assert!(
+        writable.iter().any(|dir| inside(state, dir)),
+        "{unit}: --state={state} is in neither its StateDirectory= nor a persistent \
+         ReadWritePaths= ({writable:?})"
+    );
+    let runtime = one_value(unit, &settings, "RuntimeDirectory");
+    assert!(
+        inside(flag("ready-file"), &format!("%t/{runtime}")),
+        "{unit}: the ready file is in its RuntimeDirectory="
+    );
+    for name in ["witness-key", "gateway-token-file"] {
+        assert!(
+            flag(name).starts_with("%d/"),
+            "{unit}: --{name} is a credential"
+        );
+    }
+    for name in ["log-vkey", "gateway-tls-ca"] {
+        assert!(
+            flag(name).starts_with("/etc/casebus/"),
+            "{unit}: --{name} is a public file in /etc/casebus"
+        );
+    }
+    assert!(
+        unit_values(&settings, "Environment").contains(&"CASEBUS_NATS_INBOX_PREFIX=_INBOX_witness"),
+        "{unit}: the witness user's reply inbox"
+    );
+
+    // Every instance: the basics of every unit, and every ${VAR} of its command set by
+    // its settings files.
+    let gateway = env_file(&deploy("systemd/env/casebus-gateway.env"));
+    let mut ports = BTreeMap::new();
+    for agency in AGENCIES {
+        let instance = witness_unit(agency);
+        check_unit_basics(&instance, &settings, Some(agency), grace);
+        let mut env = BTreeMap::new();
+        for file in unit_values(&settings, "EnvironmentFile") {
+            let name = file.replace("%i", agency);
+            let name = name.trim_start_matches("/etc/casebus/");
+            env.extend(env_file(&deploy(&format!("systemd/env/{name}"))));
+        }
+        for arg in &args {
+            for (_, rest) in arg.match_indices("${").map(|(i, _)| arg.split_at(i + 2)) {
+                let var = rest.split('}').next().unwrap_or_default();
+                assert!(
+                    env.get(var).is_some_and(|v| !v.is_empty()),
+                    "{instance}: {arg} needs {var}, which its settings do not set"
+                );
+            }
+        }
+        assert_eq!(
+            env.get("CASEBUS_WITNESS_ORIGIN"),
+            gateway.get("CASEBUS_GATEWAY_LOG_ORIGIN"),
+            "{instance}: witnesses the origin the gateway's checkpoints carry"
+        );
+        let listen = env.get("CASEBUS_METRICS_LISTEN").expect("metrics listen");
+        let port = listen.rsplit(':').next().expect("a port").to_owned();
+        assert!(
+            ports.insert(port.clone(), instance.clone()).is_none(),
+            "{instance}: metrics port {port} is another witness's"
+        );
+    }
+    // One host may run them all: no witness takes a service's metrics port.
+    for (name, _) in SERVICES {
+        let own = env_file(&deploy(&format!("systemd/env/{name}.env")));
+        if let Some(port) = own
+            .get("CASEBUS_METRICS_LISTEN")
+            .and_then(|l| l.rsplit(':').next())
+        {
+            assert!(
+                !ports.contains_key(port),
+                "{name} and {} share metrics port {port}",
+                ports[port]
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
