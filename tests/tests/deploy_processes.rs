@@ -31,6 +31,47 @@ const SERVICES: [(&str, &str); 7] = [
     ("casebus-monitor", "monitor"),
 ];
 
+/// The agency services (short names): each keeps an inbox snapshot
+/// (`--inbox-snapshot`, `CASEBUS_INBOX_SNAPSHOT`, docs/STARTUP.md), which must sit on a
+/// writable path that survives a restart, or every restart reads the whole stream again.
+const AGENCIES: [&str; 5] = [
+    "customs",
+    "ip-center",
+    "public-security",
+    "procuratorate",
+    "court",
+];
+
+/// The inbox snapshot path an agency service is given: `--inbox-snapshot` in its command
+/// (`--inbox-snapshot=P` or `--inbox-snapshot P`), else `CASEBUS_INBOX_SNAPSHOT` in one of
+/// its settings.
+fn inbox_snapshot<'a>(
+    command: impl IntoIterator<Item = &'a str>,
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let command: Vec<&str> = command.into_iter().collect();
+    command
+        .iter()
+        .enumerate()
+        .find_map(|(i, arg)| {
+            arg.strip_prefix("--inbox-snapshot=")
+                .or_else(|| (*arg == "--inbox-snapshot").then(|| command.get(i + 1).copied())?)
+        })
+        .or_else(|| {
+            settings
+                .into_iter()
+                .find(|(k, _)| *k == "CASEBUS_INBOX_SNAPSHOT")
+                .map(|(_, v)| v)
+        })
+        .map(str::to_owned)
+}
+
+/// Whether `path` lies inside directory `dir`.
+fn inside(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir.trim_end_matches('/'))
+        .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+}
+
 /// Binaries the image holds (the services and the operator CLI).
 const BINARIES: [&str; 8] = [
     "casebus",
@@ -154,14 +195,129 @@ fn output_text(output: &std::process::Output) -> String {
 // ---------------------------------------------------------------------------------------
 // systemd
 
-/// `key=value` lines of a unit, in order (repeated keys kept).
+/// The witnesses' template unit; one instance per agency (`casebus-witness@customs`, ...).
+const WITNESS_TEMPLATE: &str = "casebus-witness@.service";
+
+fn witness_unit(agency: &str) -> String {
+    format!("casebus-witness@{agency}.service")
+}
+
+/// `key=value` lines of a unit, in order (repeated keys kept), with lines continued by a
+/// trailing backslash joined.
 fn unit_settings(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+    let mut lines = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines().map(str::trim) {
+        if pending.is_empty() && (line.starts_with('#') || line.starts_with(';')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(line);
+                lines.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('['))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
         .collect()
+}
+
+/// The one value of `key` in a unit's settings.
+fn one_value<'a>(unit: &str, settings: &'a [(String, String)], key: &str) -> &'a str {
+    let values = unit_values(settings, key);
+    assert_eq!(values.len(), 1, "{unit}: one {key}= ({values:?})");
+    values[0]
+}
+
+/// What every unit must do, services and witnesses alike: the sandbox, restarts, the stop
+/// timeout of the shutdown grace, the shared settings first and every settings file
+/// shipped, and its secrets as credentials handed to it (`%d/<id>` in an `Environment=`
+/// or its command) and nothing named in `%d/` that is not one. `instance` fills `%i`.
+fn check_unit_basics(
+    unit: &str,
+    settings: &[(String, String)],
+    instance: Option<&str>,
+    grace: Duration,
+) {
+    for (key, value) in [
+        ("Type", "exec"),
+        ("DynamicUser", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("Restart", "on-failure"),
+        ("KillSignal", "SIGTERM"),
+        ("CapabilityBoundingSet", ""),
+        ("UMask", "0077"),
+    ] {
+        assert_eq!(one_value(unit, settings, key), value, "{unit}: {key}");
+    }
+    let files = unit_values(settings, "EnvironmentFile");
+    assert_eq!(
+        files.first().copied(),
+        Some("/etc/casebus/casebus.env"),
+        "{unit}: the shared settings first"
+    );
+    assert!(files.len() >= 2, "{unit}: settings of its own");
+    for file in &files {
+        let file = instance.map_or_else(|| (*file).to_owned(), |i| file.replace("%i", i));
+        let name = file
+            .strip_prefix("/etc/casebus/")
+            .unwrap_or_else(|| panic!("{unit}: EnvironmentFile={file} is not in /etc/casebus"));
+        assert!(
+            deploy(&format!("systemd/env/{name}")).is_file(),
+            "{unit}: EnvironmentFile={file}, but deploy/systemd/env has no {name}"
+        );
+    }
+    assert_eq!(
+        duration(one_value(unit, settings, "TimeoutStopSec")),
+        grace + DRAIN_MARGIN,
+        "{unit}: TimeoutStopSec is the shutdown grace plus the drain margin"
+    );
+
+    // Secrets come as credentials, and the service is told where they are.
+    let credentials: BTreeSet<&str> = unit_values(settings, "LoadCredential")
+        .into_iter()
+        .filter_map(|v| v.split_once(':').map(|(id, _)| id))
+        .collect();
+    assert!(
+        credentials.contains("nats-nkey-seed"),
+        "{unit}: its NKey seed"
+    );
+    let environment = unit_values(settings, "Environment");
+    let exec_start = one_value(unit, settings, "ExecStart");
+    let handed: Vec<&str> = environment
+        .iter()
+        .filter_map(|line| line.split_once("=%d/").map(|(_, id)| id))
+        .chain(
+            exec_start
+                .split_whitespace()
+                .filter_map(|arg| arg.split_once("=%d/").map(|(_, id)| id)),
+        )
+        .collect();
+    for credential in &credentials {
+        assert!(
+            handed.contains(credential),
+            "{unit}: credential {credential} is handed to the service"
+        );
+    }
+    for id in &handed {
+        assert!(
+            credentials.contains(id),
+            "{unit}: %d/{id} names a credential"
+        );
+    }
 }
 
 fn unit_values<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> {
@@ -170,6 +326,32 @@ fn unit_values<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> 
         .filter(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
         .collect()
+}
+
+/// The directories a unit may write that outlive a restart: its `StateDirectory=` (as `%S/`
+/// and `/var/lib/`) and its `ReadWritePaths=` outside the runtime and temporary
+/// directories. Under `ProtectSystem=strict` every other path is read-only.
+fn persistent_writable_dirs(settings: &[(String, String)]) -> Vec<String> {
+    let mut dirs = Vec::new();
+    for value in unit_values(settings, "StateDirectory") {
+        for dir in value.split_whitespace() {
+            let dir = dir.split(':').next().unwrap_or(dir);
+            dirs.push(format!("%S/{dir}"));
+            dirs.push(format!("/var/lib/{dir}"));
+        }
+    }
+    for value in unit_values(settings, "ReadWritePaths") {
+        for path in value.split_whitespace() {
+            let path = path.trim_start_matches(['-', '+']);
+            let volatile = ["/run", "/tmp", "/var/tmp", "/dev/shm", "%t", "%T", "%V"]
+                .iter()
+                .any(|v| path == *v || inside(path, v));
+            if !volatile {
+                dirs.push(path.to_owned());
+            }
+        }
+    }
+    dirs
 }
 
 /// A scratch root for `systemd-analyze --root`: the system's own units (for targets such
@@ -194,10 +376,13 @@ fn scratch_root() -> tempfile::TempDir {
     let bin = root.path().join("usr/local/bin");
     std::fs::create_dir_all(&etc).expect("mkdir");
     std::fs::create_dir_all(&bin).expect("mkdir");
-    for (name, _) in SERVICES {
-        let unit = format!("{name}.service");
+    let units = SERVICES
+        .iter()
+        .map(|(name, _)| (format!("{name}.service"), *name))
+        .chain([(WITNESS_TEMPLATE.to_owned(), "casebus")]);
+    for (unit, binary) in units {
         std::fs::copy(deploy(&format!("systemd/{unit}")), etc.join(&unit)).expect("copy unit");
-        let stub = bin.join(name);
+        let stub = bin.join(binary);
         std::fs::write(&stub, "#!/bin/sh\n").expect("stub");
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -212,9 +397,12 @@ fn every_unit_passes_systemd_analyze_verify_and_its_security_review() {
         "install Debian's systemd package (apt-get install -y systemd) or run scripts/test",
     );
     let root = scratch_root();
+    // The witness template is checked through its instances (verify of the bare template
+    // loads no settings).
     let units: Vec<String> = SERVICES
         .iter()
         .map(|(n, _)| format!("{n}.service"))
+        .chain(AGENCIES.iter().map(|agency| witness_unit(agency)))
         .collect();
     let verify = Command::new(&analyze)
         .arg("verify")
@@ -259,24 +447,13 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
         let unit = format!("{name}.service");
         assert!(units_on_disk.remove(&unit), "no {unit}");
         let settings = unit_settings(&read(&deploy(&format!("systemd/{unit}"))));
-        let one = |key: &str| -> &str {
-            let values = unit_values(&settings, key);
-            assert_eq!(values.len(), 1, "{unit}: one {key}= ({values:?})");
-            values[0]
-        };
-        assert_eq!(one("ExecStart"), format!("/usr/local/bin/{name}"), "{unit}");
-        for (key, value) in [
-            ("DynamicUser", "yes"),
-            ("NoNewPrivileges", "yes"),
-            ("ProtectSystem", "strict"),
-            ("ProtectHome", "yes"),
-            ("PrivateTmp", "yes"),
-            ("PrivateDevices", "yes"),
-            ("Restart", "on-failure"),
-            ("CapabilityBoundingSet", ""),
-        ] {
-            assert_eq!(one(key), value, "{unit}: {key}");
-        }
+        let one = |key: &str| -> &str { one_value(&unit, &settings, key) };
+        assert_eq!(
+            one("ExecStart").split_whitespace().next(),
+            Some(format!("/usr/local/bin/{name}").as_str()),
+            "{unit}"
+        );
+        check_unit_basics(&unit, &settings, None, grace);
         assert_eq!(
             unit_values(&settings, "EnvironmentFile"),
             vec![
@@ -285,38 +462,7 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
             ],
             "{unit}: shared then own settings"
         );
-        assert_eq!(
-            duration(one("TimeoutStopSec")),
-            grace + DRAIN_MARGIN,
-            "{unit}: TimeoutStopSec is the shutdown grace plus the drain margin"
-        );
-
-        // Secrets come as credentials, and the service is told where they are.
-        let credentials: BTreeSet<&str> = unit_values(&settings, "LoadCredential")
-            .into_iter()
-            .filter_map(|v| v.split_once(':').map(|(id, _)| id))
-            .collect();
-        assert!(
-            credentials.contains("nats-nkey-seed"),
-            "{unit}: its NKey seed"
-        );
         let environment: Vec<&str> = unit_values(&settings, "Environment");
-        for credential in &credentials {
-            assert!(
-                environment
-                    .iter()
-                    .any(|e| e.ends_with(&format!("=%d/{credential}"))),
-                "{unit}: credential {credential} is handed to the service"
-            );
-        }
-        for line in &environment {
-            if let Some((_, path)) = line.split_once("=%d/") {
-                assert!(
-                    credentials.contains(path),
-                    "{unit}: {line} names a credential"
-                );
-            }
-        }
 
         let own = env_file(&deploy(&format!("systemd/env/{name}.env")));
         let consumer = own
@@ -332,22 +478,175 @@ fn every_unit_is_sandboxed_restarted_and_given_its_settings_and_secrets() {
         }
         if short == "gateway" {
             assert_eq!(one("StateDirectory"), "casebus-gateway");
+            for (setting, what) in [
+                ("CASEBUS_GATEWAY_DB", "the projection"),
+                ("CASEBUS_GATEWAY_TLOG_FILE", "the transparency log"),
+            ] {
+                assert!(
+                    environment
+                        .iter()
+                        .any(|e| e.starts_with(&format!("{setting}=%S/casebus-gateway/"))),
+                    "{what} lives in the state directory"
+                );
+            }
             assert!(
-                environment
-                    .iter()
-                    .any(|e| e.starts_with("CASEBUS_GATEWAY_DB=%S/casebus-gateway/")),
-                "the projection lives in the state directory"
+                environment.contains(&"CASEBUS_GATEWAY_LOG_KEY=%d/log-key"),
+                "the gateway signs checkpoints for the witnesses with its log key"
+            );
+        }
+        if AGENCIES.contains(&short) {
+            // EnvironmentFile= settings override Environment= ones.
+            let snapshot = inbox_snapshot(
+                one("ExecStart").split_whitespace(),
+                own.iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain(environment.iter().filter_map(|e| e.split_once('='))),
+            )
+            .unwrap_or_else(|| {
+                panic!("{unit}: no --inbox-snapshot or CASEBUS_INBOX_SNAPSHOT (docs/STARTUP.md)")
+            });
+            let writable = persistent_writable_dirs(&settings);
+            assert!(
+                writable.iter().any(|dir| inside(&snapshot, dir)),
+                "{unit}: the inbox snapshot {snapshot} is in neither its StateDirectory= nor a \
+                 persistent ReadWritePaths= ({writable:?}): under ProtectSystem=strict it cannot \
+                 be written, or it is lost at a restart"
             );
         }
     }
+    assert!(
+        units_on_disk.remove(WITNESS_TEMPLATE),
+        "no {WITNESS_TEMPLATE}"
+    );
     assert!(
         units_on_disk.is_empty(),
         "units not checked: {units_on_disk:?}"
     );
 }
 
+#[test]
+fn the_witness_template_runs_one_witness_per_agency_with_its_state_kept() {
+    let shared = env_file(&deploy("systemd/env/casebus.env"));
+    let grace = shutdown_grace(&shared);
+    let unit = WITNESS_TEMPLATE;
+    let settings = unit_settings(&read(&deploy(&format!("systemd/{unit}"))));
+    let exec_start = one_value(unit, &settings, "ExecStart");
+    let args: Vec<&str> = exec_start.split_whitespace().collect();
+    assert_eq!(
+        args[..2],
+        ["/usr/local/bin/casebus", "witness"],
+        "{unit}: runs casebus witness"
+    );
+    let flag = |name: &str| -> &str {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("{unit}: no --{name}="))
+    };
+    assert!(!args.contains(&"--once"), "{unit}: follows, not --once");
+
+    // Its state (what it cosigned) persists in its own state directory; its ready file
+    // goes in its runtime directory; its keys are credentials; public files in /etc.
+    assert_eq!(
+        one_value(unit, &settings, "StateDirectory"),
+        "casebus-witness-%i",
+        "{unit}: a state directory per instance"
+    );
+    let state = flag("state");
+    let writable = persistent_writable_dirs(&settings);
+    assert!(
+        writable.iter().any(|dir| inside(state, dir)),
+        "{unit}: --state={state} is in neither its StateDirectory= nor a persistent \
+         ReadWritePaths= ({writable:?})"
+    );
+    let runtime = one_value(unit, &settings, "RuntimeDirectory");
+    assert!(
+        inside(flag("ready-file"), &format!("%t/{runtime}")),
+        "{unit}: the ready file is in its RuntimeDirectory="
+    );
+    for name in ["witness-key", "gateway-token-file"] {
+        assert!(
+            flag(name).starts_with("%d/"),
+            "{unit}: --{name} is a credential"
+        );
+    }
+    for name in ["log-vkey", "gateway-tls-ca"] {
+        assert!(
+            flag(name).starts_with("/etc/casebus/"),
+            "{unit}: --{name} is a public file in /etc/casebus"
+        );
+    }
+    assert!(
+        unit_values(&settings, "Environment").contains(&"CASEBUS_NATS_INBOX_PREFIX=_INBOX_witness"),
+        "{unit}: the witness user's reply inbox"
+    );
+
+    // Every instance: the basics of every unit, and every ${VAR} of its command set by
+    // its settings files.
+    let gateway = env_file(&deploy("systemd/env/casebus-gateway.env"));
+    let mut ports = BTreeMap::new();
+    for agency in AGENCIES {
+        let instance = witness_unit(agency);
+        check_unit_basics(&instance, &settings, Some(agency), grace);
+        let mut env = BTreeMap::new();
+        for file in unit_values(&settings, "EnvironmentFile") {
+            let name = file.replace("%i", agency);
+            let name = name.trim_start_matches("/etc/casebus/");
+            env.extend(env_file(&deploy(&format!("systemd/env/{name}"))));
+        }
+        for arg in &args {
+            for (_, rest) in arg.match_indices("${").map(|(i, _)| arg.split_at(i + 2)) {
+                let var = rest.split('}').next().unwrap_or_default();
+                assert!(
+                    env.get(var).is_some_and(|v| !v.is_empty()),
+                    "{instance}: {arg} needs {var}, which its settings do not set"
+                );
+            }
+        }
+        assert_eq!(
+            env.get("CASEBUS_WITNESS_ORIGIN"),
+            gateway.get("CASEBUS_GATEWAY_LOG_ORIGIN"),
+            "{instance}: witnesses the origin the gateway's checkpoints carry"
+        );
+        let listen = env.get("CASEBUS_METRICS_LISTEN").expect("metrics listen");
+        let port = listen.rsplit(':').next().expect("a port").to_owned();
+        assert!(
+            ports.insert(port.clone(), instance.clone()).is_none(),
+            "{instance}: metrics port {port} is another witness's"
+        );
+    }
+    // One host may run them all: no witness takes a service's metrics port.
+    for (name, _) in SERVICES {
+        let own = env_file(&deploy(&format!("systemd/env/{name}.env")));
+        if let Some(port) = own
+            .get("CASEBUS_METRICS_LISTEN")
+            .and_then(|l| l.rsplit(':').next())
+        {
+            assert!(
+                !ports.contains_key(port),
+                "{name} and {} share metrics port {port}",
+                ports[port]
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // compose
+
+/// The directories the image creates owned by the casebus user (`install -d -o 10001`
+/// in deploy/docker/Dockerfile): a named volume mounted on one starts out writable by
+/// the user every container runs as; on any other path Docker creates it owned by root.
+fn image_state_dirs() -> BTreeSet<String> {
+    let dockerfile = read(&deploy("docker/Dockerfile")).replace("\\\n", " ");
+    dockerfile
+        .split("&&")
+        .map(str::trim)
+        .filter(|command| command.starts_with("install -d -o 10001 -g 10001 "))
+        .flat_map(str::split_whitespace)
+        .filter(|word| word.starts_with('/'))
+        .map(str::to_owned)
+        .collect()
+}
 
 #[test]
 fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users() {
@@ -359,6 +658,8 @@ fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users
     let consumers = nats_consumers();
     let declared_secrets = compose["secrets"].as_object().expect("secrets");
     let declared_volumes = compose["volumes"].as_object().expect("volumes");
+    let image_dirs = image_state_dirs();
+    let mut snapshots = BTreeSet::new();
 
     for name in ["nats", "provision", "prometheus", "grafana"]
         .into_iter()
@@ -464,7 +765,60 @@ fn the_compose_file_wires_every_service_to_existing_files_secrets_and_nats_users
                 "{name}: the consumer its NATS user may use"
             );
         }
+
+        // Named volumes of the casebus user (`name:/path`, writable): the image owns the
+        // path for it.
+        let writable: Vec<&str> = service["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|spec| {
+                let mut parts = spec.split(':');
+                let (source, target) = (parts.next()?, parts.next()?);
+                let read_only = parts.any(|option| option.split(',').any(|o| o == "ro"));
+                (declared_volumes.contains_key(source) && !read_only).then_some(target)
+            })
+            .collect();
+        for target in &writable {
+            assert!(
+                image_dirs.contains(*target),
+                "{name}: volume at {target}, which the Dockerfile does not create for uid \
+                 10001 ({image_dirs:?}): Docker would make it root's, not writable"
+            );
+        }
+        if AGENCIES.contains(&name.as_str()) {
+            let command = service["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            let settings = environment
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                .chain(shared.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let snapshot = inbox_snapshot(command, settings).unwrap_or_else(|| {
+                panic!("{name}: no --inbox-snapshot or CASEBUS_INBOX_SNAPSHOT (docs/STARTUP.md)")
+            });
+            assert!(
+                writable.iter().any(|target| inside(&snapshot, target)),
+                "{name}: the inbox snapshot {snapshot} is on no writable named volume \
+                 ({writable:?}): the root is read-only and anything else is lost with the \
+                 container"
+            );
+            assert!(
+                snapshots.insert(snapshot.clone()),
+                "{name}: {snapshot} is another service's snapshot too"
+            );
+        }
     }
+    assert_eq!(
+        snapshots.len(),
+        AGENCIES.len(),
+        "every agency keeps a snapshot"
+    );
     assert_eq!(
         services["nats"]["volumes"][0], "../nats/single.conf:/etc/nats/nats-server.conf:ro",
         "NATS runs the shipped single-node config"
@@ -854,6 +1208,35 @@ fn every_workload_has_probes_resources_a_sandbox_and_the_secrets_it_reads() {
                 Some(expected.as_str()),
                 "{what}: the consumer its NATS user may use"
             );
+        }
+        if AGENCIES.contains(&short) {
+            assert_eq!(
+                object["kind"], "StatefulSet",
+                "{what}: each replica keeps its inbox snapshot on a claim of its own"
+            );
+            let command = container["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            let snapshot = inbox_snapshot(
+                command,
+                settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap_or_else(|| {
+                panic!("{what}: no --inbox-snapshot or CASEBUS_INBOX_SNAPSHOT (docs/STARTUP.md)")
+            });
+            let mount = claim_mount(object, container);
+            assert!(
+                inside(&snapshot, mount),
+                "{what}: the inbox snapshot {snapshot} is not on the claim mounted at {mount}"
+            );
+            let read_only = container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["mountPath"] == mount && m["readOnly"] == true);
+            assert!(!read_only, "{what}: the claim at {mount} is writable");
         }
         if short == "gateway" {
             assert_eq!(
