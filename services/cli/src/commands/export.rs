@@ -210,9 +210,8 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
     Ok(Outcome::Ok)
 }
 
-/// The court's checkpoint: a signed note whose text is a checkpoint (its signature is
-/// the verifier's to check, with the policy).
-/// A checkpoint the court holds, as `--known-checkpoint` gives it.
+/// The court's checkpoint (`--known-checkpoint`): a signed note whose text is a
+/// checkpoint (its signature is the verifier's to check, with the policy).
 struct Known {
     path: std::path::PathBuf,
     note: Note,
@@ -233,65 +232,70 @@ fn read_known(path: &Path) -> Result<Known, CliError> {
     })
 }
 
-/// Checks that the court's `known` checkpoint and the gateway's `latest` (its note
-/// `latest_note`) are of one log: the same origin, a signature line of the key that
-/// signed the gateway's checkpoint (its name and key id: the key itself is checked
-/// offline against the policy by `casebus verify`), and, with `proof` between their
-/// sizes, consistent roots (RFC 9162 2.1.4.2). Export refuses a bundle that could only
-/// fail, and says why: a log that contradicts a checkpoint the court holds is a fork.
-fn check_known(
-    known: &Known,
-    latest_note: &Note,
-    latest: &Checkpoint,
-    proof: &[Hash],
-) -> Result<(), CliError> {
-    let file = known.path.display();
-    let refuse = |reason: String| {
+impl Known {
+    fn refuse(&self, reason: String) -> CliError {
         CliError::refused(format!(
-            "--known-checkpoint {file}: {reason}; nothing exported"
+            "--known-checkpoint {}: {reason}; nothing exported",
+            self.path.display()
         ))
-    };
-    if known.checkpoint.origin != latest.origin {
-        return Err(refuse(format!(
-            "it is a checkpoint of origin {:?}, the gateway's log is {:?}",
-            known.checkpoint.origin, latest.origin
-        )));
     }
-    let Some(log) = latest_note.signatures().first() else {
-        return Err(CliError::runtime(
-            "the gateway's checkpoint carries no signature",
-        ));
-    };
-    if !known
-        .note
-        .signatures()
-        .iter()
-        .any(|s| s.name == log.name && s.id == log.id)
-    {
-        return Err(refuse(format!(
-            "it carries no signature of the log key {} (key id {:08x}) that signs the gateway's checkpoints",
-            log.name, log.id
-        )));
+
+    /// Checks that this checkpoint and the gateway's `latest` (its note `latest_note`)
+    /// are of one log: the same origin, and a signature line of the key that signed
+    /// the gateway's checkpoint (its name and key id: the key itself is checked offline
+    /// against the policy by `casebus verify`). Checked before any proof is read.
+    fn check_same_log(&self, latest_note: &Note, latest: &Checkpoint) -> Result<(), CliError> {
+        if self.checkpoint.origin != latest.origin {
+            return Err(self.refuse(format!(
+                "it is a checkpoint of origin {:?}, the gateway's log is {:?}",
+                self.checkpoint.origin, latest.origin
+            )));
+        }
+        let Some(log) = latest_note.signatures().first() else {
+            return Err(CliError::runtime(
+                "the gateway's checkpoint carries no signature",
+            ));
+        };
+        if self
+            .note
+            .signatures()
+            .iter()
+            .any(|s| s.name == log.name && s.id == log.id)
+        {
+            Ok(())
+        } else {
+            Err(self.refuse(format!(
+                "it carries no signature of the log key {} (key id {:08x}) that signs the gateway's checkpoints",
+                log.name, log.id
+            )))
+        }
     }
-    let (old, new) = if known.checkpoint.size <= latest.size {
-        (&known.checkpoint, latest)
-    } else {
-        (latest, &known.checkpoint)
-    };
-    let consistent = if old.size == new.size {
-        old.root == new.root
-    } else {
-        verify_consistency(old.size, new.size, &old.root, &new.root, proof).is_ok()
-    };
-    if consistent {
-        Ok(())
-    } else {
-        Err(refuse(format!(
+
+    /// Checks that `proof` leads between this checkpoint's root and the gateway's
+    /// `latest` (RFC 9162 2.1.4.2; equal roots when the sizes are equal). Export refuses
+    /// a bundle that could only fail, and says why: a log that contradicts a checkpoint
+    /// the court holds is a fork.
+    fn check_consistent(&self, latest: &Checkpoint, proof: &[Hash]) -> Result<(), CliError> {
+        let known = &self.checkpoint;
+        let (old, new) = if known.size <= latest.size {
+            (known, latest)
+        } else {
+            (latest, known)
+        };
+        let consistent = if old.size == new.size {
+            old.root == new.root
+        } else {
+            verify_consistency(old.size, new.size, &old.root, &new.root, proof).is_ok()
+        };
+        if consistent {
+            return Ok(());
+        }
+        Err(self.refuse(format!(
             "the gateway's log (tree size {}, root {}) is not consistent with it (tree size {}, root {}): the log the gateway serves is not the one the court's checkpoint commits to (a fork); report it, do not export",
             latest.size,
             latest.root.to_base64(),
-            known.checkpoint.size,
-            known.checkpoint.root.to_base64()
+            known.size,
+            known.root.to_base64()
         )))
     }
 }
@@ -362,6 +366,9 @@ async fn read_proofs_once(
     })?;
     let checkpoint = Checkpoint::parse(note.text())
         .map_err(|e| CliError::runtime(format!("the gateway's checkpoint does not parse: {e}")))?;
+    if let Some(known) = known {
+        known.check_same_log(&note, &checkpoint)?;
+    }
     let size = checkpoint.size;
     if size < bundle.source.last_sequence {
         return Err(CliError::refused(format!(
@@ -439,7 +446,7 @@ async fn read_proofs_once(
                 .map_err(|s| rpc_error(&format!("consistency proof from {first} to {second}"), &s))?
                 .into_inner();
             let proof = hashes(&proof.proof, "consistency proof")?;
-            check_known(known, &note, &checkpoint, &proof)?;
+            known.check_consistent(&checkpoint, &proof)?;
             Some(ConsistencyEntry {
                 first_size: first,
                 second_size: second,
@@ -447,7 +454,7 @@ async fn read_proofs_once(
             })
         }
         Some(known) => {
-            check_known(known, &note, &checkpoint, &[])?;
+            known.check_consistent(&checkpoint, &[])?;
             None
         }
         None => None,
