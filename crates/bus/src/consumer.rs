@@ -214,13 +214,26 @@ impl Held {
     /// Takes whatever the pull stream has received already, without waiting.
     fn gather(&mut self, messages: &mut pull::Stream) {
         while self.after.is_none() {
-            match messages.next().now_or_never() {
+            match next_delivered(messages) {
                 Some(Some(Ok(message))) => self.messages.push_back(message),
                 Some(other) => self.after = Some(other),
                 None => break,
             }
         }
     }
+}
+
+/// The next message the pull stream has received already, without waiting (`None`
+/// when it has none yet).
+///
+/// Polled outside tokio's cooperative budget: the stream's channel spends that budget,
+/// so after 128 messages in one poll of the task it answers "not ready" although it
+/// holds more, which capped every gathered batch at 128 messages however many had
+/// arrived while the previous batch was being committed.
+fn next_delivered(
+    messages: &mut pull::Stream,
+) -> Option<Option<Result<Message, pull::MessagesError>>> {
+    tokio::task::unconstrained(messages.next()).now_or_never()
 }
 
 /// Messages gathered for the next batch, with their verified events.
@@ -413,7 +426,7 @@ impl ConsumerRunner {
                 let ready = match held.take() {
                     Some(next) => Some(next),
                     None if self.in_flight.is_empty() => None,
-                    None => messages.next().now_or_never(),
+                    None => next_delivered(&mut messages),
                 };
                 let next = match ready {
                     Some(next) => next,
@@ -1032,7 +1045,7 @@ impl ConsumerRunner {
                 // half a second.) Under load the batches grow by themselves, because
                 // messages pile up while the previous batch is being committed.
                 while interrupted.is_none() && gathered.len() < max_batch {
-                    match messages.next().now_or_never() {
+                    match next_delivered(&mut messages) {
                         Some(Some(Ok(message))) => gathered.push(message),
                         Some(Some(Err(e))) => interrupted = Some(Some(e)),
                         Some(None) => interrupted = Some(None),

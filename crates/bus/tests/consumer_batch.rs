@@ -458,3 +458,83 @@ async fn the_batched_consumer_stops_promptly_while_idle() {
         .expect("join")
         .expect("clean");
 }
+
+/// Holds its first batch until the server has delivered `until` messages to the
+/// consumer (so they are waiting in the client), then records like [`BatchRecorder`].
+#[derive(Clone)]
+struct HoldFirstBatch {
+    recorder: BatchRecorder,
+    cases: async_nats::jetstream::stream::Stream,
+    name: &'static str,
+    until: usize,
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BatchHandler for HoldFirstBatch {
+    async fn handle_batch(&self, events: &[StoredEvent]) -> Result<(), HandlerError> {
+        if !self.held.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Not `wait_until`: a handler's future must not borrow from the test.
+            let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
+            loop {
+                let delivered = match self.cases.consumer_info(self.name).await {
+                    Ok(info) => info.num_ack_pending,
+                    Err(_) => 0,
+                };
+                if delivered >= self.until {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the server delivered {delivered} of {} messages while the first batch was held",
+                    self.until
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.recorder.handle_batch(events).await
+    }
+
+    async fn skipped(&self, sequences: &[u64]) -> Result<(), HandlerError> {
+        self.recorder.skipped(sequences).await
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_waiting_in_the_client_is_gathered_past_tokios_cooperative_budget() {
+    // Tokio's budget lets one poll of a task take 128 items from a channel before
+    // it answers "not ready"; gathering inside it capped every batch at 128 however
+    // many messages had arrived while the previous batch was committed.
+    let f = Fixture::start().await;
+    let last = case_with_notes(&f, "COOP", 700).await;
+    let recorder = BatchRecorder::default();
+    let handler = HoldFirstBatch {
+        recorder: recorder.clone(),
+        cases: f.bus.cases().clone(),
+        name: "coop",
+        until: 500,
+        held: Arc::default(),
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        ConsumerRunner::new(f.bus.clone(), ConsumerConfig::named("coop")).run_batched(
+            handler,
+            500,
+            shutdown.clone(),
+        ),
+    );
+    wait_until(DELIVERY_TIMEOUT, "all 701 events handled", async || {
+        recorder.events().len() == 701
+    })
+    .await
+    .expect("handled");
+    let sequences: Vec<u64> = recorder.events().iter().map(|e| e.2).collect();
+    assert_eq!(sequences, (1..=last).collect::<Vec<_>>(), "stream order");
+    let batches = recorder.batches();
+    assert!(batches.iter().all(|n| (1..=500).contains(n)), "{batches:?}");
+    assert!(
+        batches.iter().any(|n| *n > 128),
+        "messages waiting in the client are gathered into one batch: {batches:?}"
+    );
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+}
