@@ -43,7 +43,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1800);
 const LARGE_LOG: u64 = 1_000_000;
 
 /// A metric's value on a process's `/metrics` (0 while it does not report it).
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
+pub(crate) async fn metric(addr: SocketAddr, name: &str) -> u64 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
         return 0;
