@@ -48,7 +48,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// (at 10M events one takes minutes).
 const FEW_REBUILDS_ABOVE: u64 = 2_000_000;
 /// The largest size at which a gateway on a fresh projection file is timed too.
-const FRESH_GATEWAY_UP_TO: u64 = 1_000_000;
+const FRESH_GATEWAY_UP_TO: u64 = 2_000_000;
 /// Ceiling for a gateway to catch up with the stream.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3600);
 

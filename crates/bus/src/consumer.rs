@@ -236,6 +236,93 @@ fn next_delivered(
     tokio::task::unconstrained(messages.next()).now_or_never()
 }
 
+/// Adds to `gathered` what the pull stream has received already, up to `max_batch`
+/// messages in all, without waiting: waiting for more would hold the first message
+/// back. (A linger restarted by every message never ends at a steady rate above one
+/// message per linger, until the batch is full: at 1,000 events/s a 500-event batch
+/// held events for half a second.) Under load the batches grow by themselves, because
+/// messages pile up while the previous batch is being committed. Returns what ended
+/// the stream, if it did: an error, or its end.
+fn gather_delivered(
+    messages: &mut pull::Stream,
+    gathered: &mut Vec<Message>,
+    max_batch: usize,
+) -> Option<Option<pull::MessagesError>> {
+    while gathered.len() < max_batch {
+        match next_delivered(messages) {
+            Some(Some(Ok(message))) => gathered.push(message),
+            Some(Some(Err(e))) => return Some(Some(e)),
+            Some(None) => return Some(None),
+            None => break,
+        }
+    }
+    None
+}
+
+/// Messages gathered for a batch, with their signature checks started.
+struct Gathered {
+    messages: Vec<Message>,
+    verification: Verification,
+    /// What ended the taking after them: a stream error, or the stream's end.
+    interrupted: Option<Option<pull::MessagesError>>,
+}
+
+/// A chunk's signature checks on the blocking pool.
+type Checking = tokio::task::JoinHandle<Vec<Result<VerifiedEvent, VerifyError>>>;
+
+/// The signature checks of gathered messages, in their order.
+struct Verification {
+    /// For each message, the replay it is a copy of (then it is not checked).
+    copies: Vec<Option<ChainError>>,
+    /// The checks of the other messages, in order.
+    checks: Checks,
+}
+
+enum Checks {
+    /// Checked in place.
+    Done(Vec<Result<VerifiedEvent, VerifyError>>),
+    /// Chunks checked on the blocking pool, with their payloads in case a task is lost.
+    Running {
+        tasks: Vec<(Checking, Vec<bytes::Bytes>)>,
+        registry: Arc<casebus_integrity::OfficeRegistry>,
+    },
+}
+
+impl Verification {
+    /// One result per message, in order.
+    async fn finish(self) -> Vec<Result<VerifiedEvent, VerifyError>> {
+        let checked = match self.checks {
+            Checks::Done(checked) => checked,
+            Checks::Running { tasks, registry } => {
+                let mut out = Vec::new();
+                for (task, chunk) in tasks {
+                    match task.await {
+                        Ok(results) => out.extend(results),
+                        // The blocking pool refused or lost the task: check the chunk
+                        // here.
+                        Err(_) => out.extend(chunk.iter().map(|p| verify_signed(p, &registry))),
+                    }
+                }
+                out
+            }
+        };
+        let mut signatures = checked.into_iter();
+        self.copies
+            .into_iter()
+            .map(|copy| match copy {
+                Some(replay) => Err(replay.into()),
+                // One result per payload checked, so this never runs dry.
+                None => signatures.next().unwrap_or_else(|| {
+                    Err(VerifyError::Undecodable {
+                        what: "signed wrapper",
+                        reason: "not checked".into(),
+                    })
+                }),
+            })
+            .collect()
+    }
+}
+
 /// Messages gathered for the next batch, with their verified events.
 #[derive(Default)]
 struct Pending {
@@ -1024,39 +1111,69 @@ impl ConsumerRunner {
                     continue;
                 }
             };
+            // A batch gathered, with its signature checks started, while the one before
+            // it was being committed.
+            let mut ahead: Option<Gathered> = None;
             loop {
-                // The first message of a batch is awaited as long as it takes.
-                let first = tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break 'outer,
-                    next = messages.next() => next,
-                };
-                let mut gathered = Vec::new();
-                let mut interrupted = None;
-                match first {
-                    Some(Ok(message)) => gathered.push(message),
-                    Some(Err(e)) => interrupted = Some(Some(e)),
-                    None => interrupted = Some(None),
-                }
-                // Then only what the pull has delivered already: waiting for more would
-                // hold the first message back. (A linger restarted by every message
-                // never ends at a steady rate above one message per linger, until the
-                // batch is full: at 1,000 events/s a 500-event batch held events for
-                // half a second.) Under load the batches grow by themselves, because
-                // messages pile up while the previous batch is being committed.
-                while interrupted.is_none() && gathered.len() < max_batch {
-                    match next_delivered(&mut messages) {
-                        Some(Some(Ok(message))) => gathered.push(message),
-                        Some(Some(Err(e))) => interrupted = Some(Some(e)),
-                        Some(None) => interrupted = Some(None),
-                        None => break,
+                let Gathered {
+                    messages: gathered,
+                    verification,
+                    interrupted,
+                } = match ahead.take() {
+                    Some(batch) => batch,
+                    None => {
+                        // The first message of a batch is awaited as long as it takes.
+                        let first = tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => break 'outer,
+                            next = messages.next() => next,
+                        };
+                        let (mut gathered, mut interrupted) = (Vec::new(), None);
+                        match first {
+                            Some(Ok(message)) => gathered.push(message),
+                            Some(Err(e)) => interrupted = Some(Some(e)),
+                            None => interrupted = Some(None),
+                        }
+                        if interrupted.is_none() {
+                            interrupted = gather_delivered(&mut messages, &mut gathered, max_batch);
+                        }
+                        let verification = self.start_verification(&gathered);
+                        Gathered {
+                            messages: gathered,
+                            verification,
+                            interrupted,
+                        }
                     }
-                }
+                };
                 if !gathered.is_empty() {
                     backoff = FIRST_BACKOFF;
-                    if !self.process_gathered(&handler, gathered, &shutdown).await {
+                    let mut pending = Pending::default();
+                    if !self
+                        .admit_gathered(&handler, gathered, verification, &mut pending, &shutdown)
+                        .await
+                    {
                         // Shutdown came while a message was being retried: nothing after
                         // it may be handed over before it.
+                        break 'outer;
+                    }
+                    // What arrived meanwhile is gathered now and its signatures are
+                    // checked on the blocking pool while this batch commits: checking
+                    // and committing take turns otherwise, each leaving a core idle. Its
+                    // chains are checked only after this batch committed.
+                    if interrupted.is_none() {
+                        let mut next = Vec::new();
+                        let next_interrupted =
+                            gather_delivered(&mut messages, &mut next, max_batch);
+                        if !next.is_empty() || next_interrupted.is_some() {
+                            let verification = self.start_verification(&next);
+                            ahead = Some(Gathered {
+                                messages: next,
+                                verification,
+                                interrupted: next_interrupted,
+                            });
+                        }
+                    }
+                    if !self.flush(&handler, &mut pending, &shutdown).await {
                         break 'outer;
                     }
                 }
@@ -1078,37 +1195,36 @@ impl ConsumerRunner {
         Ok(())
     }
 
-    /// Verifies the signatures of gathered messages (in parallel when there are
-    /// enough), then, in stream order, checks each chain and hands the events over in
-    /// one batch, dead-lettering what fails (after handing over what came before it).
-    /// Returns false when shutdown stopped it before every message was dealt with.
-    async fn process_gathered<H: BatchHandler>(
+    /// In stream order, checks the chain of each gathered message (their signatures
+    /// checked by `verification`) and adds its event to `pending`, dead-lettering what
+    /// fails (after handing over what came before it). Returns false when shutdown
+    /// stopped it before every message was dealt with.
+    async fn admit_gathered<H: BatchHandler>(
         &mut self,
         handler: &H,
         gathered: Vec<Message>,
+        verification: Verification,
+        pending: &mut Pending,
         shutdown: &CancellationToken,
     ) -> bool {
-        let signatures = self.verify_signatures(&gathered).await;
-        let mut pending = Pending::default();
+        let signatures = verification.finish().await;
         for (message, signature) in gathered.into_iter().zip(signatures) {
             if !self
-                .admit(handler, message, signature, &mut pending, shutdown)
+                .admit(handler, message, signature, pending, shutdown)
                 .await
             {
                 return false;
             }
         }
-        self.flush(handler, &mut pending, shutdown).await
+        true
     }
 
-    /// `verify_signed` for every message, in order, except for copies of events the
-    /// memory holds ([`ConsumerRunner::known_copy`]), which need no signature check.
-    /// Signature checks dominate the cost of consuming, so a large batch is split over
-    /// the blocking pool, one chunk per core; a small one is checked in place.
-    async fn verify_signatures(
-        &self,
-        messages: &[Message],
-    ) -> Vec<Result<VerifiedEvent, VerifyError>> {
+    /// Starts `verify_signed` for every message, in order, except for copies of events
+    /// the memory holds ([`ConsumerRunner::known_copy`]), which need no signature
+    /// check. Signature checks dominate the cost of consuming, so a large batch is split
+    /// over the blocking pool, one chunk per core, and runs while the caller goes on
+    /// (committing the batch before it); a small one is checked in place.
+    fn start_verification(&self, messages: &[Message]) -> Verification {
         let copies: Vec<Option<ChainError>> = messages
             .iter()
             .map(|m| {
@@ -1123,58 +1239,38 @@ impl ConsumerRunner {
             .filter(|(_, copy)| copy.is_none())
             .map(|(m, _)| m.payload.clone())
             .collect();
-        let mut signatures = self.verify_all_signatures(payloads).await.into_iter();
-        copies
-            .into_iter()
-            .map(|copy| match copy {
-                Some(replay) => Err(replay.into()),
-                // One result per payload checked, so this never runs dry.
-                None => signatures.next().unwrap_or_else(|| {
-                    Err(VerifyError::Undecodable {
-                        what: "signed wrapper",
-                        reason: "not checked".into(),
-                    })
-                }),
-            })
-            .collect()
-    }
-
-    /// `verify_signed` for every message, in order, over the blocking pool when there
-    /// are enough.
-    async fn verify_all_signatures(
-        &self,
-        payloads: Vec<bytes::Bytes>,
-    ) -> Vec<Result<VerifiedEvent, VerifyError>> {
         let registry = self.bus.registry();
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         if payloads.len() < PARALLEL_VERIFY_FROM || cores < 2 {
-            return payloads
+            let checked = payloads
                 .iter()
                 .map(|p| verify_signed(p, &registry))
                 .collect();
+            return Verification {
+                copies,
+                checks: Checks::Done(checked),
+            };
         }
         let chunk = payloads.len().div_ceil(cores.min(MAX_VERIFY_THREADS));
-        let tasks: Vec<_> = payloads
+        let tasks = payloads
             .chunks(chunk)
             .map(|chunk| {
-                let (chunk, registry) = (chunk.to_vec(), registry.clone());
-                tokio::task::spawn_blocking(move || {
+                // Kept to be checked here if the blocking pool loses the task.
+                let kept = chunk.to_vec();
+                let (chunk, registry) = (kept.clone(), registry.clone());
+                let task = tokio::task::spawn_blocking(move || {
                     chunk
                         .iter()
                         .map(|payload| verify_signed(payload, &registry))
                         .collect::<Vec<_>>()
-                })
+                });
+                (task, kept)
             })
             .collect();
-        let mut out = Vec::with_capacity(payloads.len());
-        for (task, chunk) in tasks.into_iter().zip(payloads.chunks(chunk)) {
-            match task.await {
-                Ok(results) => out.extend(results),
-                // The blocking pool refused or lost the task: check the chunk here.
-                Err(_) => out.extend(chunk.iter().map(|p| verify_signed(p, &registry))),
-            }
+        Verification {
+            copies,
+            checks: Checks::Running { tasks, registry },
         }
-        out
     }
 
     /// Checks one message's chain and adds it to the batch, or dead-letters it (after
@@ -1203,6 +1299,15 @@ impl ConsumerRunner {
                 tracing::warn!(consumer = %self.config.name, error = %e, "message without metadata; skipped");
                 return true;
             }
+        };
+        // Signatures are checked before the batch ahead committed, so a copy of an event
+        // admitted since then was checked as a message of its own: one that failed is
+        // told against the memory as it is now, and reported as the copy it is.
+        let signature = match signature {
+            Err(error) => Err(self
+                .known_copy(sequence, &subject, &message.payload)
+                .map_or(error, |(_, replay)| replay.into())),
+            ok => ok,
         };
         let mut backoff = FIRST_BACKOFF;
         let checked = match signature {
