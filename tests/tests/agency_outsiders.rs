@@ -12,8 +12,8 @@ use tonic::{Code, Status};
 use casebus_proto::agency::v1::*;
 use casebus_proto::event::v1::{
     Agency, EvidenceRecorded, HandoffAccepted, HandoffDeclined, HandoffKind, HandoffRequested,
-    Party, PartyAdded, PartyRole, ReferenceLinked, TrackClosed, Visibility, VisibilityChanged,
-    VisibilityKind,
+    LegalHoldLifted, LegalHoldPlaced, Party, PartyAdded, PartyRole, ReferenceLinked, TrackClosed,
+    Visibility, VisibilityChanged, VisibilityKind,
 };
 
 use agency_harness::*;
@@ -147,6 +147,39 @@ async fn every_command(
                     }),
                     reason: "probe".into(),
                     wrapped_keys: Vec::new(),
+                }),
+            })
+            .await,
+    );
+    // A participant could place a hold; this one asks for a visibility the rules refuse,
+    // so that once the agency takes part it gets the rule's answer, not a new event.
+    push(
+        "PlaceLegalHold",
+        client
+            .place_legal_hold(PlaceLegalHoldRequest {
+                meta: meta(case_id).map(|m| CommandMeta {
+                    visibility: Some(Visibility {
+                        kind: VisibilityKind::OriginOnly as i32,
+                        agencies: vec![],
+                    }),
+                    ..m
+                }),
+                legal_hold_placed: Some(LegalHoldPlaced {
+                    hold_id: "lh9".into(),
+                    legal_basis: "PIPL Art. 47(2)".into(),
+                    reason: String::new(),
+                }),
+            })
+            .await,
+    );
+    push(
+        "LiftLegalHold",
+        client
+            .lift_legal_hold(LiftLegalHoldRequest {
+                meta: meta(case_id),
+                legal_hold_lifted: Some(LegalHoldLifted {
+                    hold_id: "lh9".into(),
+                    reason: "probe".into(),
                 }),
             })
             .await,

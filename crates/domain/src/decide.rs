@@ -31,6 +31,8 @@ const EARLIEST: OffsetDateTime = time::macros::datetime!(2000-01-01 0:00 UTC);
 const SHORT: usize = 300;
 /// Longest long text (summaries, reasons, notes, opinions).
 const LONG: usize = 20_000;
+/// Longest legal basis of a legal hold (a citation, not a statement of facts).
+const LEGAL_BASIS: usize = 2_000;
 /// Most repeated entries in one list (rights, parties, evidence ids, agencies).
 const MAX_ITEMS: usize = 100;
 
@@ -462,6 +464,20 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             clock_key("clock_resumed.clock", &p.clock)?;
             text("clock_resumed.reason", &p.reason, LONG, true)?;
         }
+        Kind::LegalHoldPlaced(p) => {
+            local_id("legal_hold_placed.hold_id", &p.hold_id)?;
+            text(
+                "legal_hold_placed.legal_basis",
+                &p.legal_basis,
+                LEGAL_BASIS,
+                true,
+            )?;
+            text("legal_hold_placed.reason", &p.reason, LONG, false)?;
+        }
+        Kind::LegalHoldLifted(p) => {
+            local_id("legal_hold_lifted.hold_id", &p.hold_id)?;
+            text("legal_hold_lifted.reason", &p.reason, LONG, true)?;
+        }
         Kind::GoodsDetained(p) => {
             local_id("goods_detained.detention_id", &p.detention_id)?;
             text("goods_detained.description", &p.description, LONG, true)?;
@@ -779,6 +795,21 @@ fn check_state(
         Kind::HandoffDeclined(p) => {
             return answer_handoff(state, cmd, &p.handoff_id, HandoffStatus::Declined);
         }
+        // A legal hold binds the whole case, also after the placing agency closed its
+        // track: any agency taking part may place one.
+        Kind::LegalHoldPlaced(p) => {
+            hold_visible_to_participants(cmd)?;
+            if state.legal_holds.contains_key(&p.hold_id)
+                || state.lifted_holds.contains_key(&p.hold_id)
+            {
+                return Err(exists(format!("legal hold {}", p.hold_id)));
+            }
+            return Ok(());
+        }
+        Kind::LegalHoldLifted(p) => {
+            hold_visible_to_participants(cmd)?;
+            return lift_hold(state, cmd, &p.hold_id);
+        }
         _ => {}
     }
     need_track(state, cmd)?;
@@ -787,6 +818,8 @@ fn check_state(
         | Kind::HandoffAcknowledged(_)
         | Kind::HandoffAccepted(_)
         | Kind::HandoffDeclined(_)
+        | Kind::LegalHoldPlaced(_)
+        | Kind::LegalHoldLifted(_)
         | Kind::NoteAdded(_)
         | Kind::TrackClosed(_) => {}
         Kind::PartyAdded(p) => {
@@ -985,6 +1018,19 @@ fn check_state(
                         )
                     },
                 });
+            }
+            let participants = p
+                .visibility
+                .as_ref()
+                .is_none_or(|v| v.kind() == VisibilityKind::Participants);
+            if state.is_legal_hold_event(p.target_version) && !participants {
+                return Err(precondition(
+                    LEGAL_HOLD_VISIBILITY,
+                    format!(
+                        "version {} of case {case} places or lifts a legal hold, which every agency of the case sees; its visibility cannot be narrowed",
+                        p.target_version
+                    ),
+                ));
             }
         }
         Kind::ClockExtended(p) => {
@@ -1520,6 +1566,80 @@ fn detention<'s>(state: &'s CaseState, id: &str) -> Result<&'s crate::state::Det
         .detentions
         .get(id)
         .ok_or_else(|| precondition("goods_detained", format!("no detention {id} in the case")))
+}
+
+/// The rule of a legal hold's visibility.
+const LEGAL_HOLD_VISIBILITY: &str = "legal_hold_visible_to_participants";
+
+/// A legal hold's events are seen by every agency of the case: PARTICIPANTS (or unset).
+fn hold_visible_to_participants(cmd: &Command) -> Result<(), Rejection> {
+    // `decide` validated the visibility already: unknown kinds are refused, agencies
+    // come only with LISTED_AGENCIES.
+    match cmd.visibility.as_ref().map(Visibility::kind) {
+        None | Some(VisibilityKind::Unspecified | VisibilityKind::Participants) => Ok(()),
+        Some(other) => Err(precondition(
+            LEGAL_HOLD_VISIBILITY,
+            format!(
+                "a legal hold is recorded for every agency of case {} to see; record it with PARTICIPANTS visibility, not {}",
+                cmd.case_id,
+                other.as_str_name()
+            ),
+        )),
+    }
+}
+
+/// Only an open hold is lifted, and only by the agency that placed it.
+fn lift_hold(state: &CaseState, cmd: &Command, hold_id: &str) -> Result<(), Rejection> {
+    let agency = cmd.agency();
+    let Some(hold) = state.legal_holds.get(hold_id) else {
+        return Err(precondition(
+            "legal_hold_open",
+            match state.lifted_holds.get(hold_id) {
+                Some(l) => format!(
+                    "legal hold {hold_id} of case {} was lifted already (version {})",
+                    cmd.case_id, l.lifted_version
+                ),
+                None => format!("no legal hold {hold_id} in case {}", cmd.case_id),
+            },
+        ));
+    };
+    if hold.office.agency() != agency {
+        return Err(Rejection::NotPermitted {
+            agency: agency_name(agency),
+            action: format!("lift legal hold {hold_id}"),
+            reason: format!(
+                "it was placed by {}; only {} lifts it",
+                hold.office,
+                agency_name(hold.office.agency())
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the personal data of the case may be erased now: refused, naming every open
+/// legal hold with its basis, while one is open (PIPL Art. 47(2)). For the erasure
+/// command when it is built (docs/CONFIDENTIALITY.md); the case rules call it for
+/// nothing else yet.
+///
+/// # Errors
+/// [`Rejection::Precondition`] with rule `no_open_legal_hold`.
+pub fn check_erasable(state: &CaseState, case_id: &casebus_proto::CaseId) -> Result<(), Rejection> {
+    if !state.has_open_hold() {
+        return Ok(());
+    }
+    let holds: Vec<String> = state
+        .legal_holds
+        .values()
+        .map(|h| format!("{} placed by {} ({})", h.hold_id, h.office, h.legal_basis))
+        .collect();
+    Err(precondition(
+        "no_open_legal_hold",
+        format!(
+            "case {case_id} is under legal hold: {}; the placing agency must lift it first",
+            holds.join("; ")
+        ),
+    ))
 }
 
 fn answer_handoff(

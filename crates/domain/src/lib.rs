@@ -20,12 +20,12 @@ pub use calendar::{
 };
 pub use clock::{ClockRule, Step, Unit, end_of_day, legal_date};
 pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, RejectionKind};
-pub use decide::decide;
+pub use decide::{check_erasable, decide};
 pub use rules::{ClockName, DeadlineRules, RulesError};
 pub use state::{
     CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, Detention, EventMeta, Extension, Handoff,
-    HandoffClockKind, HandoffClocks, HandoffStatus, Hearing, Judgment, OpenClock, Opened,
-    ProsecutionDecision, RecordedEvent, Reference, Suspension, Track, TrackStatus,
-    suspension_shift,
+    HandoffClockKind, HandoffClocks, HandoffStatus, Hearing, Judgment, LegalHold, LiftedHold,
+    OpenClock, Opened, ProsecutionDecision, RecordedEvent, Reference, Suspension, Track,
+    TrackStatus, suspension_shift,
 };
 pub use visibility::{Sight, effective_visibility, event_sight, names_office, office_known, sight};

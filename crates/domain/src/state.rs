@@ -441,6 +441,35 @@ pub struct ProsecutionDecision {
     pub version: u64,
 }
 
+/// An open legal hold of a case (LegalHoldPlaced, not lifted): while one is open, the
+/// erasure of personal data in the case is refused (PIPL Art. 47(2)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegalHold {
+    /// The hold's id, unique in the case.
+    pub hold_id: String,
+    /// The office that placed it; only its agency lifts it.
+    pub office: OfficeId,
+    /// When it was placed (the event's `occurred_at`).
+    pub placed_at: OffsetDateTime,
+    /// The legal basis, as recorded (readable, never sealed).
+    pub legal_basis: String,
+    /// Version of the LegalHoldPlaced event.
+    pub placed_version: u64,
+}
+
+/// A legal hold that was lifted: its id is never used again in the case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiftedHold {
+    /// The hold as it was placed.
+    pub hold: LegalHold,
+    /// The office that lifted it.
+    pub office: OfficeId,
+    /// When it was lifted.
+    pub lifted_at: OffsetDateTime,
+    /// Version of the LegalHoldLifted event.
+    pub lifted_version: u64,
+}
+
 /// The folded state of one case.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CaseState {
@@ -488,6 +517,10 @@ pub struct CaseState {
     pub clocks: BTreeMap<String, HandoffClocks>,
     /// The latest decision on a prosecution transfer, if any.
     pub prosecution_decision: Option<ProsecutionDecision>,
+    /// The open legal holds, by hold id.
+    pub legal_holds: BTreeMap<String, LegalHold>,
+    /// The legal holds lifted, by hold id (their ids are never reused).
+    pub lifted_holds: BTreeMap<String, LiftedHold>,
 }
 
 fn office_or_none(id: &str) -> Option<OfficeId> {
@@ -517,6 +550,24 @@ impl CaseState {
             .and_then(|v| v.checked_sub(1))
             .and_then(|i| self.events.get(i))
             .map_or(&[], |meta| meta.widened_keys.as_slice())
+    }
+
+    /// Whether a legal hold of the case is open: erasing personal data of the case
+    /// must be refused until every hold is lifted.
+    pub fn has_open_hold(&self) -> bool {
+        !self.legal_holds.is_empty()
+    }
+
+    /// Whether the event at `version` placed or lifted a legal hold (such an event is
+    /// shown to every participant and its visibility is never narrowed).
+    pub fn is_legal_hold_event(&self, version: u64) -> bool {
+        self.legal_holds
+            .values()
+            .any(|h| h.placed_version == version)
+            || self
+                .lifted_holds
+                .values()
+                .any(|l| l.hold.placed_version == version || l.lifted_version == version)
     }
 
     /// Folds a whole history from scratch.
@@ -730,6 +781,35 @@ impl CaseState {
                 if let Some(meta) = index.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
                     meta.visibility = normalise(p.visibility.as_ref());
                     meta.widened_keys.extend(p.wrapped_keys.iter().cloned());
+                }
+            }
+            Kind::LegalHoldPlaced(p) => {
+                if !self.legal_holds.contains_key(&p.hold_id)
+                    && !self.lifted_holds.contains_key(&p.hold_id)
+                {
+                    self.legal_holds.insert(
+                        p.hold_id.clone(),
+                        LegalHold {
+                            hold_id: p.hold_id.clone(),
+                            office: event.office.clone(),
+                            placed_at: at,
+                            legal_basis: p.legal_basis.clone(),
+                            placed_version: event.version,
+                        },
+                    );
+                }
+            }
+            Kind::LegalHoldLifted(p) => {
+                if let Some(hold) = self.legal_holds.remove(&p.hold_id) {
+                    self.lifted_holds.insert(
+                        p.hold_id.clone(),
+                        LiftedHold {
+                            hold,
+                            office: event.office.clone(),
+                            lifted_at: at,
+                            lifted_version: event.version,
+                        },
+                    );
                 }
             }
             Kind::GoodsDetained(p) => {

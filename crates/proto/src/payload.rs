@@ -91,6 +91,8 @@ pub fn payload_type_name(kind: &Kind) -> &'static str {
         Kind::ClockExtended(_) => "ClockExtended",
         Kind::ClockSuspended(_) => "ClockSuspended",
         Kind::ClockResumed(_) => "ClockResumed",
+        Kind::LegalHoldPlaced(_) => "LegalHoldPlaced",
+        Kind::LegalHoldLifted(_) => "LegalHoldLifted",
         Kind::GoodsDetained(_) => "GoodsDetained",
         Kind::DetentionReleased(_) => "DetentionReleased",
         Kind::RightsHolderNotified(_) => "RightsHolderNotified",

@@ -31,8 +31,8 @@ use casebus_integrity::seal::{Opener, SealError, open_event_with};
 use casebus_integrity::token::Role;
 use casebus_proto::agency::v1::{
     CaseView, CommandMeta, CommandReply, GetCaseResponse, HandoffStatus as WireHandoffStatus,
-    HandoffView, InboxChange, ListInboxResponse, TrackStatus as WireTrackStatus, TrackView,
-    WatchInboxResponse,
+    HandoffView, InboxChange, LegalHoldView, ListInboxResponse, TrackStatus as WireTrackStatus,
+    TrackView, WatchInboxResponse,
 };
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::{
@@ -500,6 +500,20 @@ impl Kit {
                 opened_at: Some(timestamp_from(opened.at)),
                 tracks,
                 handoffs,
+                // Recorded with PARTICIPANTS visibility, which is never narrowed; the
+                // check keeps a hold hidden should an older event say otherwise.
+                legal_holds: state
+                    .legal_holds
+                    .values()
+                    .filter(|h| sight(state, h.placed_version, viewer) == Sight::Clear)
+                    .map(|h| LegalHoldView {
+                        hold_id: h.hold_id.clone(),
+                        placed_by_office_id: h.office.to_string(),
+                        placed_at: Some(timestamp_from(h.placed_at)),
+                        legal_basis: h.legal_basis.clone(),
+                        placed_version: h.placed_version,
+                    })
+                    .collect(),
             }),
         })
     }

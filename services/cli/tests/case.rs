@@ -1,7 +1,7 @@
 //! `casebus case show` against a real nats-server: the verified timeline and the
 //! summary folded by the case rules (tracks, parties, hand-offs with due times and
-//! overdue flags); a message that fails verification is listed and makes the exit
-//! code 1; an unknown case is reported.
+//! overdue flags, open legal holds); a message that fails verification is listed and
+//! makes the exit code 1; an unknown case is reported.
 
 mod common;
 
@@ -13,7 +13,7 @@ use casebus_domain::DeadlineRules;
 use casebus_proto::event::v1::{Agency, HandoffKind};
 use casebus_test_support::wait_until;
 
-use common::catalogue::{ack, handoff, note, opened};
+use common::catalogue::{ack, handoff, lift_hold, note, opened, place_hold};
 use common::*;
 
 /// Ceiling for a short deadline to pass.
@@ -148,6 +148,49 @@ async fn a_case_shows_its_verified_timeline_and_summary_with_overdue_hand_offs()
             text.stdout
         );
     }
+}
+
+#[tokio::test]
+async fn a_case_shows_its_open_legal_holds_and_not_the_lifted_ones() {
+    let f = Fixture::start().await;
+    let customs = f.appender(CUSTOMS);
+    let c = case("HOLD-1");
+    append(&customs, &c, opened("Counterfeit earphones")).await;
+    append(&customs, &c, place_hold("lh1")).await;
+    append(&customs, &c, place_hold("lh2")).await;
+    append(&customs, &c, lift_hold("lh1")).await;
+
+    let run = f.cli(&["--json", "case", "show", "HOLD-1"]).await;
+    run.expect_code(0);
+    let shown = run.json();
+    let holds = shown["legal_holds"].as_array().expect("legal_holds");
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0]["hold_id"], "lh2");
+    assert_eq!(holds[0]["placed_by"], CUSTOMS);
+    assert_eq!(holds[0]["version"], 3);
+    assert!(
+        holds[0]["legal_basis"]
+            .as_str()
+            .is_some_and(|b| b.contains("PIPL Art. 47(2)")),
+        "{holds:?}"
+    );
+
+    let text = f.cli(&["case", "show", "HOLD-1"]).await;
+    text.expect_code(0);
+    let section = text
+        .stdout
+        .split("Legal holds")
+        .nth(1)
+        .and_then(|rest| rest.split("Timeline").next())
+        .unwrap_or_else(|| panic!("no legal holds section in\n{}", text.stdout));
+    assert!(
+        section.contains("lh2") && section.contains("PIPL Art. 47(2)"),
+        "{section}"
+    );
+    assert!(
+        !section.contains("lh1"),
+        "a lifted hold is listed:\n{section}"
+    );
 }
 
 #[tokio::test]

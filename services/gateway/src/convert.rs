@@ -225,6 +225,21 @@ pub fn case_summary(summary: &CaseSummary, state: &CaseState, viewer: &Viewer) -
             redacted = true;
         }
     }
+    // Holds are recorded for every participant and never narrowed; the check keeps
+    // the rule of every other field.
+    for h in state.legal_holds.values() {
+        if viewer.reads(state, h.placed_version) {
+            out.legal_holds.push(pb::LegalHold {
+                hold_id: h.hold_id.clone(),
+                placed_by_office_id: h.office.to_string(),
+                placed_at: Some(timestamp_from(h.placed_at)),
+                legal_basis: h.legal_basis.clone(),
+                source_version: h.placed_version,
+            });
+        } else {
+            redacted = true;
+        }
+    }
     out.redacted = redacted;
     out
 }

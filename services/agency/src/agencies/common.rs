@@ -1,6 +1,6 @@
 //! `casebus.agency.v1.AgencyService`: the commands every agency records the same way
 //! (open a case, parties, evidence, notes, references, hand-offs, track, visibility,
-//! the extension and suspension of a hand-off's decision clock),
+//! the extension and suspension of a hand-off's decision clock, legal holds),
 //! the inbox (`ListInbox`, `WatchInbox`), the case view (`GetCase`) and the bulk import
 //! of commands (`Import`, served by `crate::import`).
 
@@ -209,6 +209,34 @@ impl AgencyService for CommonApi {
                 Ok((
                     r.meta,
                     Kind::ClockResumed(required(r.clock_resumed, "clock_resumed")?),
+                ))
+            })
+            .await
+    }
+
+    async fn place_legal_hold(
+        &self,
+        request: Request<PlaceLegalHoldRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::LegalHoldPlaced(required(r.legal_hold_placed, "legal_hold_placed")?),
+                ))
+            })
+            .await
+    }
+
+    async fn lift_legal_hold(
+        &self,
+        request: Request<LiftLegalHoldRequest>,
+    ) -> Result<Response<CommandReply>, Status> {
+        self.kit
+            .command(request, |r| {
+                Ok((
+                    r.meta,
+                    Kind::LegalHoldLifted(required(r.legal_hold_lifted, "legal_hold_lifted")?),
                 ))
             })
             .await

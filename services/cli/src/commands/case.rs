@@ -179,6 +179,13 @@ fn summary_json(state: &CaseState, shown: &Shown, clocks: &Clocks, now: OffsetDa
             "office": r.office.as_str(),
             "number": r.number,
         })).collect::<Vec<_>>(),
+        "legal_holds": state.legal_holds.values().map(|h| json!({
+            "hold_id": h.hold_id,
+            "placed_by": h.office.as_str(),
+            "placed_at": rfc3339(h.placed_at),
+            "legal_basis": h.legal_basis,
+            "version": h.placed_version,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -305,6 +312,20 @@ fn print_text(
                 agency_name(r.agency).to_owned(),
                 r.office.to_string(),
                 r.number.clone(),
+            ]);
+        }
+        out.table(&t)?;
+    }
+
+    if !state.legal_holds.is_empty() {
+        out.line("\nLegal holds (erasure refused while one is open)")?;
+        let mut t = table(&["hold", "placed by", "placed", "legal basis"]);
+        for h in state.legal_holds.values() {
+            t.add_row([
+                h.hold_id.clone(),
+                h.office.to_string(),
+                short(h.placed_at),
+                h.legal_basis.clone(),
             ]);
         }
         out.table(&t)?;
