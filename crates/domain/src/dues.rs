@@ -163,7 +163,17 @@ pub fn check_recorded_dues<'a>(
     rules: &DeadlineRules,
     calendar: &Calendar,
 ) -> Vec<DueMismatch> {
-    let expected = rules.digest(calendar);
+    check_recorded_dues_against(events, rules, calendar, &rules.digest(calendar))
+}
+
+/// As [`check_recorded_dues`], with `rules.digest(calendar)` computed by the caller
+/// once (a service's `Clocks::digest`), for callers that check event by event.
+pub fn check_recorded_dues_against<'a>(
+    events: impl IntoIterator<Item = RecordedEvent<'a>>,
+    rules: &DeadlineRules,
+    calendar: &Calendar,
+    expected: &str,
+) -> Vec<DueMismatch> {
     let mut out = Vec::new();
     for event in events {
         let Some(Kind::HandoffRequested(p)) = event.payload else {
@@ -194,7 +204,7 @@ pub fn check_recorded_dues<'a>(
                     &due.clock,
                     DueProblem::RulesDigest {
                         recorded: due.rules_digest.clone(),
-                        expected: expected.clone(),
+                        expected: expected.to_owned(),
                     },
                 ));
                 continue;
