@@ -81,6 +81,7 @@ fn referral() -> Kind {
         reason: "suspected crime: counterfeit goods in commercial quantity".into(),
         due_at: None,
         evidence_ids: Vec::new(),
+        recorded_dues: Vec::new(),
     })
 }
 

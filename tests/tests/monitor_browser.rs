@@ -182,6 +182,26 @@ async fn the_dashboard_shows_simulated_traffic_dead_letters_overdue_hand_offs_an
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
+    // Every agency service and the gateway announce the digest of the rules they count
+    // with; run with the same rules, they are one group and nothing is flagged.
+    let groups = overview["services"]["rules_digests"]
+        .as_array()
+        .expect("rules digests");
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert!(
+        groups[0]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{groups:?}"
+    );
+    assert!(
+        groups[0]["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() >= 6),
+        "{groups:?}"
+    );
+    assert_eq!(overview["services"]["rules_differ"], false);
+    assert!(overview["problems"].get("deadline_rules").is_none());
     assert_eq!(overview["streams"][0]["name"], "CASES");
 
     // Only administrators get in.

@@ -394,6 +394,12 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
                     "is computed from the deadline rules; leave it unset",
                 ));
             }
+            if !p.recorded_dues.is_empty() {
+                return Err(invalid(
+                    "handoff_requested.recorded_dues",
+                    "is computed from the deadline rules by the recording service; leave it unset",
+                ));
+            }
             items("handoff_requested.evidence_ids", &p.evidence_ids)?;
             for (i, e) in p.evidence_ids.iter().enumerate() {
                 local_id(&format!("handoff_requested.evidence_ids[{i}]"), e)?;
@@ -988,6 +994,13 @@ fn check_state(
             }
             let period = ctx.rules.handoff_due(kind).unwrap_or_default();
             p.due_at = Some(timestamp_from(cmd.occurred_at + period));
+            p.recorded_dues = crate::dues::recorded_dues(
+                kind,
+                cmd.occurred_at,
+                ctx.rules,
+                ctx.calendar,
+                &ctx.rules.digest(ctx.calendar),
+            );
         }
         Kind::VisibilityChanged(p) => {
             let index = usize::try_from(p.target_version)

@@ -1,7 +1,8 @@
 //! The case rules of casebus, as pure functions: fold a case's events into its state
 //! (`CaseState::apply`), decide a command against that state into the event to record or
 //! a rejection that says why (`decide`), compute hand-off due times from configurable
-//! deadline rules (`DeadlineRules`), count legal clocks on the legal calendar (`clock`,
+//! deadline rules (`DeadlineRules`), record and check the due times a triggering event
+//! records (`dues`), count legal clocks on the legal calendar (`clock`,
 //! `calendar`), and tell who may see which event (`visibility`).
 //!
 //! **Boundary:** this crate does no I/O: no tokio, no NATS, no files, no clock. Callers
@@ -11,6 +12,7 @@ mod calendar;
 mod clock;
 mod command;
 mod decide;
+mod dues;
 mod rules;
 mod state;
 mod visibility;
@@ -21,11 +23,15 @@ pub use calendar::{
 pub use clock::{ClockRule, Step, Unit, end_of_day, legal_date};
 pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, RejectionKind};
 pub use decide::{check_erasable, decide};
+pub use dues::{
+    DueMismatch, DueProblem, RecordedDueTime, check_recorded_dues, check_recorded_dues_against,
+    clocks_started_by, recorded_due_of, recorded_dues,
+};
 pub use rules::{ClockName, DeadlineRules, RulesError};
 pub use state::{
     CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, Detention, EventMeta, Extension, Handoff,
     HandoffClockKind, HandoffClocks, HandoffStatus, Hearing, Judgment, LegalHold, LiftedHold,
-    OpenClock, Opened, ProsecutionDecision, RecordedEvent, Reference, Suspension, Track,
-    TrackStatus, suspension_shift,
+    OpenClock, Opened, ProsecutionDecision, RecordedDues, RecordedEvent, Reference, Suspension,
+    Track, TrackStatus, suspension_shift,
 };
 pub use visibility::{Sight, effective_visibility, event_sight, names_office, office_known, sight};

@@ -22,6 +22,7 @@ use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
 
 use crate::calendar::{Calendar, CalendarError};
 use crate::clock::{ClockRule, Unit, legal_date};
+use crate::dues::{RecordedDueTime, recorded_due_of};
 use crate::rules::{ClockName, DeadlineRules};
 
 /// The view of a recorded, verified event that folding needs.
@@ -274,6 +275,18 @@ pub struct HandoffClocks {
     pub decision: Option<ClockAnswer>,
     /// The extensions and suspensions of the decision clock.
     pub adjust: ClockAdjust,
+    /// The due times the recording service recorded in the HandoffRequested event
+    /// (none for events recorded before due times were recorded).
+    pub recorded: RecordedDues,
+}
+
+/// The due times a HandoffRequested event recorded for its two clocks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedDues {
+    /// The receipt clock's.
+    pub receipt: Option<RecordedDueTime>,
+    /// The decision clock's.
+    pub decision: Option<RecordedDueTime>,
 }
 
 /// One extension of a decision clock (ClockExtended).
@@ -418,6 +431,10 @@ pub struct OpenClock {
     /// When the clock was suspended, while it is; `due_at` is then the due time as of
     /// the suspension, and moves on resumption.
     pub suspended_since: Option<OffsetDateTime>,
+    /// The digest of the rules the recording service counted the due time with, when
+    /// the triggering event recorded it (`due_at` is then the recorded due time, until
+    /// an extension or a suspension changes the clock).
+    pub rules_digest: Option<String>,
 }
 
 impl OpenClock {
@@ -658,9 +675,9 @@ impl CaseState {
         let rule = rules.clock(name);
         // Only decision clocks are extended or suspended.
         let none = ClockAdjust::default();
-        let adjust = match clock {
-            HandoffClockKind::Receipt => &none,
-            HandoffClockKind::Decision => &clocks.adjust,
+        let (adjust, recorded) = match clock {
+            HandoffClockKind::Receipt => (&none, clocks.recorded.receipt.as_ref()),
+            HandoffClockKind::Decision => (&clocks.adjust, clocks.recorded.decision.as_ref()),
         };
         Some(OpenClock {
             handoff_id: clocks.handoff_id.clone(),
@@ -669,7 +686,15 @@ impl CaseState {
             clock,
             rule: name,
             started_at: clocks.started_at,
-            due_at: adjust.due(rule, clocks.started_at, calendar),
+            due_at: match recorded.and_then(|r| r.due_at) {
+                // The recording service's count is the authority until an extension
+                // or a suspension changes the clock; those are counted here.
+                Some(due) if adjust.extensions.is_empty() && adjust.suspensions.is_empty() => {
+                    Ok(due)
+                }
+                _ => adjust.due(rule, clocks.started_at, calendar),
+            },
+            rules_digest: recorded.map(|r| r.rules_digest.clone()),
             basis: rule.basis.clone(),
             extensions: adjust.extensions.len(),
             extensions_allowed: rule.extensions.len(),
@@ -986,6 +1011,11 @@ impl CaseState {
                         receipt: None,
                         decision: None,
                         adjust: ClockAdjust::default(),
+                        recorded: RecordedDues {
+                            receipt: recorded_due_of(&p.recorded_dues, ClockName::Receipt),
+                            decision: ClockName::decision_of(p.kind())
+                                .and_then(|name| recorded_due_of(&p.recorded_dues, name)),
+                        },
                     },
                 );
             }

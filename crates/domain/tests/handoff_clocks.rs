@@ -10,8 +10,8 @@ use time::macros::offset;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use casebus_domain::{
-    Calendar, CaseState, ClockAnswerKind, ClockName, Command, Context, DeadlineRules,
-    HandoffClockKind, RecordedEvent, Rejection, decide,
+    Calendar, CaseState, ClockAnswerKind, ClockName, Command, Context, DeadlineRules, DueProblem,
+    HandoffClockKind, RecordedEvent, Rejection, check_recorded_dues, decide,
 };
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::*;
@@ -1138,6 +1138,234 @@ proptest! {
             let due = open.due_at.clone().expect("countable in 2026");
             prop_assert!(due <= cap, "due {due} past the cap {cap}");
             prop_assert!(open.extensions <= open.extensions_allowed);
+        }
+    }
+}
+
+// One authority for due times: the recording service records each clock's due time in
+// the HandoffRequested event; readers prefer it, an auditor recomputes it.
+
+/// Five days to decide on a referral instead of three.
+fn other_rules() -> DeadlineRules {
+    DeadlineRules::parse(
+        "[clocks.filing_decision]\namount = 5\nunit = \"days\"\nbasis = \"a local rule\"\n",
+    )
+    .expect("valid rules")
+}
+
+fn recorded_dues_of(world: &World, version: u64) -> Vec<RecordedDue> {
+    match &world.log[usize::try_from(version - 1).expect("small")].payload {
+        Kind::HandoffRequested(p) => p.recorded_dues.clone(),
+        other => panic!("version {version} is {other:?}"),
+    }
+}
+
+#[test]
+fn a_hand_off_records_the_due_time_of_each_clock_it_starts_with_the_rules_digest() {
+    let w = referred();
+    let digest = w.rules.digest(&calendar());
+    let dues = recorded_dues_of(&w, 2);
+    let got: Vec<(&str, Option<OffsetDateTime>, &str)> = dues
+        .iter()
+        .map(|d| {
+            (
+                d.clock.as_str(),
+                d.due_at.as_ref().and_then(casebus_proto::datetime_from),
+                d.rules_digest.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("receipt", Some(cst("2026-03-07 11:00")), digest.as_str()),
+            (
+                "filing_decision",
+                Some(cst("2026-03-09 24:00")),
+                digest.as_str()
+            ),
+        ]
+    );
+    let open = w
+        .state
+        .open_clock("ref", &w.rules, &calendar())
+        .expect("runs");
+    assert_eq!(open.rules_digest.as_deref(), Some(digest.as_str()));
+}
+
+#[test]
+fn a_command_with_recorded_dues_is_refused_naming_the_field() {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-03-06 09:00", opened());
+    let mut payload = handoff(
+        "ref",
+        HandoffKind::SuspectedCrimeReferral,
+        Agency::PublicSecurity,
+    );
+    if let Kind::HandoffRequested(p) = &mut payload {
+        p.recorded_dues = vec![RecordedDue {
+            clock: "filing_decision".into(),
+            due_at: Some(casebus_proto::timestamp_from(cst("2026-04-30 24:00"))),
+            rules_digest: "sha256:mine".into(),
+        }];
+    }
+    let err = w
+        .record_at(CUSTOMS, "2026-03-06 10:20", "2026-03-06 10:20", payload)
+        .expect_err("recorded dues are the recording service's");
+    match err {
+        Rejection::Invalid { field, .. } => assert_eq!(field, "handoff_requested.recorded_dues"),
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    assert_eq!(w.state.version, 1, "nothing recorded");
+}
+
+#[test]
+fn readers_with_other_rules_show_the_recorded_due_until_an_extension_or_suspension() {
+    let mut w = accepted_referral();
+    // The police's reader counts filing decisions in 5 days; the referral recorded 3.
+    let theirs = other_rules();
+    let open = w
+        .state
+        .open_clock("ref", &theirs, &calendar())
+        .expect("runs");
+    assert_eq!(open.due_at, Ok(cst("2026-03-09 24:00")), "the recorded due");
+    // Without the recorded dues (an event from before they were recorded) the reader
+    // counts with its own rules, as before.
+    let mut old = CaseState::default();
+    for stored in &w.log {
+        let mut payload = stored.payload.clone();
+        if let Kind::HandoffRequested(p) = &mut payload {
+            p.recorded_dues.clear();
+        }
+        old.apply(&RecordedEvent {
+            payload: Some(&payload),
+            ..stored.view()
+        });
+    }
+    let counted = old.open_clock("ref", &theirs, &calendar()).expect("runs");
+    assert_eq!(counted.due_at, Ok(cst("2026-03-11 24:00")));
+    assert_eq!(counted.rules_digest, None);
+    // An extension changes the clock: from then on it is counted (and capped by the
+    // extension's own recorded new due time, 16 March).
+    w.record(
+        POLICE,
+        "2026-03-07 09:00",
+        extend("ref", "filing_decision", POLICE, None),
+    );
+    let extended = w
+        .state
+        .open_clock("ref", &w.rules, &calendar())
+        .expect("runs");
+    assert_eq!(extended.due_at, Ok(cst("2026-03-16 24:00")));
+}
+
+#[test]
+fn check_recorded_dues_names_each_tampered_due_and_each_other_digest() {
+    let mut w = accepted_referral();
+    let rules = w.rules.clone();
+    assert_eq!(
+        check_recorded_dues(w.log.iter().map(Stored::view), &rules, &calendar()),
+        [],
+        "untampered dues recompute under the same rules"
+    );
+    // Checked with other rules, every due names another digest (and is not compared).
+    let theirs = other_rules();
+    let other = check_recorded_dues(w.log.iter().map(Stored::view), &theirs, &calendar());
+    let digest = rules.digest(&calendar());
+    let expected = theirs.digest(&calendar());
+    assert_eq!(
+        other
+            .iter()
+            .map(|m| (m.version, m.clock.as_str(), m.problem.clone()))
+            .collect::<Vec<_>>(),
+        ["receipt", "filing_decision"].map(|clock| (
+            2,
+            clock,
+            DueProblem::RulesDigest {
+                recorded: digest.clone(),
+                expected: expected.clone()
+            }
+        )),
+    );
+    // A tampered due (one day later) under the right rules: only that one.
+    if let Kind::HandoffRequested(p) = &mut w.log[1].payload {
+        p.recorded_dues[1].due_at = Some(casebus_proto::timestamp_from(cst("2026-03-10 24:00")));
+    }
+    let tampered = check_recorded_dues(w.log.iter().map(Stored::view), &rules, &calendar());
+    assert_eq!(tampered.len(), 1, "{tampered:?}");
+    let m = &tampered[0];
+    assert_eq!(
+        (m.version, m.handoff_id.as_str(), m.clock.as_str()),
+        (2, "ref", "filing_decision")
+    );
+    assert_eq!(
+        m.problem,
+        DueProblem::DueTime {
+            recorded: Some(cst("2026-03-10 24:00")),
+            recomputed: Ok(cst("2026-03-09 24:00")),
+        }
+    );
+    let text = m.to_string();
+    assert!(
+        text.contains("version 2")
+            && text.contains("2026-03-10T16:00:00Z")
+            && text.contains("2026-03-09T16:00:00Z"),
+        "{text}"
+    );
+    // A clock dropped, or one the hand-off does not start, is named too.
+    if let Kind::HandoffRequested(p) = &mut w.log[1].payload {
+        p.recorded_dues[1].clock = "custody".into();
+    }
+    let problems: Vec<(String, DueProblem)> =
+        check_recorded_dues(w.log.iter().map(Stored::view), &rules, &calendar())
+            .into_iter()
+            .map(|m| (m.clock, m.problem))
+            .collect();
+    assert_eq!(
+        problems,
+        [
+            ("custody".to_owned(), DueProblem::UnexpectedClock),
+            ("filing_decision".to_owned(), DueProblem::MissingClock),
+        ]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever the history, every recorded due recomputes under the rules it was
+    /// recorded with, replaying gives the same clocks, and a reader with other rules
+    /// shows the recorded due of every clock no extension or suspension changed.
+    #[test]
+    fn recorded_dues_recompute_under_the_same_rules(
+        steps in proptest::collection::vec((any_step(), 0i64..72), 1..40)
+    ) {
+        let mut w = World::new();
+        w.record(CUSTOMS, "2026-03-02 09:00", opened());
+        let mut at = cst("2026-03-02 09:00");
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        for ((who, payload), hours) in steps {
+            at += time::Duration::hours(hours);
+            let text = at.to_offset(offset!(+8)).format(format).expect("formats");
+            let _ = w.record_at(OFFICES[who], &text, &text, payload);
+        }
+        let calendar = calendar();
+        prop_assert_eq!(
+            check_recorded_dues(w.log.iter().map(Stored::view), &w.rules, &calendar),
+            vec![]
+        );
+        let replayed = CaseState::fold(w.log.iter().map(Stored::view));
+        prop_assert_eq!(&replayed.clocks, &w.state.clocks);
+        let theirs = other_rules();
+        let mine = w.state.open_clocks(&w.rules, &calendar);
+        let shown = w.state.open_clocks(&theirs, &calendar);
+        for (m, s) in mine.iter().zip(&shown) {
+            let c = &w.state.clocks[&m.handoff_id];
+            let unchanged = m.clock == HandoffClockKind::Receipt
+                || (c.adjust.extensions.is_empty() && c.adjust.suspensions.is_empty());
+            if unchanged {
+                prop_assert_eq!(&m.due_at, &s.due_at, "{:?}", m);
+            }
         }
     }
 }

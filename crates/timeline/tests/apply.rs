@@ -15,11 +15,22 @@ use common::{CUSTOMS, CaseBuilder, IPC, Stream, T0, project, temp_projection};
 /// The scripted main case plus two short ones, interleaved, with holes in the
 /// sequences where dead-lettered messages would be.
 fn scripted_stream() -> Stream {
-    let mut main = CaseBuilder::new("MAIN-1", T0);
+    scripted_stream_recorded(true)
+}
+
+/// The scripted stream, its hand-offs with their recorded due times or, with
+/// `recorded_dues` false, without them (events recorded before due times were).
+fn scripted_stream_recorded(recorded_dues: bool) -> Stream {
+    let builder = |id: &str, start| {
+        let mut b = CaseBuilder::new(id, start);
+        b.without_recorded_dues = !recorded_dues;
+        b
+    };
+    let mut main = builder("MAIN-1", T0);
     main.script(main_case(T0));
-    let mut declined = CaseBuilder::new("DECL-1", T0 + Duration::days(1));
+    let mut declined = builder("DECL-1", T0 + Duration::days(1));
     declined.script(declined_case());
-    let mut dropped = CaseBuilder::new("DROP-1", T0 + Duration::days(2));
+    let mut dropped = builder("DROP-1", T0 + Duration::days(2));
     dropped.script(dropped_case());
     let mut stream = Stream::with_gaps(9);
     stream.interleave(&[&main.events, &declined.events, &dropped.events]);
@@ -449,23 +460,32 @@ fn a_file_without_counted_clocks_has_them_recounted_from_its_events_before_the_n
     assert_eq!(reopened.recount_clocks().expect("nothing to do"), 0);
 }
 
+/// Other rules at the gateway recount every clock and give what a projection made with
+/// them gives. For hand-offs recorded before due times were, the due times change;
+/// hand-offs that recorded theirs keep them (the recording service is the authority).
 #[test]
 fn other_rules_recount_every_clock_and_equal_a_projection_made_with_them() {
-    let stream = scripted_stream();
     let rules = casebus_domain::DeadlineRules::parse(
         "[clocks.receipt]\namount = 2\nunit = \"hours\"\n[clocks.judgment_service]\namount = 1\nunit = \"days\"\n",
     )
     .expect("rules");
-    let (_dir, _path, mut old) = temp_projection();
-    project(&mut old, &stream, 16);
-    let before = dump(&old);
-    old.set_clocks(rules.clone(), casebus_domain::Calendar::shipped());
-    assert_eq!(old.recount_clocks().expect("recount"), 3);
-    let (_dir2, _path2, mut fresh) = temp_projection();
-    fresh.set_clocks(rules, casebus_domain::Calendar::shipped());
-    project(&mut fresh, &stream, 16);
-    assert_eq!(dump(&old), dump(&fresh));
-    assert_ne!(dump(&old), before, "the due times changed");
+    for recorded_dues in [false, true] {
+        let stream = scripted_stream_recorded(recorded_dues);
+        let (_dir, _path, mut old) = temp_projection();
+        project(&mut old, &stream, 16);
+        let before = dump(&old);
+        old.set_clocks(rules.clone(), casebus_domain::Calendar::shipped());
+        assert_eq!(old.recount_clocks().expect("recount"), 3);
+        let (_dir2, _path2, mut fresh) = temp_projection();
+        fresh.set_clocks(rules.clone(), casebus_domain::Calendar::shipped());
+        project(&mut fresh, &stream, 16);
+        assert_eq!(dump(&old), dump(&fresh));
+        if recorded_dues {
+            assert_eq!(dump(&old), before, "the recorded due times are kept");
+        } else {
+            assert_ne!(dump(&old), before, "the due times changed");
+        }
+    }
 }
 
 /// The `events` table as schema version 2 had it, with its unique index on event ids,

@@ -852,6 +852,7 @@ mod tests {
                 nanos: 0,
             }),
             evidence_ids: vec![],
+            recorded_dues: vec![],
         })
     }
 

@@ -422,6 +422,7 @@ impl Service {
             grpc_addr,
             metrics_addr,
             started_at,
+            &inbox.clocks().digest,
         );
         let stats = stats_fn(kit.clone(), inbox.clone(), counters.clone(), &consumer);
         let registration =
@@ -672,6 +673,7 @@ fn service_info(
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     started_at: OffsetDateTime,
+    rules_digest: &str,
 ) -> ServiceInfo {
     let started = started_at
         .format(&time::format_description::well_known::Rfc3339)
@@ -684,6 +686,9 @@ fn service_info(
         ("metrics".to_owned(), metrics_addr.to_string()),
         ("consumer".to_owned(), consumer.to_owned()),
         ("started_at".to_owned(), started),
+        // What it counts clocks and records due times with: the monitor flags
+        // services whose digests differ.
+        ("rules_digest".to_owned(), rules_digest.to_owned()),
     ]);
     ServiceInfo {
         name: service_name.to_owned(),

@@ -30,21 +30,24 @@ use casebus_bus::Bus;
 use casebus_bus::ops::Ops;
 use casebus_bus::subjects::CASES_STREAM;
 use casebus_domain::{
-    CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, Extension, HandoffClocks,
-    ProsecutionDecision, Suspension,
+    CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, ClockName, Extension, HandoffClocks,
+    ProsecutionDecision, RecordedDueTime, RecordedDues, Suspension,
 };
 use casebus_proto::agency::v1::{
     HandoffStatus, InboxSnapshot, InboxSnapshotAnswer, InboxSnapshotCase, InboxSnapshotClocks,
     InboxSnapshotEntry, InboxSnapshotExtension, InboxSnapshotFile,
     InboxSnapshotProsecutionDecision, InboxSnapshotSuspension,
 };
-use casebus_proto::event::v1::{Agency, Event, HandoffKind, SignedEvent};
+use casebus_proto::event::v1::{Agency, Event, HandoffKind, RecordedDue, SignedEvent};
 use casebus_proto::{CaseId, EventId, OfficeId, Timestamp, datetime_from, timestamp_from};
 
 use crate::inbox::{Entry, Inbox};
 
-/// The snapshot format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The snapshot format this build writes and reads. Version 2 added each hand-off's
+/// recorded due times; a version 1 file lacks them (its clocks would count with this
+/// service's rules where a rebuild shows the recorded due times), so it is refused and
+/// the inbox rebuilt from the stream.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Longest time between two snapshots while the inbox moves.
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 /// Messages folded after which a snapshot is written without waiting for the interval.
@@ -286,7 +289,40 @@ fn clocks_to(clocks: &HandoffClocks) -> Result<InboxSnapshotClocks, Unwritable> 
             })
             .collect(),
         suspended_since: clocks.adjust.suspended_since.map(timestamp_from),
+        recorded_receipt: clocks
+            .recorded
+            .receipt
+            .as_ref()
+            .map(|r| recorded_to(r, ClockName::Receipt)),
+        recorded_decision: match (
+            clocks.recorded.decision.as_ref(),
+            ClockName::decision_of(clocks.kind),
+        ) {
+            (Some(r), Some(name)) => Some(recorded_to(r, name)),
+            _ => None,
+        },
     })
+}
+
+fn recorded_to(due: &RecordedDueTime, clock: ClockName) -> RecordedDue {
+    RecordedDue {
+        clock: clock.key().to_owned(),
+        due_at: due.due_at.map(timestamp_from),
+        rules_digest: due.rules_digest.clone(),
+    }
+}
+
+fn recorded_from(
+    due: Option<&RecordedDue>,
+    what: &str,
+) -> Result<Option<RecordedDueTime>, Refused> {
+    due.map(|d| {
+        Ok(RecordedDueTime {
+            due_at: optional_time(d.due_at.as_ref(), what)?,
+            rules_digest: d.rules_digest.clone(),
+        })
+    })
+    .transpose()
 }
 
 fn case_to(case_id: &CaseId, case: &CaseState) -> Result<InboxSnapshotCase, Unwritable> {
@@ -446,6 +482,10 @@ fn clocks_from(clocks: &InboxSnapshotClocks, case_id: &str) -> Result<HandoffClo
                 })
                 .collect::<Result<_, Refused>>()?,
             suspended_since: optional_time(clocks.suspended_since.as_ref(), &what)?,
+        },
+        recorded: RecordedDues {
+            receipt: recorded_from(clocks.recorded_receipt.as_ref(), &what)?,
+            decision: recorded_from(clocks.recorded_decision.as_ref(), &what)?,
         },
     })
 }
@@ -851,6 +891,16 @@ mod tests {
                     }],
                     suspended_since: Some(at(1_780_300_000)),
                 },
+                recorded: RecordedDues {
+                    receipt: Some(RecordedDueTime {
+                        due_at: Some(at(1_780_088_400)),
+                        rules_digest: "sha256:ab".into(),
+                    }),
+                    decision: Some(RecordedDueTime {
+                        due_at: None,
+                        rules_digest: "sha256:ab".into(),
+                    }),
+                },
             },
         );
         let other = CaseId::new("C-2").expect("case");
@@ -986,8 +1036,33 @@ mod tests {
         let refused = decode(&bytes, &police(), CASES_STREAM).expect_err("refused");
         assert_eq!(refused.reason(), "format_version");
         assert!(
-            refused.to_string().contains("format version 2"),
+            refused
+                .to_string()
+                .contains(&format!("format version {}", FORMAT_VERSION + 1)),
             "{refused}"
+        );
+    }
+
+    /// Version 1 files have no recorded due times: resuming from one would show this
+    /// service's own count where a rebuild shows the recorded due, so it is refused
+    /// (and the inbox rebuilt from the stream).
+    #[test]
+    fn a_version_1_snapshot_without_recorded_dues_is_refused() {
+        let bytes = resealed(&sample(), |c| {
+            c.format_version = 1;
+            for case in &mut c.cases {
+                for clocks in &mut case.clocks {
+                    clocks.recorded_receipt = None;
+                    clocks.recorded_decision = None;
+                }
+            }
+        });
+        let refused = decode(&bytes, &police(), CASES_STREAM).expect_err("refused");
+        assert_eq!(refused.reason(), "format_version");
+        let message = refused.to_string();
+        assert!(
+            message.contains("format version 1") && message.contains("reads version 2"),
+            "{message}"
         );
     }
 

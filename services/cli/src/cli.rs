@@ -425,6 +425,12 @@ pub struct VerifyArgs {
     /// it) the bundle's manifest must be sealed with; repeat for several.
     #[arg(long = "operator-vkey", value_name = "VKEY|FILE")]
     pub operator_vkeys: Vec<String>,
+    /// Deadline rules and holiday calendar the recorded due times of hand-offs are
+    /// recomputed with (give the services' own; see docs/DEADLINES.md): a recorded due
+    /// that does not recompute fails with `due_time_mismatch`, one counted with rules
+    /// of another digest with `rules_digest_mismatch`.
+    #[command(flatten)]
+    pub clocks: casebus_runtime::clocks::ClockArgs,
 }
 
 /// Parses a quoted manifest digest: 64 hex digits, compared in lower case.

@@ -7,9 +7,9 @@ mod common;
 
 use prost::Message as _;
 
-use casebus_proto::event::v1::SignedEvent;
+use casebus_proto::event::v1::{Agency, HandoffKind, SignedEvent};
 
-use common::catalogue::{main_case, note, opened};
+use common::catalogue::{main_case, note, opened, recorded_handoff};
 use common::*;
 
 #[tokio::test]
@@ -155,4 +155,176 @@ async fn verify_without_a_registry_is_a_usage_error() {
     .await;
     run.expect_code(2);
     assert!(run.stderr.contains("--registry"), "{}", run.stderr);
+}
+
+/// A referral as customs would record it at `at`, with its dues counted by `rules`,
+/// the filing decision's moved by `shift`, signed with customs' valid key.
+fn recorded_referral(
+    case_id: &str,
+    prev: casebus_integrity::EventHash,
+    at: time::OffsetDateTime,
+    rules: &casebus_domain::DeadlineRules,
+    shift: time::Duration,
+) -> Vec<u8> {
+    let calendar = casebus_domain::Calendar::shipped();
+    let mut dues = casebus_domain::recorded_dues(
+        HandoffKind::SuspectedCrimeReferral,
+        at,
+        rules,
+        &calendar,
+        &rules.digest(&calendar),
+    );
+    let filing = &mut dues[1];
+    assert_eq!(filing.clock, "filing_decision");
+    let due = filing
+        .due_at
+        .as_ref()
+        .and_then(casebus_proto::datetime_from)
+        .expect("countable in 2026");
+    filing.due_at = Some(casebus_proto::timestamp_from(due + shift));
+    let payload = recorded_handoff(
+        "ref",
+        HandoffKind::SuspectedCrimeReferral,
+        Agency::PublicSecurity,
+        dues,
+    );
+    hand_made(&signer(CUSTOMS), case_id, 2, Some(prev), at, payload).0
+}
+
+/// A hand-off whose recorded due time was moved a day later and re-signed with the
+/// recording office's valid key keeps its chain and signature: only recomputing the
+/// due from the rules catches it, as `due_time_mismatch` with its version, in
+/// `--case` and in `--all`. The same event with its true dues verifies; checked with
+/// other rules it fails as `rules_digest_mismatch`, and a bad rules file is refused.
+#[tokio::test]
+async fn a_re_signed_hand_off_with_a_tampered_due_time_is_a_due_time_mismatch() {
+    let f = Fixture::start().await;
+    let customs = f.appender(CUSTOMS);
+    // Friday 6 November 2026, 10:20 CST: the filing decision is due Monday 9 November.
+    let at = time::macros::datetime!(2026-11-06 02:20 UTC);
+    let rules = casebus_domain::DeadlineRules::default();
+
+    let honest = case("DUE-OK");
+    let v1 = append(&customs, &honest, opened("due ok")).await;
+    let honest_seq = f
+        .publish_raw(
+            "case.DUE-OK",
+            recorded_referral("DUE-OK", v1.hash, at, &rules, time::Duration::ZERO),
+        )
+        .await;
+    let run = f.cli(&["--json", "verify", "--case", "DUE-OK"]).await;
+    run.expect_code(0);
+    assert_eq!(run.json()["failures"], serde_json::json!([]));
+    assert_eq!(run.json()["events"], 2);
+
+    let tampered = case("DUE-BAD");
+    let v1 = append(&customs, &tampered, opened("due bad")).await;
+    let bad_seq = f
+        .publish_raw(
+            "case.DUE-BAD",
+            recorded_referral("DUE-BAD", v1.hash, at, &rules, time::Duration::days(1)),
+        )
+        .await;
+    let run = f.cli(&["--json", "verify", "--case", "DUE-BAD"]).await;
+    run.expect_code(1);
+    let report = run.json();
+    assert_eq!(report["events"], 2, "chain and signature hold: {report}");
+    let failures = report["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["code"], "due_time_mismatch");
+    assert_eq!(failures[0]["version"], 2);
+    assert_eq!(failures[0]["sequence"], bad_seq);
+    let reason = failures[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("filing_decision")
+            && reason.contains("2026-11-10T16:00:00Z")
+            && reason.contains("2026-11-09T16:00:00Z"),
+        "{reason}"
+    );
+    let text = f.cli(&["verify", "--case", "DUE-BAD"]).await;
+    text.expect_code(1);
+    assert!(
+        text.stdout
+            .contains(&format!("FAIL case DUE-BAD v2 seq {bad_seq}: version 2")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("(due_time_mismatch)"),
+        "{}",
+        text.stdout
+    );
+
+    let all = f.cli(&["--json", "verify", "--all"]).await;
+    all.expect_code(1);
+    let failures: Vec<(String, u64, String)> = all.json()["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| {
+            (
+                f["case"].as_str().unwrap_or_default().to_owned(),
+                f["sequence"].as_u64().unwrap_or_default(),
+                f["code"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [(
+            "DUE-BAD".to_owned(),
+            bad_seq,
+            "due_time_mismatch".to_owned()
+        )]
+    );
+
+    // Other rules (five days to decide on a referral): the honest case was counted
+    // with another digest, which is named; its due time is not compared.
+    let other = f.path("other-rules.toml");
+    std::fs::write(
+        &other,
+        "[clocks.filing_decision]\namount = 5\nunit = \"days\"\nbasis = \"a local rule\"\n",
+    )
+    .expect("write rules");
+    let other = other.display().to_string();
+    let run = f
+        .cli(&[
+            "--json",
+            "verify",
+            "--case",
+            "DUE-OK",
+            "--deadline-rules",
+            &other,
+        ])
+        .await;
+    run.expect_code(1);
+    let failures = run.json()["failures"].clone();
+    let failures = failures.as_array().expect("failures");
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for failure in failures {
+        assert_eq!(failure["code"], "rules_digest_mismatch");
+        assert_eq!(failure["sequence"], honest_seq);
+        let reason = failure["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains(&rules.digest(&casebus_domain::Calendar::shipped())),
+            "{reason}"
+        );
+    }
+
+    let broken = f.path("broken-rules.toml");
+    std::fs::write(&broken, "[clocks.custody]\nunit = \"weeks\"\n").expect("write rules");
+    let broken = broken.display().to_string();
+    let run = f
+        .cli(&["verify", "--case", "DUE-OK", "--deadline-rules", &broken])
+        .await;
+    assert_ne!(run.code, 0);
+    assert_ne!(
+        run.code, 1,
+        "a bad rules file is not a verification failure"
+    );
+    assert!(
+        run.stderr.contains("broken-rules.toml") && run.stderr.contains("clocks.custody"),
+        "{}",
+        run.stderr
+    );
 }

@@ -226,6 +226,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // A bad rules file or calendar refuses the start, naming the file, line and field.
     let clocks = config.clocks.load().map_err(RunError::Runtime)?;
     tracing::info!(digest = %clocks.digest, years = clocks.calendar.years().count(), "deadline rules and calendar loaded");
+    let rules_digest = clocks.digest.clone();
     // Every call must be authenticated: refuse to start before touching anything else.
     let auth = grpc::authenticator(&config.grpc, Audience::Gateway).map_err(RunError::Runtime)?;
     let name = config.consumer_name.clone();
@@ -482,6 +483,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             metadata: HashMap::from([
                 ("consumer".to_owned(), name.clone()),
                 ("grpc".to_owned(), grpc_addr.to_string()),
+                // What it counts clocks with; the monitor flags a difference.
+                ("rules_digest".to_owned(), rules_digest),
                 (
                     "started_at".to_owned(),
                     OffsetDateTime::now_utc().to_string(),

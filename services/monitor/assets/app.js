@@ -381,7 +381,7 @@
   function renderServices(d) {
     var s = d.services;
     $('services-updated').textContent = s.updated_at ? 'found through $SRV · ' + when(s.updated_at) : '';
-    var tbody = fill('services-table', s.instances, 'no service answered $SRV', 10);
+    var tbody = fill('services-table', s.instances, 'no service answered $SRV', 11);
     s.instances.forEach(function (i) {
       var dot = el('span', null, 'dot ' + (i.errors > 0 || i.last_error ? 'warn' : 'ok'));
       var details = Object.keys(i.details).map(function (k) { return k + ' ' + num(i.details[k]); }).join(' · ');
@@ -394,6 +394,9 @@
         { text: num(i.requests), cls: 'num' },
         { text: num(i.errors), cls: 'num' + (i.errors > 0 ? ' warn' : '') },
         i.consumer || '–',
+        { text: i.rules_digest ? i.rules_digest.replace('sha256:', '').slice(0, 12) : '–',
+          cls: 'mono' + (s.rules_differ && i.rules_digest ? ' warn' : ''),
+          title: i.rules_digest || 'names no deadline rules digest' },
         { text: details, cls: 'details', title: i.last_error ? 'last error: ' + i.last_error : '' },
         { text: i.id.slice(0, 8), cls: 'mono' }
       ], { 'data-service': i.name, 'data-office': i.office });

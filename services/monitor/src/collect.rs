@@ -431,6 +431,11 @@ pub fn service_view(instance: &ServiceInstance) -> ServiceView {
         errors: number("errors").unwrap_or(endpoint_errors),
         consumer,
         details,
+        rules_digest: instance
+            .metadata
+            .get("rules_digest")
+            .cloned()
+            .unwrap_or_default(),
         metadata: instance.metadata.clone().into_iter().collect(),
         last_error: instance
             .endpoints
@@ -536,6 +541,7 @@ mod tests {
                 ("office".to_owned(), "customs:ningbo".to_owned()),
                 ("agency".to_owned(), "customs".to_owned()),
                 ("consumer".to_owned(), "svc-customs-ningbo".to_owned()),
+                ("rules_digest".to_owned(), "sha256:0123".to_owned()),
             ]),
             started: Some(time::macros::datetime!(2026-03-01 8:00 UTC)),
             endpoints: vec![EndpointStats {
@@ -559,6 +565,7 @@ mod tests {
         assert_eq!(view.details["handled"], 90);
         assert_eq!(view.details["inbox_overdue"], 1);
         assert_eq!(view.started.as_deref(), Some("2026-03-01T08:00:00Z"));
+        assert_eq!(view.rules_digest, "sha256:0123");
     }
 
     #[test]

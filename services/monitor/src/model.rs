@@ -272,6 +272,9 @@ pub struct ServiceView {
     pub consumer: String,
     /// Notable counters from its statistics (appended, handled, dead-lettered ...).
     pub details: BTreeMap<String, serde_json::Value>,
+    /// The digest of the deadline rules and holiday calendar it counts clocks with
+    /// (`rules_digest` of its `$SRV` metadata); empty when it names none.
+    pub rules_digest: String,
     /// Its `$SRV` metadata.
     pub metadata: BTreeMap<String, String>,
     /// The last error of its `$SRV` endpoint, if any.
@@ -490,6 +493,40 @@ pub struct Services {
     pub updated_at: Option<String>,
     /// The instances, by name.
     pub instances: Vec<ServiceView>,
+    /// Each rules digest the instances name, with the instances (`name id`) counting
+    /// with it, in digest order.
+    pub rules_digests: Vec<RulesDigestGroup>,
+    /// Whether the instances count clocks with different rules or calendars (more than
+    /// one digest): due times and overdue lists may then disagree between them.
+    pub rules_differ: bool,
+}
+
+/// The instances that count clocks with one rules digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RulesDigestGroup {
+    /// The digest (`sha256:…`).
+    pub digest: String,
+    /// The instances, as `name id`.
+    pub instances: Vec<String>,
+}
+
+/// The instances grouped by the rules digest they name (instances naming none are
+/// left out).
+pub fn rules_digest_groups(instances: &[ServiceView]) -> Vec<RulesDigestGroup> {
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in instances.iter().filter(|i| !i.rules_digest.is_empty()) {
+        groups
+            .entry(&i.rules_digest)
+            .or_default()
+            .push(format!("{} {}", i.name, i.id));
+    }
+    groups
+        .into_iter()
+        .map(|(digest, instances)| RulesDigestGroup {
+            digest: digest.to_owned(),
+            instances,
+        })
+        .collect()
 }
 
 /// The monitor's knowledge; one instance behind a mutex, fed by the collectors.
@@ -829,6 +866,7 @@ impl Model {
         by_agency.sort_by_key(|a| std::cmp::Reverse(a.oldest_overdue_seconds));
         handoffs.truncate(OVERDUE_LISTED);
 
+        let rules_digests = rules_digest_groups(&self.services);
         let services = self
             .services
             .iter()
@@ -872,11 +910,29 @@ impl Model {
                 by_agency,
                 handoffs,
             },
+            problems: {
+                let mut problems = self.problems.clone();
+                if rules_digests.len() > 1 {
+                    problems.insert(
+                        "deadline_rules".to_owned(),
+                        format!(
+                            "services count legal clocks with different deadline rules or calendars: {}",
+                            rules_digests
+                                .iter()
+                                .map(|g| format!("{} ({})", g.digest, g.instances.join(", ")))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    );
+                }
+                problems
+            },
             services: Services {
                 updated_at: self.services_at.map(rfc3339),
                 instances: services,
+                rules_differ: rules_digests.len() > 1,
+                rules_digests,
             },
-            problems: self.problems.clone(),
         }
     }
 
@@ -955,6 +1011,58 @@ mod tests {
             original_subject: "case.C-1".into(),
             verification: VERIFICATION_CODES.contains(&code),
         }
+    }
+
+    fn instance(name: &str, id: &str, digest: &str) -> ServiceView {
+        ServiceView {
+            name: name.into(),
+            id: id.into(),
+            rules_digest: digest.into(),
+            ..ServiceView::default()
+        }
+    }
+
+    /// The services panel groups instances by the rules digest they announce, and
+    /// two digests are flagged as a problem naming each with its instances; one digest
+    /// (and instances naming none) is not.
+    #[test]
+    fn services_counting_with_different_rules_are_flagged() {
+        let mut model = Model::new(T0);
+        model.record_services(
+            vec![
+                instance("casebus-customs", "c1", "sha256:aa"),
+                instance("casebus-gateway", "g1", "sha256:aa"),
+                instance("casebus-witness", "w1", ""),
+            ],
+            T0,
+        );
+        let same = model.overview(T0);
+        assert!(!same.services.rules_differ);
+        assert_eq!(
+            same.services.rules_digests,
+            [RulesDigestGroup {
+                digest: "sha256:aa".into(),
+                instances: vec!["casebus-customs c1".into(), "casebus-gateway g1".into()],
+            }]
+        );
+        assert!(!same.problems.contains_key("deadline_rules"));
+
+        model.record_services(
+            vec![
+                instance("casebus-customs", "c1", "sha256:aa"),
+                instance("casebus-public-security", "p1", "sha256:bb"),
+            ],
+            T0,
+        );
+        let differ = model.overview(T0);
+        assert!(differ.services.rules_differ);
+        assert_eq!(differ.services.rules_digests.len(), 2);
+        let problem = &differ.problems["deadline_rules"];
+        assert!(
+            problem.contains("sha256:aa (casebus-customs c1)")
+                && problem.contains("sha256:bb (casebus-public-security p1)"),
+            "{problem}"
+        );
     }
 
     #[test]

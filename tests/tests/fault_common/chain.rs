@@ -203,6 +203,7 @@ pub fn realistic_case(case_id: &CaseId, len: usize) -> Vec<Built> {
                     reason: "suspected crime".into(),
                     due_at: None,
                     evidence_ids: vec!["e1".into()],
+                    recorded_dues: vec![],
                 }),
                 None,
             ),

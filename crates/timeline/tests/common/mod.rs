@@ -103,6 +103,9 @@ pub struct CaseBuilder {
     pub request_prefix: String,
     tip: ChainTip,
     rules: DeadlineRules,
+    /// Record hand-offs without their recorded due times, as events recorded before
+    /// due times were recorded (`HandoffRequested.recorded_dues` empty).
+    pub without_recorded_dues: bool,
 }
 
 impl CaseBuilder {
@@ -117,6 +120,7 @@ impl CaseBuilder {
             step: Duration::hours(1),
             request_prefix: "req".into(),
             rules: DeadlineRules::default(),
+            without_recorded_dues: false,
         }
     }
 
@@ -149,9 +153,14 @@ impl CaseBuilder {
             calendar: &casebus_domain::Calendar::shipped(),
             offices: &registered,
         };
-        let decision = decide(&self.state, &command, &ctx).unwrap_or_else(|r| {
+        let mut decision = decide(&self.state, &command, &ctx).unwrap_or_else(|r| {
             panic!("script rejected at version {}: {r}", self.state.version + 1)
         });
+        if let Kind::HandoffRequested(p) = &mut decision.payload
+            && self.without_recorded_dues
+        {
+            p.recorded_dues.clear();
+        }
         let version = self.state.version + 1;
         let request = RequestId::new(&format!("{}-{version}", self.request_prefix))
             .expect("valid request id");

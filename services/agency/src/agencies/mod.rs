@@ -92,6 +92,7 @@ pub(crate) fn handoff(
         reason: details.reason,
         due_at: None,
         evidence_ids: details.evidence_ids,
+        recorded_dues: Vec::new(),
     }))
 }
 

@@ -5,7 +5,9 @@
 //! failure makes the exit code 1. A bundle checked with its own keys fails unless
 //! `--trust-bundle-keys` accepts them, and `--expect-digest` must match its manifest.
 //! A v2 bundle's proofs are checked against `--policy`, `--operator-vkey` and
-//! `--known-checkpoint` (`crate::proofs`), all without network.
+//! `--known-checkpoint` (`crate::proofs`), all without network. `--case` and `--all`
+//! also recompute every hand-off's recorded due times with `--deadline-rules` and
+//! `--calendar-dir` (the built-in rules and shipped calendar by default).
 
 use std::path::Path;
 
@@ -13,8 +15,13 @@ use serde_json::json;
 
 use casebus_bus::ops::ScanStart;
 use casebus_bus::subjects::{CASES_STREAM, case_subject};
-use casebus_integrity::verify_case;
+use casebus_domain::{DueProblem, RecordedEvent, check_recorded_dues_against};
+use casebus_integrity::{VerifiedEvent, verify_case};
 use casebus_proto::CaseId;
+use casebus_proto::event::v1::SignedEvent;
+use casebus_proto::event::v1::payload::Kind;
+use casebus_runtime::clocks::Clocks;
+use prost::Message as _;
 
 use casebus_bus::subjects::{CHECKPOINTS_STREAM, checkpoint_subject, cosignatures_filter};
 use casebus_runtime::tlog_keys::load_verifier;
@@ -58,10 +65,65 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome, CliError> {
             "--policy applies to --bundle and --log only",
         ));
     }
+    // A bad rules file or calendar is a usage error before anything is read.
+    let clocks = args
+        .clocks
+        .load()
+        .map_err(|e| CliError::usage(e.to_string()))?;
     if let Some(case) = &args.case {
-        return verify_one(ctx, case).await;
+        return verify_one(ctx, case, &clocks).await;
     }
-    verify_all(ctx).await
+    verify_all(ctx, &clocks).await
+}
+
+/// The recorded due times of `event` that do not recompute with `clocks`
+/// (`casebus_domain::check_recorded_dues`), as failures at `sequence`: a due time the
+/// rules do not give (or a clock the hand-off does not start, or one it starts and
+/// does not record) is `due_time_mismatch`; a due counted with rules and calendar of
+/// another digest is `rules_digest_mismatch` (give the services' `--deadline-rules`
+/// and `--calendar-dir`), and its due time is not compared. Events without recorded
+/// dues (recorded before they were), and sealed events, are not checked.
+fn due_failures(event: &VerifiedEvent, sequence: u64, clocks: &Clocks) -> Vec<Failure> {
+    let Some(payload @ Kind::HandoffRequested(_)) =
+        event.event.payload.as_ref().and_then(|p| p.kind.as_ref())
+    else {
+        return Vec::new();
+    };
+    let recorded = RecordedEvent {
+        case_id: &event.case_id,
+        version: event.version(),
+        event_id: &event.event_id,
+        office: &event.office,
+        occurred_at: event.occurred_at,
+        visibility: event.event.visibility.as_ref(),
+        payload: Some(payload),
+    };
+    check_recorded_dues_against([recorded], &clocks.rules, &clocks.calendar, &clocks.digest)
+        .into_iter()
+        .map(|m| Failure {
+            case_id: event.case_id.to_string(),
+            sequence,
+            version: Some(m.version),
+            problem: Problem {
+                code: match m.problem {
+                    DueProblem::RulesDigest { .. } => "rules_digest_mismatch",
+                    _ => "due_time_mismatch",
+                }
+                .into(),
+                reason: m.to_string(),
+            },
+        })
+        .collect()
+}
+
+/// The sequence of the message holding `event`, among `messages`.
+fn sequence_of(event: &VerifiedEvent, messages: &[casebus_bus::ops::StoredMessage]) -> u64 {
+    messages
+        .iter()
+        .find(|m| {
+            SignedEvent::decode(m.payload.as_ref()).is_ok_and(|s| s.event == event.signed.event)
+        })
+        .map_or(0, |m| m.sequence)
 }
 
 /// Reads and parses `--policy`.
@@ -96,7 +158,7 @@ fn no_stream() -> CliError {
     ))
 }
 
-async fn verify_one(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
+async fn verify_one(ctx: &Ctx, case: &CaseId, clocks: &Clocks) -> Result<Outcome, CliError> {
     let registry = ctx.registry("to verify signatures")?;
     let ops = ctx.ops().await?;
     ops.stream_status(CASES_STREAM)
@@ -136,7 +198,7 @@ async fn verify_one(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
         return Ok(Outcome::Problems);
     }
     let report = verify_case(case, messages.iter().map(|m| m.payload.as_ref()), &registry);
-    let failures: Vec<Failure> = report
+    let mut failures: Vec<Failure> = report
         .failures
         .iter()
         .map(|f| Failure {
@@ -146,6 +208,17 @@ async fn verify_one(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
             problem: Problem::from(&f.error),
         })
         .collect();
+    for event in &report.events {
+        let mut dues = due_failures(event, 0, clocks);
+        if !dues.is_empty() {
+            let sequence = sequence_of(event, &messages);
+            for f in &mut dues {
+                f.sequence = sequence;
+            }
+            failures.extend(dues);
+        }
+    }
+    failures.sort_by_key(|f| f.sequence);
     let last_version = report.events.last().map(|e| e.version());
     let last_sequence = messages.last().map_or(0, |m| m.sequence);
     if ctx.out.is_json() {
@@ -182,7 +255,7 @@ async fn verify_one(ctx: &Ctx, case: &CaseId) -> Result<Outcome, CliError> {
     Ok(Outcome::problems_if(!failures.is_empty()))
 }
 
-async fn verify_all(ctx: &Ctx) -> Result<Outcome, CliError> {
+async fn verify_all(ctx: &Ctx, clocks: &Clocks) -> Result<Outcome, CliError> {
     let registry = ctx.registry("to verify signatures")?;
     let ops = ctx.ops().await?;
     let status = ops
@@ -218,7 +291,16 @@ async fn verify_all(ctx: &Ctx) -> Result<Outcome, CliError> {
                     checked += 1;
                     bar.inc(1);
                     match verifier.check(message.sequence, &message.subject, &message.payload) {
-                        Checked::Valid(_) => valid += 1,
+                        Checked::Valid(event) => {
+                            valid += 1;
+                            for failure in due_failures(&event, message.sequence, clocks) {
+                                if !ctx.out.is_json() {
+                                    let line = failure.to_line();
+                                    bar.suspend(|| ctx.out.line(line))?;
+                                }
+                                failures.push(failure);
+                            }
+                        }
                         Checked::Failed(failure) => {
                             if !ctx.out.is_json() {
                                 let line = failure.to_line();

@@ -350,6 +350,37 @@ pub async fn append(appender: &Appender, case_id: &CaseId, payload: Kind) -> App
         .expect("append")
 }
 
+/// An event of `case_id` at `version` with `payload`, occurred at `at` and recorded
+/// now, linking to `prev` and signed by `signer`, built by hand (not through the rules), as
+/// raw stored bytes and its hash.
+pub fn hand_made(
+    signer: &OfficeSigner,
+    case_id: &str,
+    version: u64,
+    prev: Option<EventHash>,
+    at: OffsetDateTime,
+    payload: Kind,
+) -> (Vec<u8>, EventHash) {
+    let event = Event {
+        event_id: format!("{:032x}", 0xdef0_0000_u64 + version),
+        case_id: case_id.into(),
+        case_version: version,
+        office_id: signer.office().to_string(),
+        agency: signer.office().agency() as i32,
+        actor: "hand".into(),
+        occurred_at: Some(timestamp_from(at)),
+        recorded_at: Some(timestamp_from(OffsetDateTime::now_utc())),
+        prev_event_hash: prev.map(|h| h.0.to_vec()).unwrap_or_default(),
+        request_id: format!("hand-{version}"),
+        payload: Some(Payload {
+            kind: Some(payload),
+        }),
+        ..Default::default()
+    };
+    let (signed, hash) = signer.sign(&event);
+    (signed.encode_to_vec(), hash)
+}
+
 /// A NoteAdded event of `case_id` at `version` linking to `prev`, signed by `signer`,
 /// built by hand (not through the rules), as raw stored bytes and its hash.
 pub fn hand_made_note(
