@@ -28,7 +28,10 @@ use common::*;
 fn as_submitted(kind: &Kind) -> Kind {
     let mut kind = kind.clone();
     match &mut kind {
-        Kind::HandoffRequested(p) => p.due_at = None,
+        Kind::HandoffRequested(p) => {
+            p.due_at = None;
+            p.recorded_dues.clear();
+        }
         Kind::ClockExtended(p) => p.new_due_at = None,
         _ => {}
     }
@@ -733,3 +736,82 @@ async fn more_cases_than_the_head_cache_holds_all_go_on_and_retries_stay_recogni
 
 /// The head cache of the eviction test: room for about two heads of a few events.
 const CACHE_BYTES: usize = 4_000;
+
+#[tokio::test]
+async fn a_long_case_is_read_whole_and_in_windows_past_the_direct_reads() {
+    // Longer than the direct gets read before an ordered consumer reads on, and
+    // interleaved with another case, so each window must pick out its own subject.
+    let f = Fixture::start().await;
+    let (long, other) = (case("LONG-1"), case("LONG-2"));
+    let customs = f.appender(CUSTOMS);
+    let mut sequences = Vec::new();
+    sequences.push(
+        customs
+            .append(request(&long, opened("long")))
+            .await
+            .expect("open")
+            .stream_sequence,
+    );
+    customs
+        .append(request(&other, opened("other")))
+        .await
+        .expect("open other");
+    for i in 0..(3 * casebus_bus::DIRECT_READS) {
+        sequences.push(
+            customs
+                .append(request(&long, note(&format!("n{i}"))))
+                .await
+                .expect("note")
+                .stream_sequence,
+        );
+        customs
+            .append(request(&other, note(&format!("o{i}"))))
+            .await
+            .expect("other note");
+    }
+    let last = *sequences.last().expect("appended");
+
+    let loaded = f.bus.load_case(&long).await.expect("load");
+    let versions: Vec<u64> = loaded.events.iter().map(|e| e.event.version()).collect();
+    assert_eq!(versions, (1..=sequences.len() as u64).collect::<Vec<_>>());
+    let stored: Vec<u64> = loaded.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        stored, sequences,
+        "every event of the case, at its sequence"
+    );
+    assert!(loaded.rejected.is_empty());
+    assert_eq!(loaded.last_sequence, last);
+
+    // Windows starting before, at and after the switch, ending inside the case, at
+    // its end and beyond it; each is exactly the case's sequences in (after, until].
+    for (after, until) in [
+        (0, last),
+        (0, sequences[20]),
+        (sequences[3], sequences[40]),
+        (sequences[16], last + 100),
+        (sequences[30], sequences[30] + 1),
+        (last, last + 10),
+    ] {
+        let read: Vec<u64> = f
+            .bus
+            .read_case_messages(&long, after, until)
+            .await
+            .expect("read")
+            .iter()
+            .map(|m| m.sequence)
+            .collect();
+        let expected: Vec<u64> = sequences
+            .iter()
+            .copied()
+            .filter(|s| *s > after && *s <= until)
+            .collect();
+        assert_eq!(read, expected, "window ({after}, {until}]");
+    }
+    let until_middle = f
+        .bus
+        .load_case_until(&long, sequences[35])
+        .await
+        .expect("load until");
+    assert_eq!(until_middle.events.len(), 36);
+    assert_eq!(until_middle.last_sequence, sequences[35]);
+}
