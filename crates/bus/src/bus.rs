@@ -10,8 +10,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, context::ContextBuilder, stream::DirectGetErrorKind};
+use futures::StreamExt as _;
 
 use casebus_integrity::OfficeRegistry;
 use casebus_proto::CaseId;
@@ -20,6 +23,10 @@ use crate::error::{BusError, LoadError};
 use crate::provision::is_stream_not_found;
 use crate::store::{CaseHead, LoadedCase, Stored};
 use crate::subjects::{CASES_STREAM, case_subject};
+
+/// Messages of a case read by direct gets, one request each, before the rest of its
+/// history is read with one ordered consumer.
+pub const DIRECT_READS: usize = 16;
 
 /// How the bus uses its NATS connection.
 #[derive(Debug, Clone)]
@@ -56,6 +63,8 @@ pub struct Bus {
     /// reader takes a snapshot (an `Arc` clone) and never holds the lock while working.
     registry: Arc<RwLock<Arc<OfficeRegistry>>>,
     max_clock_skew: Duration,
+    /// How long one read of a case's history may wait for its next message.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Bus {
@@ -97,6 +106,7 @@ impl Bus {
             cases,
             registry: Arc::new(RwLock::new(registry)),
             max_clock_skew: config.max_clock_skew,
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -206,6 +216,11 @@ impl Bus {
 
     /// The case's messages with sequence in `(after, until]`, in order.
     ///
+    /// The first [`DIRECT_READS`] by direct gets, one request each; a longer history
+    /// (a case of a thousand events loaded by a restarted consumer, or by an appender
+    /// whose cache lost the case) is read on with one ordered consumer, a few pulls for
+    /// the lot.
+    ///
     /// # Errors
     /// [`LoadError::Nats`] when the stream cannot be read.
     pub async fn read_case_messages(
@@ -218,6 +233,11 @@ impl Bus {
         let mut out = Vec::new();
         let mut next = after + 1;
         while next <= until {
+            if out.len() == DIRECT_READS {
+                self.read_case_ordered(case_id, &subject, next, until, &mut out)
+                    .await?;
+                break;
+            }
             match self
                 .cases
                 .direct_get_next_for_subject(subject.clone(), Some(next))
@@ -238,6 +258,71 @@ impl Bus {
             }
         }
         Ok(out)
+    }
+
+    /// Appends to `out` the messages of `subject` with sequence in `[from, until]`, read
+    /// with one ordered consumer. It stops at `until` or after the last message the
+    /// subject held when the consumer was created, so it never waits for new ones.
+    async fn read_case_ordered(
+        &self,
+        case_id: &CaseId,
+        subject: &str,
+        from: u64,
+        until: u64,
+        out: &mut Vec<StreamMessage>,
+    ) -> Result<(), LoadError> {
+        let fail = |source: crate::error::NatsError| LoadError::Nats {
+            case_id: case_id.to_string(),
+            source,
+        };
+        let consumer = self
+            .cases
+            .create_consumer(OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(Box::new(e)))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
+        }
+        let mut messages = consumer.messages().await.map_err(|e| fail(Box::new(e)))?;
+        loop {
+            let message = match tokio::time::timeout(self.request_timeout, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(fail(Box::new(e))),
+                Ok(None) => return Err(fail("the ordered reader ended early".into())),
+                Err(_) => {
+                    return Err(fail(
+                        format!(
+                            "no message of {subject} after sequence {} within {:?}",
+                            out.last().map_or(from, |m| m.sequence),
+                            self.request_timeout
+                        )
+                        .into(),
+                    ));
+                }
+            };
+            let info = message.info().map_err(fail)?;
+            let (sequence, pending, time) = (info.stream_sequence, info.pending, info.published);
+            if sequence > until {
+                return Ok(());
+            }
+            let message = message.split().0;
+            out.push(StreamMessage {
+                subject: message.subject,
+                sequence,
+                headers: message.headers.unwrap_or_default(),
+                payload: message.payload,
+                time,
+            });
+            if sequence == until || pending == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Loads one case from the stream: every message verified (signature, key, envelope,

@@ -32,7 +32,7 @@ pub use append::{
     command_digest,
 };
 pub use async_nats::Client;
-pub use bus::{Bus, BusConfig};
+pub use bus::{Bus, BusConfig, DIRECT_READS};
 pub use connect::{ConnectConfig, DEFAULT_MAX_RECONNECT_DELAY, check_inbox_prefix, connect};
 pub use consumer::{
     BatchHandler, ConsumerConfig, ConsumerCounters, ConsumerRunner, EventHandler, HandlerError,
