@@ -8,23 +8,16 @@
 
 mod agency_harness;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tonic::Code;
-use tonic::transport::Endpoint;
 
-use casebus_fixtures::Bearer;
 use casebus_integrity::token::{Audience, Role};
 use casebus_proto::agency::v1::*;
 use casebus_proto::event::v1::{
     Agency, HandoffAccepted, LegalHoldLifted, LegalHoldPlaced, Visibility, VisibilityChanged,
     VisibilityKind,
 };
-use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_proto::gateway::v1::{CaseSummary, GetCaseRequest as GatewayGetCase};
 use casebus_test_support::wait_until;
 
@@ -34,79 +27,6 @@ const CASE: &str = "C-HOLD";
 /// Ceiling for the gateway to show what was recorded.
 const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
 const BASIS: &str = "PIPL Art. 47(2); CPL Art. 245: exhibits kept until the judgment is effective";
-
-/// The gateway binary, started on the fixture's NATS and files.
-struct Gateway {
-    child: Child,
-    log: PathBuf,
-    grpc: SocketAddr,
-}
-
-type GatewayReader = GatewayClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
->;
-
-impl Gateway {
-    async fn start(f: &Fixture) -> Self {
-        let dir = f.dir.path();
-        let ready = dir.join("gateway.ready");
-        let log = dir.join("gateway.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let binary = casebus_tests::binaries::service_binary(
-            "casebus-gateway",
-            "build it first: `cargo build -p casebus-gateway`",
-        );
-        let path = |name: &str| dir.join(name).display().to_string();
-        let mut child = Command::new(binary)
-            .args(["--db", &path("gateway.sqlite")])
-            .args(["--registry", &path("registry.toml")])
-            .args(["--trusted-issuers", &path("trust.toml")])
-            .args(["--nats-url", &f.nats.url()])
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--ready-file", &ready.display().to_string()])
-            .env_remove("CASEBUS_DEADLINE_RULES")
-            .env_remove("CASEBUS_CALENDAR_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start casebus-gateway");
-        let grpc = wait_until(READY_TIMEOUT, "the gateway to be ready", async || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "the gateway exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let text = std::fs::read_to_string(&ready).ok()?;
-            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-            value["grpc"].as_str()?.parse::<SocketAddr>().ok()
-        })
-        .await
-        .expect("the gateway gets ready");
-        Self { child, log, grpc }
-    }
-
-    async fn client(&self, token: &str) -> GatewayReader {
-        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the gateway");
-        GatewayClient::with_interceptor(channel, Bearer::new(Some(token)))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 /// The gateway's summary of the case once it has projected `version`.
 async fn summary_at(gateway: &Gateway, client: &mut GatewayReader, version: u64) -> CaseSummary {
@@ -409,5 +329,5 @@ async fn a_legal_hold_is_placed_shown_to_every_participant_and_lifted_only_by_it
     let report = f.verify(CASE).await;
     assert!(report.is_intact(), "{:?}", report.failures);
     f.assert_no_dead_letters().await;
-    drop(gateway.child);
+    drop(gateway);
 }

@@ -18,24 +18,17 @@
 
 mod agency_harness;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::macros::datetime;
-use tokio::process::{Child, Command};
-use tonic::transport::Endpoint;
 
-use casebus_fixtures::Bearer;
 use casebus_integrity::token::{Audience, Role};
 use casebus_proto::agency::v1::*;
 use casebus_proto::event::v1::{
     ClockExtended, ClockResumed, ClockSuspended, HandoffAccepted, InvestigationConcluded,
     InvestigationFiled,
 };
-use casebus_proto::gateway::v1::gateway_client::GatewayClient;
 use casebus_proto::gateway::v1::{GetCaseRequest, ListCasesRequest, RunningClock};
 use casebus_proto::procuratorate::v1::ReturnForSupplementaryInvestigationRequest;
 use casebus_proto::public_security::v1::{
@@ -65,80 +58,6 @@ fn meta_at(case_id: &str, occurred: OffsetDateTime) -> Option<CommandMeta> {
         occurred_at: at(occurred),
         ..m
     })
-}
-
-/// The gateway binary, started on the fixture's NATS and files.
-struct Gateway {
-    child: Child,
-    log: PathBuf,
-    grpc: SocketAddr,
-}
-
-impl Gateway {
-    async fn start(f: &Fixture) -> Self {
-        let dir = f.dir.path();
-        let ready = dir.join("gateway.ready");
-        let log = dir.join("gateway.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let binary = casebus_tests::binaries::service_binary(
-            "casebus-gateway",
-            "build it first: `cargo build -p casebus-gateway`",
-        );
-        let path = |name: &str| dir.join(name).display().to_string();
-        let mut child = Command::new(binary)
-            .args(["--db", &path("gateway.sqlite")])
-            .args(["--registry", &path("registry.toml")])
-            .args(["--trusted-issuers", &path("trust.toml")])
-            .args(["--nats-url", &f.nats.url()])
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--ready-file", &ready.display().to_string()])
-            .env_remove("CASEBUS_DEADLINE_RULES")
-            .env_remove("CASEBUS_CALENDAR_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start casebus-gateway");
-        let grpc = wait_until(READY_TIMEOUT, "the gateway to be ready", async || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "the gateway exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let text = std::fs::read_to_string(&ready).ok()?;
-            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-            value["grpc"].as_str()?.parse::<SocketAddr>().ok()
-        })
-        .await
-        .expect("the gateway gets ready");
-        Self { child, log, grpc }
-    }
-
-    async fn client(
-        &self,
-        token: &str,
-    ) -> GatewayClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
-    > {
-        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the gateway");
-        GatewayClient::with_interceptor(channel, Bearer::new(Some(token)))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
 }
 
 /// The police inbox's overdue items.
@@ -383,7 +302,7 @@ async fn an_accepted_undecided_referral_is_overdue_in_the_inbox_and_on_the_gatew
         .into_inner()
         .cases;
     assert!(listed.is_empty(), "{listed:?}");
-    drop(gateway.child);
+    drop(gateway);
 }
 
 /// The running clock of `handoff_id` in `agency`'s inbox once `ready` holds for it.
@@ -427,10 +346,6 @@ fn details(handoff_id: &str) -> Option<HandoffDetails> {
         evidence_ids: vec![],
     })
 }
-
-type GatewayReader = GatewayClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
->;
 
 /// Hand-off h1 of the clock-changes case on the gateway, once its clock is `ready`.
 async fn gateway_h1(
@@ -685,5 +600,5 @@ async fn a_filing_clock_extended_suspended_and_resumed_shows_so_and_a_third_retu
     for named in ["CPL Art. 175", "si1", "si2"] {
         assert!(status.message().contains(named), "{}", status.message());
     }
-    drop(gateway.child);
+    drop(gateway);
 }

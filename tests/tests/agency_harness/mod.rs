@@ -717,3 +717,88 @@ pub fn has_sample(
             && l.ends_with(&format!(" {value}"))
     })
 }
+
+/// The gateway binary, started on the fixture's NATS and files.
+pub struct Gateway {
+    /// Killed on drop.
+    child: Child,
+    log: PathBuf,
+    grpc: SocketAddr,
+}
+
+pub type GatewayReader = casebus_proto::gateway::v1::gateway_client::GatewayClient<
+    InterceptedService<Channel, casebus_fixtures::Bearer>,
+>;
+
+impl Gateway {
+    /// Starts it and waits until it wrote its ready file (a gateway that exits first
+    /// fails the test with its log).
+    pub async fn start(f: &Fixture) -> Self {
+        let dir = f.dir.path();
+        let ready = dir.join("gateway.ready");
+        let log = dir.join("gateway.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let binary = casebus_tests::binaries::service_binary(
+            "casebus-gateway",
+            "build it first: `cargo build -p casebus-gateway`",
+        );
+        let path = |name: &str| dir.join(name).display().to_string();
+        let mut child = Command::new(binary)
+            .args(["--db", &path("gateway.sqlite")])
+            .args(["--registry", &path("registry.toml")])
+            .args(["--trusted-issuers", &path("trust.toml")])
+            .args(["--nats-url", &f.nats.url()])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--ready-file", &ready.display().to_string()])
+            .env_remove("CASEBUS_DEADLINE_RULES")
+            .env_remove("CASEBUS_CALENDAR_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start casebus-gateway");
+        let grpc = casebus_test_support::wait_until(
+            READY_TIMEOUT,
+            "the gateway to be ready",
+            async || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "the gateway exited with {status}:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                let text = std::fs::read_to_string(&ready).ok()?;
+                let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+                value["grpc"].as_str()?.parse::<SocketAddr>().ok()
+            },
+        )
+        .await
+        .expect("the gateway gets ready");
+        Self { child, log, grpc }
+    }
+
+    /// A client sending `token` as its bearer.
+    pub async fn client(&self, token: &str) -> GatewayReader {
+        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the gateway");
+        casebus_proto::gateway::v1::gateway_client::GatewayClient::with_interceptor(
+            channel,
+            casebus_fixtures::Bearer::new(Some(token)),
+        )
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
