@@ -41,9 +41,14 @@ use fault_common::{CUSTOMS, POLICE, generations, open_bus};
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const GATEWAY: &str = "soak";
 /// Slope of resident memory over the last third of the run allowed per command
-/// acknowledged, in KiB (see the assertion). Measured at the CI settings (20 s, 100/s,
-/// nats-server 2.9): customs 0.6, police 0.7 KiB per command, while the caches fill.
-const MAX_SLOPE_KIB_PER_COMMAND: f64 = 1.5;
+/// acknowledged, in KiB (see the assertion), while the caches fill. Measured at the CI
+/// settings (20 s, 100/s, nats-server 2.9), on a quiet machine: customs 1.34, police
+/// 1.18 at `08b69fc`; customs 1.52 to 1.64, police 1.33 to 1.45 in five of six runs at
+/// `e41f99f`, which adds the recorded due times (each hand-off keeps its two due times
+/// and the rules digest in every folded case state). The bound leaves that room and
+/// still catches a leak of whole events or requests (several KiB each, as for the
+/// gateway below).
+const MAX_SLOPE_KIB_PER_COMMAND: f64 = 2.0;
 /// The same for the gateway, whose SQLite page cache fills as well: measured 1.3 to 1.5
 /// KiB per command at the CI settings on a loaded machine, so the bound leaves room for
 /// that noise and still catches a leak of whole events (several KiB each with their rows).

@@ -459,37 +459,20 @@ async fn the_batched_consumer_stops_promptly_while_idle() {
         .expect("clean");
 }
 
-/// Holds its first batch until the server has delivered `until` messages to the
-/// consumer (so they are waiting in the client), then records like [`BatchRecorder`].
+/// Holds its first batch until the test releases it (once the server has delivered
+/// the backlog to the consumer, so it waits in the client), then records like
+/// [`BatchRecorder`].
 #[derive(Clone)]
 struct HoldFirstBatch {
     recorder: BatchRecorder,
-    cases: async_nats::jetstream::stream::Stream,
-    name: &'static str,
-    until: usize,
+    release: Arc<tokio::sync::Notify>,
     held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BatchHandler for HoldFirstBatch {
     async fn handle_batch(&self, events: &[StoredEvent]) -> Result<(), HandlerError> {
         if !self.held.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            // Not `wait_until`: a handler's future must not borrow from the test.
-            let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
-            loop {
-                let delivered = match self.cases.consumer_info(self.name).await {
-                    Ok(info) => info.num_ack_pending,
-                    Err(_) => 0,
-                };
-                if delivered >= self.until {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the server delivered {delivered} of {} messages while the first batch was held",
-                    self.until
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            self.release.notified().await;
         }
         self.recorder.handle_batch(events).await
     }
@@ -507,11 +490,10 @@ async fn a_backlog_waiting_in_the_client_is_gathered_past_tokios_cooperative_bud
     let f = Fixture::start().await;
     let last = case_with_notes(&f, "COOP", 700).await;
     let recorder = BatchRecorder::default();
+    let release = Arc::new(tokio::sync::Notify::new());
     let handler = HoldFirstBatch {
         recorder: recorder.clone(),
-        cases: f.bus.cases().clone(),
-        name: "coop",
-        until: 500,
+        release: release.clone(),
         held: Arc::default(),
     };
     let shutdown = CancellationToken::new();
@@ -522,6 +504,17 @@ async fn a_backlog_waiting_in_the_client_is_gathered_past_tokios_cooperative_bud
             shutdown.clone(),
         ),
     );
+    // The first batch is held while the server delivers what the pull asked for.
+    wait_until(DELIVERY_TIMEOUT, "the backlog delivered", async || {
+        f.bus
+            .cases()
+            .consumer_info("coop")
+            .await
+            .is_ok_and(|info| info.num_ack_pending >= 500)
+    })
+    .await
+    .expect("the server delivers the backlog while the first batch is held");
+    release.notify_one();
     wait_until(DELIVERY_TIMEOUT, "all 701 events handled", async || {
         recorder.events().len() == 701
     })
