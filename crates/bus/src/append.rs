@@ -169,6 +169,8 @@ pub struct Appender {
     /// office's key is rotated. Each append takes a snapshot.
     signer: RwLock<Arc<SigningKey>>,
     rules: Arc<DeadlineRules>,
+    /// `rules.digest(&config.calendar)`, counted once.
+    rules_digest: String,
     config: AppenderConfig,
     cache: Mutex<HeadCache>,
     stats: Arc<AppenderStats>,
@@ -338,6 +340,7 @@ impl Appender {
             bus,
             office: key.signer.office().clone(),
             signer: RwLock::new(Arc::new(key)),
+            rules_digest: rules.digest(&config.calendar),
             rules,
             config,
             cache: Mutex::new(HeadCache::default()),
@@ -628,6 +631,7 @@ impl Appender {
                 now,
                 rules: &self.rules,
                 calendar: &self.config.calendar,
+                rules_digest: &self.rules_digest,
                 offices: &directory,
             };
             let decision = match decide(&head.state, &command, &ctx) {

@@ -42,8 +42,6 @@ use casebus_integrity::{
     ChainError, ChainTip, EventHash, VerifiedEvent, VerifyError, check_recorded_at, verify_signed,
 };
 use casebus_proto::CaseId;
-use casebus_proto::event::v1::{Event, SignedEvent};
-use prost::Message as _;
 
 use crate::bus::Bus;
 use crate::error::ConsumeError;
@@ -713,7 +711,7 @@ impl ConsumerRunner {
     /// Recognises, before its signature is checked, a byte-for-byte copy of an event the
     /// memory of the subject's case holds at the version the copy claims, stored at
     /// another sequence: the case and the replay error for it.
-    /// Costs a hash and a decode, no signature check and no stream read, so a flood of
+    /// Costs a hash and a walk over the fields, no decode, no signature check and no stream read, so a flood of
     /// replays is cheap. Anything else (a case not remembered, a message that does not
     /// decode, a different event, a redelivery) is left to the full check.
     fn known_copy(
@@ -724,10 +722,9 @@ impl ConsumerRunner {
     ) -> Option<(CaseId, ChainError)> {
         let case_id = case_of_subject(subject)?;
         let memory = self.memory.get(&case_id)?;
-        let signed = SignedEvent::decode(payload).ok()?;
-        let version = Event::decode(signed.event.as_slice()).ok()?.case_version;
+        let (event, version) = casebus_proto::peek_signed_event(payload)?;
         let Some(Known::Replay { original_sequence }) =
-            memory.known_hash(sequence, version, &EventHash::of(&signed.event))
+            memory.known_hash(sequence, version, &EventHash::of(event))
         else {
             return None;
         };

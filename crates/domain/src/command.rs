@@ -56,6 +56,9 @@ pub struct Context<'a> {
     pub rules: &'a DeadlineRules,
     /// The holiday calendar the rules count on (for the due time an extension gives).
     pub calendar: &'a Calendar,
+    /// `rules.digest(calendar)`, which the caller computes once (a service at start),
+    /// recorded with every due time the decision counts.
+    pub rules_digest: &'a str,
     /// Known offices.
     pub offices: &'a dyn OfficeDirectory,
 }

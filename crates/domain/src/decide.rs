@@ -999,7 +999,7 @@ fn check_state(
                 cmd.occurred_at,
                 ctx.rules,
                 ctx.calendar,
-                &ctx.rules.digest(ctx.calendar),
+                ctx.rules_digest,
             );
         }
         Kind::VisibilityChanged(p) => {

@@ -55,6 +55,60 @@ pub fn recorded_dues(
         .collect()
 }
 
+/// The digest a due was counted with, as the fold keeps it: the 32 bytes of a
+/// `sha256:` digest in place (no allocation for each of the two dues every hand-off
+/// records), or the recorded text as it is when it has another form, so that a reader
+/// and `casebus verify` still see exactly what was recorded. Shown (`Display`) as it
+/// was recorded.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum RulesDigest {
+    /// `sha256:` and 64 lower-case hex digits, as [`DeadlineRules::digest`] writes it.
+    Sha256([u8; 32]),
+    /// Any other text.
+    Other(Box<str>),
+}
+
+impl RulesDigest {
+    /// The digest recorded as `text`.
+    pub fn parse(text: &str) -> Self {
+        let bytes = text.strip_prefix("sha256:").filter(|hex| {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        match bytes {
+            Some(hex) => {
+                let mut out = [0u8; 32];
+                for (i, byte) in out.iter_mut().enumerate() {
+                    // Checked above: two lower-case hex digits.
+                    *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default();
+                }
+                Self::Sha256(out)
+            }
+            None => Self::Other(text.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for RulesDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sha256(bytes) => {
+                f.write_str("sha256:")?;
+                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl std::fmt::Debug for RulesDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
 /// A recorded due time as the fold keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedDueTime {
@@ -62,7 +116,7 @@ pub struct RecordedDueTime {
     /// not count it.
     pub due_at: Option<OffsetDateTime>,
     /// The digest of the rules and calendar it counted with.
-    pub rules_digest: String,
+    pub rules_digest: RulesDigest,
 }
 
 /// The recorded due of `clock` in `dues`, if there is one (the first, should a producer
@@ -72,7 +126,7 @@ pub fn recorded_due_of(dues: &[RecordedDue], clock: ClockName) -> Option<Recorde
         .find(|d| d.clock == clock.key())
         .map(|d| RecordedDueTime {
             due_at: d.due_at.as_ref().and_then(datetime_from),
-            rules_digest: d.rules_digest.clone(),
+            rules_digest: RulesDigest::parse(&d.rules_digest),
         })
 }
 
@@ -235,6 +289,23 @@ pub fn check_recorded_dues_against<'a>(
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_digest_is_kept_in_place_and_shown_exactly_as_it_was_recorded() {
+        let digest = DeadlineRules::default().digest(&Calendar::shipped());
+        let kept = RulesDigest::parse(&digest);
+        assert!(matches!(kept, RulesDigest::Sha256(_)), "{kept:?}");
+        assert_eq!(kept.to_string(), digest);
+        // Any other form is kept as text, so verify reports what was recorded: upper
+        // case hex, a short digest, another algorithm, nothing.
+        let upper = digest.to_uppercase().replacen("SHA256", "sha256", 1);
+        for text in [upper.as_str(), "sha256:ab", "sha512:00", ""] {
+            let kept = RulesDigest::parse(text);
+            assert!(matches!(kept, RulesDigest::Other(_)), "{text}: {kept:?}");
+            assert_eq!(kept.to_string(), text);
+        }
+        assert_ne!(RulesDigest::parse(&upper), RulesDigest::parse(&digest));
+    }
 
     #[test]
     fn a_referral_records_its_receipt_and_filing_clocks() {

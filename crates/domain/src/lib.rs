@@ -24,8 +24,8 @@ pub use clock::{ClockRule, Step, Unit, end_of_day, legal_date};
 pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, RejectionKind};
 pub use decide::{check_erasable, decide};
 pub use dues::{
-    DueMismatch, DueProblem, RecordedDueTime, check_recorded_dues, check_recorded_dues_against,
-    clocks_started_by, recorded_due_of, recorded_dues,
+    DueMismatch, DueProblem, RecordedDueTime, RulesDigest, check_recorded_dues,
+    check_recorded_dues_against, clocks_started_by, recorded_due_of, recorded_dues,
 };
 pub use rules::{ClockName, DeadlineRules, RulesError};
 pub use state::{

@@ -694,7 +694,7 @@ impl CaseState {
                 }
                 _ => adjust.due(rule, clocks.started_at, calendar),
             },
-            rules_digest: recorded.map(|r| r.rules_digest.clone()),
+            rules_digest: recorded.map(|r| r.rules_digest.to_string()),
             basis: rule.basis.clone(),
             extensions: adjust.extensions.len(),
             extensions_allowed: rule.extensions.len(),

@@ -99,6 +99,7 @@ impl World {
             now: cst(recorded),
             rules: &self.rules,
             calendar: &calendar(),
+            rules_digest: &self.rules.digest(&calendar()),
             offices: &|_: &OfficeId| true,
         };
         let decision = decide(&self.state, &cmd, &ctx)?;

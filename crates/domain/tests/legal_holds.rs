@@ -74,6 +74,7 @@ impl World {
             now: self.clock,
             rules: &self.rules,
             calendar: &casebus_domain::Calendar::shipped(),
+            rules_digest: &self.rules.digest(&casebus_domain::Calendar::shipped()),
             offices: &registered,
         };
         let before = self.state.clone();

@@ -86,6 +86,7 @@ impl World {
             now: self.clock,
             rules: &self.rules,
             calendar: &casebus_domain::Calendar::shipped(),
+            rules_digest: &self.rules.digest(&casebus_domain::Calendar::shipped()),
             offices: &registered,
         };
         let decision = decide(&self.state, &cmd, &ctx)?;

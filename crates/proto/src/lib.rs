@@ -14,7 +14,7 @@ pub use ids::{
     AGENCY_NAMES, CaseId, EventId, IdError, OfficeId, RequestId, agency_from_name, agency_name,
     validate_local_id,
 };
-pub use payload::{PayloadKind, payload_type_name, unknown_payload};
+pub use payload::{PayloadKind, payload_type_name, peek_signed_event, unknown_payload};
 pub use timestamps::{datetime_from, timestamp_from};
 
 /// The encoded `FileDescriptorSet` of every `.proto` in `proto/`, for gRPC reflection

@@ -48,6 +48,45 @@ fn find_field(msg: &[u8], wanted: u32) -> Option<&[u8]> {
     None
 }
 
+/// Field number of `SignedEvent.event`.
+const SIGNED_EVENT_EVENT_FIELD: u32 = 1;
+/// Field number of `Event.case_version`.
+const EVENT_CASE_VERSION_FIELD: u32 = 3;
+
+/// The `Event` bytes inside encoded `SignedEvent` bytes, and that event's
+/// `case_version`, read in place without decoding (or copying) either message: what a
+/// consumer needs to recognise a copy of an event it holds before checking anything.
+/// Takes the last occurrence of each field, as a full decode does; `None` when either
+/// message is not well-formed or a field has the wrong wire type (a full decode fails
+/// on those too). An event without `case_version` has version 0.
+pub fn peek_signed_event(signed: &[u8]) -> Option<(&[u8], u64)> {
+    let event = last_field(signed, SIGNED_EVENT_EVENT_FIELD, WireType::LengthDelimited)?
+        .unwrap_or_default();
+    let version = match last_field(event, EVENT_CASE_VERSION_FIELD, WireType::Varint)? {
+        Some(mut bytes) => decode_varint(&mut bytes).ok()?,
+        None => 0,
+    };
+    Some((event, version))
+}
+
+/// The value bytes of the last field `wanted` in `msg` (`Some(None)` when it has
+/// none); `None` when `msg` is not well-formed or `wanted` comes with another wire type.
+fn last_field(msg: &[u8], wanted: u32, wire: WireType) -> Option<Option<&[u8]>> {
+    let mut buf = msg;
+    let mut last = None;
+    while !buf.is_empty() {
+        let (field, wire_type) = decode_key(&mut buf).ok()?;
+        let value = field_value(&mut buf, wire_type)?;
+        if field == wanted {
+            if wire_type != wire {
+                return None;
+            }
+            last = Some(value);
+        }
+    }
+    Some(last)
+}
+
 /// Consumes one field value of `wire_type` from `buf` and returns its bytes.
 fn field_value<'a>(buf: &mut &'a [u8], wire_type: WireType) -> Option<&'a [u8]> {
     let start: &'a [u8] = buf;
@@ -155,6 +194,75 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(unknown_payload(&event).map(|(f, _)| f), Some(4));
+    }
+
+    #[test]
+    fn a_peek_finds_what_a_full_decode_of_the_signed_event_finds() {
+        use crate::event::v1::SignedEvent;
+        let event = |version: u64| Event {
+            case_id: "C1".into(),
+            case_version: version,
+            payload: Some(Payload {
+                kind: Some(Kind::NoteAdded(NoteAdded { text: "x".into() })),
+            }),
+            ..Default::default()
+        };
+        let signed = SignedEvent {
+            event: event(7).encode_to_vec(),
+            signature: vec![1; 64],
+            key_id: "k1".into(),
+        }
+        .encode_to_vec();
+        let full = SignedEvent::decode(signed.as_slice()).expect("decodes");
+        let full_version = Event::decode(full.event.as_slice())
+            .expect("decodes")
+            .case_version;
+        assert_eq!(
+            peek_signed_event(&signed),
+            Some((full.event.as_slice(), full_version))
+        );
+        assert_eq!(full_version, 7);
+
+        // A field given twice: the last one counts, in the peek as in a decode.
+        let mut twice = signed.clone();
+        let second = event(9).encode_to_vec();
+        prost::encoding::bytes::encode(SIGNED_EVENT_EVENT_FIELD, &second, &mut twice);
+        let full = SignedEvent::decode(twice.as_slice()).expect("decodes");
+        assert_eq!(full.event, second);
+        assert_eq!(peek_signed_event(&twice), Some((second.as_slice(), 9)));
+        let mut version_twice = event(3).encode_to_vec();
+        prost::encoding::uint64::encode(EVENT_CASE_VERSION_FIELD, &11, &mut version_twice);
+        let wrapped = SignedEvent {
+            event: version_twice.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(
+            Event::decode(version_twice.as_slice())
+                .expect("decodes")
+                .case_version,
+            11
+        );
+        assert_eq!(peek_signed_event(&wrapped).map(|(_, v)| v), Some(11));
+
+        // What a decode refuses, the peek refuses: a truncated message, the event field
+        // as a varint, the version as bytes.
+        assert_eq!(peek_signed_event(&signed[..signed.len() - 3]), None);
+        let mut wrong = Vec::new();
+        prost::encoding::uint64::encode(SIGNED_EVENT_EVENT_FIELD, &5, &mut wrong);
+        assert!(SignedEvent::decode(wrong.as_slice()).is_err());
+        assert_eq!(peek_signed_event(&wrong), None);
+        let mut bad_version = Vec::new();
+        prost::encoding::bytes::encode(EVENT_CASE_VERSION_FIELD, &vec![1u8], &mut bad_version);
+        let wrapped = SignedEvent {
+            event: bad_version.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(Event::decode(bad_version.as_slice()).is_err());
+        assert_eq!(peek_signed_event(&wrapped), None);
+        // Nothing at all: an empty event at version 0, as a decode gives.
+        assert_eq!(peek_signed_event(&[]), Some((&[][..], 0)));
     }
 
     #[test]

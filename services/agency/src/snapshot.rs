@@ -31,7 +31,7 @@ use casebus_bus::ops::Ops;
 use casebus_bus::subjects::CASES_STREAM;
 use casebus_domain::{
     CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, ClockName, Extension, HandoffClocks,
-    ProsecutionDecision, RecordedDueTime, RecordedDues, Suspension,
+    ProsecutionDecision, RecordedDueTime, RecordedDues, RulesDigest, Suspension,
 };
 use casebus_proto::agency::v1::{
     HandoffStatus, InboxSnapshot, InboxSnapshotAnswer, InboxSnapshotCase, InboxSnapshotClocks,
@@ -308,7 +308,7 @@ fn recorded_to(due: &RecordedDueTime, clock: ClockName) -> RecordedDue {
     RecordedDue {
         clock: clock.key().to_owned(),
         due_at: due.due_at.map(timestamp_from),
-        rules_digest: due.rules_digest.clone(),
+        rules_digest: due.rules_digest.to_string(),
     }
 }
 
@@ -319,7 +319,7 @@ fn recorded_from(
     due.map(|d| {
         Ok(RecordedDueTime {
             due_at: optional_time(d.due_at.as_ref(), what)?,
-            rules_digest: d.rules_digest.clone(),
+            rules_digest: RulesDigest::parse(&d.rules_digest),
         })
     })
     .transpose()
@@ -894,11 +894,11 @@ mod tests {
                 recorded: RecordedDues {
                     receipt: Some(RecordedDueTime {
                         due_at: Some(at(1_780_088_400)),
-                        rules_digest: "sha256:ab".into(),
+                        rules_digest: RulesDigest::parse(&format!("sha256:{}", "ab".repeat(32))),
                     }),
                     decision: Some(RecordedDueTime {
                         due_at: None,
-                        rules_digest: "sha256:ab".into(),
+                        rules_digest: RulesDigest::parse("sha256:ab"),
                     }),
                 },
             },

@@ -151,6 +151,7 @@ impl CaseBuilder {
             now: self.clock,
             rules: &self.rules,
             calendar: &casebus_domain::Calendar::shipped(),
+            rules_digest: &self.rules.digest(&casebus_domain::Calendar::shipped()),
             offices: &registered,
         };
         let mut decision = decide(&self.state, &command, &ctx).unwrap_or_else(|r| {
