@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use casebus_integrity::token::{Audience, Role};
 use casebus_proto::agency::v1::*;
 use casebus_proto::event::v1::{
     Agency, HandoffAccepted, LegalHoldLifted, LegalHoldPlaced, Visibility, VisibilityChanged,
@@ -217,15 +216,7 @@ async fn a_legal_hold_is_placed_shown_to_every_participant_and_lifted_only_by_it
     );
 
     // Customs sees it on the gateway and in its own service's view.
-    let token = casebus_fixtures::issue_token(
-        &f.issuer,
-        Audience::Gateway,
-        CUSTOMS,
-        "officer-7",
-        &[Role::Reader],
-        time::Duration::hours(1),
-    );
-    let mut customs_gw = gateway.client(&token).await;
+    let mut customs_gw = gateway.client(&f.gateway_reader_token(CUSTOMS)).await;
     let summary = summary_at(&gateway, &mut customs_gw, first.case_version).await;
     assert_eq!(summary.legal_holds.len(), 1, "{summary:?}");
     let hold = &summary.legal_holds[0];

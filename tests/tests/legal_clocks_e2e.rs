@@ -15,6 +15,13 @@
 //! returns the case twice for supplementary investigation, each new transfer restarts
 //! the full review month from its own date, and the third return is refused
 //! (FAILED_PRECONDITION `supplementary_investigation_at_most_twice`).
+//!
+//! Then a decision not to file, reconsidered and supervised: a late request for
+//! reconsideration is refused, a timely one runs the police's 3-day decision clock
+//! (inbox, gateway) until they decline again; the procuratorate, asked by customs to
+//! supervise, cannot notify to file before asking for an explanation, the explanation
+//! answers its 7-day clock, the notice runs 15 days, binds the police (a decline is
+//! refused) and the filing answers it.
 
 mod agency_harness;
 
@@ -23,16 +30,20 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use casebus_integrity::token::{Audience, Role};
 use casebus_proto::agency::v1::*;
+use casebus_proto::customs::v1::RequestReconsiderationRequest;
 use casebus_proto::event::v1::{
     ClockExtended, ClockResumed, ClockSuspended, HandoffAccepted, InvestigationConcluded,
-    InvestigationFiled,
+    InvestigationDeclined, InvestigationFiled, NonFilingExplained,
 };
 use casebus_proto::gateway::v1::{GetCaseRequest, ListCasesRequest, RunningClock};
-use casebus_proto::procuratorate::v1::ReturnForSupplementaryInvestigationRequest;
+use casebus_proto::procuratorate::v1::{
+    NotifyToFileRequest, RequestNonFilingExplanationRequest,
+    ReturnForSupplementaryInvestigationRequest,
+};
 use casebus_proto::public_security::v1::{
-    ConcludeInvestigationRequest, FileInvestigationRequest, TransferForProsecutionRequest,
+    ConcludeInvestigationRequest, DeclineInvestigationRequest, ExplainNonFilingRequest,
+    FileInvestigationRequest, TransferForProsecutionRequest,
 };
 use casebus_proto::{Timestamp, timestamp_from};
 use casebus_test_support::wait_until;
@@ -202,18 +213,8 @@ async fn an_accepted_undecided_referral_is_overdue_in_the_inbox_and_on_the_gatew
     );
 
     // The gateway: the hand-off view and the overdue filter, for the police and customs.
-    let reader = |office: &str| {
-        casebus_fixtures::issue_token(
-            &f.issuer,
-            Audience::Gateway,
-            office,
-            "officer-7",
-            &[Role::Reader],
-            time::Duration::hours(1),
-        )
-    };
-    let mut police_gw = gateway.client(&reader(POLICE)).await;
-    let mut customs_gw = gateway.client(&reader(CUSTOMS)).await;
+    let mut police_gw = gateway.client(&f.gateway_reader_token(POLICE)).await;
+    let mut customs_gw = gateway.client(&f.gateway_reader_token(CUSTOMS)).await;
     let view = wait_until(
         SHOW_TIMEOUT,
         "the gateway to show h1 accepted",
@@ -369,6 +370,28 @@ async fn gateway_h1(
     .unwrap_or_else(|e| panic!("{e}:\n{}", gateway.log_text()))
 }
 
+/// Customs opens `case_id` an hour before [`REFERRED`] and refers it to the police as
+/// hand-off h1 then; the police take it two hours after.
+async fn refer_and_take(customs: &Running, police: &Running, case_id: &str, title: &str) {
+    let r = customs
+        .common()
+        .open_case(OpenCaseRequest {
+            meta: meta_at(case_id, REFERRED - time::Duration::hours(1)),
+            case_opened: opened(title),
+        })
+        .await;
+    ok(customs, "open the case", r);
+    let r = customs
+        .customs()
+        .refer_to_public_security(casebus_proto::customs::v1::ReferToPublicSecurityRequest {
+            meta: meta_at(case_id, REFERRED),
+            handoff: details("h1"),
+        })
+        .await;
+    ok(customs, "refer to the police", r);
+    take(police, case_id, "h1", REFERRED + time::Duration::hours(2)).await;
+}
+
 /// Days after the referral (2 November 2026, 10:00 CST).
 fn day(n: i64) -> OffsetDateTime {
     REFERRED + time::Duration::days(n)
@@ -385,23 +408,7 @@ async fn a_filing_clock_extended_suspended_and_resumed_shows_so_and_a_third_retu
     );
     let gateway = Gateway::start(&f).await;
 
-    let r = customs
-        .common()
-        .open_case(OpenCaseRequest {
-            meta: meta_at(CASE, REFERRED - time::Duration::hours(1)),
-            case_opened: opened("counterfeit speakers"),
-        })
-        .await;
-    ok(&customs, "open the case", r);
-    let r = customs
-        .customs()
-        .refer_to_public_security(casebus_proto::customs::v1::ReferToPublicSecurityRequest {
-            meta: meta_at(CASE, REFERRED),
-            handoff: details("h1"),
-        })
-        .await;
-    ok(&customs, "refer to the police", r);
-    take(&police, CASE, "h1", REFERRED + time::Duration::hours(2)).await;
+    refer_and_take(&customs, &police, CASE, "counterfeit speakers").await;
 
     // One extension, 3 → 10 days: due Thursday 12 November, 24:00 CST.
     let extend =
@@ -461,17 +468,7 @@ async fn a_filing_clock_extended_suspended_and_resumed_shows_so_and_a_third_retu
     .await;
     assert!(!item.overdue, "{item:?}");
     assert!(overdue_in_inbox(&police).await.is_empty());
-    let reader = |office: &str| {
-        casebus_fixtures::issue_token(
-            &f.issuer,
-            Audience::Gateway,
-            office,
-            "officer-7",
-            &[Role::Reader],
-            time::Duration::hours(1),
-        )
-    };
-    let mut police_gw = gateway.client(&reader(POLICE)).await;
+    let mut police_gw = gateway.client(&f.gateway_reader_token(POLICE)).await;
     let h1 = gateway_h1(&gateway, &mut police_gw, |c| c.suspended_since.is_some()).await;
     assert!(!h1.overdue, "{h1:?}");
     let clock = h1.clock.as_ref().expect("clock");
@@ -600,5 +597,265 @@ async fn a_filing_clock_extended_suspended_and_resumed_shows_so_and_a_third_retu
     for named in ["CPL Art. 175", "si1", "si2"] {
         assert!(status.message().contains(named), "{}", status.message());
     }
+    drop(gateway);
+}
+
+/// A hand-off of `case_id` on the gateway, once `ready` holds for it.
+async fn gateway_handoff(
+    gateway: &Gateway,
+    client: &mut GatewayReader,
+    case_id: &str,
+    handoff_id: &str,
+    ready: impl Fn(&casebus_proto::gateway::v1::Handoff) -> bool,
+) -> casebus_proto::gateway::v1::Handoff {
+    wait_until(
+        SHOW_TIMEOUT,
+        &format!("the gateway to show {handoff_id} of {case_id}"),
+        async || {
+            let case = client
+                .get_case(GetCaseRequest {
+                    case_id: case_id.into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .case?;
+            let h = case
+                .handoffs
+                .into_iter()
+                .find(|h| h.handoff_id == handoff_id)?;
+            ready(&h).then_some(h)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", gateway.log_text()))
+}
+
+/// The police's inbox no longer holds `handoff_id`.
+async fn dropped_from_inbox(police: &Running, case_id: &str, handoff_id: &str) {
+    wait_until(
+        SHOW_TIMEOUT,
+        &format!("the inbox to drop {handoff_id}"),
+        async || {
+            let items = police
+                .common()
+                .list_inbox(ListInboxRequest {
+                    case_id: case_id.into(),
+                    overdue_only: false,
+                })
+                .await
+                .expect("list the inbox")
+                .into_inner()
+                .items;
+            (!items.iter().any(|i| i.handoff_id == handoff_id)).then_some(())
+        },
+    )
+    .await
+    .expect("dropped");
+}
+
+#[tokio::test]
+async fn a_decision_not_to_file_is_reconsidered_then_supervised_until_the_police_file() {
+    const CASE: &str = "C-CLOCK-SUPERVISED";
+    let f = Fixture::start().await;
+    let (customs, police, procuratorate) = tokio::join!(
+        f.spawn_with_rules(CUSTOMS, ""),
+        f.spawn_with_rules(POLICE, ""),
+        f.spawn_with_rules(PROC, "")
+    );
+    let gateway = Gateway::start(&f).await;
+
+    refer_and_take(&customs, &police, CASE, "counterfeit chargers").await;
+    let decline = |occurred: OffsetDateTime, reason: &str| DeclineInvestigationRequest {
+        meta: meta_at(CASE, occurred),
+        investigation_declined: Some(InvestigationDeclined {
+            reason: reason.into(),
+        }),
+    };
+    // Tuesday 3 November: not filed. The window for reconsideration runs 3 days from
+    // Wednesday, to Friday 6 November, 24:00 CST.
+    let r = police
+        .police()
+        .decline_investigation(decline(day(1), "amount below the threshold"))
+        .await;
+    ok(&police, "decline to file", r);
+    dropped_from_inbox(&police, CASE, "h1").await;
+
+    let reconsider = |occurred: OffsetDateTime| RequestReconsiderationRequest {
+        meta: meta_at(CASE, occurred),
+        handoff: details("r1"),
+    };
+    let status = refused(
+        customs
+            .customs()
+            .request_reconsideration(reconsider(day(5)))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        rule(&status),
+        "reconsideration_window",
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("2026-11-06T16:00:00Z"),
+        "{}",
+        status.message()
+    );
+    // Wednesday 4 November: asked in time. The police decide again within 3 days from
+    // Thursday, to Saturday 7 November, a rest day: Monday 9 November, 24:00 CST.
+    let r = customs
+        .customs()
+        .request_reconsideration(reconsider(day(2)))
+        .await;
+    ok(&customs, "ask for reconsideration", r);
+    take(&police, CASE, "r1", day(2) + time::Duration::hours(1)).await;
+    let item = inbox_clock(&police, CASE, "r1", "r1's decision clock", |c| {
+        c.name == "reconsideration_decision"
+    })
+    .await;
+    let clock = item.clock.as_ref().expect("clock");
+    assert_eq!(
+        (clock.started_at, clock.due_at),
+        (at(day(2)), at(datetime!(2026-11-09 16:00 UTC)))
+    );
+    assert!(clock.basis.contains("Order 310"), "{}", clock.basis);
+    assert!(item.overdue, "accepted, undecided and past due: {item:?}");
+    let mut customs_gw = gateway.client(&f.gateway_reader_token(CUSTOMS)).await;
+    let r1 = gateway_handoff(&gateway, &mut customs_gw, CASE, "r1", |h| {
+        h.clock
+            .as_ref()
+            .is_some_and(|c| c.name == "reconsideration_decision")
+    })
+    .await;
+    assert!(r1.overdue, "{r1:?}");
+    // Upheld: a second decision not to file answers the request.
+    let r = police
+        .police()
+        .decline_investigation(decline(day(3), "upheld on reconsideration"))
+        .await;
+    ok(&police, "uphold the decision", r);
+    dropped_from_inbox(&police, CASE, "r1").await;
+    gateway_handoff(&gateway, &mut customs_gw, CASE, "r1", |h| h.clock.is_none()).await;
+
+    // Customs asks the procuratorate to supervise the filing (Order 310 Art. 9).
+    let r = customs
+        .common()
+        .request_handoff(RequestHandoffRequest {
+            meta: meta_at(CASE, day(3) + time::Duration::hours(2)),
+            handoff_requested: Some(casebus_proto::event::v1::HandoffRequested {
+                handoff_id: "s1".into(),
+                kind: casebus_proto::event::v1::HandoffKind::AssistanceRequest as i32,
+                to_agency: casebus_proto::event::v1::Agency::Procuratorate as i32,
+                reason: "please supervise the filing".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    ok(&customs, "ask for filing supervision", r);
+    take(
+        &procuratorate,
+        CASE,
+        "s1",
+        day(3) + time::Duration::hours(3),
+    )
+    .await;
+    let notify = |occurred: OffsetDateTime| NotifyToFileRequest {
+        meta: meta_at(CASE, occurred),
+        handoff: details("n1"),
+    };
+    let status = refused(
+        procuratorate
+            .procuratorate()
+            .notify_to_file(notify(day(4)))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        rule(&status),
+        "non_filing_explanation_first",
+        "{}",
+        status.message()
+    );
+    // Friday 6 November: explain within 7 days, to Friday 13 November, 24:00 CST.
+    let r = procuratorate
+        .procuratorate()
+        .request_non_filing_explanation(RequestNonFilingExplanationRequest {
+            meta: meta_at(CASE, day(4)),
+            handoff: details("e1"),
+        })
+        .await;
+    ok(&procuratorate, "ask for an explanation", r);
+    take(&police, CASE, "e1", day(4) + time::Duration::hours(1)).await;
+    let item = inbox_clock(&police, CASE, "e1", "e1's explanation clock", |c| {
+        c.name == "non_filing_explanation"
+    })
+    .await;
+    assert_eq!(
+        item.clock.as_ref().and_then(|c| c.due_at),
+        at(datetime!(2026-11-13 16:00 UTC))
+    );
+    let r = police
+        .police()
+        .explain_non_filing(ExplainNonFilingRequest {
+            meta: meta_at(CASE, day(5)),
+            non_filing_explained: Some(NonFilingExplained {
+                handoff_id: "e1".into(),
+                explanation: "the sales proven stay below the threshold".into(),
+            }),
+        })
+        .await;
+    ok(&police, "explain", r);
+    dropped_from_inbox(&police, CASE, "e1").await;
+
+    // Sunday 8 November: notified to file, within 15 days, to Monday 23 November.
+    let r = procuratorate
+        .procuratorate()
+        .notify_to_file(notify(day(6)))
+        .await;
+    ok(&procuratorate, "notify to file", r);
+    take(&police, CASE, "n1", day(6) + time::Duration::hours(1)).await;
+    let item = inbox_clock(&police, CASE, "n1", "n1's filing clock", |c| {
+        c.name == "filing_on_notice"
+    })
+    .await;
+    assert_eq!(
+        item.clock.as_ref().and_then(|c| c.due_at),
+        at(datetime!(2026-11-23 16:00 UTC))
+    );
+    assert!(item.overdue, "{item:?}");
+    let mut proc_gw = gateway.client(&f.gateway_reader_token(PROC)).await;
+    let n1 = gateway_handoff(&gateway, &mut proc_gw, CASE, "n1", |h| {
+        h.clock
+            .as_ref()
+            .is_some_and(|c| c.name == "filing_on_notice")
+    })
+    .await;
+    assert!(n1.overdue, "{n1:?}");
+    // Notified, the police cannot decline again; filing answers the notice.
+    let status = refused(
+        police
+            .police()
+            .decline_investigation(decline(day(7), "still below the threshold"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(rule(&status), "filing_notice_binds", "{}", status.message());
+    let r = police
+        .police()
+        .file_investigation(FileInvestigationRequest {
+            meta: meta_at(CASE, day(10)),
+            investigation_filed: Some(InvestigationFiled {
+                police_case_number: "PS-SUPV-1".into(),
+                suspected_offence: "Criminal Law art. 213".into(),
+                basis: "notice to file of the procuratorate".into(),
+            }),
+        })
+        .await;
+    ok(&police, "file on notice", r);
+    dropped_from_inbox(&police, CASE, "n1").await;
+    let n1 = gateway_handoff(&gateway, &mut proc_gw, CASE, "n1", |h| h.clock.is_none()).await;
+    assert!(!n1.overdue, "{n1:?}");
     drop(gateway);
 }

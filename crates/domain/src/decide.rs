@@ -188,6 +188,7 @@ fn owner(kind: &Kind) -> Option<Agency> {
         | Kind::PreExaminationCompleted(_) => Agency::IpCenter,
         Kind::InvestigationFiled(_)
         | Kind::InvestigationDeclined(_)
+        | Kind::NonFilingExplained(_)
         | Kind::SuspectDetained(_)
         | Kind::InvestigationConcluded(_) => Agency::PublicSecurity,
         Kind::ArrestApproved(_)
@@ -218,6 +219,12 @@ fn handoff_route(kind: HandoffKind) -> (&'static [Agency], &'static [Agency]) {
         HandoffKind::SupplementaryInvestigation => (&[Procuratorate], &[PublicSecurity]),
         HandoffKind::PublicProsecution => (&[Procuratorate], &[Court]),
         HandoffKind::JudgmentNotice => (&[Court], ALL),
+        // Whoever may refer may ask for reconsideration; the rules check that this
+        // agency referred the case the police declined.
+        HandoffKind::ReconsiderationRequest => (&[Customs, IpCenter, Court], &[PublicSecurity]),
+        HandoffKind::NonFilingExplanationRequest | HandoffKind::FilingNotice => {
+            (&[Procuratorate], &[PublicSecurity])
+        }
         HandoffKind::Unspecified => (&[], &[]),
     }
 }
@@ -573,6 +580,15 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         Kind::InvestigationDeclined(p) => {
             text("investigation_declined.reason", &p.reason, LONG, true)?
         }
+        Kind::NonFilingExplained(p) => {
+            local_id("non_filing_explained.handoff_id", &p.handoff_id)?;
+            text(
+                "non_filing_explained.explanation",
+                &p.explanation,
+                LONG,
+                true,
+            )?;
+        }
         Kind::SuspectDetained(p) => {
             local_id("suspect_detained.party_id", &p.party_id)?;
             text("suspect_detained.measure", &p.measure, SHORT, true)?;
@@ -761,6 +777,177 @@ fn need_accepted_handoff(
         return Err(precondition(
             rule,
             format!("hand-off {handoff_id} was answered already"),
+        ));
+    }
+    Ok(())
+}
+
+/// The open hand-offs of `kind` to the police (their decision clock still runs), oldest
+/// first.
+fn open_to_police(state: &CaseState, kind: HandoffKind) -> Vec<&HandoffClocks> {
+    let mut open: Vec<&HandoffClocks> = state
+        .clocks
+        .values()
+        .filter(|c| c.kind == kind && c.to_agency == Agency::PublicSecurity && c.decision.is_none())
+        .collect();
+    open.sort_by_key(|c| c.requested_version);
+    open
+}
+
+fn ids(clocks: &[&HandoffClocks]) -> String {
+    clocks
+        .iter()
+        .map(|c| c.handoff_id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The police decide on filing once, except where the law asks them to decide again:
+/// after a decision not to file, on a request for reconsideration (file or decline
+/// again) and on the procuratorate's filing supervision (file; once notified to file,
+/// they may not decline).
+fn check_filing_decision(state: &CaseState, payload: &Kind) -> Result<(), Rejection> {
+    let filing = matches!(payload, Kind::InvestigationFiled(_));
+    match state.investigation_filed {
+        None => Ok(()),
+        Some(true) => Err(precondition(
+            "investigation_undecided",
+            "the police filed the case already",
+        )),
+        Some(false) => {
+            let reconsideration = open_to_police(state, HandoffKind::ReconsiderationRequest);
+            let explanation = open_to_police(state, HandoffKind::NonFilingExplanationRequest);
+            let notice = open_to_police(state, HandoffKind::FilingNotice);
+            if !filing && !notice.is_empty() {
+                return Err(precondition(
+                    "filing_notice_binds",
+                    format!(
+                        "CPL Art. 113: notified by the procuratorate to file ({}), the police file the case; they cannot decide not to file again",
+                        ids(&notice)
+                    ),
+                ));
+            }
+            let may_decide = if filing {
+                !(reconsideration.is_empty() && explanation.is_empty() && notice.is_empty())
+            } else {
+                !reconsideration.is_empty()
+            };
+            if may_decide {
+                Ok(())
+            } else {
+                Err(precondition(
+                    "investigation_undecided",
+                    if filing {
+                        "the police decided not to file; they decide again only on a request for reconsideration or the procuratorate's filing supervision"
+                    } else {
+                        "the police decided not to file already; they decide again only on a request for reconsideration"
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// A request for reconsideration of a decision not to file: by the organ that referred
+/// the case the police declined, once per case, within its window after the decision.
+fn check_reconsideration_request(
+    state: &CaseState,
+    cmd: &Command,
+    ctx: &Context<'_>,
+) -> Result<(), Rejection> {
+    let (Some(false), Some((_, declined_at))) = (state.investigation_filed, state.declined) else {
+        return Err(precondition(
+            "investigation_declined",
+            "only a decision of the police not to file can be reconsidered",
+        ));
+    };
+    let agency = cmd.agency();
+    let referred = state.clocks.values().any(|c| {
+        c.kind == HandoffKind::SuspectedCrimeReferral
+            && c.decision
+                .is_some_and(|d| d.by == ClockAnswerKind::InvestigationDeclined)
+            && state
+                .handoffs
+                .get(&c.handoff_id)
+                .is_some_and(|h| h.from_office.agency() == agency)
+    });
+    if !referred {
+        return Err(Rejection::NotPermitted {
+            agency: agency_name(agency),
+            action: "ask for reconsideration of the decision not to file".into(),
+            reason: "only the organ whose referral the police declined may ask (State Council Order 310 Art. 9)".into(),
+        });
+    }
+    if let Some(earlier) = state
+        .clocks
+        .values()
+        .find(|c| c.kind == HandoffKind::ReconsiderationRequest)
+    {
+        return Err(precondition(
+            "reconsideration_once",
+            format!(
+                "reconsideration was asked for already ({}); the referring organ may instead ask the procuratorate for filing supervision",
+                earlier.handoff_id
+            ),
+        ));
+    }
+    let window = ctx.rules.clock(ClockName::ReconsiderationRequest);
+    match window.due(declined_at, ctx.calendar) {
+        Ok(until) if cmd.occurred_at <= until => Ok(()),
+        Ok(until) => Err(precondition(
+            "reconsideration_window",
+            format!(
+                "{}; the decision not to file of {} could be reconsidered until {}",
+                window.basis,
+                fmt_time(declined_at),
+                fmt_time(until)
+            ),
+        )),
+        Err(e) => Err(precondition(
+            "reconsideration_window",
+            format!("the window for reconsideration cannot be counted: {e}"),
+        )),
+    }
+}
+
+/// Filing supervision (CPL Art. 113): the procuratorate asks the police to explain a
+/// decision not to file, then, the reasons untenable, notifies them to file; one step
+/// of each open at a time.
+fn check_filing_supervision(
+    state: &CaseState,
+    cmd: &Command,
+    kind: HandoffKind,
+) -> Result<(), Rejection> {
+    if state.investigation_filed != Some(false) {
+        return Err(precondition(
+            "investigation_declined",
+            format!(
+                "filing supervision needs a decision of the police not to file; case {} has {}",
+                cmd.case_id,
+                if state.investigation_filed == Some(true) {
+                    "a filed investigation"
+                } else {
+                    "no filing decision yet"
+                }
+            ),
+        ));
+    }
+    let open = open_to_police(state, kind);
+    if !open.is_empty() {
+        return Err(precondition(
+            "filing_supervision_open",
+            format!("a {kind:?} to the police is open already ({})", ids(&open)),
+        ));
+    }
+    if kind == HandoffKind::FilingNotice
+        && !state
+            .clocks
+            .values()
+            .any(|c| c.kind == HandoffKind::NonFilingExplanationRequest)
+    {
+        return Err(precondition(
+            "non_filing_explanation_first",
+            "CPL Art. 113: ask the police to explain why they did not file before notifying them to file",
         ));
     }
     Ok(())
@@ -990,10 +1177,14 @@ fn check_state(
                         "issue the judgment before notifying it",
                     ));
                 }
+                HandoffKind::ReconsiderationRequest => {
+                    check_reconsideration_request(state, cmd, ctx)?;
+                }
+                HandoffKind::NonFilingExplanationRequest | HandoffKind::FilingNotice => {
+                    check_filing_supervision(state, cmd, kind)?;
+                }
                 _ => {}
             }
-            let period = ctx.rules.handoff_due(kind).unwrap_or_default();
-            p.due_at = Some(timestamp_from(cmd.occurred_at + period));
             p.recorded_dues = crate::dues::recorded_dues(
                 kind,
                 cmd.occurred_at,
@@ -1001,6 +1192,12 @@ fn check_state(
                 ctx.calendar,
                 ctx.rules_digest,
             );
+            // The flat due time of the first rules; the kinds added with the legal
+            // clocks record their decision clock's due time there.
+            p.due_at = match ctx.rules.handoff_due(kind) {
+                Some(period) => Some(timestamp_from(cmd.occurred_at + period)),
+                None => p.recorded_dues.last().and_then(|d| d.due_at),
+            };
         }
         Kind::VisibilityChanged(p) => {
             let index = usize::try_from(p.target_version)
@@ -1332,10 +1529,20 @@ fn check_state(
             Some(false) => {}
         },
         Kind::InvestigationFiled(_) | Kind::InvestigationDeclined(_) => {
-            if state.investigation_filed.is_some() {
+            check_filing_decision(state, &*payload)?;
+        }
+        Kind::NonFilingExplained(p) => {
+            need_accepted_handoff(
+                state,
+                cmd,
+                &p.handoff_id,
+                &[HandoffKind::NonFilingExplanationRequest],
+                "non_filing_explanation_accepted",
+            )?;
+            if state.investigation_filed == Some(true) {
                 return Err(precondition(
-                    "investigation_undecided",
-                    "the police decided on filing already",
+                    "investigation_declined",
+                    "the police filed the case; there is no decision not to file to explain",
                 ));
             }
         }

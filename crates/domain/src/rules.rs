@@ -131,11 +131,20 @@ pub enum ClockName {
     /// Customs releases goods detained ex officio, not determined, without a court's
     /// assistance notice.
     ReleaseExOfficio,
+    /// The referring organ may ask the police to reconsider a decision not to file (a
+    /// window for the request, not a duty: no hand-off runs on it).
+    ReconsiderationRequest,
+    /// The police decide again on filing after a request for reconsideration.
+    ReconsiderationDecision,
+    /// The police explain to the procuratorate why they did not file.
+    NonFilingExplanation,
+    /// The police file the case once the procuratorate notified them to.
+    FilingOnNotice,
 }
 
 impl ClockName {
     /// Every clock, in the order of the rules file and the digest.
-    pub const ALL: [ClockName; 15] = [
+    pub const ALL: [ClockName; 19] = [
         Self::Receipt,
         Self::FilingDecision,
         Self::AssistanceDecision,
@@ -151,6 +160,10 @@ impl ClockName {
         Self::CustomsInvestigation,
         Self::ReleaseOnApplication,
         Self::ReleaseExOfficio,
+        Self::ReconsiderationRequest,
+        Self::ReconsiderationDecision,
+        Self::NonFilingExplanation,
+        Self::FilingOnNotice,
     ];
 
     /// The name in the rules file (`[clocks.<key>]`).
@@ -171,6 +184,10 @@ impl ClockName {
             Self::CustomsInvestigation => "customs_investigation",
             Self::ReleaseOnApplication => "release_on_application",
             Self::ReleaseExOfficio => "release_ex_officio",
+            Self::ReconsiderationRequest => "reconsideration_request",
+            Self::ReconsiderationDecision => "reconsideration_decision",
+            Self::NonFilingExplanation => "non_filing_explanation",
+            Self::FilingOnNotice => "filing_on_notice",
         }
     }
 
@@ -205,6 +222,9 @@ impl ClockName {
             HandoffKind::SupplementaryInvestigation => Self::SupplementaryInvestigation,
             HandoffKind::PublicProsecution => Self::CourtAcceptance,
             HandoffKind::JudgmentNotice => Self::JudgmentService,
+            HandoffKind::ReconsiderationRequest => Self::ReconsiderationDecision,
+            HandoffKind::NonFilingExplanationRequest => Self::NonFilingExplanation,
+            HandoffKind::FilingNotice => Self::FilingOnNotice,
             HandoffKind::Unspecified => return None,
         })
     }
@@ -368,6 +388,42 @@ fn default_clocks() -> BTreeMap<ClockName, ClockRule> {
                 50,
                 WorkingDays,
                 "Regulations on Customs Protection of IP Rights Art. 24(2): release 50 working days after ex officio detention, not determined, unless a court assistance notice arrives",
+                true,
+            ),
+        ),
+        (
+            ReconsiderationRequest,
+            ClockRule::new(
+                3,
+                Days,
+                "State Council Order 310 (rev. Order 730) Art. 9: the referring organ may ask for reconsideration within 3 days of the notice not to file",
+                true,
+            ),
+        ),
+        (
+            ReconsiderationDecision,
+            ClockRule::new(
+                3,
+                Days,
+                "State Council Order 310 (rev. Order 730) Art. 9: the police decide to file or not within 3 days of the request for reconsideration",
+                true,
+            ),
+        ),
+        (
+            NonFilingExplanation,
+            ClockRule::new(
+                7,
+                Days,
+                "CPL Art. 113; Provisions on Several Issues in the Implementation of the CPL (2012) Art. 18: the police answer the procuratorate's request to explain not filing within 7 days",
+                true,
+            ),
+        ),
+        (
+            FilingOnNotice,
+            ClockRule::new(
+                15,
+                Days,
+                "CPL Art. 113 (the police shall file once notified); Provisions on Several Issues in the Implementation of the CPL (2012) Art. 18: decide to file within 15 days of the notice",
                 true,
             ),
         ),
@@ -710,7 +766,8 @@ impl DeadlineRules {
 
     /// How long the receiver of a hand-off of `kind` has to decide, as a flat duration
     /// (the rules before legal clocks, still what `HandoffRequested.due_at` records);
-    /// `None` for the unspecified kind.
+    /// `None` for the unspecified kind and for the kinds added with the legal clocks,
+    /// whose `due_at` is their decision clock's due time.
     pub fn handoff_due(&self, kind: HandoffKind) -> Option<Duration> {
         Some(match kind {
             HandoffKind::SuspectedCrimeReferral => self.suspected_crime_referral,
@@ -720,7 +777,10 @@ impl DeadlineRules {
             HandoffKind::SupplementaryInvestigation => self.supplementary_investigation,
             HandoffKind::PublicProsecution => self.public_prosecution,
             HandoffKind::JudgmentNotice => self.judgment_notice,
-            HandoffKind::Unspecified => return None,
+            HandoffKind::ReconsiderationRequest
+            | HandoffKind::NonFilingExplanationRequest
+            | HandoffKind::FilingNotice
+            | HandoffKind::Unspecified => return None,
         })
     }
 

@@ -241,6 +241,8 @@ pub enum ClockAnswerKind {
     CaseDocketed,
     /// InfringementAssessed.
     InfringementAssessed,
+    /// NonFilingExplained.
+    NonFilingExplained,
 }
 
 /// When and by what a clock was answered.
@@ -514,6 +516,9 @@ pub struct CaseState {
     pub pre_examinations: BTreeMap<String, bool>,
     /// Police investigation: `Some(true)` filed, `Some(false)` declined.
     pub investigation_filed: Option<bool>,
+    /// The police's latest decision not to file (InvestigationDeclined): its version and
+    /// `occurred_at`, from which the referring organ's window for reconsideration runs.
+    pub declined: Option<(u64, OffsetDateTime)>,
     /// Whether the police concluded the investigation.
     pub investigation_concluded: bool,
     /// Party ids of detained suspects.
@@ -874,7 +879,9 @@ impl CaseState {
             }
             Kind::InvestigationDeclined(_) => {
                 self.investigation_filed = Some(false);
+                self.declined = Some((event.version, at));
             }
+            Kind::NonFilingExplained(p) => self.answer(&p.handoff_id),
             Kind::SuspectDetained(p) => {
                 self.detained_suspects.insert(p.party_id.clone());
             }
@@ -952,6 +959,7 @@ impl CaseState {
                 | Kind::InfringementAssessed(_)
                 | Kind::InvestigationFiled(_)
                 | Kind::InvestigationDeclined(_)
+                | Kind::NonFilingExplained(_)
                 | Kind::ArrestApproved(_)
                 | Kind::ArrestDenied(_)
                 | Kind::IndictmentFiled(_)
@@ -1056,13 +1064,38 @@ impl CaseState {
                     self.answer_decision_of(&id, &[HandoffKind::AssistanceRequest], answer);
                 }
             }
+            // The police decide on filing for the whole case: a decision answers every
+            // open hand-off to them that asks for it. Filing answers the referrals, a
+            // reconsideration, and both steps of the procuratorate's filing supervision;
+            // a (second) decision not to file answers the referrals and a
+            // reconsideration (the rules refuse it while a notice to file is open).
             Kind::InvestigationFiled(_) => {
                 let answer = self.answer_of(ClockAnswerKind::InvestigationFiled, event);
-                self.answer_all_open(HandoffKind::SuspectedCrimeReferral, agency, answer);
+                for kind in [
+                    HandoffKind::SuspectedCrimeReferral,
+                    HandoffKind::ReconsiderationRequest,
+                    HandoffKind::NonFilingExplanationRequest,
+                    HandoffKind::FilingNotice,
+                ] {
+                    self.answer_all_open(kind, agency, answer);
+                }
             }
             Kind::InvestigationDeclined(_) => {
                 let answer = self.answer_of(ClockAnswerKind::InvestigationDeclined, event);
-                self.answer_all_open(HandoffKind::SuspectedCrimeReferral, agency, answer);
+                for kind in [
+                    HandoffKind::SuspectedCrimeReferral,
+                    HandoffKind::ReconsiderationRequest,
+                ] {
+                    self.answer_all_open(kind, agency, answer);
+                }
+            }
+            Kind::NonFilingExplained(p) => {
+                let answer = self.answer_of(ClockAnswerKind::NonFilingExplained, event);
+                self.answer_decision_of(
+                    &p.handoff_id,
+                    &[HandoffKind::NonFilingExplanationRequest],
+                    answer,
+                );
             }
             Kind::ArrestApproved(p) => {
                 let answer = self.answer_of(ClockAnswerKind::ArrestApproved, event);

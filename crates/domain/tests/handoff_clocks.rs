@@ -1004,6 +1004,12 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
             Agency::PublicSecurity
         )),
         Just((HandoffKind::PublicProsecution, Agency::Court)),
+        Just((HandoffKind::ReconsiderationRequest, Agency::PublicSecurity)),
+        Just((
+            HandoffKind::NonFilingExplanationRequest,
+            Agency::PublicSecurity
+        )),
+        Just((HandoffKind::FilingNotice, Agency::PublicSecurity)),
     ];
     let payload = prop_oneof![
         (ids.clone(), kinds).prop_map(|(id, (k, a))| handoff(id, k, a)),
@@ -1015,6 +1021,8 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
                 reason: "no".into()
             })),
         Just(file_investigation()),
+        Just(decline_filing()),
+        ids.clone().prop_map(explain),
         Just(concluded()),
         ids.clone().prop_map(indictment),
         ids.clone().prop_map(non_prosecution),
@@ -1369,4 +1377,321 @@ proptest! {
             }
         }
     }
+}
+
+fn decline_filing() -> Kind {
+    Kind::InvestigationDeclined(InvestigationDeclined {
+        reason: "amount below the threshold".into(),
+    })
+}
+
+fn explain(handoff_id: &str) -> Kind {
+    Kind::NonFilingExplained(NonFilingExplained {
+        handoff_id: handoff_id.into(),
+        explanation: "the sales proven stay below the threshold".into(),
+    })
+}
+
+/// The accepted referral of Friday 6 March, declined on Monday 9 March at 16:00; customs
+/// then asks the procuratorate to supervise the filing (Order 310 Art. 9), an
+/// assistance request the procuratorate takes, which makes it a participant.
+fn declined() -> World {
+    let mut w = accepted_referral();
+    w.record(POLICE, "2026-03-09 16:00", decline_filing());
+    w.record(
+        CUSTOMS,
+        "2026-03-09 16:30",
+        handoff("sv", HandoffKind::AssistanceRequest, Agency::Procuratorate),
+    );
+    w.record(PROC, "2026-03-09 17:00", accept("sv"));
+    w
+}
+
+#[test]
+fn the_referring_organ_may_ask_for_reconsideration_within_3_days_and_the_police_decide_again_within_3()
+ {
+    let mut w = declined();
+    // Only the organ whose referral was declined asks (the IP center takes part and may
+    // refer, but did not refer this case), and only of a decision not to file.
+    w.record(
+        CUSTOMS,
+        "2026-03-09 18:00",
+        handoff("a1", HandoffKind::AssistanceRequest, Agency::IpCenter),
+    );
+    w.record(IPC, "2026-03-09 18:30", accept("a1"));
+    refused(
+        &mut w,
+        IPC,
+        "2026-03-10 09:00",
+        handoff(
+            "rc",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+        "not_permitted",
+        &["whose referral the police declined"],
+    );
+    refused(
+        &mut w,
+        PROC,
+        "2026-03-10 09:00",
+        handoff(
+            "rc",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+        "not_permitted",
+        &["sent by another agency"],
+    );
+    let mut filed = accepted_referral();
+    filed.record(POLICE, "2026-03-09 16:00", file_investigation());
+    refused(
+        &mut filed,
+        CUSTOMS,
+        "2026-03-10 09:00",
+        handoff(
+            "rc",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+        "investigation_declined",
+        &["not to file"],
+    );
+    // Nothing reopens the decision without a request: a second decline or a filing is
+    // refused.
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-10 09:00",
+        file_investigation(),
+        "investigation_undecided",
+        &["reconsideration"],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-10 09:00",
+        decline_filing(),
+        "investigation_undecided",
+        &["reconsideration"],
+    );
+    // The window: 3 days from the day after Monday's decision, to Thursday 12 March
+    // 24:00 (no rest day at its end).
+    let mut late = declined();
+    refused(
+        &mut late,
+        CUSTOMS,
+        "2026-03-13 00:01",
+        handoff(
+            "rc",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+        "reconsideration_window",
+        &["Order 310", "2026-03-12T16:00:00Z"],
+    );
+    w.record(
+        CUSTOMS,
+        "2026-03-12 23:59",
+        handoff(
+            "rc",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+    );
+    // Requested Thursday night: Friday, Saturday, Sunday, rolled over to Monday 16 March.
+    w.record(POLICE, "2026-03-13 08:00", ack("rc"));
+    let reconsider = Some((Decision, ReconsiderationDecision, "2026-03-16 24:00"));
+    check(&w, "rc", reconsider, "2026-03-16 23:59", false);
+    check(&w, "rc", reconsider, "2026-03-17 00:01", true);
+    // Once per case.
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-03-13 09:00",
+        handoff(
+            "rc2",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+        "reconsideration_once",
+        &["rc"],
+    );
+    // The police decide again, upholding the decision: that answers the request.
+    w.record(POLICE, "2026-03-16 10:00", decline_filing());
+    check(&w, "rc", None, "2026-03-20 00:00", false);
+    let answer = w.state.clocks["rc"].decision.expect("answered");
+    assert_eq!(answer.by, ClockAnswerKind::InvestigationDeclined);
+    assert_eq!(w.state.investigation_filed, Some(false));
+
+    // Or they file on reconsideration.
+    let mut reversed = declined();
+    reversed.record(
+        CUSTOMS,
+        "2026-03-10 09:00",
+        handoff(
+            "rc",
+            HandoffKind::ReconsiderationRequest,
+            Agency::PublicSecurity,
+        ),
+    );
+    reversed.record(POLICE, "2026-03-11 09:00", file_investigation());
+    check(&reversed, "rc", None, "2026-03-20 00:00", false);
+    assert_eq!(reversed.state.investigation_filed, Some(true));
+}
+
+#[test]
+fn filing_supervision_asks_for_an_explanation_in_7_days_then_notifies_to_file_in_15() {
+    let mut w = declined();
+    // The notice to file comes after the request for an explanation.
+    refused(
+        &mut w,
+        PROC,
+        "2026-03-10 09:00",
+        handoff("fn", HandoffKind::FilingNotice, Agency::PublicSecurity),
+        "non_filing_explanation_first",
+        &["CPL Art. 113"],
+    );
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-03-10 09:00",
+        handoff(
+            "ex",
+            HandoffKind::NonFilingExplanationRequest,
+            Agency::PublicSecurity,
+        ),
+        "not_permitted",
+        &[],
+    );
+    // Tuesday 10 March: 7 days from Wednesday, to Tuesday 17 March 24:00.
+    w.record(
+        PROC,
+        "2026-03-10 09:00",
+        handoff(
+            "ex",
+            HandoffKind::NonFilingExplanationRequest,
+            Agency::PublicSecurity,
+        ),
+    );
+    refused(
+        &mut w,
+        PROC,
+        "2026-03-10 09:30",
+        handoff(
+            "ex2",
+            HandoffKind::NonFilingExplanationRequest,
+            Agency::PublicSecurity,
+        ),
+        "filing_supervision_open",
+        &["ex"],
+    );
+    w.record(POLICE, "2026-03-10 10:00", ack("ex"));
+    let explain_clock = Some((Decision, NonFilingExplanation, "2026-03-17 24:00"));
+    check(&w, "ex", explain_clock, "2026-03-17 23:59", false);
+    check(&w, "ex", explain_clock, "2026-03-18 00:01", true);
+    // The explanation answers a request the police accepted, naming it.
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-12 09:00",
+        explain("ex"),
+        "non_filing_explanation_accepted",
+        &["accepted"],
+    );
+    w.record(POLICE, "2026-03-10 11:00", accept("ex"));
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-12 09:00",
+        explain("ref"),
+        "non_filing_explanation_accepted",
+        &["ref"],
+    );
+    w.record(POLICE, "2026-03-12 09:00", explain("ex"));
+    check(&w, "ex", None, "2026-03-20 00:00", false);
+    assert_eq!(
+        w.state.clocks["ex"].decision.map(|d| d.by),
+        Some(ClockAnswerKind::NonFilingExplained)
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-12 10:00",
+        explain("ex"),
+        "non_filing_explanation_accepted",
+        &["answered"],
+    );
+    // The reasons untenable, the procuratorate notifies the police to file on Friday
+    // 13 March: 15 days end on Saturday 28 March, a rest day, so the period rolls over
+    // to Monday 30 March.
+    w.record(
+        PROC,
+        "2026-03-13 09:00",
+        handoff("fn", HandoffKind::FilingNotice, Agency::PublicSecurity),
+    );
+    w.record(POLICE, "2026-03-13 09:30", accept("fn"));
+    let notice_clock = Some((Decision, FilingOnNotice, "2026-03-30 24:00"));
+    check(&w, "fn", notice_clock, "2026-03-30 23:59", false);
+    check(&w, "fn", notice_clock, "2026-03-31 00:01", true);
+    // Notified, the police may not decline again; they file, which answers the notice.
+    refused(
+        &mut w,
+        POLICE,
+        "2026-03-20 09:00",
+        decline_filing(),
+        "filing_notice_binds",
+        &["fn", "CPL Art. 113"],
+    );
+    w.record(POLICE, "2026-03-20 09:00", file_investigation());
+    check(&w, "fn", None, "2026-04-01 00:00", false);
+    assert_eq!(w.state.investigation_filed, Some(true));
+    // Filed: no more supervision.
+    refused(
+        &mut w,
+        PROC,
+        "2026-03-21 09:00",
+        handoff(
+            "ex3",
+            HandoffKind::NonFilingExplanationRequest,
+            Agency::PublicSecurity,
+        ),
+        "investigation_declined",
+        &["filed"],
+    );
+}
+
+#[test]
+fn a_filing_answers_an_open_request_for_an_explanation_and_the_kinds_record_their_decision_due() {
+    let mut w = declined();
+    w.record(
+        PROC,
+        "2026-03-10 09:00",
+        handoff(
+            "ex",
+            HandoffKind::NonFilingExplanationRequest,
+            Agency::PublicSecurity,
+        ),
+    );
+    // The flat due_at of these kinds is their decision clock's recorded due.
+    let dues = recorded_dues_of(&w, w.state.version);
+    let Kind::HandoffRequested(p) = &w.log.last().expect("recorded").payload else {
+        panic!("a hand-off");
+    };
+    assert_eq!(
+        dues.iter().map(|d| d.clock.as_str()).collect::<Vec<_>>(),
+        ["receipt", "non_filing_explanation"]
+    );
+    assert_eq!(p.due_at, dues[1].due_at);
+    assert_eq!(
+        p.due_at.as_ref().and_then(casebus_proto::datetime_from),
+        Some(cst("2026-03-17 24:00"))
+    );
+    assert!(check_recorded_dues(w.log.iter().map(Stored::view), &w.rules, &calendar()).is_empty());
+    w.record(POLICE, "2026-03-11 09:00", file_investigation());
+    check(&w, "ex", None, "2026-04-01 00:00", false);
+    assert_eq!(
+        w.state.clocks["ex"].decision.map(|d| d.by),
+        Some(ClockAnswerKind::InvestigationFiled)
+    );
 }

@@ -143,6 +143,7 @@ pub fn payload_type_name(kind: &Kind) -> &'static str {
         Kind::PreExaminationCompleted(_) => "PreExaminationCompleted",
         Kind::InvestigationFiled(_) => "InvestigationFiled",
         Kind::InvestigationDeclined(_) => "InvestigationDeclined",
+        Kind::NonFilingExplained(_) => "NonFilingExplained",
         Kind::SuspectDetained(_) => "SuspectDetained",
         Kind::InvestigationConcluded(_) => "InvestigationConcluded",
         Kind::ArrestApproved(_) => "ArrestApproved",

@@ -9,7 +9,9 @@ use time::Duration;
 use casebus_proto::event::v1::Agency;
 use casebus_timeline::{ProjectError, ProjectedInput, Projection};
 
-use common::catalogue::{accept, declined_case, dropped_case, handoff, main_case, note, opened};
+use common::catalogue::{
+    accept, declined_case, dropped_case, handoff, main_case, note, opened, supervised_case,
+};
 use common::{CUSTOMS, CaseBuilder, IPC, Stream, T0, project, temp_projection};
 
 /// The scripted main case plus two short ones, interleaved, with holes in the
@@ -17,6 +19,10 @@ use common::{CUSTOMS, CaseBuilder, IPC, Stream, T0, project, temp_projection};
 fn scripted_stream() -> Stream {
     scripted_stream_recorded(true)
 }
+
+/// How many cases the scripted stream holds (the catalogue's main, declined, dropped and
+/// supervised cases).
+const SCRIPTED_CASES: u64 = 4;
 
 /// The scripted stream, its hand-offs with their recorded due times or, with
 /// `recorded_dues` false, without them (events recorded before due times were).
@@ -32,8 +38,15 @@ fn scripted_stream_recorded(recorded_dues: bool) -> Stream {
     declined.script(declined_case());
     let mut dropped = builder("DROP-1", T0 + Duration::days(2));
     dropped.script(dropped_case());
+    let mut supervised = builder("SUPV-1", T0 + Duration::days(3));
+    supervised.script(supervised_case());
     let mut stream = Stream::with_gaps(9);
-    stream.interleave(&[&main.events, &declined.events, &dropped.events]);
+    stream.interleave(&[
+        &main.events,
+        &declined.events,
+        &dropped.events,
+        &supervised.events,
+    ]);
     stream
 }
 
@@ -49,7 +62,7 @@ fn redelivering_a_batch_applies_nothing_twice() {
 
     let first = projection.apply_batch(&inputs).expect("first delivery");
     assert_eq!(first.applied, inputs.len());
-    assert_eq!(first.cases_touched, 3);
+    assert_eq!(first.cases_touched as u64, SCRIPTED_CASES);
     assert_eq!(first.position, stream.last_sequence());
     let before = dump(&projection);
     let counts = projection.counts(T0).expect("counts");
@@ -136,7 +149,7 @@ fn reset_and_reapply_yields_an_identical_projection() {
     project(&mut projection, &stream, 64);
     let before = dump(&projection);
     let counts = projection.counts(T0).expect("counts");
-    assert!(counts.events > 0 && counts.cases == 3);
+    assert!(counts.events > 0 && counts.cases == SCRIPTED_CASES);
 
     projection.reset().expect("reset");
     let empty = projection.counts(T0).expect("counts");
@@ -453,8 +466,8 @@ fn a_file_without_counted_clocks_has_them_recounted_from_its_events_before_the_n
     assert_ne!(dump(&reopened), counted);
     assert_eq!(
         reopened.recount_clocks().expect("recount"),
-        3,
-        "three cases"
+        SCRIPTED_CASES,
+        "every case with hand-offs"
     );
     assert_eq!(dump(&reopened), counted);
     assert_eq!(reopened.recount_clocks().expect("nothing to do"), 0);
@@ -475,7 +488,7 @@ fn other_rules_recount_every_clock_and_equal_a_projection_made_with_them() {
         project(&mut old, &stream, 16);
         let before = dump(&old);
         old.set_clocks(rules.clone(), casebus_domain::Calendar::shipped());
-        assert_eq!(old.recount_clocks().expect("recount"), 3);
+        assert_eq!(old.recount_clocks().expect("recount"), SCRIPTED_CASES);
         let (_dir2, _path2, mut fresh) = temp_projection();
         fresh.set_clocks(rules.clone(), casebus_domain::Calendar::shipped());
         project(&mut fresh, &stream, 16);

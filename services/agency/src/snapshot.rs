@@ -208,7 +208,7 @@ pub(crate) fn anchor_of(subject: &str, payload: &[u8]) -> Vec<u8> {
     hash.finalize().to_vec()
 }
 
-const ANSWERS: [(ClockAnswerKind, &str); 13] = [
+const ANSWERS: [(ClockAnswerKind, &str); 14] = [
     (ClockAnswerKind::Acknowledged, "acknowledged"),
     (ClockAnswerKind::Accepted, "accepted"),
     (ClockAnswerKind::Declined, "declined"),
@@ -234,6 +234,7 @@ const ANSWERS: [(ClockAnswerKind, &str); 13] = [
         ClockAnswerKind::InfringementAssessed,
         "infringement_assessed",
     ),
+    (ClockAnswerKind::NonFilingExplained, "non_filing_explained"),
 ];
 
 fn answer_name(kind: ClockAnswerKind) -> Result<&'static str, Unwritable> {

@@ -610,9 +610,16 @@ mod tests {
     fn the_descriptors_know_every_payload_kind() {
         let names = payload_type_names();
         assert_eq!(names.first().map(String::as_str), Some("CaseOpened"));
-        // The catalogue's three cases record every payload kind between them.
-        use casebus_fixtures::catalogue::{declined_case, dropped_case, main_case};
-        let cases = [main_case(), declined_case(), dropped_case()];
+        // The catalogue's four cases record every payload kind between them.
+        use casebus_fixtures::catalogue::{
+            declined_case, dropped_case, main_case, supervised_case,
+        };
+        let cases = [
+            main_case(),
+            declined_case(),
+            dropped_case(),
+            supervised_case(),
+        ];
         let recorded: std::collections::BTreeSet<&str> = cases
             .iter()
             .flatten()

@@ -13,7 +13,7 @@ use casebus_bus::{
 use casebus_test_support::wait_until;
 use casebus_timeline::{ProjectedInput, Projection};
 
-use common::catalogue::{declined_case, dropped_case, main_case, note};
+use common::catalogue::{declined_case, dropped_case, main_case, note, supervised_case};
 use common::*;
 
 /// Projects every event it is handed, as the gateway does.
@@ -41,6 +41,7 @@ async fn a_rebuilt_projection_equals_the_one_built_live() {
         ("REB-MAIN", main_case()),
         ("REB-DECLINED", declined_case()),
         ("REB-DROPPED", dropped_case()),
+        ("REB-SUPERVISED", supervised_case()),
     ] {
         let c = case(id);
         for (office_id, payload) in history {
@@ -100,7 +101,7 @@ async fn a_rebuilt_projection_equals_the_one_built_live() {
     assert_eq!(report["messages"], valid + 1);
     assert_eq!(report["left_out"][0]["code"], "undecodable");
     assert_eq!(report["counts"]["events"], valid);
-    assert_eq!(report["counts"]["cases"], 3);
+    assert_eq!(report["counts"]["cases"], 4);
     assert_eq!(report["counts"]["position"], last);
 
     let rebuilt = Projection::open(&db).expect("open rebuilt");

@@ -31,7 +31,7 @@ use casebus_proto::customs::v1::customs_service_client::CustomsServiceClient;
 use casebus_proto::customs::v1::{
     ConfiscateGoodsRequest, DetainGoodsRequest, DetermineInfringementRequest,
     NotifyRightsHolderRequest, ReferToPublicSecurityRequest, ReleaseDetentionRequest,
-    RequestAssessmentRequest,
+    RequestAssessmentRequest, RequestReconsiderationRequest,
 };
 use casebus_proto::event::v1::{
     Agency, AppealFiled, ArrestApproved, ArrestDenied, CaseDocketed, CaseOpened, CaseType,
@@ -522,6 +522,28 @@ impl Case {
         .map(drop)
     }
 
+    /// The police decide not to file, for `reason`.
+    async fn decline_filing(&mut self, reason: &str) -> Step {
+        let declined = InvestigationDeclined {
+            reason: reason.to_owned(),
+        };
+        self.send(
+            Who::Police,
+            "decline",
+            |meta| DeclineInvestigationRequest {
+                meta,
+                investigation_declined: Some(declined),
+            },
+            |ch, r| async move {
+                PublicSecurityServiceClient::new(ch)
+                    .decline_investigation(r)
+                    .await
+            },
+        )
+        .await
+        .map(drop)
+    }
+
     async fn close(&mut self, who: Who, reason: &str) -> Step {
         let closed = TrackClosed {
             reason: reason.to_owned(),
@@ -795,23 +817,37 @@ impl Case {
         }
         self.accept(Who::Police, "h-ref", "NBPS").await?;
         if self.detour(0.1) {
-            self.send(
-                Who::Police,
-                "decline",
-                |meta| DeclineInvestigationRequest {
-                    meta,
-                    investigation_declined: Some(InvestigationDeclined {
-                        reason: "no evidence that the consignee knew the goods were counterfeit"
-                            .into(),
-                    }),
-                },
-                |ch, r| async move {
-                    PublicSecurityServiceClient::new(ch)
-                        .decline_investigation(r)
-                        .await
-                },
-            )
-            .await?;
+            self.decline_filing("no evidence that the consignee knew the goods were counterfeit")
+                .await?;
+            // Customs asks for reconsideration (State Council Order 310 Art. 9); the
+            // police decide again: file after all, or uphold the decision.
+            if self.detour(0.5) {
+                let handoff = self.handoff(
+                    "h-recon",
+                    Who::Police,
+                    "the consignee's messages show that it knew the goods were counterfeit",
+                    &["ev1"],
+                );
+                self.send(
+                    Who::Customs,
+                    "reconsider",
+                    |meta| RequestReconsiderationRequest {
+                        meta,
+                        handoff: Some(handoff),
+                    },
+                    |ch, r| async move {
+                        CustomsServiceClient::new(ch)
+                            .request_reconsideration(r)
+                            .await
+                    },
+                )
+                .await?;
+                self.accept(Who::Police, "h-recon", "NBPSR").await?;
+                if self.detour(0.5) {
+                    return self.criminal(mark).await;
+                }
+                self.decline_filing("upheld on reconsideration").await?;
+            }
             self.close(Who::Police, "investigation declined").await?;
             return self
                 .confiscate_and_close("administrative penalty after the police declined")
@@ -1364,22 +1400,8 @@ impl Case {
             return Ok(Outcome::Overdue);
         }
         self.accept(Who::Police, "h-ref", "NBPS").await?;
-        self.send(
-            Who::Police,
-            "decline",
-            |meta| DeclineInvestigationRequest {
-                meta,
-                investigation_declined: Some(InvestigationDeclined {
-                    reason: "a civil patent dispute; no crime suspected".into(),
-                }),
-            },
-            |ch, r| async move {
-                PublicSecurityServiceClient::new(ch)
-                    .decline_investigation(r)
-                    .await
-            },
-        )
-        .await?;
+        self.decline_filing("a civil patent dispute; no crime suspected")
+            .await?;
         self.close(Who::Police, "investigation declined").await?;
         self.close(Who::IpCenter, "referred to the courts as a civil matter")
             .await?;

@@ -90,6 +90,9 @@ pub fn rule_days(kind: casebus_proto::event::v1::HandoffKind) -> i64 {
         PublicProsecution => 4,
         JudgmentNotice => 8,
         Unspecified => 0,
+        ReconsiderationRequest | NonFilingExplanationRequest | FilingNotice => panic!(
+            "{kind:?} has no flat duration in the rules: its due_at is its decision clock's due time"
+        ),
     }
 }
 
@@ -230,6 +233,18 @@ impl Fixture {
             office_id,
             &format!("clerk of {office_id}"),
             roles,
+            time::Duration::hours(1),
+        )
+    }
+
+    /// A gateway token of a reader of `office`, valid for an hour.
+    pub fn gateway_reader_token(&self, office_id: &str) -> String {
+        casebus_fixtures::issue_token(
+            &self.issuer,
+            Audience::Gateway,
+            office_id,
+            "officer-7",
+            &[Role::Reader],
             time::Duration::hours(1),
         )
     }

@@ -52,4 +52,6 @@ command_service!(CustomsApi, CustomsService, {
         |r| handoff(r.handoff, HandoffKind::AssistanceRequest, Agency::IpCenter);
     refer_to_public_security(ReferToPublicSecurityRequest) =>
         |r| handoff(r.handoff, HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity);
+    request_reconsideration(RequestReconsiderationRequest) =>
+        |r| handoff(r.handoff, HandoffKind::ReconsiderationRequest, Agency::PublicSecurity);
 });

@@ -49,4 +49,6 @@ command_service!(IpCenterApi, IpCenterService, {
         |r| required(r.pre_examination_completed, "pre_examination_completed").map(Kind::PreExaminationCompleted);
     refer_to_public_security(ReferToPublicSecurityRequest) =>
         |r| handoff(r.handoff, HandoffKind::SuspectedCrimeReferral, Agency::PublicSecurity);
+    request_reconsideration(RequestReconsiderationRequest) =>
+        |r| handoff(r.handoff, HandoffKind::ReconsiderationRequest, Agency::PublicSecurity);
 });

@@ -54,4 +54,8 @@ command_service!(ProcuratorateApi, ProcuratorateService, {
         |r| handoff(r.handoff, HandoffKind::PublicProsecution, Agency::Court);
     decide_non_prosecution(DecideNonProsecutionRequest) =>
         |r| required(r.non_prosecution_decided, "non_prosecution_decided").map(Kind::NonProsecutionDecided);
+    request_non_filing_explanation(RequestNonFilingExplanationRequest) =>
+        |r| handoff(r.handoff, HandoffKind::NonFilingExplanationRequest, Agency::PublicSecurity);
+    notify_to_file(NotifyToFileRequest) =>
+        |r| handoff(r.handoff, HandoffKind::FilingNotice, Agency::PublicSecurity);
 });

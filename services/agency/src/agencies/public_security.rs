@@ -53,4 +53,6 @@ command_service!(PublicSecurityApi, PublicSecurityService, {
         |r| handoff(r.handoff, HandoffKind::ArrestApprovalRequest, Agency::Procuratorate);
     transfer_for_prosecution(TransferForProsecutionRequest) =>
         |r| handoff(r.handoff, HandoffKind::ProsecutionTransfer, Agency::Procuratorate);
+    explain_non_filing(ExplainNonFilingRequest) =>
+        |r| required(r.non_filing_explained, "non_filing_explained").map(Kind::NonFilingExplained);
 });
