@@ -5,7 +5,8 @@
 //! naming the field, or the code the unary RPC would answer) without recording anything
 //! while the items around them succeed, each item counted in the metrics by its code; callers without a clerk credential of the office
 //! are refused before any item is read; and a shutdown ends an open import with
-//! UNAVAILABLE after answering what it took.
+//! UNAVAILABLE after answering what it took. The clock changes and legal holds are
+//! imported like their unary commands, refusals included.
 
 mod agency_harness;
 
@@ -266,7 +267,7 @@ fn request_id_of(item: &ImportRequest) -> &str {
         Command::RecordEvidence(r) => &r.meta,
         Command::AddNote(r) => &r.meta,
         Command::LinkReference(r) => &r.meta,
-        _ => unreachable!("the fixture sends these commands only"),
+        _ => unreachable!("the history sends these commands only"),
     };
     &meta.as_ref().expect("meta").request_id
 }
@@ -511,4 +512,154 @@ async fn a_shutdown_answers_the_items_taken_and_ends_the_import_with_unavailable
     assert!(customs.wait_exit().await.success());
     drop(sender);
     assert_eq!(f.load("STOP-1").await.events.len(), 6);
+}
+
+#[tokio::test]
+async fn clock_changes_and_legal_holds_are_imported_like_their_unary_commands() {
+    use casebus_fixtures::catalogue::{
+        extend_clock, lift_hold, place_hold, resume_clock, suspend_clock,
+    };
+    use casebus_proto::agency::v1::{
+        AcceptHandoffRequest, ExtendClockRequest, LiftLegalHoldRequest, PlaceLegalHoldRequest,
+        RequestHandoffRequest, ResumeClockRequest, SuspendClockRequest,
+    };
+    use casebus_proto::event::v1::payload::Kind;
+    use casebus_proto::event::v1::{HandoffAccepted, HandoffKind, HandoffRequested};
+
+    const CASE: &str = "IMP-CLOCKS";
+    let f = Fixture::start().await;
+    let (customs, police) = tokio::join!(f.spawn(CUSTOMS), f.spawn(POLICE));
+    let Kind::LegalHoldPlaced(hold) = place_hold("lh1") else {
+        unreachable!("a hold")
+    };
+    let Kind::LegalHoldLifted(lifted) = lift_hold("lh1") else {
+        unreachable!("a lift")
+    };
+    let customs_items = vec![
+        open(CASE),
+        ImportRequest {
+            command: Some(Command::RequestHandoff(RequestHandoffRequest {
+                meta: meta_of(CASE, "refer"),
+                handoff_requested: Some(HandoffRequested {
+                    handoff_id: "h1".into(),
+                    kind: HandoffKind::SuspectedCrimeReferral as i32,
+                    to_agency: Agency::PublicSecurity as i32,
+                    reason: "suspected crime".into(),
+                    ..Default::default()
+                }),
+            })),
+        },
+        ImportRequest {
+            command: Some(Command::PlaceLegalHold(PlaceLegalHoldRequest {
+                meta: meta_of(CASE, "hold"),
+                legal_hold_placed: Some(hold),
+            })),
+        },
+        ImportRequest {
+            command: Some(Command::LiftLegalHold(LiftLegalHoldRequest {
+                meta: meta_of(CASE, "lift"),
+                legal_hold_lifted: Some(lifted),
+            })),
+        },
+    ];
+    let (answers, end) = import(&customs, Some(&customs.token), customs_items)
+        .await
+        .expect("the import is accepted");
+    end.expect("the import ends with OK");
+    for answer in by_index(answers, 4).values() {
+        recorded(answer);
+    }
+    police
+        .wait_inbox(CASE, "h1", "the police to acknowledge h1", acknowledged)
+        .await;
+
+    let Kind::ClockExtended(extended) = extend_clock("h1", "filing_decision", POLICE) else {
+        unreachable!("an extension")
+    };
+    let Kind::ClockSuspended(suspended) = suspend_clock("h1", "filing_decision") else {
+        unreachable!("a suspension")
+    };
+    let Kind::ClockResumed(resumed) = resume_clock("h1", "filing_decision") else {
+        unreachable!("a resumption")
+    };
+    let resumed_again = resumed.clone();
+    let police_items = vec![
+        ImportRequest {
+            command: Some(Command::AcceptHandoff(AcceptHandoffRequest {
+                meta: meta_of(CASE, "accept"),
+                handoff_accepted: Some(HandoffAccepted {
+                    handoff_id: "h1".into(),
+                    local_case_number: String::new(),
+                }),
+            })),
+        },
+        ImportRequest {
+            command: Some(Command::ExtendClock(ExtendClockRequest {
+                meta: meta_of(CASE, "extend"),
+                clock_extended: Some(extended),
+            })),
+        },
+        ImportRequest {
+            command: Some(Command::SuspendClock(SuspendClockRequest {
+                meta: meta_of(CASE, "suspend"),
+                clock_suspended: Some(suspended),
+            })),
+        },
+        ImportRequest {
+            command: Some(Command::ResumeClock(ResumeClockRequest {
+                meta: meta_of(CASE, "resume"),
+                clock_resumed: Some(resumed),
+            })),
+        },
+        // The same refusal as the unary RPC: nothing to resume any more.
+        ImportRequest {
+            command: Some(Command::ResumeClock(ResumeClockRequest {
+                meta: meta_of(CASE, "resume-again"),
+                clock_resumed: Some(resumed_again),
+            })),
+        },
+    ];
+    let (answers, end) = import(&police, Some(&police.token), police_items)
+        .await
+        .expect("the import is accepted");
+    end.expect("the import ends with OK");
+    let answers = by_index(answers, 5);
+    for i in 0..4 {
+        recorded(&answers[&i]);
+    }
+    let error = refusal(&answers[&4]);
+    assert_eq!(error.code, Code::FailedPrecondition as i32, "{error:?}");
+    assert_eq!(error.rule, "clock_suspended", "{error:?}");
+
+    let loaded = f.load(CASE).await;
+    let types: Vec<&str> = loaded
+        .events
+        .iter()
+        .filter_map(|e| e.event.event.payload.as_ref()?.kind.as_ref())
+        .map(casebus_proto::payload_type_name)
+        .collect();
+    // The police service's automatic receipt lands wherever it came among customs' items.
+    let receipts = types
+        .iter()
+        .filter(|t| **t == "HandoffAcknowledged")
+        .count();
+    assert_eq!(receipts, 1, "{types:?}");
+    let types: Vec<&str> = types
+        .into_iter()
+        .filter(|t| *t != "HandoffAcknowledged")
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "CaseOpened",
+            "HandoffRequested",
+            "LegalHoldPlaced",
+            "LegalHoldLifted",
+            "HandoffAccepted",
+            "ClockExtended",
+            "ClockSuspended",
+            "ClockResumed",
+        ]
+    );
+    assert!(f.verify(CASE).await.is_intact());
 }

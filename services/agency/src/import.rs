@@ -36,7 +36,8 @@ use casebus_proto::event::v1::payload::Kind;
 use casebus_runtime::auth::Caller;
 use casebus_runtime::metrics::code_name;
 
-use crate::kit::{Kit, required};
+use crate::agencies::CommonCommand;
+use crate::kit::Kit;
 use crate::status::{self, REASON_METADATA, RULE_METADATA};
 
 /// Items taken from one stream and not yet answered.
@@ -254,69 +255,26 @@ fn ids(meta: Option<&CommandMeta>) -> (String, String) {
 /// The meta and payload of an item, or the answer refusing it.
 fn split(index: u64, size: usize, request: ImportRequest) -> Result<Item, Box<ImportResponse>> {
     let (meta, payload) = match request.command {
-        Some(Command::OpenCase(r)) => (
-            r.meta,
-            required(r.case_opened.map(Kind::CaseOpened), "case_opened"),
-        ),
-        Some(Command::AddParty(r)) => (
-            r.meta,
-            required(r.party_added.map(Kind::PartyAdded), "party_added"),
-        ),
-        Some(Command::RecordEvidence(r)) => (
-            r.meta,
-            required(
-                r.evidence_recorded.map(Kind::EvidenceRecorded),
-                "evidence_recorded",
-            ),
-        ),
-        Some(Command::AddNote(r)) => (
-            r.meta,
-            required(r.note_added.map(Kind::NoteAdded), "note_added"),
-        ),
-        Some(Command::LinkReference(r)) => (
-            r.meta,
-            required(
-                r.reference_linked.map(Kind::ReferenceLinked),
-                "reference_linked",
-            ),
-        ),
-        Some(Command::RequestHandoff(r)) => (
-            r.meta,
-            required(
-                r.handoff_requested.map(Kind::HandoffRequested),
-                "handoff_requested",
-            ),
-        ),
-        Some(Command::AcceptHandoff(r)) => (
-            r.meta,
-            required(
-                r.handoff_accepted.map(Kind::HandoffAccepted),
-                "handoff_accepted",
-            ),
-        ),
-        Some(Command::DeclineHandoff(r)) => (
-            r.meta,
-            required(
-                r.handoff_declined.map(Kind::HandoffDeclined),
-                "handoff_declined",
-            ),
-        ),
-        Some(Command::CloseTrack(r)) => (
-            r.meta,
-            required(r.track_closed.map(Kind::TrackClosed), "track_closed"),
-        ),
-        Some(Command::ChangeVisibility(r)) => (
-            r.meta,
-            required(
-                r.visibility_changed.map(Kind::VisibilityChanged),
-                "visibility_changed",
-            ),
-        ),
+        Some(Command::OpenCase(r)) => r.split(),
+        Some(Command::AddParty(r)) => r.split(),
+        Some(Command::RecordEvidence(r)) => r.split(),
+        Some(Command::AddNote(r)) => r.split(),
+        Some(Command::LinkReference(r)) => r.split(),
+        Some(Command::RequestHandoff(r)) => r.split(),
+        Some(Command::AcceptHandoff(r)) => r.split(),
+        Some(Command::DeclineHandoff(r)) => r.split(),
+        Some(Command::CloseTrack(r)) => r.split(),
+        Some(Command::ChangeVisibility(r)) => r.split(),
+        Some(Command::ExtendClock(r)) => r.split(),
+        Some(Command::SuspendClock(r)) => r.split(),
+        Some(Command::ResumeClock(r)) => r.split(),
+        Some(Command::PlaceLegalHold(r)) => r.split(),
+        Some(Command::LiftLegalHold(r)) => r.split(),
         None => (
             None,
             Err(status::invalid(
                 "command",
-                "is required: set one of open_case, add_party, record_evidence, add_note, link_reference, request_handoff, accept_handoff, decline_handoff, close_track, change_visibility",
+                "is required: set one of open_case, add_party, record_evidence, add_note, link_reference, request_handoff, accept_handoff, decline_handoff, close_track, change_visibility, extend_clock, suspend_clock, resume_clock, place_legal_hold, lift_legal_hold",
             )),
         ),
     };

@@ -17,6 +17,48 @@ use crate::agencies::{MAX_REQUEST_BYTES, authenticated};
 use crate::import::{self, ImportStream};
 use crate::kit::{Kit, WatchStream, required};
 
+/// A request of one of the commands every agency records the same way: its meta and
+/// the payload it records (`Err` naming the missing field). The one mapping of these
+/// requests, used by their unary RPCs and by `Import`.
+pub(crate) trait CommonCommand: Sized {
+    /// The meta, and the payload or why there is none.
+    fn split(self) -> (Option<CommandMeta>, Result<Kind, Status>);
+
+    /// As [`CommonCommand::split`], failing without the payload.
+    fn split_checked(self) -> Result<(Option<CommandMeta>, Kind), Status> {
+        let (meta, payload) = self.split();
+        Ok((meta, payload?))
+    }
+}
+
+macro_rules! common_commands {
+    ($($request:ident . $field:ident => $kind:ident),* $(,)?) => {
+        $(impl CommonCommand for $request {
+            fn split(self) -> (Option<CommandMeta>, Result<Kind, Status>) {
+                (self.meta, required(self.$field, stringify!($field)).map(Kind::$kind))
+            }
+        })*
+    };
+}
+
+common_commands! {
+    OpenCaseRequest.case_opened => CaseOpened,
+    AddPartyRequest.party_added => PartyAdded,
+    RecordEvidenceRequest.evidence_recorded => EvidenceRecorded,
+    AddNoteRequest.note_added => NoteAdded,
+    LinkReferenceRequest.reference_linked => ReferenceLinked,
+    RequestHandoffRequest.handoff_requested => HandoffRequested,
+    AcceptHandoffRequest.handoff_accepted => HandoffAccepted,
+    DeclineHandoffRequest.handoff_declined => HandoffDeclined,
+    CloseTrackRequest.track_closed => TrackClosed,
+    ChangeVisibilityRequest.visibility_changed => VisibilityChanged,
+    ExtendClockRequest.clock_extended => ClockExtended,
+    SuspendClockRequest.clock_suspended => ClockSuspended,
+    ResumeClockRequest.clock_resumed => ClockResumed,
+    PlaceLegalHoldRequest.legal_hold_placed => LegalHoldPlaced,
+    LiftLegalHoldRequest.legal_hold_lifted => LegalHoldLifted,
+}
+
 /// The common API of one service.
 #[derive(Debug, Clone)]
 pub(crate) struct CommonApi {
@@ -37,12 +79,7 @@ impl AgencyService for CommonApi {
         request: Request<OpenCaseRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::CaseOpened(required(r.case_opened, "case_opened")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -51,12 +88,7 @@ impl AgencyService for CommonApi {
         request: Request<AddPartyRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::PartyAdded(required(r.party_added, "party_added")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -65,12 +97,7 @@ impl AgencyService for CommonApi {
         request: Request<RecordEvidenceRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::EvidenceRecorded(required(r.evidence_recorded, "evidence_recorded")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -79,12 +106,7 @@ impl AgencyService for CommonApi {
         request: Request<AddNoteRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::NoteAdded(required(r.note_added, "note_added")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -93,12 +115,7 @@ impl AgencyService for CommonApi {
         request: Request<LinkReferenceRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::ReferenceLinked(required(r.reference_linked, "reference_linked")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -107,12 +124,7 @@ impl AgencyService for CommonApi {
         request: Request<RequestHandoffRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::HandoffRequested(required(r.handoff_requested, "handoff_requested")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -121,12 +133,7 @@ impl AgencyService for CommonApi {
         request: Request<AcceptHandoffRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::HandoffAccepted(required(r.handoff_accepted, "handoff_accepted")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -135,12 +142,7 @@ impl AgencyService for CommonApi {
         request: Request<DeclineHandoffRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::HandoffDeclined(required(r.handoff_declined, "handoff_declined")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -149,12 +151,7 @@ impl AgencyService for CommonApi {
         request: Request<CloseTrackRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::TrackClosed(required(r.track_closed, "track_closed")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -163,12 +160,7 @@ impl AgencyService for CommonApi {
         request: Request<ChangeVisibilityRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::VisibilityChanged(required(r.visibility_changed, "visibility_changed")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -177,12 +169,7 @@ impl AgencyService for CommonApi {
         request: Request<ExtendClockRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::ClockExtended(required(r.clock_extended, "clock_extended")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -191,12 +178,7 @@ impl AgencyService for CommonApi {
         request: Request<SuspendClockRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::ClockSuspended(required(r.clock_suspended, "clock_suspended")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -205,12 +187,7 @@ impl AgencyService for CommonApi {
         request: Request<ResumeClockRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::ClockResumed(required(r.clock_resumed, "clock_resumed")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -219,12 +196,7 @@ impl AgencyService for CommonApi {
         request: Request<PlaceLegalHoldRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::LegalHoldPlaced(required(r.legal_hold_placed, "legal_hold_placed")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 
@@ -233,12 +205,7 @@ impl AgencyService for CommonApi {
         request: Request<LiftLegalHoldRequest>,
     ) -> Result<Response<CommandReply>, Status> {
         self.kit
-            .command(request, |r| {
-                Ok((
-                    r.meta,
-                    Kind::LegalHoldLifted(required(r.legal_hold_lifted, "legal_hold_lifted")?),
-                ))
-            })
+            .command(request, CommonCommand::split_checked)
             .await
     }
 

@@ -24,7 +24,7 @@ use casebus_proto::event::v1::{Agency, HandoffKind, HandoffRequested};
 
 use crate::kit::{Kit, required};
 
-pub(crate) use common::register_common;
+pub(crate) use common::{CommonCommand, register_common};
 
 /// Largest gRPC request accepted, in bytes. A signed event is at most about 248 KiB, so
 /// anything larger could never be recorded.
