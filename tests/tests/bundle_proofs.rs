@@ -686,7 +686,8 @@ async fn an_exported_bundle_verifies_offline_and_each_tampering_fails_with_its_o
 }
 
 #[tokio::test]
-async fn export_is_refused_while_the_checkpoint_does_not_cover_the_case() {
+async fn export_is_refused_while_the_checkpoint_does_not_cover_the_case_or_lacks_its_cosignatures()
+{
     let f = Fixture::start().await;
     let id = case("BND-2");
     f.script(&id, declined_case()).await;
@@ -700,29 +701,43 @@ async fn export_is_refused_while_the_checkpoint_does_not_cover_the_case() {
     let token = f.reader(CUSTOMS);
     let size = f.cases_last().await;
     checkpoint_of(&gateway, &token, size, 0).await;
-    f.append(CUSTOMS, &id, note("after the checkpoint"), None)
-        .await;
     let token_file = f.path("reader.token");
     std::fs::write(&token_file, &token).expect("token");
     let out = f.path("BND-2.bundle.json");
+    let grpc = format!("http://{}", gateway.grpc);
+    let export = [
+        "export",
+        "--case",
+        "BND-2",
+        "--out",
+        &text(&out),
+        "--gateway",
+        &grpc,
+        "--gateway-token-file",
+        &text(&token_file),
+        "--operator-key",
+        &text(&operator_key),
+    ];
+    // The checkpoint covers the case, but no witness cosigned it: a court whose policy
+    // needs one would get a bundle that cannot verify, so export waits for them.
     let run = casebus(
         &f,
         Some(&f.server.url()),
-        &[
-            "export",
-            "--case",
-            "BND-2",
-            "--out",
-            &text(&out),
-            "--gateway",
-            &format!("http://{}", gateway.grpc),
-            "--gateway-token-file",
-            &text(&token_file),
-            "--operator-key",
-            &text(&operator_key),
-        ],
+        &[&export[..], &["--min-cosignatures", "1"]].concat(),
     )
     .await;
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(
+        err.contains(&format!(
+            "the gateway's latest checkpoint (tree size {size}) carries 0 cosignatures, fewer than --min-cosignatures 1"
+        )),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written");
+    f.append(CUSTOMS, &id, note("after the checkpoint"), None)
+        .await;
+    let run = casebus(&f, Some(&f.server.url()), &export).await;
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
     let err = stderr(&run);
     assert!(

@@ -179,7 +179,7 @@ async fn export_and_verify_offline(dir: &Path) {
     let operator_vkey = format!("{}.vkey", env["CASEBUS_LOCAL_OPERATOR_KEY"]);
     // The least recently updated case listed, so the simulator is unlikely to append to
     // it before the next checkpoint covers it; export refuses (writing nothing) until
-    // the witnessed checkpoint covers the case's last event.
+    // the checkpoint covers the case's last event and carries the witnesses' quorum.
     let exported = wait_until(
         TRAFFIC_TIMEOUT,
         "an export with proofs of a simulated case",
@@ -204,6 +204,9 @@ async fn export_and_verify_offline(dir: &Path) {
                     token_file,
                     "--operator-key",
                     &env["CASEBUS_LOCAL_OPERATOR_KEY"],
+                    // The local policy's quorum: three witnesses.
+                    "--min-cosignatures",
+                    "3",
                 ],
                 &[],
             )

@@ -596,6 +596,11 @@ pub struct ExportArgs {
     /// carries the consistency proof between its size and the bundle's.
     #[arg(long = "known-checkpoint", requires = "gateway")]
     pub known_checkpoint: Option<PathBuf>,
+    /// Refuse (writing nothing) while the gateway's latest checkpoint carries fewer
+    /// witness cosignatures than this: set it to the quorum of the policy the bundle
+    /// will be verified with, and export again once the witnesses cosigned.
+    #[arg(long = "min-cosignatures", requires = "gateway", default_value_t = 0)]
+    pub min_cosignatures: usize,
     /// Keys to open sealed events with: each event opened is written beside its signed
     /// bytes (`sealed.opened`), which stay as stored.
     #[command(flatten)]

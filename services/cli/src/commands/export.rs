@@ -8,7 +8,9 @@
 //! consistency proof to `--known-checkpoint`, sealed with `--operator-key`. Refused
 //! while the checkpoint does not cover the case's last event, and when the known
 //! checkpoint is of another origin, lacks the log key's signature line or is not
-//! consistent with the gateway's log (a fork: the bundle could only fail).
+//! consistent with the gateway's log (a fork: the bundle could only fail), and while it
+//! carries fewer cosignatures than `--min-cosignatures` (a bundle for a court whose
+//! policy needs a quorum of witnesses).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -162,7 +164,14 @@ pub async fn run(ctx: &Ctx, args: &ExportArgs) -> Result<Outcome, CliError> {
         opener.as_ref(),
     );
     if let Some((mut client, operator, known)) = sealing {
-        let proofs = read_proofs(&mut client, &args.case, &bundle, known.as_ref()).await?;
+        let proofs = read_proofs(
+            &mut client,
+            &args.case,
+            &bundle,
+            known.as_ref(),
+            args.min_cosignatures,
+        )
+        .await?;
         crate::proofs::seal(&mut bundle, proofs, &operator)
             .map_err(|e| CliError::runtime(format!("cannot seal the bundle: {e}")))?;
     } else {
@@ -336,9 +345,12 @@ async fn read_proofs(
     case: &CaseId,
     bundle: &Bundle,
     known: Option<&Known>,
+    min_cosignatures: usize,
 ) -> Result<Proofs, CliError> {
     for _ in 0..PROOF_ATTEMPTS {
-        if let Some(proofs) = read_proofs_once(client, case, bundle, known).await? {
+        if let Some(proofs) =
+            read_proofs_once(client, case, bundle, known, min_cosignatures).await?
+        {
             return Ok(proofs);
         }
     }
@@ -353,6 +365,7 @@ async fn read_proofs_once(
     case: &CaseId,
     bundle: &Bundle,
     known: Option<&Known>,
+    min_cosignatures: usize,
 ) -> Result<Option<Proofs>, CliError> {
     let latest = client
         .get_checkpoint(GetCheckpointRequest {})
@@ -370,6 +383,18 @@ async fn read_proofs_once(
         known.check_same_log(&note, &checkpoint)?;
     }
     let size = checkpoint.size;
+    // Every signature line but the log's own is a witness's cosignature; the verifier
+    // checks them against its policy, this only waits for enough of them.
+    let cosignatures = note
+        .signatures()
+        .iter()
+        .filter(|s| s.name != checkpoint.origin)
+        .count();
+    if cosignatures < min_cosignatures {
+        return Err(CliError::refused(format!(
+            "the gateway's latest checkpoint (tree size {size}) carries {cosignatures} cosignatures, fewer than --min-cosignatures {min_cosignatures}; wait for the witnesses to cosign it and export again"
+        )));
+    }
     if size < bundle.source.last_sequence {
         return Err(CliError::refused(format!(
             "the gateway's latest checkpoint (tree size {size}) does not cover the last event of case {case} (CASES sequence {}) yet; wait for the next checkpoint (the gateway signs one every --checkpoint-every entries or --checkpoint-interval) and export again",
