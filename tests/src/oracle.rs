@@ -494,6 +494,33 @@ fn compare_case(
             }
 
             d.field(
+                || format!("case {case_id}: running clocks not on a hand-off"),
+                summary
+                    .clocks
+                    .iter()
+                    .map(|c| {
+                        (
+                            (c.clock.name.clone(), c.subject.clone()),
+                            (c.agency, c.clock.started_at, c.clock.due_at),
+                            (c.clock.basis.clone(), c.clock.error.clone()),
+                            (c.overdue, c.source_version),
+                        )
+                    })
+                    .collect::<BTreeSet<_>>(),
+                state
+                    .open_case_clocks(&rules, &calendar)
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            (c.rule.key().to_owned(), c.subject),
+                            (c.agency, c.started_at, c.due_at.as_ref().ok().copied()),
+                            (c.basis, c.due_at.as_ref().err().map(ToString::to_string)),
+                            (c.due_at.is_ok_and(|due| now > due), c.started_version),
+                        )
+                    })
+                    .collect::<BTreeSet<_>>(),
+            );
+            d.field(
                 || format!("case {case_id}: references (with the version that linked them)"),
                 summary
                     .references

@@ -193,6 +193,7 @@ async fn a_counterfeit_goods_case_moves_from_the_border_to_the_court_on_signed_e
         .detain_goods(DetainGoodsRequest {
             meta: meta(CASE),
             goods_detained: Some(GoodsDetained {
+                recorded_dues: Vec::new(),
                 detention_id: "d1".into(),
                 description: "earphones, ACME mark".into(),
                 quantity: "12,000 pieces".into(),

@@ -22,6 +22,12 @@
 //! supervise, cannot notify to file before asking for an explanation, the explanation
 //! answers its 7-day clock, the notice runs 15 days, binds the police (a decline is
 //! refused) and the filing answers it.
+//!
+//! Then a customs detention on the rights holder's application: its 20-working-day
+//! release clock is past due on the gateway (`GetCase` clocks, `ListCases
+//! has_overdue_clocks`), shown only to readers of the detention (a sealed one to
+//! customs alone), until the court's assistance notice answers it; the notice runs
+//! until customs takes it.
 
 mod agency_harness;
 
@@ -858,4 +864,210 @@ async fn a_decision_not_to_file_is_reconsidered_then_supervised_until_the_police
     let n1 = gateway_handoff(&gateway, &mut proc_gw, CASE, "n1", |h| h.clock.is_none()).await;
     assert!(!n1.overdue, "{n1:?}");
     drop(gateway);
+}
+
+/// Customs detains goods `detention` of `case_id` on the rights holder's application on
+/// Monday 2 November 2026, 10:00 CST, with `visibility`.
+async fn detain_on_application(
+    customs: &Running,
+    case_id: &str,
+    detention: &str,
+    visibility: Option<casebus_proto::event::v1::Visibility>,
+) {
+    let r = customs
+        .customs()
+        .detain_goods(casebus_proto::customs::v1::DetainGoodsRequest {
+            meta: meta_at(case_id, REFERRED).map(|m| CommandMeta { visibility, ..m }),
+            goods_detained: Some(casebus_proto::event::v1::GoodsDetained {
+                detention_id: detention.into(),
+                description: "earphones bearing the ACME mark".into(),
+                on_rights_holder_application: true,
+                ..Default::default()
+            }),
+        })
+        .await;
+    ok(customs, &format!("detain {detention}"), r);
+}
+
+/// The case clocks `reader` sees on the gateway once `ready` holds for them.
+async fn gateway_clocks(
+    gateway: &Gateway,
+    reader: &mut GatewayReader,
+    case_id: &str,
+    ready: impl Fn(&[casebus_proto::gateway::v1::CaseClock]) -> bool,
+) -> casebus_proto::gateway::v1::CaseSummary {
+    wait_until(
+        SHOW_TIMEOUT,
+        "the gateway to show the case's clocks",
+        async || {
+            let case = reader
+                .get_case(GetCaseRequest {
+                    case_id: case_id.into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .case?;
+            ready(&case.clocks).then_some(case)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", gateway.log_text()))
+}
+
+/// The ids of the cases `reader` lists with any running clock past due.
+async fn overdue_clock_cases(reader: &mut GatewayReader) -> Vec<String> {
+    reader
+        .list_cases(ListCasesRequest {
+            has_overdue_clocks: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list cases with overdue clocks")
+        .into_inner()
+        .cases
+        .into_iter()
+        .map(|c| c.case_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_detention_is_overdue_for_release_on_the_gateway_until_the_court_asks_customs_to_assist()
+{
+    const CASE: &str = "C-CLOCK-DETAINED";
+    const SEALED: &str = "C-CLOCK-DETAINED-SEALED";
+    let f = Fixture::start().await;
+    let (customs, court) = tokio::join!(
+        f.spawn_with_rules(CUSTOMS, ""),
+        f.spawn_with_rules(COURT, "")
+    );
+    let gateway = Gateway::start(&f).await;
+    let mut customs_gw = gateway.client(&f.gateway_reader_token(CUSTOMS)).await;
+    let mut court_gw = gateway.client(&f.gateway_reader_token(COURT)).await;
+
+    // Detained on application on Monday 2 November: 20 working days from Tuesday 3
+    // November end on Monday 30 November, 24:00 CST; past due now.
+    for (case_id, visibility) in [
+        (CASE, None),
+        (
+            SEALED,
+            Some(casebus_proto::event::v1::Visibility {
+                kind: casebus_proto::event::v1::VisibilityKind::OriginOnly as i32,
+                agencies: vec![],
+            }),
+        ),
+    ] {
+        let r = customs
+            .common()
+            .open_case(OpenCaseRequest {
+                meta: meta_at(case_id, REFERRED - time::Duration::hours(1)),
+                case_opened: opened("detained earphones"),
+            })
+            .await;
+        ok(&customs, "open the case", r);
+        detain_on_application(&customs, case_id, "d1", visibility).await;
+        // Customs tells the court of the detention (the rights holder's suit); the court
+        // takes it and so takes part in the case.
+        let r = customs
+            .common()
+            .request_handoff(RequestHandoffRequest {
+                meta: meta_at(case_id, REFERRED + time::Duration::hours(1)),
+                handoff_requested: Some(casebus_proto::event::v1::HandoffRequested {
+                    handoff_id: "tell".into(),
+                    kind: casebus_proto::event::v1::HandoffKind::AssistanceRequest as i32,
+                    to_agency: casebus_proto::event::v1::Agency::Court as i32,
+                    reason: "goods detained on the rights holder's application".into(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        ok(&customs, "tell the court", r);
+        take(&court, case_id, "tell", REFERRED + time::Duration::hours(2)).await;
+    }
+    let case = gateway_clocks(&gateway, &mut customs_gw, CASE, |c| !c.is_empty()).await;
+    assert_eq!(case.clocks.len(), 1, "{:?}", case.clocks);
+    let clock = &case.clocks[0];
+    let running = clock.clock.as_ref().expect("the running clock");
+    assert_eq!(
+        (
+            clock.subject_id.as_str(),
+            running.name.as_str(),
+            clock.agency
+        ),
+        (
+            "d1",
+            "release_on_application",
+            casebus_proto::event::v1::Agency::Customs as i32
+        )
+    );
+    assert_eq!(
+        (running.started_at, running.due_at),
+        (at(REFERRED), at(datetime!(2026-11-30 16:00 UTC)))
+    );
+    assert!(running.basis.contains("Art. 24(1)"), "{}", running.basis);
+    assert!(clock.overdue, "{clock:?}");
+    // The sealed detention's clock is customs' alone: the court sees neither the clock
+    // nor, through the overdue filter, the case.
+    let sealed = gateway_clocks(&gateway, &mut customs_gw, SEALED, |c| c.len() == 1).await;
+    assert!(sealed.clocks[0].overdue);
+    let seen_by_court = gateway_clocks(&gateway, &mut court_gw, SEALED, |_| true).await;
+    assert!(
+        seen_by_court.clocks.is_empty(),
+        "{:?}",
+        seen_by_court.clocks
+    );
+    assert!(seen_by_court.redacted);
+    let court_listed = overdue_clock_cases(&mut court_gw).await;
+    assert!(court_listed.contains(&CASE.to_owned()), "{court_listed:?}");
+    assert!(
+        !court_listed.contains(&SEALED.to_owned()),
+        "{court_listed:?}"
+    );
+    let customs_listed = overdue_clock_cases(&mut customs_gw).await;
+    assert!(
+        customs_listed.contains(&SEALED.to_owned()),
+        "{customs_listed:?}"
+    );
+    // No hand-off is overdue there: the filter of hand-offs alone does not list it.
+    let handoffs_only = customs_gw
+        .list_cases(ListCasesRequest {
+            has_overdue_handoffs: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .cases;
+    assert!(
+        handoffs_only.iter().all(|c| c.case_id != SEALED),
+        "{handoffs_only:?}"
+    );
+
+    // The court's assistance notice stops the release clock.
+    let r = court
+        .court()
+        .notify_customs_to_assist(casebus_proto::court::v1::NotifyCustomsToAssistRequest {
+            meta: meta_at(CASE, datetime!(2026-11-20 10:00 +8)),
+            handoff: details("assist"),
+        })
+        .await;
+    ok(&court, "notify customs to assist", r);
+    gateway_clocks(&gateway, &mut customs_gw, CASE, <[_]>::is_empty).await;
+    // The notice runs until customs takes it (1 day by default, past due now); taken,
+    // nothing of the case is overdue.
+    let notice = gateway_handoff(&gateway, &mut customs_gw, CASE, "assist", |h| {
+        h.clock
+            .as_ref()
+            .is_some_and(|c| c.name == "court_assistance")
+    })
+    .await;
+    assert!(notice.overdue, "{notice:?}");
+    take(&customs, CASE, "assist", datetime!(2026-11-20 11:00 +8)).await;
+    gateway_handoff(&gateway, &mut customs_gw, CASE, "assist", |h| {
+        h.clock.is_none()
+    })
+    .await;
+    let listed = overdue_clock_cases(&mut customs_gw).await;
+    assert!(!listed.contains(&CASE.to_owned()), "{listed:?}");
+    assert!(listed.contains(&SEALED.to_owned()), "{listed:?}");
 }

@@ -33,6 +33,9 @@ fn as_submitted(kind: &Kind) -> Kind {
             p.recorded_dues.clear();
         }
         Kind::ClockExtended(p) => p.new_due_at = None,
+        Kind::GoodsDetained(p) => p.recorded_dues.clear(),
+        Kind::RightsHolderNotified(p) => p.recorded_dues.clear(),
+        Kind::RightsHolderApplied(p) => p.recorded_dues.clear(),
         _ => {}
     }
     kind
@@ -211,6 +214,7 @@ async fn conflicting_concurrent_commands_apply_once_and_reject_the_other_by_rule
             detention_id: "d1".into(),
             infringing,
             basis: "examined".into(),
+            ..Default::default()
         })
     };
     let (a, b) = (f.appender(CUSTOMS), f.appender(CUSTOMS));
@@ -643,6 +647,7 @@ async fn a_stale_cache_never_causes_a_wrong_rejection_or_a_lost_update() {
         .append(request(
             &case_id,
             Kind::InfringementDetermined(InfringementDetermined {
+                outcome: DeterminationOutcome::Infringing as i32,
                 detention_id: "d1".into(),
                 infringing: true,
                 basis: "identical mark".into(),

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{
-    Agency, CaseType, HandoffKind, IpRight, IpRightKind, Party, PartyRole, Procedure, Visibility,
-    VisibilityKind,
+    Agency, CaseType, DeterminationOutcome, HandoffKind, IpRight, IpRightKind, Party, PartyRole,
+    Procedure, RecordedDue, Visibility, VisibilityKind,
 };
 use casebus_proto::{OfficeId, agency_name, timestamp_from, validate_local_id};
 
@@ -85,6 +85,18 @@ fn items<T>(field: &str, list: &[T]) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+/// A `recorded_dues` field, which only the recording service fills.
+fn counted_by_service(field: &str, dues: &[RecordedDue]) -> Result<(), Rejection> {
+    if dues.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "is computed from the deadline rules by the recording service; leave it unset",
+        ))
+    }
 }
 
 fn known_agency(field: &str, raw: i32) -> Result<Agency, Rejection> {
@@ -181,7 +193,8 @@ fn owner(kind: &Kind) -> Option<Agency> {
         | Kind::DetentionReleased(_)
         | Kind::RightsHolderNotified(_)
         | Kind::InfringementDetermined(_)
-        | Kind::GoodsConfiscated(_) => Agency::Customs,
+        | Kind::GoodsConfiscated(_)
+        | Kind::RightsHolderApplied(_) => Agency::Customs,
         Kind::InfringementAssessed(_)
         | Kind::MediationConcluded(_)
         | Kind::PreExaminationRequested(_)
@@ -225,6 +238,7 @@ fn handoff_route(kind: HandoffKind) -> (&'static [Agency], &'static [Agency]) {
         HandoffKind::NonFilingExplanationRequest | HandoffKind::FilingNotice => {
             (&[Procuratorate], &[PublicSecurity])
         }
+        HandoffKind::CourtAssistanceNotice => (&[Court], &[Customs]),
         HandoffKind::Unspecified => (&[], &[]),
     }
 }
@@ -493,6 +507,7 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         }
         Kind::GoodsDetained(p) => {
             local_id("goods_detained.detention_id", &p.detention_id)?;
+            counted_by_service("goods_detained.recorded_dues", &p.recorded_dues)?;
             text("goods_detained.description", &p.description, LONG, true)?;
             text("goods_detained.quantity", &p.quantity, SHORT, false)?;
             text("goods_detained.port", &p.port, SHORT, false)?;
@@ -513,10 +528,42 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
                 "rights_holder_notified.rights_holder_party_id",
                 &p.rights_holder_party_id,
             )?;
+            counted_by_service("rights_holder_notified.recorded_dues", &p.recorded_dues)?;
+        }
+        Kind::RightsHolderApplied(p) => {
+            local_id("rights_holder_applied.detention_id", &p.detention_id)?;
+            local_id(
+                "rights_holder_applied.rights_holder_party_id",
+                &p.rights_holder_party_id,
+            )?;
+            counted_by_service("rights_holder_applied.recorded_dues", &p.recorded_dues)?;
         }
         Kind::InfringementDetermined(p) => {
             local_id("infringement_determined.detention_id", &p.detention_id)?;
             text("infringement_determined.basis", &p.basis, LONG, true)?;
+            let outcome = DeterminationOutcome::try_from(p.outcome).map_err(|_| {
+                invalid(
+                    "infringement_determined.outcome",
+                    format!("unknown outcome {}", p.outcome),
+                )
+            })?;
+            match outcome {
+                // Recorded events always name their outcome.
+                DeterminationOutcome::Unspecified => {
+                    p.set_outcome(crate::state::outcome_of(p));
+                }
+                DeterminationOutcome::Infringing => p.infringing = true,
+                _ if p.infringing => {
+                    return Err(invalid(
+                        "infringement_determined.infringing",
+                        format!(
+                            "is true while the outcome is {}; leave it unset or name INFRINGING",
+                            outcome.as_str_name()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
         }
         Kind::GoodsConfiscated(p) => {
             local_id("goods_confiscated.detention_id", &p.detention_id)?;
@@ -1171,6 +1218,16 @@ fn check_state(
                         Some(_) => {}
                     }
                 }
+                HandoffKind::CourtAssistanceNotice
+                    if !state.detentions.values().any(|d| d.is_active()) =>
+                {
+                    return Err(precondition(
+                        "detention_active",
+                        format!(
+                            "case {case} has no goods customs still detains; a court assistance notice keeps a running detention from release"
+                        ),
+                    ));
+                }
                 HandoffKind::JudgmentNotice if state.judgment.is_none() => {
                     return Err(precondition(
                         "judgment_issued",
@@ -1414,6 +1471,9 @@ fn check_state(
             if state.detentions.contains_key(&p.detention_id) {
                 return Err(exists(format!("detention {}", p.detention_id)));
             }
+            if p.on_rights_holder_application {
+                p.recorded_dues = record_dues(&[ClockName::ReleaseOnApplication], cmd, ctx);
+            }
         }
         Kind::DetentionReleased(p) => {
             let d = detention(state, &p.detention_id)?;
@@ -1428,20 +1488,36 @@ fn check_state(
             }
         }
         Kind::RightsHolderNotified(p) => {
-            detention(state, &p.detention_id)?;
+            let d = active_detention(state, &p.detention_id)?;
             need_party(
                 state,
                 "rights_holder_notified.rights_holder_party_id",
                 &p.rights_holder_party_id,
             )?;
+            // The first notice of goods held ex officio starts the rights holder's 3
+            // working days; the notice says until when, unless customs wrote it.
+            if !d.on_application && d.notified_at.is_none() {
+                p.recorded_dues = record_dues(&[ClockName::RightsHolderApplication], cmd, ctx);
+                if p.respond_by.is_none() {
+                    p.respond_by = p.recorded_dues.first().and_then(|d| d.due_at);
+                }
+            }
+        }
+        Kind::RightsHolderApplied(p) => {
+            check_rights_holder_application(state, cmd, ctx, p)?;
+            p.recorded_dues = record_dues(
+                &[ClockName::CustomsInvestigation, ClockName::ReleaseExOfficio],
+                cmd,
+                ctx,
+            );
         }
         Kind::InfringementDetermined(p) => {
-            let d = detention(state, &p.detention_id)?;
-            if d.released || d.confiscated {
+            let d = active_detention(state, &p.detention_id)?;
+            if !d.on_application && !d.applied {
                 return Err(precondition(
-                    "detention_active",
+                    "rights_holder_applied",
                     format!(
-                        "detention {} is released or confiscated already",
+                        "goods of detention {} are held ex officio: they are detained, and investigated, only once the rights holder applies (Regulations on Customs Protection of IP Rights Art. 16)",
                         p.detention_id
                     ),
                 ));
@@ -1786,6 +1862,90 @@ fn detention<'s>(state: &'s CaseState, id: &str) -> Result<&'s crate::state::Det
         .detentions
         .get(id)
         .ok_or_else(|| precondition("goods_detained", format!("no detention {id} in the case")))
+}
+
+/// The detention `id`, which must still hold the goods.
+fn active_detention<'s>(
+    state: &'s CaseState,
+    id: &str,
+) -> Result<&'s crate::state::Detention, Rejection> {
+    let d = detention(state, id)?;
+    if d.is_active() {
+        Ok(d)
+    } else {
+        Err(precondition(
+            "detention_active",
+            format!("detention {id} is released or confiscated already"),
+        ))
+    }
+}
+
+/// The dues of the clocks `names` the command's event starts, counted by the service's
+/// rules from the act's `occurred_at`.
+fn record_dues(names: &[ClockName], cmd: &Command, ctx: &Context<'_>) -> Vec<RecordedDue> {
+    crate::dues::dues_of(
+        names,
+        cmd.occurred_at,
+        ctx.rules,
+        ctx.calendar,
+        ctx.rules_digest,
+    )
+}
+
+/// The rights holder's application for goods held ex officio (Regulations on Customs
+/// Protection of IP Rights Art. 16): after customs' notice, once, within the rights
+/// holder's 3 working days.
+fn check_rights_holder_application(
+    state: &CaseState,
+    cmd: &Command,
+    ctx: &Context<'_>,
+    p: &casebus_proto::event::v1::RightsHolderApplied,
+) -> Result<(), Rejection> {
+    let id = &p.detention_id;
+    let d = active_detention(state, id)?;
+    if d.on_application {
+        return Err(precondition(
+            "detention_ex_officio",
+            format!("detention {id} was made on the rights holder's application already"),
+        ));
+    }
+    let Some(notified_at) = d.notified_at else {
+        return Err(precondition(
+            "rights_holder_notified",
+            format!("notify the rights holder of detention {id} first"),
+        ));
+    };
+    if d.applied {
+        return Err(precondition(
+            "not_applied_yet",
+            format!("the rights holder applied for detention {id} already"),
+        ));
+    }
+    need_party(
+        state,
+        "rights_holder_applied.rights_holder_party_id",
+        &p.rights_holder_party_id,
+    )?;
+    let window = state
+        .open_case_clocks(ctx.rules, ctx.calendar)
+        .into_iter()
+        .find(|c| c.rule == ClockName::RightsHolderApplication && c.subject == *id);
+    let basis = &ctx.rules.clock(ClockName::RightsHolderApplication).basis;
+    match window.map(|c| c.due_at) {
+        Some(Ok(until)) if cmd.occurred_at > until => Err(precondition(
+            "rights_holder_application_window",
+            format!(
+                "{basis}; the notice of {} could be answered until {}: customs may not detain the goods now and releases them",
+                fmt_time(notified_at),
+                fmt_time(until)
+            ),
+        )),
+        Some(Err(e)) => Err(precondition(
+            "rights_holder_application_window",
+            format!("the rights holder's window cannot be counted: {e}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The rule of a legal hold's visibility.

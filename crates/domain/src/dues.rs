@@ -1,10 +1,11 @@
 //! Recorded due times: one authority for when a clock falls due.
 //!
-//! The service that records a triggering event (today: `HandoffRequested`, the only
-//! event that starts a clock in the fold) counts the due time of every clock it starts
-//! from the deadline rules and the holiday calendar it runs with, and records it in the
-//! event (`HandoffRequested.recorded_dues`) with the clock's name and the digest of the
-//! rules and calendar ([`DeadlineRules::digest`]). Readers then show the recorded due
+//! The service that records a triggering event (`HandoffRequested`, and the customs
+//! events that start a detention's clocks: `GoodsDetained`, `RightsHolderNotified`,
+//! `RightsHolderApplied`) counts the due time of every clock it starts from the
+//! deadline rules and the holiday calendar it runs with, and records it in the event
+//! (`recorded_dues`) with the clock's name and the digest of the rules and calendar
+//! ([`DeadlineRules::digest`]). Readers then show the recorded due
 //! time until an extension or suspension changes the clock ([`crate::CaseState`]), and
 //! an auditor recomputes it from the event's `occurred_at` with the same inputs
 //! ([`check_recorded_dues`], `casebus verify`).
@@ -41,9 +42,27 @@ pub fn recorded_dues(
     calendar: &Calendar,
     digest: &str,
 ) -> Vec<RecordedDue> {
-    clocks_started_by(kind)
-        .into_iter()
-        .map(|name| RecordedDue {
+    dues_of(
+        &clocks_started_by(kind),
+        occurred_at,
+        rules,
+        calendar,
+        digest,
+    )
+}
+
+/// The dues of the clocks `names` started at `occurred_at`, as [`recorded_dues`] counts
+/// them.
+pub fn dues_of(
+    names: &[ClockName],
+    occurred_at: OffsetDateTime,
+    rules: &DeadlineRules,
+    calendar: &Calendar,
+    digest: &str,
+) -> Vec<RecordedDue> {
+    names
+        .iter()
+        .map(|&name| RecordedDue {
             clock: name.key().to_owned(),
             due_at: rules
                 .clock(name)
@@ -130,6 +149,43 @@ pub fn recorded_due_of(dues: &[RecordedDue], clock: ClockName) -> Option<Recorde
         })
 }
 
+/// What a triggering event records due times for: the kind and id of the subject its
+/// clocks run on, the clocks it may start, and the dues it recorded. `None` for events
+/// that start no clock.
+pub fn recorded_in(kind: &Kind) -> Option<(&'static str, &str, Vec<ClockName>, &[RecordedDue])> {
+    Some(match kind {
+        Kind::HandoffRequested(p) => (
+            "hand-off",
+            p.handoff_id.as_str(),
+            clocks_started_by(p.kind()),
+            p.recorded_dues.as_slice(),
+        ),
+        Kind::GoodsDetained(p) => (
+            "detention",
+            p.detention_id.as_str(),
+            if p.on_rights_holder_application {
+                vec![ClockName::ReleaseOnApplication]
+            } else {
+                Vec::new()
+            },
+            p.recorded_dues.as_slice(),
+        ),
+        Kind::RightsHolderNotified(p) => (
+            "detention",
+            p.detention_id.as_str(),
+            vec![ClockName::RightsHolderApplication],
+            p.recorded_dues.as_slice(),
+        ),
+        Kind::RightsHolderApplied(p) => (
+            "detention",
+            p.detention_id.as_str(),
+            vec![ClockName::CustomsInvestigation, ClockName::ReleaseExOfficio],
+            p.recorded_dues.as_slice(),
+        ),
+        _ => return None,
+    })
+}
+
 /// What is wrong with one recorded due time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DueProblem {
@@ -161,8 +217,10 @@ pub enum DueProblem {
 pub struct DueMismatch {
     /// Version of the triggering event in its case.
     pub version: u64,
-    /// The hand-off it requested.
-    pub handoff_id: String,
+    /// What the clock runs on: `hand-off` or `detention`.
+    pub subject_kind: &'static str,
+    /// Its id (the hand-off the event requested, the detention).
+    pub subject: String,
     /// The clock, as recorded (or as the rules name it, for a missing one).
     pub clock: String,
     /// What is wrong.
@@ -176,14 +234,15 @@ fn fmt(at: OffsetDateTime) -> String {
 
 impl std::fmt::Display for DueMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (version, id, clock) = (self.version, &self.handoff_id, &self.clock);
+        let (version, clock) = (self.version, &self.clock);
+        let id = format!("{} {}", self.subject_kind, self.subject);
         match &self.problem {
             DueProblem::DueTime {
                 recorded,
                 recomputed,
             } => write!(
                 f,
-                "version {version} (hand-off {id}): the {clock} clock is recorded due {}, the rules give {}",
+                "version {version} ({id}): the {clock} clock is recorded due {}, the rules give {}",
                 recorded.map_or_else(|| "(not counted)".to_owned(), fmt),
                 match recomputed {
                     Ok(at) => fmt(*at),
@@ -192,15 +251,15 @@ impl std::fmt::Display for DueMismatch {
             ),
             DueProblem::RulesDigest { recorded, expected } => write!(
                 f,
-                "version {version} (hand-off {id}): the {clock} clock was counted with rules {recorded}, not {expected}"
+                "version {version} ({id}): the {clock} clock was counted with rules {recorded}, not {expected}"
             ),
             DueProblem::UnexpectedClock => write!(
                 f,
-                "version {version} (hand-off {id}): a due is recorded for the {clock} clock, which the hand-off does not start (or is recorded twice)"
+                "version {version} ({id}): a due is recorded for the {clock} clock, which the event does not start (or is recorded twice)"
             ),
             DueProblem::MissingClock => write!(
                 f,
-                "version {version} (hand-off {id}): no due is recorded for the {clock} clock the hand-off starts"
+                "version {version} ({id}): no due is recorded for the {clock} clock the event starts"
             ),
         }
     }
@@ -230,21 +289,22 @@ pub fn check_recorded_dues_against<'a>(
 ) -> Vec<DueMismatch> {
     let mut out = Vec::new();
     for event in events {
-        let Some(Kind::HandoffRequested(p)) = event.payload else {
+        let Some((subject_kind, subject, started, recorded)) = event.payload.and_then(recorded_in)
+        else {
             continue;
         };
-        if p.recorded_dues.is_empty() {
+        if recorded.is_empty() {
             continue;
         }
         let mismatch = |clock: &str, problem| DueMismatch {
             version: event.version,
-            handoff_id: p.handoff_id.clone(),
+            subject_kind,
+            subject: subject.to_owned(),
             clock: clock.to_owned(),
             problem,
         };
-        let started = clocks_started_by(p.kind());
         let mut seen = Vec::new();
-        for due in &p.recorded_dues {
+        for due in recorded {
             let name = ClockName::from_key(&due.clock)
                 .filter(|n| started.contains(n) && !seen.contains(n));
             let Some(name) = name else {

@@ -25,13 +25,14 @@ pub use command::{Command, Context, Decision, OfficeDirectory, Rejection, Reject
 pub use decide::{check_erasable, decide};
 pub use dues::{
     DueMismatch, DueProblem, RecordedDueTime, RulesDigest, check_recorded_dues,
-    check_recorded_dues_against, clocks_started_by, recorded_due_of, recorded_dues,
+    check_recorded_dues_against, clocks_started_by, dues_of, recorded_due_of, recorded_dues,
+    recorded_in,
 };
 pub use rules::{ClockName, DeadlineRules, RulesError};
 pub use state::{
-    CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, Detention, EventMeta, Extension, Handoff,
-    HandoffClockKind, HandoffClocks, HandoffStatus, Hearing, Judgment, LegalHold, LiftedHold,
-    OpenClock, Opened, ProsecutionDecision, RecordedDues, RecordedEvent, Reference, Suspension,
-    Track, TrackStatus, suspension_shift,
+    CaseClock, CaseState, ClockAdjust, ClockAnswer, ClockAnswerKind, Detention, EventMeta,
+    Extension, Handoff, HandoffClockKind, HandoffClocks, HandoffStatus, Hearing, Judgment,
+    LegalHold, LiftedHold, OpenCaseClock, OpenClock, Opened, ProsecutionDecision, RecordedDues,
+    RecordedEvent, Reference, Suspension, Track, TrackStatus, outcome_of, suspension_shift,
 };
 pub use visibility::{Sight, effective_visibility, event_sight, names_office, office_known, sight};

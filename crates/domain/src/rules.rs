@@ -140,11 +140,13 @@ pub enum ClockName {
     NonFilingExplanation,
     /// The police file the case once the procuratorate notified them to.
     FilingOnNotice,
+    /// Customs takes a court's assistance notice.
+    CourtAssistance,
 }
 
 impl ClockName {
     /// Every clock, in the order of the rules file and the digest.
-    pub const ALL: [ClockName; 19] = [
+    pub const ALL: [ClockName; 20] = [
         Self::Receipt,
         Self::FilingDecision,
         Self::AssistanceDecision,
@@ -164,6 +166,7 @@ impl ClockName {
         Self::ReconsiderationDecision,
         Self::NonFilingExplanation,
         Self::FilingOnNotice,
+        Self::CourtAssistance,
     ];
 
     /// The name in the rules file (`[clocks.<key>]`).
@@ -188,6 +191,7 @@ impl ClockName {
             Self::ReconsiderationDecision => "reconsideration_decision",
             Self::NonFilingExplanation => "non_filing_explanation",
             Self::FilingOnNotice => "filing_on_notice",
+            Self::CourtAssistance => "court_assistance",
         }
     }
 
@@ -225,6 +229,7 @@ impl ClockName {
             HandoffKind::ReconsiderationRequest => Self::ReconsiderationDecision,
             HandoffKind::NonFilingExplanationRequest => Self::NonFilingExplanation,
             HandoffKind::FilingNotice => Self::FilingOnNotice,
+            HandoffKind::CourtAssistanceNotice => Self::CourtAssistance,
             HandoffKind::Unspecified => return None,
         })
     }
@@ -424,6 +429,15 @@ fn default_clocks() -> BTreeMap<ClockName, ClockRule> {
                 15,
                 Days,
                 "CPL Art. 113 (the police shall file once notified); Provisions on Several Issues in the Implementation of the CPL (2012) Art. 18: decide to file within 15 days of the notice",
+                true,
+            ),
+        ),
+        (
+            CourtAssistance,
+            ClockRule::new(
+                1,
+                Days,
+                "Regulations on Customs Protection of IP Rights Art. 24 (customs assists on the court's notice); no period for taking it is set: 1 day is casebus's default",
                 true,
             ),
         ),
@@ -780,6 +794,7 @@ impl DeadlineRules {
             HandoffKind::ReconsiderationRequest
             | HandoffKind::NonFilingExplanationRequest
             | HandoffKind::FilingNotice
+            | HandoffKind::CourtAssistanceNotice
             | HandoffKind::Unspecified => return None,
         })
     }

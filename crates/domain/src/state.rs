@@ -16,7 +16,8 @@ use time::OffsetDateTime;
 
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{
-    Agency, CaseType, HandoffKind, Party, Visibility, VisibilityKind, WrappedKey,
+    Agency, CaseType, DeterminationOutcome, HandoffKind, InfringementDetermined, Party,
+    RecordedDue, Visibility, VisibilityKind, WrappedKey,
 };
 use casebus_proto::{CaseId, EventId, OfficeId, datetime_from};
 
@@ -149,10 +150,28 @@ impl Handoff {
 pub struct Detention {
     /// Released without confiscation.
     pub released: bool,
-    /// Outcome of the infringement determination, once made.
+    /// Whether the determination found the goods infringing, once made (`false` also
+    /// when it could not determine; `outcome` says which).
     pub infringing: Option<bool>,
+    /// The determination's outcome, once made.
+    pub outcome: Option<DeterminationOutcome>,
     /// Confiscated.
     pub confiscated: bool,
+    /// Detained on the rights holder's application (Regulations on Customs Protection
+    /// of IP Rights Art. 15); `false`: held ex officio (Art. 16).
+    pub on_application: bool,
+    /// When customs first notified the rights holder (RightsHolderNotified).
+    pub notified_at: Option<OffsetDateTime>,
+    /// Whether the rights holder applied for the detention of goods held ex officio
+    /// (RightsHolderApplied).
+    pub applied: bool,
+}
+
+impl Detention {
+    /// Whether the goods are still detained (neither released nor confiscated).
+    pub fn is_active(&self) -> bool {
+        !self.released && !self.confiscated
+    }
 }
 
 /// A court hearing.
@@ -243,6 +262,16 @@ pub enum ClockAnswerKind {
     InfringementAssessed,
     /// NonFilingExplained.
     NonFilingExplained,
+    /// RightsHolderApplied.
+    RightsHolderApplied,
+    /// DetentionReleased.
+    DetentionReleased,
+    /// InfringementDetermined.
+    InfringementDetermined,
+    /// GoodsConfiscated.
+    GoodsConfiscated,
+    /// The court's assistance notice to customs (a COURT_ASSISTANCE_NOTICE hand-off).
+    CourtAssistanceNotice,
 }
 
 /// When and by what a clock was answered.
@@ -447,6 +476,59 @@ impl OpenClock {
     }
 }
 
+/// A legal clock of the case that runs on something other than a hand-off: today a
+/// customs detention (`docs/DEADLINES.md`, customs). Keyed in the state by its rule and
+/// subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseClock {
+    /// The rule counted.
+    pub rule: ClockName,
+    /// What it runs on: the detention id.
+    pub subject: String,
+    /// The agency whose act answers it.
+    pub agency: Agency,
+    /// The `occurred_at` of the act that started it.
+    pub started_at: OffsetDateTime,
+    /// Version of that event.
+    pub started_version: u64,
+    /// What answered it, once answered.
+    pub answer: Option<ClockAnswer>,
+    /// The due time the starting event recorded for it, if it recorded one.
+    pub recorded: Option<RecordedDueTime>,
+}
+
+/// A case clock still running, with its due time and legal basis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenCaseClock {
+    /// The rule counted.
+    pub rule: ClockName,
+    /// What it runs on: the detention id.
+    pub subject: String,
+    /// The agency whose act answers it.
+    pub agency: Agency,
+    /// When it started.
+    pub started_at: OffsetDateTime,
+    /// Version of the event that started it (readers show the clock only to whoever
+    /// may read that event).
+    pub started_version: u64,
+    /// When it falls due: the recorded due time when the starting event recorded one,
+    /// else counted by the caller's rules; or why the calendar cannot say.
+    pub due_at: Result<OffsetDateTime, CalendarError>,
+    /// The rule's legal basis.
+    pub basis: String,
+    /// The digest of the rules the recording service counted the due time with, when
+    /// the starting event recorded it.
+    pub rules_digest: Option<String>,
+}
+
+impl OpenCaseClock {
+    /// Whether the due time passed at `now` (a due time the calendar cannot count is
+    /// not overdue).
+    pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
+        self.due_at.as_ref().is_ok_and(|due| now > *due)
+    }
+}
+
 /// The procuratorate's latest decision on a prosecution transfer, which decides whether
 /// the case may be sent to court.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,12 +619,24 @@ pub struct CaseState {
     pub events: Vec<EventMeta>,
     /// The legal clocks of every hand-off, by hand-off id.
     pub clocks: BTreeMap<String, HandoffClocks>,
+    /// The case's clocks that run on a detention, by rule and subject.
+    pub case_clocks: BTreeMap<(ClockName, String), CaseClock>,
     /// The latest decision on a prosecution transfer, if any.
     pub prosecution_decision: Option<ProsecutionDecision>,
     /// The open legal holds, by hold id.
     pub legal_holds: BTreeMap<String, LegalHold>,
     /// The legal holds lifted, by hold id (their ids are never reused).
     pub lifted_holds: BTreeMap<String, LiftedHold>,
+}
+
+/// The outcome of a determination: as recorded, or from `infringing` for one recorded
+/// before outcomes were.
+pub fn outcome_of(p: &InfringementDetermined) -> DeterminationOutcome {
+    match p.outcome() {
+        DeterminationOutcome::Unspecified if p.infringing => DeterminationOutcome::Infringing,
+        DeterminationOutcome::Unspecified => DeterminationOutcome::NotInfringing,
+        outcome => outcome,
+    }
 }
 
 fn office_or_none(id: &str) -> Option<OfficeId> {
@@ -707,6 +801,35 @@ impl CaseState {
         })
     }
 
+    /// Every running case clock (those not tied to a hand-off), with its due time and
+    /// legal basis, in rule then subject order.
+    pub fn open_case_clocks(
+        &self,
+        rules: &DeadlineRules,
+        calendar: &Calendar,
+    ) -> Vec<OpenCaseClock> {
+        self.case_clocks
+            .values()
+            .filter(|c| c.answer.is_none())
+            .map(|c| {
+                let rule = rules.clock(c.rule);
+                OpenCaseClock {
+                    rule: c.rule,
+                    subject: c.subject.clone(),
+                    agency: c.agency,
+                    started_at: c.started_at,
+                    started_version: c.started_version,
+                    due_at: match c.recorded.as_ref().and_then(|r| r.due_at) {
+                        Some(due) => Ok(due),
+                        None => rule.due(c.started_at, calendar),
+                    },
+                    basis: rule.basis.clone(),
+                    rules_digest: c.recorded.as_ref().map(|r| r.rules_digest.to_string()),
+                }
+            })
+            .collect()
+    }
+
     /// Folds one event. Events must come in version order; an event whose version is
     /// not `self.version + 1` is ignored (the chain check upstream rejects such events).
     pub fn apply(&mut self, event: &RecordedEvent<'_>) {
@@ -844,17 +967,32 @@ impl CaseState {
             }
             Kind::GoodsDetained(p) => {
                 self.detentions
-                    .insert(p.detention_id.clone(), Detention::default());
+                    .entry(p.detention_id.clone())
+                    .or_insert_with(|| Detention {
+                        on_application: p.on_rights_holder_application,
+                        ..Detention::default()
+                    });
             }
             Kind::DetentionReleased(p) => {
                 if let Some(d) = self.detentions.get_mut(&p.detention_id) {
                     d.released = true;
                 }
             }
-            Kind::RightsHolderNotified(_) => {}
+            Kind::RightsHolderNotified(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.notified_at.get_or_insert(at);
+                }
+            }
+            Kind::RightsHolderApplied(p) => {
+                if let Some(d) = self.detentions.get_mut(&p.detention_id) {
+                    d.applied = true;
+                }
+            }
             Kind::InfringementDetermined(p) => {
                 if let Some(d) = self.detentions.get_mut(&p.detention_id) {
-                    d.infringing = Some(p.infringing);
+                    let outcome = outcome_of(p);
+                    d.infringing = Some(outcome == DeterminationOutcome::Infringing);
+                    d.outcome = Some(outcome);
                 }
             }
             Kind::GoodsConfiscated(p) => {
@@ -925,9 +1063,9 @@ impl CaseState {
     }
 
     /// Folds what the legal clocks need from one event, whatever its version, for
-    /// readers that see only a case's hand-off and decision events (the agency inbox):
-    /// only `clocks`, `prosecution_decision` and `version` (the last version folded)
-    /// change. Events must come in version order, gaps allowed (the events that move no
+    /// readers that see only a case's hand-off, decision and detention events (the
+    /// agency inbox, the monitor): only `clocks`, `case_clocks`, `prosecution_decision`
+    /// and `version` (the last version folded) change. Events must come in version order, gaps allowed (the events that move no
     /// clock); an event at or below the version folded is a replay and changes nothing,
     /// and so does a hand-off id already known. [`CaseState::apply`] folds the same.
     /// Use a state folded this way for its clocks only.
@@ -968,6 +1106,12 @@ impl CaseState {
                 | Kind::ClockExtended(_)
                 | Kind::ClockSuspended(_)
                 | Kind::ClockResumed(_)
+                | Kind::GoodsDetained(_)
+                | Kind::RightsHolderNotified(_)
+                | Kind::RightsHolderApplied(_)
+                | Kind::InfringementDetermined(_)
+                | Kind::DetentionReleased(_)
+                | Kind::GoodsConfiscated(_)
         )
     }
 
@@ -997,6 +1141,19 @@ impl CaseState {
                                 version: event.version,
                             });
                             self.answer_decision(&id, answer(by));
+                        }
+                    }
+                    // The court's assistance notice keeps every running detention of the
+                    // case from release at the end of its period.
+                    (HandoffKind::CourtAssistanceNotice, Agency::Court) => {
+                        let by = answer(ClockAnswerKind::CourtAssistanceNotice);
+                        for c in self.case_clocks.values_mut() {
+                            if matches!(
+                                c.rule,
+                                ClockName::ReleaseOnApplication | ClockName::ReleaseExOfficio
+                            ) {
+                                c.answer.get_or_insert(by);
+                            }
                         }
                     }
                     (HandoffKind::ProsecutionTransfer, Agency::PublicSecurity) => {
@@ -1040,6 +1197,7 @@ impl CaseState {
                 // here; for the others accepting starts the work the law times.
                 let taken_is_answer = self.clocks.get(&p.handoff_id).is_some_and(|c| {
                     c.kind == HandoffKind::JudgmentNotice
+                        || c.kind == HandoffKind::CourtAssistanceNotice
                         || (c.kind == HandoffKind::AssistanceRequest
                             && c.to_agency != Agency::IpCenter)
                 });
@@ -1127,6 +1285,57 @@ impl CaseState {
                 let answer = self.answer_of(ClockAnswerKind::CaseDocketed, event);
                 self.answer_all_open(HandoffKind::PublicProsecution, agency, answer);
             }
+            // The customs clocks run on a detention (docs/DEADLINES.md, customs), from
+            // the clock events alone, so that `apply_clocks` folds them too.
+            Kind::GoodsDetained(p) if p.on_rights_holder_application => {
+                self.start_case_clock(
+                    ClockName::ReleaseOnApplication,
+                    &p.detention_id,
+                    event,
+                    &p.recorded_dues,
+                );
+            }
+            // Only goods held ex officio wait for the rights holder's application: a
+            // detention on application started its release clock when it was made.
+            // (The rules refuse a notice for a detention released or confiscated.)
+            Kind::RightsHolderNotified(p) => {
+                let on_application = self
+                    .case_clocks
+                    .contains_key(&(ClockName::ReleaseOnApplication, p.detention_id.clone()));
+                if !on_application {
+                    self.start_case_clock(
+                        ClockName::RightsHolderApplication,
+                        &p.detention_id,
+                        event,
+                        &p.recorded_dues,
+                    );
+                }
+            }
+            Kind::RightsHolderApplied(p) => {
+                let answer = self.answer_of(ClockAnswerKind::RightsHolderApplied, event);
+                self.answer_case_clock(ClockName::RightsHolderApplication, &p.detention_id, answer);
+                for rule in [ClockName::CustomsInvestigation, ClockName::ReleaseExOfficio] {
+                    self.start_case_clock(rule, &p.detention_id, event, &p.recorded_dues);
+                }
+            }
+            Kind::InfringementDetermined(p) => {
+                let answer = self.answer_of(ClockAnswerKind::InfringementDetermined, event);
+                self.answer_case_clock(ClockName::CustomsInvestigation, &p.detention_id, answer);
+                // Goods found infringing are confiscated, not released.
+                if outcome_of(p) == DeterminationOutcome::Infringing {
+                    for rule in [ClockName::ReleaseOnApplication, ClockName::ReleaseExOfficio] {
+                        self.answer_case_clock(rule, &p.detention_id, answer);
+                    }
+                }
+            }
+            Kind::DetentionReleased(p) => {
+                let answer = self.answer_of(ClockAnswerKind::DetentionReleased, event);
+                self.answer_subject(&p.detention_id, answer);
+            }
+            Kind::GoodsConfiscated(p) => {
+                let answer = self.answer_of(ClockAnswerKind::GoodsConfiscated, event);
+                self.answer_subject(&p.detention_id, answer);
+            }
             // The rules checked the clock when these were recorded; the fold only keeps
             // them on the hand-off's decision clock while it runs. A clock event whose
             // clock is not that hand-off's decision clock changes nothing.
@@ -1164,6 +1373,43 @@ impl CaseState {
         let c = self.clocks.get_mut(handoff_id)?;
         let name = ClockName::decision_of(c.kind)?;
         (name.key() == clock && c.receipt.is_some() && c.decision.is_none()).then_some(c)
+    }
+
+    /// Starts the case clock `rule` on `subject` at the event, unless it started already.
+    fn start_case_clock(
+        &mut self,
+        rule: ClockName,
+        subject: &str,
+        event: &RecordedEvent<'_>,
+        recorded: &[RecordedDue],
+    ) {
+        self.case_clocks
+            .entry((rule, subject.to_owned()))
+            .or_insert_with(|| CaseClock {
+                rule,
+                subject: subject.to_owned(),
+                agency: event.office.agency(),
+                started_at: event.occurred_at,
+                started_version: event.version,
+                answer: None,
+                recorded: recorded_due_of(recorded, rule),
+            });
+    }
+
+    /// Answers the case clock `rule` on `subject`, if it runs.
+    fn answer_case_clock(&mut self, rule: ClockName, subject: &str, answer: ClockAnswer) {
+        if let Some(c) = self.case_clocks.get_mut(&(rule, subject.to_owned())) {
+            c.answer.get_or_insert(answer);
+        }
+    }
+
+    /// Answers every running case clock on `subject`.
+    fn answer_subject(&mut self, subject: &str, answer: ClockAnswer) {
+        for c in self.case_clocks.values_mut() {
+            if c.subject == subject {
+                c.answer.get_or_insert(answer);
+            }
+        }
     }
 
     fn open_track(&mut self, agency: Agency, office: &OfficeId, at: OffsetDateTime) {

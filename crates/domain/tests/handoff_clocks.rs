@@ -1,4 +1,5 @@
-//! The legal clocks of hand-offs as the fold keeps them, table-style: each test records
+//! The legal clocks of hand-offs (and, at the end, of customs detentions) as the fold
+//! keeps them, table-style: each test records
 //! a history through `decide` and the fold (with the act's `occurred_at` and the time of
 //! recording given separately), then states, through the single `check` helper, which
 //! clock of which hand-off runs, until when, and whether it is overdue. Then the rule
@@ -1010,6 +1011,7 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
             Agency::PublicSecurity
         )),
         Just((HandoffKind::FilingNotice, Agency::PublicSecurity)),
+        Just((HandoffKind::CourtAssistanceNotice, Agency::Customs)),
     ];
     let payload = prop_oneof![
         (ids.clone(), kinds).prop_map(|(id, (k, a))| handoff(id, k, a)),
@@ -1039,6 +1041,18 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
                 handoff_id: if named { id.into() } else { String::new() },
             })
         }),
+        prop_oneof![Just(true), Just(false)].prop_map(|on| detained("d1", on)),
+        Just(notified("d1")),
+        Just(applied("d1")),
+        prop_oneof![
+            Just(DeterminationOutcome::Infringing),
+            Just(DeterminationOutcome::Undetermined)
+        ]
+        .prop_map(|o| determined("d1", o)),
+        Just(Kind::DetentionReleased(DetentionReleased {
+            detention_id: "d1".into(),
+            reason: "r".into()
+        })),
         Just(Kind::CaseDocketed(CaseDocketed {
             court_case_number: "c".into(),
             procedure: Procedure::Criminal as i32,
@@ -1064,6 +1078,7 @@ proptest! {
     ) {
         let mut w = World::new();
         w.record(CUSTOMS, "2026-03-02 09:00", opened());
+        w.record(CUSTOMS, "2026-03-02 09:00", rights_holder_added());
         let mut at = cst("2026-03-02 09:00");
         let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
         for ((who, payload), hours) in steps {
@@ -1092,8 +1107,14 @@ proptest! {
             clocks_only.apply_clocks(&stored.view());
         }
         prop_assert_eq!(&clocks_only.clocks, &w.state.clocks);
+        prop_assert_eq!(&clocks_only.case_clocks, &w.state.case_clocks);
         prop_assert_eq!(&clocks_only.prosecution_decision, &w.state.prosecution_decision);
         for open in w.state.open_clocks(&w.rules, &calendar) {
+            if let Ok(due) = &open.due_at {
+                prop_assert!(*due > open.started_at, "{:?}", open);
+            }
+        }
+        for open in w.state.open_case_clocks(&w.rules, &calendar) {
             if let Ok(due) = &open.due_at {
                 prop_assert!(*due > open.started_at, "{:?}", open);
             }
@@ -1163,9 +1184,10 @@ fn other_rules() -> DeadlineRules {
 }
 
 fn recorded_dues_of(world: &World, version: u64) -> Vec<RecordedDue> {
-    match &world.log[usize::try_from(version - 1).expect("small")].payload {
-        Kind::HandoffRequested(p) => p.recorded_dues.clone(),
-        other => panic!("version {version} is {other:?}"),
+    let payload = &world.log[usize::try_from(version - 1).expect("small")].payload;
+    match casebus_domain::recorded_in(payload) {
+        Some((_, _, _, dues)) => dues.to_vec(),
+        None => panic!("version {version} is {payload:?}"),
     }
 }
 
@@ -1304,7 +1326,7 @@ fn check_recorded_dues_names_each_tampered_due_and_each_other_digest() {
     assert_eq!(tampered.len(), 1, "{tampered:?}");
     let m = &tampered[0];
     assert_eq!(
-        (m.version, m.handoff_id.as_str(), m.clock.as_str()),
+        (m.version, m.subject.as_str(), m.clock.as_str()),
         (2, "ref", "filing_decision")
     );
     assert_eq!(
@@ -1351,6 +1373,7 @@ proptest! {
     ) {
         let mut w = World::new();
         w.record(CUSTOMS, "2026-03-02 09:00", opened());
+        w.record(CUSTOMS, "2026-03-02 09:00", rights_holder_added());
         let mut at = cst("2026-03-02 09:00");
         let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
         for ((who, payload), hours) in steps {
@@ -1694,4 +1717,463 @@ fn a_filing_answers_an_open_request_for_an_explanation_and_the_kinds_record_thei
         w.state.clocks["ex"].decision.map(|d| d.by),
         Some(ClockAnswerKind::InvestigationFiled)
     );
+}
+
+// The customs clocks (Regulations on Customs Protection of IP Rights; docs/DEADLINES.md):
+// they run on a detention, not on a hand-off.
+
+/// What a detention's clock `rule` should be: its due time in CST, or `None` when it
+/// does not run; and whether it is overdue at `now`.
+fn check_detention(
+    w: &World,
+    rule: ClockName,
+    detention: &str,
+    due: Option<&str>,
+    now: &str,
+    overdue: bool,
+) {
+    let open = w.state.open_case_clocks(&w.rules, &calendar());
+    let clock = open
+        .iter()
+        .find(|c| c.rule == rule && c.subject == detention);
+    let got = clock.map(|c| c.due_at.clone().expect("the due time is countable"));
+    assert_eq!(got, due.map(cst), "{rule:?} on {detention}");
+    if let Some(c) = clock {
+        assert_eq!(
+            c.basis,
+            w.rules.clock(rule).basis,
+            "the basis is the rule's"
+        );
+        assert_eq!(c.agency, Agency::Customs, "customs answers it");
+        assert_eq!(
+            c.is_overdue(cst(now)),
+            overdue,
+            "{rule:?} on {detention} at {now}"
+        );
+    }
+}
+
+fn detained(id: &str, on_application: bool) -> Kind {
+    Kind::GoodsDetained(GoodsDetained {
+        detention_id: id.into(),
+        description: "earphones".into(),
+        on_rights_holder_application: on_application,
+        ..Default::default()
+    })
+}
+
+fn notified(id: &str) -> Kind {
+    Kind::RightsHolderNotified(RightsHolderNotified {
+        detention_id: id.into(),
+        rights_holder_party_id: "rh".into(),
+        ..Default::default()
+    })
+}
+
+fn applied(id: &str) -> Kind {
+    Kind::RightsHolderApplied(RightsHolderApplied {
+        detention_id: id.into(),
+        rights_holder_party_id: "rh".into(),
+        bond_fen: 10_000_000,
+        ..Default::default()
+    })
+}
+
+fn determined(id: &str, outcome: DeterminationOutcome) -> Kind {
+    Kind::InfringementDetermined(InfringementDetermined {
+        detention_id: id.into(),
+        basis: "compared with the recorded mark".into(),
+        outcome: outcome as i32,
+        ..Default::default()
+    })
+}
+
+/// Customs opens a case on Tuesday 29 September 2026 with the rights holder as a party
+/// and holds goods `d1` ex officio.
+fn held_ex_officio() -> World {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-09-29 09:00", opened());
+    w.record(CUSTOMS, "2026-09-29 09:05", rights_holder_added());
+    w.record(CUSTOMS, "2026-09-29 10:00", detained("d1", false));
+    w
+}
+
+#[test]
+fn goods_held_ex_officio_wait_3_working_days_for_the_application_across_national_day() {
+    let mut w = held_ex_officio();
+    // Held, not yet notified: nothing runs, and nothing may be determined.
+    check_detention(
+        &w,
+        RightsHolderApplication,
+        "d1",
+        None,
+        "2026-09-29 11:00",
+        false,
+    );
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-09-29 11:00",
+        determined("d1", DeterminationOutcome::Infringing),
+        "rights_holder_applied",
+        &["d1", "Art. 16"],
+    );
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-09-29 11:00",
+        applied("d1"),
+        "rights_holder_notified",
+        &["d1"],
+    );
+    // Notified on Tuesday afternoon: the 3 working days are Wednesday 30 September,
+    // then (1-7 October are the National Day holiday) Thursday 8 and Friday 9 October.
+    w.record(CUSTOMS, "2026-09-29 15:00", notified("d1"));
+    check_detention(
+        &w,
+        RightsHolderApplication,
+        "d1",
+        Some("2026-10-09 24:00"),
+        "2026-10-09 23:59",
+        false,
+    );
+    check_detention(
+        &w,
+        RightsHolderApplication,
+        "d1",
+        Some("2026-10-09 24:00"),
+        "2026-10-10 00:01",
+        true,
+    );
+    // The notice says until when, as counted.
+    let Some(Kind::RightsHolderNotified(n)) = w.log.last().map(|s| &s.payload) else {
+        panic!("the notice is recorded last");
+    };
+    assert_eq!(
+        n.respond_by,
+        Some(casebus_proto::timestamp_from(cst("2026-10-09 24:00")))
+    );
+    // A second notice restarts nothing.
+    w.record(CUSTOMS, "2026-10-08 09:00", notified("d1"));
+    check_detention(
+        &w,
+        RightsHolderApplication,
+        "d1",
+        Some("2026-10-09 24:00"),
+        "2026-10-09 23:59",
+        false,
+    );
+    // Too late on the make-up working day Saturday 10 October: refused, nothing changes.
+    let mut late = w.clone_world();
+    refused(
+        &mut late,
+        CUSTOMS,
+        "2026-10-10 09:00",
+        applied("d1"),
+        "rights_holder_application_window",
+        &["Art. 16", "releases them"],
+    );
+    // In time on Friday: the window closes, and the goods are detained: 30 working days
+    // to investigate and 50 to release, counted from Saturday 10 October (a make-up
+    // working day, so it counts).
+    w.record(CUSTOMS, "2026-10-09 16:00", applied("d1"));
+    check_detention(
+        &w,
+        RightsHolderApplication,
+        "d1",
+        None,
+        "2026-10-10 00:01",
+        false,
+    );
+    check_detention(
+        &w,
+        CustomsInvestigation,
+        "d1",
+        Some("2026-11-19 24:00"),
+        "2026-11-19 23:59",
+        false,
+    );
+    check_detention(
+        &w,
+        CustomsInvestigation,
+        "d1",
+        Some("2026-11-19 24:00"),
+        "2026-11-20 00:01",
+        true,
+    );
+    check_detention(
+        &w,
+        ReleaseExOfficio,
+        "d1",
+        Some("2026-12-17 24:00"),
+        "2026-12-17 23:59",
+        false,
+    );
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-10-12 09:00",
+        applied("d1"),
+        "not_applied_yet",
+        &["d1"],
+    );
+    // Customs cannot determine: the investigation is answered, the goods stay until
+    // their release is due.
+    w.record(
+        CUSTOMS,
+        "2026-11-10 10:00",
+        determined("d1", DeterminationOutcome::Undetermined),
+    );
+    check_detention(
+        &w,
+        CustomsInvestigation,
+        "d1",
+        None,
+        "2026-11-20 00:01",
+        false,
+    );
+    check_detention(
+        &w,
+        ReleaseExOfficio,
+        "d1",
+        Some("2026-12-17 24:00"),
+        "2026-12-18 00:01",
+        true,
+    );
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-11-11 10:00",
+        Kind::GoodsConfiscated(GoodsConfiscated {
+            detention_id: "d1".into(),
+            disposal: "destroyed".into(),
+        }),
+        "determined_infringing",
+        &["d1"],
+    );
+    // The release answers it.
+    w.record(
+        CUSTOMS,
+        "2026-12-17 10:00",
+        Kind::DetentionReleased(DetentionReleased {
+            detention_id: "d1".into(),
+            reason: "not determined, no court assistance notice (Art. 24(2))".into(),
+        }),
+    );
+    check_detention(&w, ReleaseExOfficio, "d1", None, "2026-12-18 00:01", false);
+    assert!(w.state.open_case_clocks(&w.rules, &calendar()).is_empty());
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-12-17 11:00",
+        notified("d1"),
+        "detention_active",
+        &["d1"],
+    );
+}
+
+impl World {
+    fn clone_world(&self) -> World {
+        World {
+            rules: self.rules.clone(),
+            state: self.state.clone(),
+            log: Vec::new(),
+        }
+    }
+}
+
+#[test]
+fn goods_detained_on_application_are_released_after_20_working_days_across_the_spring_festival_unless_the_court_asks_customs_to_assist()
+ {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-02-13 09:00", opened());
+    w.record(CUSTOMS, "2026-02-13 10:00", detained("d1", true));
+    // From Saturday 14 February (a make-up working day): 14 February, then after the
+    // Spring Festival (15-23 February) 24-28 February (28th a make-up working day),
+    // and 2-19 March: 20 working days, ending Thursday 19 March.
+    check_detention(
+        &w,
+        ReleaseOnApplication,
+        "d1",
+        Some("2026-03-19 24:00"),
+        "2026-03-19 23:59",
+        false,
+    );
+    check_detention(
+        &w,
+        ReleaseOnApplication,
+        "d1",
+        Some("2026-03-19 24:00"),
+        "2026-03-20 00:01",
+        true,
+    );
+    // The detention records its due time with the rules it was counted with.
+    let dues = recorded_dues_of(&w, 2);
+    assert_eq!(dues.len(), 1);
+    assert_eq!(dues[0].clock, "release_on_application");
+    assert_eq!(
+        dues[0].due_at,
+        Some(casebus_proto::timestamp_from(cst("2026-03-19 24:00")))
+    );
+    assert_eq!(dues[0].rules_digest, w.rules.digest(&calendar()));
+    // A detention on application waits for no application.
+    w.record(CUSTOMS, "2026-02-13 11:00", rights_holder_added());
+    w.record(CUSTOMS, "2026-02-13 12:00", notified("d1"));
+    check_detention(
+        &w,
+        RightsHolderApplication,
+        "d1",
+        None,
+        "2026-02-13 13:00",
+        false,
+    );
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-02-13 13:00",
+        applied("d1"),
+        "detention_ex_officio",
+        &["d1"],
+    );
+    // The court, told of the detention by customs, asks customs to assist: the release
+    // clock stops, and the notice runs until customs takes it.
+    refused(
+        &mut w,
+        COURT,
+        "2026-03-02 09:00",
+        handoff("can", HandoffKind::CourtAssistanceNotice, Agency::Customs),
+        "case_not_found",
+        &[],
+    );
+    w.record(
+        CUSTOMS,
+        "2026-03-02 09:00",
+        handoff("tell", HandoffKind::AssistanceRequest, Agency::Court),
+    );
+    w.record(COURT, "2026-03-02 10:00", accept("tell"));
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-03-02 11:00",
+        handoff("can", HandoffKind::CourtAssistanceNotice, Agency::Customs),
+        "not_permitted",
+        &["CourtAssistanceNotice"],
+    );
+    w.record(
+        COURT,
+        "2026-03-16 15:00",
+        handoff("can", HandoffKind::CourtAssistanceNotice, Agency::Customs),
+    );
+    check_detention(
+        &w,
+        ReleaseOnApplication,
+        "d1",
+        None,
+        "2026-03-20 00:01",
+        false,
+    );
+    w.record(CUSTOMS, "2026-03-16 15:01", ack("can"));
+    check(
+        &w,
+        "can",
+        Some((Decision, CourtAssistance, "2026-03-17 24:00")),
+        "2026-03-18 00:01",
+        true,
+    );
+    w.record(CUSTOMS, "2026-03-17 09:00", accept("can"));
+    check(&w, "can", None, "2026-03-18 00:01", false);
+    assert!(check_recorded_dues(w.log.iter().map(Stored::view), &w.rules, &calendar()).is_empty());
+}
+
+/// The rights holder `rh` joins the case.
+fn rights_holder_added() -> Kind {
+    Kind::PartyAdded(PartyAdded {
+        party: Some(Party {
+            party_id: "rh".into(),
+            role: PartyRole::RightsHolder as i32,
+            name: "Acme Audio Co.".into(),
+            organisation: true,
+            ..Default::default()
+        }),
+    })
+}
+
+#[test]
+fn goods_found_infringing_are_not_released_and_are_confiscated() {
+    let mut w = held_ex_officio();
+    w.record(CUSTOMS, "2026-09-29 15:00", notified("d1"));
+    w.record(CUSTOMS, "2026-09-30 10:00", applied("d1"));
+    // The old form (only `infringing`) and the outcome must agree.
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-10-12 10:00",
+        Kind::InfringementDetermined(InfringementDetermined {
+            detention_id: "d1".into(),
+            infringing: true,
+            basis: "b".into(),
+            outcome: DeterminationOutcome::NotInfringing as i32,
+        }),
+        "invalid",
+        &["infringement_determined.infringing", "NOT_INFRINGING"],
+    );
+    // An event of the old form gets its outcome filled in.
+    w.record(
+        CUSTOMS,
+        "2026-10-12 10:00",
+        Kind::InfringementDetermined(InfringementDetermined {
+            detention_id: "d1".into(),
+            infringing: true,
+            basis: "identical mark".into(),
+            ..Default::default()
+        }),
+    );
+    let Some(Kind::InfringementDetermined(d)) = w.log.last().map(|s| &s.payload) else {
+        panic!("the determination is recorded last");
+    };
+    assert_eq!(d.outcome(), DeterminationOutcome::Infringing);
+    check_detention(
+        &w,
+        CustomsInvestigation,
+        "d1",
+        None,
+        "2027-01-01 00:00",
+        false,
+    );
+    check_detention(&w, ReleaseExOfficio, "d1", None, "2027-01-01 00:00", false);
+    w.record(
+        CUSTOMS,
+        "2026-10-13 10:00",
+        Kind::GoodsConfiscated(GoodsConfiscated {
+            detention_id: "d1".into(),
+            disposal: "destroyed".into(),
+        }),
+    );
+    assert!(w.state.open_case_clocks(&w.rules, &calendar()).is_empty());
+}
+
+#[test]
+fn a_tampered_detention_due_is_named_by_its_detention() {
+    let mut w = World::new();
+    w.record(CUSTOMS, "2026-02-13 09:00", opened());
+    w.record(CUSTOMS, "2026-02-13 10:00", detained("d1", true));
+    if let Some(Kind::GoodsDetained(p)) = w.log.last_mut().map(|s| &mut s.payload) {
+        p.recorded_dues[0].due_at = Some(casebus_proto::timestamp_from(cst("2026-03-26 24:00")));
+    }
+    let found = check_recorded_dues(w.log.iter().map(Stored::view), &w.rules, &calendar());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (
+            found[0].version,
+            found[0].subject.as_str(),
+            found[0].clock.as_str()
+        ),
+        (2, "d1", "release_on_application")
+    );
+    assert!(
+        found[0].to_string().contains("(detention d1)"),
+        "{}",
+        found[0]
+    );
+    assert!(matches!(found[0].problem, DueProblem::DueTime { .. }));
 }

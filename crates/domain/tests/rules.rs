@@ -169,6 +169,7 @@ fn detain() -> Kind {
         description: "12,000 earphones".into(),
         quantity: "12000 pcs".into(),
         port: "Ningbo".into(),
+        on_rights_holder_application: true,
         ..Default::default()
     })
 }
@@ -469,6 +470,7 @@ fn customs_must_detain_and_determine_before_confiscating() {
         Err("determined_infringing"),
     );
     let determined = Kind::InfringementDetermined(InfringementDetermined {
+        outcome: DeterminationOutcome::Infringing as i32,
         detention_id: "d1".into(),
         infringing: true,
         basis: "mark identical".into(),

@@ -137,6 +137,7 @@ pub fn payload_type_name(kind: &Kind) -> &'static str {
         Kind::RightsHolderNotified(_) => "RightsHolderNotified",
         Kind::InfringementDetermined(_) => "InfringementDetermined",
         Kind::GoodsConfiscated(_) => "GoodsConfiscated",
+        Kind::RightsHolderApplied(_) => "RightsHolderApplied",
         Kind::InfringementAssessed(_) => "InfringementAssessed",
         Kind::MediationConcluded(_) => "MediationConcluded",
         Kind::PreExaminationRequested(_) => "PreExaminationRequested",

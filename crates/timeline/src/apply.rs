@@ -5,7 +5,7 @@
 //! that it is the next version of its case, fold it, insert its row, and apply a
 //! VisibilityChanged to its target row. Per case touched by the batch, once: rewrite the
 //! `cases` row, and delete and reinsert from the folded state each of its tracks,
-//! parties, hand-offs, references and participants whose source in the state changed
+//! parties, hand-offs, case clocks, references and participants whose source in the state changed
 //! during the batch. Deriving whole rows from the state, rather than updating them event
 //! by event, keeps the tables equal to what the case rules fold.
 
@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use casebus_domain::{CaseState, Handoff, HandoffClocks, Reference, Track, effective_visibility};
+use casebus_domain::{
+    CaseClock, CaseState, ClockName, Handoff, HandoffClocks, Reference, Track, effective_visibility,
+};
 use casebus_integrity::VerifiedEvent;
 use casebus_proto::event::v1::payload::Kind;
 use casebus_proto::event::v1::{Agency, Party, Visibility, VisibilityKind};
@@ -37,6 +39,7 @@ struct Derived {
     party_versions: BTreeMap<String, u64>,
     handoffs: BTreeMap<String, Handoff>,
     clocks: BTreeMap<String, HandoffClocks>,
+    case_clocks: BTreeMap<(ClockName, String), CaseClock>,
     references: BTreeSet<Reference>,
     reference_versions: BTreeMap<Reference, u64>,
     participants: BTreeSet<Agency>,
@@ -51,6 +54,7 @@ impl Derived {
             party_versions: folded.party_versions.clone(),
             handoffs: state.handoffs.clone(),
             clocks: state.clocks.clone(),
+            case_clocks: state.case_clocks.clone(),
             references: state.references.clone(),
             reference_versions: folded.reference_versions.clone(),
             participants: state.participants(),
@@ -402,7 +406,11 @@ impl Projection {
             return Ok(0);
         }
         let case_ids: Vec<String> = tx
-            .prepare("SELECT DISTINCT case_id FROM handoffs ORDER BY case_id")
+            .prepare(
+                "SELECT case_id FROM handoffs
+                 UNION SELECT case_id FROM events WHERE type_name = 'GoodsDetained'
+                 ORDER BY case_id",
+            )
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()
@@ -441,6 +449,10 @@ impl Projection {
                 ])
                 .map_err(storage(op))?;
             }
+            tx.prepare_cached("DELETE FROM case_clocks WHERE case_id = ?1")
+                .and_then(|mut stmt| stmt.execute([id]))
+                .map_err(storage(op))?;
+            write_case_clocks(&tx, id, &folded.state, &clocks)?;
             recounted += 1;
         }
         tx.execute(
@@ -485,6 +497,39 @@ fn clock_columns(state: &CaseState, handoff_id: &str, clocks: &ClockSet) -> Cloc
             open.suspended_since.map(nanos),
         ),
     }
+}
+
+/// Inserts a row for each running case clock of `state` (the caller deleted the old
+/// ones).
+fn write_case_clocks(
+    conn: &Connection,
+    id: &str,
+    state: &CaseState,
+    clocks: &ClockSet,
+) -> Result<(), ProjectError> {
+    let op = "writing case clocks";
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO case_clocks (case_id, clock, subject, agency, started_at, due_at,
+                 basis, error, source_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(storage(op))?;
+    for open in state.open_case_clocks(&clocks.rules, &clocks.calendar) {
+        stmt.execute(params![
+            id,
+            open.rule.key(),
+            open.subject,
+            agency_text(open.agency as i32),
+            nanos(open.started_at),
+            open.due_at.as_ref().ok().map(|due| nanos(*due)),
+            open.basis,
+            open.due_at.as_ref().err().map(ToString::to_string),
+            version_i64(open.started_version).unwrap_or(i64::MAX),
+        ])
+        .map_err(storage(op))?;
+    }
+    Ok(())
 }
 
 fn write_case(
@@ -607,6 +652,17 @@ fn write_case(
             ])
             .map_err(storage("writing hand-offs"))?;
         }
+    }
+
+    // Most cases never have a detention: no rows to clear or write.
+    if before.is_none_or(|b| b.case_clocks != state.case_clocks) && !state.case_clocks.is_empty() {
+        clear(
+            conn,
+            before,
+            "DELETE FROM case_clocks WHERE case_id = ?1",
+            id,
+        )?;
+        write_case_clocks(conn, id, state, clocks)?;
     }
 
     if before.is_none_or(|b| {

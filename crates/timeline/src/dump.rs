@@ -23,6 +23,7 @@ const TABLES: &[(&str, &str)] = &[
     ("tracks", "case_id, agency"),
     ("parties", "case_id, party_id"),
     ("handoffs", "case_id, handoff_id"),
+    ("case_clocks", "case_id, clock, subject"),
     (
         "case_references",
         "agency, local_number, case_id, office_id",

@@ -32,9 +32,9 @@ mod schema;
 pub use error::{ProjectError, QueryError};
 pub use log_store::{LogStore, LogStoreError, log_entry};
 pub use model::{
-    ApplyOutcome, CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary,
-    ListReader, OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts, ReferenceSummary,
-    RunningClock, TimelineRow,
+    ApplyOutcome, CaseClockSummary, CaseFilter, CaseListItem, CasePage, CaseSummary, Direction,
+    HandoffSummary, ListReader, OverdueHandoff, PartySummary, ProjectedInput, ProjectionCounts,
+    ReferenceSummary, RunningClock, TimelineRow,
 };
 pub use projection::{DEFAULT_CACHE_CASES, DEFAULT_LIST_WORK_BUDGET, Projection};
 pub use query::{MAX_LIMIT, MAX_TEXT_FILTER};

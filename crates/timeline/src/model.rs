@@ -148,6 +148,23 @@ pub struct HandoffSummary {
     pub overdue: bool,
 }
 
+/// A running clock of the case not tied to a hand-off (a customs detention's), with
+/// its overdue flag at the time the summary was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseClockSummary {
+    /// What it runs on: the detention id.
+    pub subject: String,
+    /// The agency whose act answers it.
+    pub agency: Agency,
+    /// The clock, as the writer counted it (never extended nor suspended).
+    pub clock: RunningClock,
+    /// Whether its due time had passed at the `now` of the query.
+    pub overdue: bool,
+    /// Version of the event that started it; show the clock only to a caller who may
+    /// see that event.
+    pub source_version: u64,
+}
+
 /// A linked agency case number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferenceSummary {
@@ -176,6 +193,8 @@ pub struct CaseSummary {
     pub parties: Vec<PartySummary>,
     /// Hand-offs, in the order they were requested.
     pub handoffs: Vec<HandoffSummary>,
+    /// The running clocks not tied to a hand-off, in clock then subject order.
+    pub clocks: Vec<CaseClockSummary>,
     /// Linked agency case numbers, in agency, number, office order.
     pub references: Vec<ReferenceSummary>,
     /// Agencies taking part (a track or addressed by a hand-off), in agency order.
@@ -199,6 +218,9 @@ pub struct CaseFilter {
     pub opened_to: Option<OffsetDateTime>,
     /// Only cases with a hand-off whose running clock is past due at this instant.
     pub overdue_at: Option<OffsetDateTime>,
+    /// Only cases with any running clock past due at this instant: a hand-off's, or
+    /// one of the case's own clocks whose starting event the reader may read.
+    pub any_clock_overdue_at: Option<OffsetDateTime>,
     /// Only cases whose title or a party's name contains this text (case-insensitive
     /// for ASCII letters; `%` and `_` match themselves). 1 to 200 characters.
     pub text: Option<String>,
@@ -290,4 +312,6 @@ pub struct ProjectionCounts {
     pub handoffs_open: u64,
     /// Hand-offs whose running clock is past due at the `now` of the query.
     pub handoffs_overdue: u64,
+    /// Running case clocks (not tied to a hand-off) past due.
+    pub case_clocks_overdue: u64,
 }

@@ -30,8 +30,8 @@ use crate::codec::{
 use crate::error::{QueryError, query};
 use crate::fold::{RebuildError, fold_forward, rebuild};
 use crate::model::{
-    CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary, OverdueHandoff,
-    PartySummary, ProjectionCounts, ReferenceSummary, RunningClock, TimelineRow,
+    CaseClockSummary, CaseFilter, CaseListItem, CasePage, CaseSummary, Direction, HandoffSummary,
+    OverdueHandoff, PartySummary, ProjectionCounts, ReferenceSummary, RunningClock, TimelineRow,
 };
 use crate::projection::Projection;
 
@@ -588,6 +588,65 @@ impl Projection {
         })
         .collect();
 
+        let mut clocks = Vec::new();
+        {
+            const T: &str = "case_clocks";
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT clock, subject, agency, started_at, due_at, basis, error,
+                         source_version
+                     FROM case_clocks WHERE case_id = ?1 ORDER BY clock, subject",
+                )
+                .map_err(query(op))?;
+            type ClockRow = (
+                String,
+                String,
+                String,
+                i64,
+                Option<i64>,
+                String,
+                Option<String>,
+                i64,
+            );
+            let rows = stmt
+                .query_map([id], |r| -> rusqlite::Result<ClockRow> {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .map_err(query(op))?;
+            for row in rows {
+                let (name, subject, agency_name, started, due, basis, error, source) =
+                    row.map_err(query(op))?;
+                let clock = RunningClock {
+                    name,
+                    started_at: instant(started),
+                    due_at: due.map(instant),
+                    basis,
+                    error,
+                    extensions: 0,
+                    extensions_allowed: 0,
+                    suspended_since: None,
+                };
+                clocks.push(CaseClockSummary {
+                    subject,
+                    agency: agency(&agency_name).ok_or_else(|| {
+                        corrupt(T, "agency", format!("unknown agency {agency_name:?}"))
+                    })?,
+                    overdue: clock.is_overdue(now),
+                    clock,
+                    source_version: stored_u64(T, "source_version", source)?,
+                });
+            }
+        }
+
         let mut references = Vec::new();
         {
             let mut stmt = tx
@@ -654,6 +713,7 @@ impl Projection {
             tracks,
             parties,
             handoffs,
+            clocks,
             references,
             participants,
         }))
@@ -815,6 +875,16 @@ impl Projection {
             let p = bind(&mut args, Value::Integer(nanos(at)));
             sql.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM handoffs h WHERE h.case_id = c.case_id AND h.clock_due_at < {p} AND h.clock_suspended_since IS NULL)"
+            ));
+        }
+        if let Some(at) = filter.any_clock_overdue_at {
+            let p = bind(&mut args, Value::Integer(nanos(at)));
+            // A case clock counts only when the reader may read the event that started
+            // it, as GetCase shows it.
+            sql.push_str(&format!(
+                " AND (EXISTS (SELECT 1 FROM handoffs h WHERE h.case_id = c.case_id AND h.clock_due_at < {p} AND h.clock_suspended_since IS NULL) \
+                 OR EXISTS (SELECT 1 FROM case_clocks cc WHERE cc.case_id = c.case_id AND cc.due_at < {p} AND {}))",
+                readable("cc.source_version"),
             ));
         }
         if let Some(text) = &filter.text {
@@ -1002,6 +1072,11 @@ impl Projection {
                 &tx,
                 "SELECT count(*) FROM handoffs
                  WHERE clock_due_at < ?1 AND clock_suspended_since IS NULL",
+                [nanos(now)],
+            )?,
+            case_clocks_overdue: count(
+                &tx,
+                "SELECT count(*) FROM case_clocks WHERE due_at < ?1",
                 [nanos(now)],
             )?,
         };

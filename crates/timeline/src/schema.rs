@@ -22,10 +22,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::ProjectError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` leads from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 // Every version up to SCHEMA_VERSION has its migration.
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -213,6 +213,31 @@ ALTER TABLE handoffs ADD COLUMN clock_extensions INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE handoffs ADD COLUMN clock_extensions_allowed INTEGER NOT NULL DEFAULT 0;
 -- NULL unless the running clock is suspended; overdue queries skip suspended clocks.
 ALTER TABLE handoffs ADD COLUMN clock_suspended_since INTEGER;
+DELETE FROM clock_settings;
+";
+
+/// Version 5: the running clocks of a case that are not tied to a hand-off (a customs
+/// detention's, `CaseState::open_case_clocks`), one row per running clock, counted by
+/// the writer like the hand-offs' clock columns. The digest is cleared, so the writer
+/// counts them from the stored events at its next start.
+const V5: &str = r"
+CREATE TABLE case_clocks (
+    case_id        TEXT    NOT NULL REFERENCES cases (case_id) ON DELETE CASCADE,
+    clock          TEXT    NOT NULL,
+    -- What it runs on: the detention id.
+    subject        TEXT    NOT NULL,
+    -- The agency whose act answers it.
+    agency         TEXT    NOT NULL,
+    started_at     INTEGER NOT NULL,
+    -- NULL when the calendar cannot count it (error says why).
+    due_at         INTEGER,
+    basis          TEXT    NOT NULL,
+    error          TEXT,
+    -- Version of the event that started it: shown only to who may read that event.
+    source_version INTEGER NOT NULL,
+    PRIMARY KEY (case_id, clock, subject)
+) WITHOUT ROWID;
+CREATE INDEX case_clocks_by_due ON case_clocks (due_at, case_id) WHERE due_at IS NOT NULL;
 DELETE FROM clock_settings;
 ";
 

@@ -321,7 +321,7 @@ fn the_file_runs_in_wal_mode_at_the_current_schema_version() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("schema version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn a_file_written_by_a_newer_schema_is_refused() {
             error,
             ProjectError::NewerSchema {
                 found: 99,
-                supported: 4
+                supported: 5
             }
         ),
         "{error:?}"
@@ -502,7 +502,7 @@ fn other_rules_recount_every_clock_and_equal_a_projection_made_with_them() {
 }
 
 /// The `events` table as schema version 2 had it, with its unique index on event ids,
-/// and `handoffs` without the clock columns of version 4.
+/// `handoffs` without the clock columns of version 4, and no `case_clocks` (version 5).
 const EVENTS_V2: &str = "
     CREATE TABLE events_old (
         stream_sequence INTEGER PRIMARY KEY, case_id TEXT NOT NULL,
@@ -517,6 +517,7 @@ const EVENTS_V2: &str = "
     ALTER TABLE handoffs DROP COLUMN clock_extensions;
     ALTER TABLE handoffs DROP COLUMN clock_extensions_allowed;
     ALTER TABLE handoffs DROP COLUMN clock_suspended_since;
+    DROP TABLE case_clocks;
     UPDATE schema_version SET version = 2;";
 
 fn event_indexes(path: &std::path::Path) -> Vec<String> {

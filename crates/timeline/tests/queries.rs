@@ -916,6 +916,7 @@ fn list_cases_filters_by_agency_status_type_dates_overdue_and_text() {
             opened_from: Some(T0),
             opened_to: Some(T0 + Duration::days(30)),
             overdue_at: Some(now),
+            any_clock_overdue_at: None,
             text: Some("a".into()),
             reader: None,
         },

@@ -7,7 +7,8 @@ mod common;
 
 use prost::Message as _;
 
-use casebus_proto::event::v1::{Agency, HandoffKind, SignedEvent};
+use casebus_proto::event::v1::payload::Kind;
+use casebus_proto::event::v1::{Agency, GoodsDetained, HandoffKind, SignedEvent};
 
 use common::catalogue::{main_case, note, opened, recorded_handoff};
 use common::*;
@@ -327,4 +328,74 @@ async fn a_re_signed_hand_off_with_a_tampered_due_time_is_a_due_time_mismatch() 
         "{}",
         run.stderr
     );
+}
+
+/// A detention's recorded release due, moved a week later and re-signed, is caught as
+/// the hand-off's is: `due_time_mismatch` naming the detention and its clock; the same
+/// detention with its true due verifies.
+#[tokio::test]
+async fn a_re_signed_detention_with_a_tampered_release_due_is_a_due_time_mismatch() {
+    let f = Fixture::start().await;
+    let customs = f.appender(CUSTOMS);
+    // Monday 2 November 2026, 10:00 CST: released after 20 working days, on Monday
+    // 30 November at 24:00 CST.
+    let at = time::macros::datetime!(2026-11-02 02:00 UTC);
+    let rules = casebus_domain::DeadlineRules::default();
+    let calendar = casebus_domain::Calendar::shipped();
+    for (id, shift, code) in [
+        ("DET-OK", time::Duration::ZERO, None),
+        (
+            "DET-BAD",
+            time::Duration::days(7),
+            Some("due_time_mismatch"),
+        ),
+    ] {
+        let case_id = case(id);
+        let v1 = append(&customs, &case_id, opened("detained goods")).await;
+        let mut dues = casebus_domain::dues_of(
+            &[casebus_domain::ClockName::ReleaseOnApplication],
+            at,
+            &rules,
+            &calendar,
+            &rules.digest(&calendar),
+        );
+        let due = dues[0]
+            .due_at
+            .as_ref()
+            .and_then(casebus_proto::datetime_from)
+            .expect("countable in 2026");
+        assert_eq!(due, time::macros::datetime!(2026-11-30 16:00 UTC));
+        dues[0].due_at = Some(casebus_proto::timestamp_from(due + shift));
+        let payload = Kind::GoodsDetained(GoodsDetained {
+            detention_id: "d1".into(),
+            description: "earphones".into(),
+            on_rights_holder_application: true,
+            recorded_dues: dues,
+            ..Default::default()
+        });
+        let bytes = hand_made(&signer(CUSTOMS), id, 2, Some(v1.hash), at, payload).0;
+        f.publish_raw(&format!("case.{id}"), bytes).await;
+        let run = f.cli(&["--json", "verify", "--case", id]).await;
+        let report = run.json();
+        let failures = report["failures"].as_array().expect("failures").clone();
+        match code {
+            None => {
+                run.expect_code(0);
+                assert!(failures.is_empty(), "{failures:?}");
+            }
+            Some(code) => {
+                run.expect_code(1);
+                assert_eq!(failures.len(), 1, "{failures:?}");
+                assert_eq!(failures[0]["code"], code);
+                let reason = failures[0]["reason"].as_str().expect("reason");
+                assert!(
+                    reason.contains("(detention d1)")
+                        && reason.contains("release_on_application")
+                        && reason.contains("2026-12-07T16:00:00Z")
+                        && reason.contains("2026-11-30T16:00:00Z"),
+                    "{reason}"
+                );
+            }
+        }
+    }
 }

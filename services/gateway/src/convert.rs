@@ -111,16 +111,21 @@ fn handoff(summary: &HandoffSummary, names_office: bool) -> pb::Handoff {
         due_at: h.due_at.map(timestamp_from),
         overdue: summary.overdue,
         requested_version: h.requested_version,
-        clock: summary.clock.as_ref().map(|c| pb::RunningClock {
-            name: c.name.clone(),
-            started_at: Some(timestamp_from(c.started_at)),
-            due_at: c.due_at.map(timestamp_from),
-            basis: c.basis.clone(),
-            due_error: c.error.clone().unwrap_or_default(),
-            extensions: c.extensions,
-            extensions_allowed: c.extensions_allowed,
-            suspended_since: c.suspended_since.map(timestamp_from),
-        }),
+        clock: summary.clock.as_ref().map(running_clock),
+    }
+}
+
+/// The wire form of a running clock.
+fn running_clock(c: &casebus_timeline::RunningClock) -> pb::RunningClock {
+    pb::RunningClock {
+        name: c.name.clone(),
+        started_at: Some(timestamp_from(c.started_at)),
+        due_at: c.due_at.map(timestamp_from),
+        basis: c.basis.clone(),
+        due_error: c.error.clone().unwrap_or_default(),
+        extensions: c.extensions,
+        extensions_allowed: c.extensions_allowed,
+        suspended_since: c.suspended_since.map(timestamp_from),
     }
 }
 
@@ -190,6 +195,19 @@ pub fn case_summary(summary: &CaseSummary, state: &CaseState, viewer: &Viewer) -
         participants: summary.participants.iter().map(|a| *a as i32).collect(),
         ..Default::default()
     };
+    for c in &summary.clocks {
+        if viewer.reads(state, c.source_version) {
+            out.clocks.push(pb::CaseClock {
+                subject_id: c.subject.clone(),
+                agency: c.agency as i32,
+                clock: Some(running_clock(&c.clock)),
+                overdue: c.overdue,
+                source_version: c.source_version,
+            });
+        } else {
+            redacted = true;
+        }
+    }
     if let Some(o) = &summary.opened {
         out.opened_at = Some(timestamp_from(o.at));
         if opened.clear {

@@ -249,7 +249,11 @@ fn list_scope(viewer: &Viewer, req: &pb::ListCasesRequest) -> Scope {
     );
     Scope::of(&[
         viewer.office.as_str().as_bytes(),
-        &[u8::from(viewer.admin), u8::from(req.has_overdue_handoffs)],
+        &[
+            u8::from(viewer.admin),
+            u8::from(req.has_overdue_handoffs),
+            u8::from(req.has_overdue_clocks),
+        ],
         &req.agency.to_be_bytes(),
         &req.track_status.to_be_bytes(),
         &req.case_type.to_be_bytes(),
@@ -600,6 +604,7 @@ impl GatewayService {
             opened_from: instant_filter("opened_from", req.opened_from.as_ref())?,
             opened_to: instant_filter("opened_to", req.opened_to.as_ref())?,
             overdue_at: req.has_overdue_handoffs.then_some(now),
+            any_clock_overdue_at: req.has_overdue_clocks.then_some(now),
             text: (!req.text.is_empty()).then(|| req.text.clone()),
             // The projection lists only what the caller may see and matches filters only
             // on what it may read, inside the query: a page is filled from visible rows,

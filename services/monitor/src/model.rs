@@ -286,9 +286,11 @@ pub struct ServiceView {
 pub struct OverdueHandoff {
     /// The case.
     pub case_id: String,
-    /// The hand-off within the case.
+    /// The hand-off within the case; for a clock not on a hand-off (a detention's,
+    /// status `RUNNING`), what it runs on (the detention id).
     pub handoff_id: String,
-    /// Its kind, e.g. `SUSPECTED_CRIME_REFERRAL`.
+    /// Its kind, e.g. `SUSPECTED_CRIME_REFERRAL`; for a clock not on a hand-off, the
+    /// clock's name (e.g. `release_ex_officio`).
     pub kind: String,
     /// The sending office.
     pub from_office: String,

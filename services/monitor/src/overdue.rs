@@ -11,7 +11,8 @@
 //!
 //! Either way a hand-off is overdue when its running legal clock (receipt, then the
 //! decision clock, which accepting does not stop) is past due, as on the gateway and in
-//! the agency inbox.
+//! the agency inbox; a customs detention's clocks (release, investigation, the rights
+//! holder's application) are listed the same way, as rows of their own.
 //!
 //! **Boundary:** both only read; the monitor never writes to `CASES`.
 
@@ -29,7 +30,9 @@ use tonic::{Request, Status};
 use casebus_domain::{CaseState, RecordedEvent};
 use casebus_proto::event::v1::{Agency, Event, HandoffKind, payload::Kind};
 use casebus_proto::gateway::v1::gateway_client::GatewayClient;
-use casebus_proto::gateway::v1::{GetCaseRequest, Handoff, HandoffStatus, ListCasesRequest};
+use casebus_proto::gateway::v1::{
+    CaseClock, GetCaseRequest, Handoff, HandoffStatus, ListCasesRequest,
+};
 use casebus_proto::{CaseId, EventId, OfficeId, agency_name, datetime_from};
 use casebus_runtime::clocks::Clocks;
 
@@ -98,6 +101,7 @@ impl Interceptor for TokenHeader {
 struct Seen {
     version: u64,
     handoffs: Vec<Handoff>,
+    clocks: Vec<CaseClock>,
 }
 
 /// Reads overdue hand-offs from the gateway.
@@ -197,7 +201,7 @@ impl GatewayReader {
             let page = self
                 .client
                 .list_cases(ListCasesRequest {
-                    has_overdue_handoffs: true,
+                    has_overdue_clocks: true,
                     page_token: page_token.clone(),
                     limit: PAGE,
                     ..Default::default()
@@ -214,8 +218,10 @@ impl GatewayReader {
         let mut out = Vec::new();
         let mut seen = HashMap::new();
         for (case_id, version) in listed {
-            let handoffs = match self.seen.remove(&case_id) {
-                Some(previous) if previous.version == version => previous.handoffs,
+            let (handoffs, clocks) = match self.seen.remove(&case_id) {
+                Some(previous) if previous.version == version => {
+                    (previous.handoffs, previous.clocks)
+                }
                 _ => {
                     let answer = self
                         .client
@@ -227,10 +233,10 @@ impl GatewayReader {
                         Ok(reply) => reply
                             .into_inner()
                             .case
-                            .map(|c| c.handoffs)
+                            .map(|c| (c.handoffs, c.clocks))
                             .unwrap_or_default(),
                         // Listed a moment ago, gone now: nothing to show for it.
-                        Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
+                        Err(s) if s.code() == tonic::Code::NotFound => Default::default(),
                         Err(s) => return Err(call("GetCase")(s)),
                     }
                 }
@@ -240,7 +246,29 @@ impl GatewayReader {
                     .iter()
                     .filter_map(|h| overdue_of_gateway(&case_id, h, now)),
             );
-            seen.insert(case_id, Seen { version, handoffs });
+            out.extend(clocks.iter().filter_map(|c| {
+                let clock = c.clock.as_ref()?;
+                let due = clock.due_at.as_ref().and_then(datetime_from)?;
+                (due < now).then(|| {
+                    case_clock_row(
+                        &case_id,
+                        &c.subject_id,
+                        &clock.name,
+                        c.agency(),
+                        clock.started_at.as_ref().and_then(datetime_from),
+                        due,
+                        now,
+                    )
+                })
+            }));
+            seen.insert(
+                case_id,
+                Seen {
+                    version,
+                    handoffs,
+                    clocks,
+                },
+            );
         }
         self.seen = seen;
         Ok(out)
@@ -273,6 +301,32 @@ fn overdue_of_gateway(case_id: &str, h: &Handoff, now: OffsetDateTime) -> Option
         due_unix: due.unix_timestamp(),
         overdue_seconds: (now - due).whole_seconds(),
     })
+}
+
+/// The row of a running clock not tied to a hand-off (a detention's) past due: the
+/// subject in `handoff_id`, the clock's name in `kind`, status `RUNNING`.
+fn case_clock_row(
+    case_id: &str,
+    subject: &str,
+    clock: &str,
+    agency: Agency,
+    started_at: Option<OffsetDateTime>,
+    due: OffsetDateTime,
+    now: OffsetDateTime,
+) -> OverdueHandoff {
+    OverdueHandoff {
+        case_id: case_id.to_owned(),
+        handoff_id: subject.to_owned(),
+        kind: clock.to_owned(),
+        from_office: String::new(),
+        to_agency: agency_name(agency).to_owned(),
+        to_office: String::new(),
+        status: "RUNNING".to_owned(),
+        requested_at: started_at.map(rfc3339).unwrap_or_default(),
+        due_at: rfc3339(due),
+        due_unix: due.unix_timestamp(),
+        overdue_seconds: (now - due).whole_seconds(),
+    }
 }
 
 /// A hand-off whose legal clock runs, as folded from the stream.
@@ -341,7 +395,7 @@ impl HandoffFold {
         let Some(occurred_at) = event.occurred_at.as_ref().and_then(datetime_from) else {
             return;
         };
-        if matches!(kind, Kind::HandoffRequested(_)) {
+        if matches!(kind, Kind::HandoffRequested(_) | Kind::GoodsDetained(_)) {
             self.cases.entry(event.case_id.clone()).or_default();
         }
         let Some(case) = self.cases.get_mut(&event.case_id) else {
@@ -421,8 +475,30 @@ impl HandoffFold {
         }
     }
 
-    /// Hand-offs whose running clock is past due at `now`.
+    /// Hand-offs whose running clock is past due at `now`, then the clocks not tied to
+    /// a hand-off (a detention's) past due.
     pub fn overdue(&self, now: OffsetDateTime) -> Vec<OverdueHandoff> {
+        let (rules, calendar) = (&self.clocks.rules, &self.clocks.calendar);
+        let case_clocks = self
+            .cases
+            .iter()
+            .filter(|(_, case)| !case.case_clocks.is_empty())
+            .flat_map(|(case_id, case)| {
+                case.open_case_clocks(rules, calendar)
+                    .into_iter()
+                    .filter_map(move |c| {
+                        let due = c.due_at.ok().filter(|d| *d < now)?;
+                        Some(case_clock_row(
+                            case_id,
+                            &c.subject,
+                            c.rule.key(),
+                            c.agency,
+                            Some(c.started_at),
+                            due,
+                            now,
+                        ))
+                    })
+            });
         self.open
             .iter()
             .filter_map(|((case_id, handoff_id), h)| {
@@ -448,6 +524,7 @@ impl HandoffFold {
                     overdue_seconds: (now - due).whole_seconds(),
                 })
             })
+            .chain(case_clocks)
             .collect()
     }
 }

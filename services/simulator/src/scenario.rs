@@ -30,18 +30,18 @@ use casebus_proto::court::v1::{
 use casebus_proto::customs::v1::customs_service_client::CustomsServiceClient;
 use casebus_proto::customs::v1::{
     ConfiscateGoodsRequest, DetainGoodsRequest, DetermineInfringementRequest,
-    NotifyRightsHolderRequest, ReferToPublicSecurityRequest, ReleaseDetentionRequest,
-    RequestAssessmentRequest, RequestReconsiderationRequest,
+    NotifyRightsHolderRequest, RecordRightsHolderApplicationRequest, ReferToPublicSecurityRequest,
+    ReleaseDetentionRequest, RequestAssessmentRequest, RequestReconsiderationRequest,
 };
 use casebus_proto::event::v1::{
     Agency, AppealFiled, ArrestApproved, ArrestDenied, CaseDocketed, CaseOpened, CaseType,
-    DetentionReleased, EvidenceRecorded, GoodsConfiscated, GoodsDetained, HandoffAccepted,
-    HearingHeld, HearingScheduled, IndictmentFiled, InfringementAssessed, InfringementDetermined,
-    InvestigationConcluded, InvestigationDeclined, InvestigationFiled, IpRight, IpRightKind,
-    JudgmentEffective, JudgmentIssued, MediationConcluded, NonProsecutionDecided, NoteAdded, Party,
-    PartyAdded, PartyRole, PreExaminationCompleted, PreExaminationRequested, Procedure,
-    ReferenceLinked, RightsHolderNotified, SuspectDetained, TrackClosed, Visibility,
-    VisibilityKind,
+    DetentionReleased, DeterminationOutcome, EvidenceRecorded, GoodsConfiscated, GoodsDetained,
+    HandoffAccepted, HearingHeld, HearingScheduled, IndictmentFiled, InfringementAssessed,
+    InfringementDetermined, InvestigationConcluded, InvestigationDeclined, InvestigationFiled,
+    IpRight, IpRightKind, JudgmentEffective, JudgmentIssued, MediationConcluded,
+    NonProsecutionDecided, NoteAdded, Party, PartyAdded, PartyRole, PreExaminationCompleted,
+    PreExaminationRequested, Procedure, ReferenceLinked, RightsHolderApplied, RightsHolderNotified,
+    SuspectDetained, TrackClosed, Visibility, VisibilityKind,
 };
 use casebus_proto::ip_center::v1::ip_center_service_client::IpCenterServiceClient;
 use casebus_proto::ip_center::v1::{
@@ -669,6 +669,7 @@ impl Case {
         )
         .await?;
         let detained = GoodsDetained {
+            recorded_dues: Vec::new(),
             detention_id: "d1".into(),
             description: format!("{goods} bearing the mark '{mark}'"),
             quantity: format!("{pieces} pieces"),
@@ -677,6 +678,9 @@ impl Case {
             declaration_number: format!("3101{:014}", self.rng.below(100_000_000_000_000)),
             on_rights_holder_application: self.rng.chance(0.5),
         };
+        let ex_officio = !detained.on_rights_holder_application;
+        // A bond of a tenth of the declared value.
+        let bond_fen = detained.declared_value_fen / 10;
         self.send(
             Who::Customs,
             "detain",
@@ -687,7 +691,7 @@ impl Case {
             |ch, r| async move { CustomsServiceClient::new(ch).detain_goods(r).await },
         )
         .await?;
-        let respond_by = timestamp_from(self.now() + time::Duration::days(3));
+        // The service counts the rights holder's 3 working days into `respond_by`.
         self.send(
             Who::Customs,
             "notify",
@@ -696,12 +700,35 @@ impl Case {
                 rights_holder_notified: Some(RightsHolderNotified {
                     detention_id: "d1".into(),
                     rights_holder_party_id: "p-rh".into(),
-                    respond_by: Some(respond_by),
+                    ..Default::default()
                 }),
             },
             |ch, r| async move { CustomsServiceClient::new(ch).notify_rights_holder(r).await },
         )
         .await?;
+        // Goods held ex officio are detained once the rights holder applies and gives
+        // the bond (Regulations on Customs Protection of IP Rights Art. 16).
+        if ex_officio {
+            self.send(
+                Who::Customs,
+                "applied",
+                |meta| RecordRightsHolderApplicationRequest {
+                    meta,
+                    rights_holder_applied: Some(RightsHolderApplied {
+                        detention_id: "d1".into(),
+                        rights_holder_party_id: "p-rh".into(),
+                        bond_fen,
+                        ..Default::default()
+                    }),
+                },
+                |ch, r| async move {
+                    CustomsServiceClient::new(ch)
+                        .record_rights_holder_application(r)
+                        .await
+                },
+            )
+            .await?;
+        }
         self.evidence(
             Who::Customs,
             "ev1",
@@ -756,6 +783,11 @@ impl Case {
             |meta| DetermineInfringementRequest {
                 meta,
                 infringement_determined: Some(InfringementDetermined {
+                    outcome: if infringing {
+                        DeterminationOutcome::Infringing
+                    } else {
+                        DeterminationOutcome::NotInfringing
+                    } as i32,
                     detention_id: "d1".into(),
                     infringing,
                     basis: "Customs IP Protection Regulations art. 20; IP center opinion a1".into(),

@@ -90,7 +90,10 @@ pub fn rule_days(kind: casebus_proto::event::v1::HandoffKind) -> i64 {
         PublicProsecution => 4,
         JudgmentNotice => 8,
         Unspecified => 0,
-        ReconsiderationRequest | NonFilingExplanationRequest | FilingNotice => panic!(
+        ReconsiderationRequest
+        | NonFilingExplanationRequest
+        | FilingNotice
+        | CourtAssistanceNotice => panic!(
             "{kind:?} has no flat duration in the rules: its due_at is its decision clock's due time"
         ),
     }

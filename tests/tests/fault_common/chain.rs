@@ -151,6 +151,7 @@ pub fn realistic_case(case_id: &CaseId, len: usize) -> Vec<Built> {
             1 => (
                 &customs,
                 Kind::GoodsDetained(GoodsDetained {
+                    recorded_dues: Vec::new(),
                     detention_id: "d1".into(),
                     description: "earphones".into(),
                     quantity: "12000 pcs".into(),

@@ -69,4 +69,6 @@ command_service!(CourtApi, CourtService, {
     notify_judgment(NotifyJudgmentRequest) =>
         |r| notice_to(r.to_agency)
             .and_then(|to| handoff(r.handoff, HandoffKind::JudgmentNotice, to));
+    notify_customs_to_assist(NotifyCustomsToAssistRequest) =>
+        |r| handoff(r.handoff, HandoffKind::CourtAssistanceNotice, Agency::Customs);
 });

@@ -1,5 +1,5 @@
-//! `casebus.customs.v1.CustomsService`: detentions, rights-holder notices, infringement
-//! determinations, confiscations, and the two hand-offs customs sends most (assessment
+//! `casebus.customs.v1.CustomsService`: detentions, rights-holder notices and
+//! applications, infringement determinations, confiscations, and the two hand-offs customs sends most (assessment
 //! by the IP center, referral to the police).
 
 use tonic::server::NamedService;
@@ -44,6 +44,8 @@ command_service!(CustomsApi, CustomsService, {
         |r| required(r.detention_released, "detention_released").map(Kind::DetentionReleased);
     notify_rights_holder(NotifyRightsHolderRequest) =>
         |r| required(r.rights_holder_notified, "rights_holder_notified").map(Kind::RightsHolderNotified);
+    record_rights_holder_application(RecordRightsHolderApplicationRequest) =>
+        |r| required(r.rights_holder_applied, "rights_holder_applied").map(Kind::RightsHolderApplied);
     determine_infringement(DetermineInfringementRequest) =>
         |r| required(r.infringement_determined, "infringement_determined").map(Kind::InfringementDetermined);
     confiscate_goods(ConfiscateGoodsRequest) =>

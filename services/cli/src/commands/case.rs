@@ -174,6 +174,17 @@ fn summary_json(state: &CaseState, shown: &Shown, clocks: &Clocks, now: OffsetDa
                 "overdue": is_overdue(clock.as_ref(), now),
             })
         }).collect::<Vec<_>>(),
+        "clocks": state.open_case_clocks(&clocks.rules, &clocks.calendar).iter().map(|c| json!({
+            "name": c.rule.key(),
+            "subject": c.subject,
+            "agency": agency_name(c.agency),
+            "started_at": rfc3339(c.started_at),
+            "due_at": c.due_at.as_ref().ok().map(|d| rfc3339(*d)),
+            "basis": c.basis,
+            "due_error": c.due_at.as_ref().err().map(ToString::to_string),
+            "overdue": c.is_overdue(now),
+            "version": c.started_version,
+        })).collect::<Vec<_>>(),
         "references": state.references.iter().map(|r| json!({
             "agency": agency_name(r.agency),
             "office": r.office.as_str(),
@@ -303,6 +314,27 @@ fn print_text(
         ]);
     }
     out.table(&t)?;
+
+    let case_clocks = state.open_case_clocks(&clocks.rules, &clocks.calendar);
+    if !case_clocks.is_empty() {
+        out.line("\nClocks (not on a hand-off)")?;
+        let mut t = table(&["clock", "on", "by", "started", "due", "overdue", "basis"]);
+        for c in &case_clocks {
+            t.add_row([
+                c.rule.key().to_owned(),
+                c.subject.clone(),
+                agency_name(c.agency).to_owned(),
+                short(c.started_at),
+                match &c.due_at {
+                    Ok(due) => short(*due),
+                    Err(e) => format!("cannot count: {e}"),
+                },
+                if c.is_overdue(now) { "OVERDUE" } else { "" }.to_owned(),
+                c.basis.clone(),
+            ]);
+        }
+        out.table(&t)?;
+    }
 
     if !state.references.is_empty() {
         out.line("\nReferences")?;

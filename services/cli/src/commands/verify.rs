@@ -15,11 +15,10 @@ use serde_json::json;
 
 use casebus_bus::ops::ScanStart;
 use casebus_bus::subjects::{CASES_STREAM, case_subject};
-use casebus_domain::{DueProblem, RecordedEvent, check_recorded_dues_against};
+use casebus_domain::{DueProblem, RecordedEvent, check_recorded_dues_against, recorded_in};
 use casebus_integrity::{VerifiedEvent, verify_case};
 use casebus_proto::CaseId;
 use casebus_proto::event::v1::SignedEvent;
-use casebus_proto::event::v1::payload::Kind;
 use casebus_runtime::clocks::Clocks;
 use prost::Message as _;
 
@@ -77,15 +76,19 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome, CliError> {
 }
 
 /// The recorded due times of `event` that do not recompute with `clocks`
-/// (`casebus_domain::check_recorded_dues`), as failures at `sequence`: a due time the
-/// rules do not give (or a clock the hand-off does not start, or one it starts and
-/// does not record) is `due_time_mismatch`; a due counted with rules and calendar of
+/// (`casebus_domain::check_recorded_dues`: a hand-off's, or a detention's), as failures
+/// at `sequence`: a due time the rules do not give (or a clock the event does not start,
+/// or one it starts and does not record) is `due_time_mismatch`; a due counted with rules and calendar of
 /// another digest is `rules_digest_mismatch` (give the services' `--deadline-rules`
 /// and `--calendar-dir`), and its due time is not compared. Events without recorded
 /// dues (recorded before they were), and sealed events, are not checked.
 fn due_failures(event: &VerifiedEvent, sequence: u64, clocks: &Clocks) -> Vec<Failure> {
-    let Some(payload @ Kind::HandoffRequested(_)) =
-        event.event.payload.as_ref().and_then(|p| p.kind.as_ref())
+    let Some(payload) = event
+        .event
+        .payload
+        .as_ref()
+        .and_then(|p| p.kind.as_ref())
+        .filter(|kind| recorded_in(kind).is_some())
     else {
         return Vec::new();
     };
