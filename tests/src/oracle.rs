@@ -503,6 +503,7 @@ fn compare_case(
                             (c.clock.name.clone(), c.subject.clone()),
                             (c.agency, c.clock.started_at, c.clock.due_at),
                             (c.clock.basis.clone(), c.clock.error.clone()),
+                            (c.clock.extensions, c.clock.extensions_allowed),
                             (c.overdue, c.source_version),
                         )
                     })
@@ -515,6 +516,10 @@ fn compare_case(
                             (c.rule.key().to_owned(), c.subject),
                             (c.agency, c.started_at, c.due_at.as_ref().ok().copied()),
                             (c.basis, c.due_at.as_ref().err().map(ToString::to_string)),
+                            (
+                                u32::try_from(c.extensions).unwrap_or(u32::MAX),
+                                u32::try_from(c.extensions_allowed).unwrap_or(u32::MAX),
+                            ),
                             (c.due_at.is_ok_and(|due| now > due), c.started_version),
                         )
                     })

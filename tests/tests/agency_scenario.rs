@@ -329,6 +329,7 @@ async fn a_counterfeit_goods_case_moves_from_the_border_to_the_court_on_signed_e
                 party_id: "s1".into(),
                 measure: "criminal detention".into(),
                 location: "Ningbo detention center".into(),
+                recorded_dues: Vec::new(),
             }),
         })
         .await;
@@ -367,6 +368,7 @@ async fn a_counterfeit_goods_case_moves_from_the_border_to_the_court_on_signed_e
             arrest_approved: Some(ArrestApproved {
                 handoff_id: "h2".into(),
                 party_id: "s1".into(),
+                recorded_dues: Vec::new(),
             }),
         })
         .await;

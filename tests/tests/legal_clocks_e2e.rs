@@ -28,6 +28,10 @@
 //! has_overdue_clocks`), shown only to readers of the detention (a sealed one to
 //! customs alone), until the court's assistance notice answers it; the notice runs
 //! until customs takes it.
+//!
+//! Then a detained suspect: the police's 3-day arrest-request clock is past due on the
+//! gateway, the police extend it (to 7 days, shown with its extension) and asking for
+//! arrest approval answers it.
 
 mod agency_harness;
 
@@ -426,6 +430,7 @@ async fn a_filing_clock_extended_suspended_and_resumed_shows_so_and_a_third_retu
                 basis: "major, difficult or complex case".into(),
                 approving_office_id: POLICE.into(),
                 new_due_at: new_due_at.map(timestamp_from),
+                subject_id: String::new(),
             }),
         };
     let status = refused(
@@ -1070,4 +1075,114 @@ async fn a_detention_is_overdue_for_release_on_the_gateway_until_the_court_asks_
     let listed = overdue_clock_cases(&mut customs_gw).await;
     assert!(!listed.contains(&CASE.to_owned()), "{listed:?}");
     assert!(listed.contains(&SEALED.to_owned()), "{listed:?}");
+}
+
+#[tokio::test]
+async fn a_detained_suspects_arrest_request_is_overdue_on_the_gateway_until_extended_and_asked_for()
+{
+    const CASE: &str = "C-CLOCK-SUSPECT";
+    let f = Fixture::start().await;
+    let (customs, police) = tokio::join!(
+        f.spawn_with_rules(CUSTOMS, ""),
+        f.spawn_with_rules(POLICE, "")
+    );
+    let gateway = Gateway::start(&f).await;
+    let mut police_gw = gateway.client(&f.gateway_reader_token(POLICE)).await;
+
+    refer_and_take(&customs, &police, CASE, "counterfeit earphones").await;
+    let r = police
+        .common()
+        .add_party(AddPartyRequest {
+            meta: meta_at(CASE, day(1)),
+            party_added: Some(casebus_proto::event::v1::PartyAdded {
+                party: Some(casebus_proto::event::v1::Party {
+                    party_id: "s1".into(),
+                    role: casebus_proto::event::v1::PartyRole::Suspect as i32,
+                    name: "Suspect One".into(),
+                    ..Default::default()
+                }),
+            }),
+        })
+        .await;
+    ok(&police, "add the suspect", r);
+    let r = police
+        .police()
+        .file_investigation(FileInvestigationRequest {
+            meta: meta_at(CASE, day(1) + time::Duration::hours(1)),
+            investigation_filed: Some(InvestigationFiled {
+                police_case_number: "PS-CLOCK-S".into(),
+                suspected_offence: "Criminal Law art. 213".into(),
+                basis: "referral by customs".into(),
+            }),
+        })
+        .await;
+    ok(&police, "file the investigation", r);
+    // Detained on Tuesday 3 November at noon: 3 days from Wednesday end on Friday 6
+    // November, 24:00 CST.
+    let r = police
+        .police()
+        .detain_suspect(casebus_proto::public_security::v1::DetainSuspectRequest {
+            meta: meta_at(CASE, day(1) + time::Duration::hours(2)),
+            suspect_detained: Some(casebus_proto::event::v1::SuspectDetained {
+                party_id: "s1".into(),
+                measure: "criminal detention".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    ok(&police, "detain the suspect", r);
+    let case = gateway_clocks(&gateway, &mut police_gw, CASE, |c| !c.is_empty()).await;
+    let clock = &case.clocks[0];
+    let running = clock.clock.as_ref().expect("the running clock");
+    assert_eq!(
+        (
+            clock.subject_id.as_str(),
+            running.name.as_str(),
+            running.due_at
+        ),
+        ("s1", "arrest_request", at(datetime!(2026-11-06 16:00 UTC)))
+    );
+    assert!(clock.overdue, "{clock:?}");
+    assert!(running.basis.contains("CPL Art. 91"), "{}", running.basis);
+    // Extended on Wednesday, before it ran out, to 7 days: Tuesday 10 November.
+    let r = police
+        .common()
+        .extend_clock(ExtendClockRequest {
+            meta: meta_at(CASE, day(2)),
+            clock_extended: Some(ClockExtended {
+                subject_id: "s1".into(),
+                clock: "arrest_request".into(),
+                basis: "special circumstances".into(),
+                approving_office_id: POLICE.into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    ok(&police, "extend the arrest request clock", r);
+    let case = gateway_clocks(&gateway, &mut police_gw, CASE, |c| {
+        c.iter()
+            .any(|c| c.clock.as_ref().is_some_and(|r| r.extensions == 1))
+    })
+    .await;
+    let running = case.clocks[0].clock.as_ref().expect("the running clock");
+    assert_eq!(
+        (
+            running.due_at,
+            running.extensions,
+            running.extensions_allowed
+        ),
+        (at(datetime!(2026-11-10 16:00 UTC)), 1, 2)
+    );
+    // Asking the procuratorate to approve the arrest answers it.
+    let r = police
+        .police()
+        .request_arrest_approval(
+            casebus_proto::public_security::v1::RequestArrestApprovalRequest {
+                meta: meta_at(CASE, day(4)),
+                handoff: details("arr"),
+            },
+        )
+        .await;
+    ok(&police, "ask for arrest approval", r);
+    gateway_clocks(&gateway, &mut police_gw, CASE, <[_]>::is_empty).await;
 }

@@ -36,6 +36,8 @@ fn as_submitted(kind: &Kind) -> Kind {
         Kind::GoodsDetained(p) => p.recorded_dues.clear(),
         Kind::RightsHolderNotified(p) => p.recorded_dues.clear(),
         Kind::RightsHolderApplied(p) => p.recorded_dues.clear(),
+        Kind::SuspectDetained(p) => p.recorded_dues.clear(),
+        Kind::ArrestApproved(p) => p.recorded_dues.clear(),
         _ => {}
     }
     kind

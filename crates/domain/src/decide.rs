@@ -467,7 +467,17 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             }
         }
         Kind::ClockExtended(p) => {
-            local_id("clock_extended.handoff_id", &p.handoff_id)?;
+            if p.subject_id.is_empty() {
+                local_id("clock_extended.handoff_id", &p.handoff_id)?;
+            } else {
+                local_id("clock_extended.subject_id", &p.subject_id)?;
+                if !p.handoff_id.is_empty() {
+                    return Err(invalid(
+                        "clock_extended.handoff_id",
+                        "names a hand-off while subject_id names a suspect; a clock runs on one of them, leave the other empty",
+                    ));
+                }
+            }
             clock_key("clock_extended.clock", &p.clock)?;
             text("clock_extended.basis", &p.basis, LONG, true)?;
             if p.approving_office_id.is_empty() {
@@ -640,6 +650,7 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
             local_id("suspect_detained.party_id", &p.party_id)?;
             text("suspect_detained.measure", &p.measure, SHORT, true)?;
             text("suspect_detained.location", &p.location, SHORT, false)?;
+            counted_by_service("suspect_detained.recorded_dues", &p.recorded_dues)?;
         }
         Kind::InvestigationConcluded(p) => {
             text("investigation_concluded.findings", &p.findings, LONG, true)?
@@ -647,6 +658,7 @@ fn validate_fields(payload: &mut Kind, _ctx: &Context<'_>) -> Result<(), Rejecti
         Kind::ArrestApproved(p) => {
             local_id("arrest_approved.handoff_id", &p.handoff_id)?;
             local_id("arrest_approved.party_id", &p.party_id)?;
+            counted_by_service("arrest_approved.recorded_dues", &p.recorded_dues)?;
         }
         Kind::ArrestDenied(p) => {
             local_id("arrest_denied.handoff_id", &p.handoff_id)?;
@@ -1300,6 +1312,48 @@ fn check_state(
                 ));
             }
         }
+        Kind::ClockExtended(p) if !p.subject_id.is_empty() => {
+            let rule_name = ClockName::from_key(&p.clock);
+            let Some(c) = rule_name
+                .and_then(|r| state.case_clocks.get(&(r, p.subject_id.clone())))
+                .filter(|c| c.answer.is_none())
+            else {
+                return Err(precondition(
+                    "clock_running",
+                    format!(
+                        "no {} clock runs on suspect {} in case {case}",
+                        p.clock, p.subject_id
+                    ),
+                ));
+            };
+            if c.agency != agency {
+                return Err(Rejection::NotPermitted {
+                    agency: agency_name(agency),
+                    action: format!("extend the {} clock of suspect {}", p.clock, p.subject_id),
+                    reason: format!(
+                        "it runs for {}, which alone extends it",
+                        agency_name(c.agency)
+                    ),
+                });
+            }
+            // Custody is extended on the approval of a procuratorate (CPL Arts. 156,
+            // 158, 159); the police's own clocks by a police office.
+            let approver = if c.rule == ClockName::Custody {
+                Agency::Procuratorate
+            } else {
+                c.agency
+            };
+            let label = format!("suspect {}", p.subject_id);
+            extend_clock(
+                &label,
+                (c.rule, &c.adjust, c.started_at),
+                approver,
+                p,
+                state,
+                cmd,
+                ctx,
+            )?;
+        }
         Kind::ClockExtended(p) => {
             let clocks = running_decision_clock(state, cmd, &p.handoff_id, &p.clock)?;
             let name =
@@ -1315,102 +1369,16 @@ fn check_state(
                     ),
                 ));
             }
-            let rule = ctx.rules.clock(name);
-            let granted = clocks.adjust.extensions.len();
-            let Some(step) = rule.extensions.get(granted) else {
-                let cap = clocks
-                    .adjust
-                    .due(rule, clocks.started_at, ctx.calendar)
-                    .map(fmt_time)
-                    .unwrap_or_else(|e| e.to_string());
-                return Err(precondition(
-                    "clock_extension_cap",
-                    format!(
-                        "the {} clock of hand-off {} has every extension the deadline rules allow ({granted} of {}); it is at its cap, due {cap}",
-                        p.clock,
-                        p.handoff_id,
-                        rule.extensions.len()
-                    ),
-                ));
-            };
-            let approver = OfficeId::new(&p.approving_office_id)
-                .map_err(|e| invalid("clock_extended.approving_office_id", e.to_string()))?;
-            if approver.agency() != clocks.to_agency {
-                return Err(invalid(
-                    "clock_extended.approving_office_id",
-                    format!(
-                        "{approver} is not an office of {}, whose clock this is",
-                        agency_name(clocks.to_agency)
-                    ),
-                ));
-            }
-            if !ctx.offices.is_registered(&approver) {
-                return Err(Rejection::UnknownOffice {
-                    office: approver.to_string(),
-                });
-            }
-            let countable = |e: crate::calendar::CalendarError| {
-                precondition(
-                    "clock_countable",
-                    format!(
-                        "the {} clock of hand-off {} cannot be counted: {e}",
-                        p.clock, p.handoff_id
-                    ),
-                )
-            };
-            let current = clocks
-                .adjust
-                .due(rule, clocks.started_at, ctx.calendar)
-                .map_err(countable)?;
-            if cmd.occurred_at > current {
-                return Err(precondition(
-                    "clock_not_overdue",
-                    format!(
-                        "the {} clock of hand-off {} fell due at {}; an extension is granted before the period runs out",
-                        p.clock,
-                        p.handoff_id,
-                        fmt_time(current)
-                    ),
-                ));
-            }
-            let mut next = clocks.adjust.clone();
-            next.extensions.push(crate::state::Extension {
-                version: state.version + 1,
-                new_due_at: None,
-                suspensions_before: next.suspensions.len(),
-            });
-            let allowed = next
-                .due(rule, clocks.started_at, ctx.calendar)
-                .map_err(countable)?;
-            match p.new_due_at.as_ref().and_then(casebus_proto::datetime_from) {
-                None => p.new_due_at = Some(timestamp_from(allowed)),
-                Some(asked) if asked > allowed => {
-                    return Err(precondition(
-                        "clock_extension_cap",
-                        format!(
-                            "the {} clock of hand-off {} may be extended to {} at the latest (+{} {}: {}); {} is later",
-                            p.clock,
-                            p.handoff_id,
-                            fmt_time(allowed),
-                            step.amount,
-                            step.unit.key(),
-                            step.basis,
-                            fmt_time(asked)
-                        ),
-                    ));
-                }
-                Some(asked) if asked <= current => {
-                    return Err(invalid(
-                        "clock_extended.new_due_at",
-                        format!(
-                            "{} is not after the clock's current due time {}",
-                            fmt_time(asked),
-                            fmt_time(current)
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
+            let label = format!("hand-off {}", p.handoff_id);
+            extend_clock(
+                &label,
+                (name, &clocks.adjust, clocks.started_at),
+                clocks.to_agency,
+                p,
+                state,
+                cmd,
+                ctx,
+            )?;
         }
         Kind::ClockSuspended(p) => {
             let clocks = running_decision_clock(state, cmd, &p.handoff_id, &p.clock)?;
@@ -1630,6 +1598,7 @@ fn check_state(
                 ));
             }
             need_party(state, "suspect_detained.party_id", &p.party_id)?;
+            p.recorded_dues = record_dues(&[ClockName::ArrestRequest], cmd, ctx);
         }
         Kind::InvestigationConcluded(_) => {
             if state.investigation_filed != Some(true) || state.investigation_concluded {
@@ -1648,6 +1617,7 @@ fn check_state(
                 "arrest_request_accepted",
             )?;
             need_party(state, "arrest_approved.party_id", &p.party_id)?;
+            p.recorded_dues = record_dues(&[ClockName::Custody], cmd, ctx);
         }
         Kind::ArrestDenied(p) => {
             need_accepted_handoff(
@@ -1802,6 +1772,113 @@ fn clock_key(field: &str, key: &str) -> Result<ClockName, Rejection> {
             ),
         )
     })
+}
+
+/// Grants the next extension step of a running clock counted under `name` from
+/// `started_at` with `adjust` (a hand-off's decision clock, or a suspect's clock),
+/// approved by an office of `approver_agency`: fills `new_due_at`, or checks the shorter
+/// one asked for. `label` names the clock's hand-off or suspect in the refusals.
+fn extend_clock(
+    label: &str,
+    (name, adjust, started_at): (ClockName, &crate::state::ClockAdjust, OffsetDateTime),
+    approver_agency: Agency,
+    p: &mut casebus_proto::event::v1::ClockExtended,
+    state: &CaseState,
+    cmd: &Command,
+    ctx: &Context<'_>,
+) -> Result<(), Rejection> {
+    let rule = ctx.rules.clock(name);
+    let granted = adjust.extensions.len();
+    let Some(step) = rule.extensions.get(granted) else {
+        let cap = adjust
+            .due(rule, started_at, ctx.calendar)
+            .map(fmt_time)
+            .unwrap_or_else(|e| e.to_string());
+        return Err(precondition(
+            "clock_extension_cap",
+            format!(
+                "the {} clock of {} has every extension the deadline rules allow ({granted} of {}); it is at its cap, due {cap}",
+                p.clock,
+                label,
+                rule.extensions.len()
+            ),
+        ));
+    };
+    let approver = OfficeId::new(&p.approving_office_id)
+        .map_err(|e| invalid("clock_extended.approving_office_id", e.to_string()))?;
+    if approver.agency() != approver_agency {
+        return Err(invalid(
+            "clock_extended.approving_office_id",
+            format!(
+                "{approver} is not an office of {}, which approves this extension",
+                agency_name(approver_agency)
+            ),
+        ));
+    }
+    if !ctx.offices.is_registered(&approver) {
+        return Err(Rejection::UnknownOffice {
+            office: approver.to_string(),
+        });
+    }
+    let countable = |e: crate::calendar::CalendarError| {
+        precondition(
+            "clock_countable",
+            format!("the {} clock of {} cannot be counted: {e}", p.clock, label),
+        )
+    };
+    let current = adjust
+        .due(rule, started_at, ctx.calendar)
+        .map_err(countable)?;
+    if cmd.occurred_at > current {
+        return Err(precondition(
+            "clock_not_overdue",
+            format!(
+                "the {} clock of {} fell due at {}; an extension is granted before the period runs out",
+                p.clock,
+                label,
+                fmt_time(current)
+            ),
+        ));
+    }
+    let mut next = adjust.clone();
+    next.extensions.push(crate::state::Extension {
+        version: state.version + 1,
+        new_due_at: None,
+        suspensions_before: next.suspensions.len(),
+    });
+    let allowed = next
+        .due(rule, started_at, ctx.calendar)
+        .map_err(countable)?;
+    match p.new_due_at.as_ref().and_then(casebus_proto::datetime_from) {
+        None => p.new_due_at = Some(timestamp_from(allowed)),
+        Some(asked) if asked > allowed => {
+            return Err(precondition(
+                "clock_extension_cap",
+                format!(
+                    "the {} clock of {} may be extended to {} at the latest (+{} {}: {}); {} is later",
+                    p.clock,
+                    label,
+                    fmt_time(allowed),
+                    step.amount,
+                    step.unit.key(),
+                    step.basis,
+                    fmt_time(asked)
+                ),
+            ));
+        }
+        Some(asked) if asked <= current => {
+            return Err(invalid(
+                "clock_extended.new_due_at",
+                format!(
+                    "{} is not after the clock's current due time {}",
+                    fmt_time(asked),
+                    fmt_time(current)
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 /// The clocks of `handoff_id` when `clock` names its decision clock, that clock runs,

@@ -1,8 +1,8 @@
 //! Recorded due times: one authority for when a clock falls due.
 //!
-//! The service that records a triggering event (`HandoffRequested`, and the customs
+//! The service that records a triggering event (`HandoffRequested`; the customs
 //! events that start a detention's clocks: `GoodsDetained`, `RightsHolderNotified`,
-//! `RightsHolderApplied`) counts the due time of every clock it starts from the
+//! `RightsHolderApplied`; and a suspect's `SuspectDetained` and `ArrestApproved`) counts the due time of every clock it starts from the
 //! deadline rules and the holiday calendar it runs with, and records it in the event
 //! (`recorded_dues`) with the clock's name and the digest of the rules and calendar
 //! ([`DeadlineRules::digest`]). Readers then show the recorded due
@@ -182,6 +182,18 @@ pub fn recorded_in(kind: &Kind) -> Option<(&'static str, &str, Vec<ClockName>, &
             vec![ClockName::CustomsInvestigation, ClockName::ReleaseExOfficio],
             p.recorded_dues.as_slice(),
         ),
+        Kind::SuspectDetained(p) => (
+            "suspect",
+            p.party_id.as_str(),
+            vec![ClockName::ArrestRequest],
+            p.recorded_dues.as_slice(),
+        ),
+        Kind::ArrestApproved(p) => (
+            "suspect",
+            p.party_id.as_str(),
+            vec![ClockName::Custody],
+            p.recorded_dues.as_slice(),
+        ),
         _ => return None,
     })
 }
@@ -217,7 +229,7 @@ pub enum DueProblem {
 pub struct DueMismatch {
     /// Version of the triggering event in its case.
     pub version: u64,
-    /// What the clock runs on: `hand-off` or `detention`.
+    /// What the clock runs on: `hand-off`, `detention` or `suspect`.
     pub subject_kind: &'static str,
     /// Its id (the hand-off the event requested, the detention).
     pub subject: String,

@@ -272,6 +272,12 @@ pub enum ClockAnswerKind {
     GoodsConfiscated,
     /// The court's assistance notice to customs (a COURT_ASSISTANCE_NOTICE hand-off).
     CourtAssistanceNotice,
+    /// The police asked the procuratorate to approve an arrest (an
+    /// ARREST_APPROVAL_REQUEST hand-off).
+    ArrestRequested,
+    /// The police transferred the case for prosecution (a PROSECUTION_TRANSFER
+    /// hand-off): the custody of the investigation ends.
+    ProsecutionTransferred,
 }
 
 /// When and by what a clock was answered.
@@ -476,14 +482,14 @@ impl OpenClock {
     }
 }
 
-/// A legal clock of the case that runs on something other than a hand-off: today a
-/// customs detention (`docs/DEADLINES.md`, customs). Keyed in the state by its rule and
+/// A legal clock of the case that runs on something other than a hand-off: a customs
+/// detention's, or a suspect's (`docs/DEADLINES.md`). Keyed in the state by its rule and
 /// subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseClock {
     /// The rule counted.
     pub rule: ClockName,
-    /// What it runs on: the detention id.
+    /// What it runs on: the detention id, or the suspect's party id.
     pub subject: String,
     /// The agency whose act answers it.
     pub agency: Agency,
@@ -495,6 +501,9 @@ pub struct CaseClock {
     pub answer: Option<ClockAnswer>,
     /// The due time the starting event recorded for it, if it recorded one.
     pub recorded: Option<RecordedDueTime>,
+    /// Its extensions (ClockExtended naming the subject); case clocks are not
+    /// suspended.
+    pub adjust: ClockAdjust,
 }
 
 /// A case clock still running, with its due time and legal basis.
@@ -502,7 +511,7 @@ pub struct CaseClock {
 pub struct OpenCaseClock {
     /// The rule counted.
     pub rule: ClockName,
-    /// What it runs on: the detention id.
+    /// What it runs on: the detention id, or the suspect's party id.
     pub subject: String,
     /// The agency whose act answers it.
     pub agency: Agency,
@@ -519,6 +528,10 @@ pub struct OpenCaseClock {
     /// The digest of the rules the recording service counted the due time with, when
     /// the starting event recorded it.
     pub rules_digest: Option<String>,
+    /// How many of the rule's extensions were granted (`due_at` includes them).
+    pub extensions: usize,
+    /// How many the rule allows.
+    pub extensions_allowed: usize,
 }
 
 impl OpenCaseClock {
@@ -819,12 +832,15 @@ impl CaseState {
                     agency: c.agency,
                     started_at: c.started_at,
                     started_version: c.started_version,
+                    // The recorded due time is the authority until an extension.
                     due_at: match c.recorded.as_ref().and_then(|r| r.due_at) {
-                        Some(due) => Ok(due),
-                        None => rule.due(c.started_at, calendar),
+                        Some(due) if c.adjust.extensions.is_empty() => Ok(due),
+                        _ => c.adjust.due(rule, c.started_at, calendar),
                     },
                     basis: rule.basis.clone(),
                     rules_digest: c.recorded.as_ref().map(|r| r.rules_digest.to_string()),
+                    extensions: c.adjust.extensions.len(),
+                    extensions_allowed: rule.extensions.len(),
                 }
             })
             .collect()
@@ -1106,6 +1122,7 @@ impl CaseState {
                 | Kind::ClockExtended(_)
                 | Kind::ClockSuspended(_)
                 | Kind::ClockResumed(_)
+                | Kind::SuspectDetained(_)
                 | Kind::GoodsDetained(_)
                 | Kind::RightsHolderNotified(_)
                 | Kind::RightsHolderApplied(_)
@@ -1147,16 +1164,19 @@ impl CaseState {
                     // case from release at the end of its period.
                     (HandoffKind::CourtAssistanceNotice, Agency::Court) => {
                         let by = answer(ClockAnswerKind::CourtAssistanceNotice);
-                        for c in self.case_clocks.values_mut() {
-                            if matches!(
-                                c.rule,
-                                ClockName::ReleaseOnApplication | ClockName::ReleaseExOfficio
-                            ) {
-                                c.answer.get_or_insert(by);
-                            }
-                        }
+                        self.answer_case_clocks(ClockName::ReleaseOnApplication, by);
+                        self.answer_case_clocks(ClockName::ReleaseExOfficio, by);
+                    }
+                    // Asking for arrest approval answers the request clock of every
+                    // detained suspect (the request names the case, not a suspect).
+                    (HandoffKind::ArrestApprovalRequest, Agency::PublicSecurity) => {
+                        let by = answer(ClockAnswerKind::ArrestRequested);
+                        self.answer_case_clocks(ClockName::ArrestRequest, by);
                     }
                     (HandoffKind::ProsecutionTransfer, Agency::PublicSecurity) => {
+                        // The custody of the investigation ends with the transfer.
+                        let by = answer(ClockAnswerKind::ProsecutionTransferred);
+                        self.answer_case_clocks(ClockName::Custody, by);
                         if let Some(id) = self
                             .oldest_open_decision(HandoffKind::SupplementaryInvestigation, agency)
                         {
@@ -1262,6 +1282,22 @@ impl CaseState {
                     &[HandoffKind::ArrestApprovalRequest],
                     answer,
                 );
+                // The custody after arrest runs for the police, who investigate; the
+                // procuratorate approves its extensions.
+                self.start_case_clock(
+                    ClockName::Custody,
+                    (&p.party_id, Agency::PublicSecurity),
+                    event,
+                    &p.recorded_dues,
+                );
+            }
+            Kind::SuspectDetained(p) => {
+                self.start_case_clock(
+                    ClockName::ArrestRequest,
+                    (&p.party_id, agency),
+                    event,
+                    &p.recorded_dues,
+                );
             }
             Kind::ArrestDenied(p) => {
                 let answer = self.answer_of(ClockAnswerKind::ArrestDenied, event);
@@ -1290,7 +1326,7 @@ impl CaseState {
             Kind::GoodsDetained(p) if p.on_rights_holder_application => {
                 self.start_case_clock(
                     ClockName::ReleaseOnApplication,
-                    &p.detention_id,
+                    (&p.detention_id, agency),
                     event,
                     &p.recorded_dues,
                 );
@@ -1305,7 +1341,7 @@ impl CaseState {
                 if !on_application {
                     self.start_case_clock(
                         ClockName::RightsHolderApplication,
-                        &p.detention_id,
+                        (&p.detention_id, agency),
                         event,
                         &p.recorded_dues,
                     );
@@ -1315,7 +1351,7 @@ impl CaseState {
                 let answer = self.answer_of(ClockAnswerKind::RightsHolderApplied, event);
                 self.answer_case_clock(ClockName::RightsHolderApplication, &p.detention_id, answer);
                 for rule in [ClockName::CustomsInvestigation, ClockName::ReleaseExOfficio] {
-                    self.start_case_clock(rule, &p.detention_id, event, &p.recorded_dues);
+                    self.start_case_clock(rule, (&p.detention_id, agency), event, &p.recorded_dues);
                 }
             }
             Kind::InfringementDetermined(p) => {
@@ -1339,6 +1375,18 @@ impl CaseState {
             // The rules checked the clock when these were recorded; the fold only keeps
             // them on the hand-off's decision clock while it runs. A clock event whose
             // clock is not that hand-off's decision clock changes nothing.
+            Kind::ClockExtended(p) if !p.subject_id.is_empty() => {
+                let running = ClockName::from_key(&p.clock)
+                    .and_then(|rule| self.case_clocks.get_mut(&(rule, p.subject_id.clone())))
+                    .filter(|c| c.answer.is_none());
+                if let Some(c) = running {
+                    c.adjust.extensions.push(Extension {
+                        version: event.version,
+                        new_due_at: p.new_due_at.as_ref().and_then(datetime_from),
+                        suspensions_before: 0,
+                    });
+                }
+            }
             Kind::ClockExtended(p) => {
                 if let Some(c) = self.decision_clock_mut(&p.handoff_id, &p.clock) {
                     let suspensions_before = c.adjust.suspensions.len();
@@ -1375,11 +1423,12 @@ impl CaseState {
         (name.key() == clock && c.receipt.is_some() && c.decision.is_none()).then_some(c)
     }
 
-    /// Starts the case clock `rule` on `subject` at the event, unless it started already.
+    /// Starts the case clock `rule` on `subject` for `agency` at the event, unless it
+    /// started already.
     fn start_case_clock(
         &mut self,
         rule: ClockName,
-        subject: &str,
+        (subject, agency): (&str, Agency),
         event: &RecordedEvent<'_>,
         recorded: &[RecordedDue],
     ) {
@@ -1388,12 +1437,22 @@ impl CaseState {
             .or_insert_with(|| CaseClock {
                 rule,
                 subject: subject.to_owned(),
-                agency: event.office.agency(),
+                agency,
                 started_at: event.occurred_at,
                 started_version: event.version,
                 answer: None,
                 recorded: recorded_due_of(recorded, rule),
+                adjust: ClockAdjust::default(),
             });
+    }
+
+    /// Answers every running case clock `rule`, whatever its subject.
+    fn answer_case_clocks(&mut self, rule: ClockName, answer: ClockAnswer) {
+        for c in self.case_clocks.values_mut() {
+            if c.rule == rule {
+                c.answer.get_or_insert(answer);
+            }
+        }
     }
 
     /// Answers the case clock `rule` on `subject`, if it runs.

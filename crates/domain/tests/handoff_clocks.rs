@@ -382,6 +382,7 @@ fn an_arrest_request_runs_until_the_arrest_decision_naming_it_without_roll_over(
         Kind::ArrestApproved(ArrestApproved {
             handoff_id: "arr".into(),
             party_id: "s1".into(),
+            ..Default::default()
         }),
     );
     check(&w, "arr", None, "2026-10-02 00:01", false);
@@ -596,6 +597,18 @@ fn extend(handoff_id: &str, clock: &str, approver: &str, new_due_at: Option<&str
         basis: "major, difficult or complex case".into(),
         approving_office_id: approver.into(),
         new_due_at: new_due_at.map(|t| casebus_proto::timestamp_from(cst(t))),
+        subject_id: String::new(),
+    })
+}
+
+/// ClockExtended of the `clock` that runs on suspect `party_id`, approved by `approver`.
+fn extend_suspect(party_id: &str, clock: &str, approver: &str) -> Kind {
+    Kind::ClockExtended(ClockExtended {
+        subject_id: party_id.into(),
+        clock: clock.into(),
+        basis: "roving crime across several provinces".into(),
+        approving_office_id: approver.into(),
+        ..Default::default()
     })
 }
 
@@ -1041,6 +1054,22 @@ fn any_step() -> impl Strategy<Value = (usize, Kind)> {
                 handoff_id: if named { id.into() } else { String::new() },
             })
         }),
+        Just(Kind::SuspectDetained(SuspectDetained {
+            party_id: "s1".into(),
+            measure: "criminal detention".into(),
+            ..Default::default()
+        })),
+        ids.clone()
+            .prop_map(|id| Kind::ArrestApproved(ArrestApproved {
+                handoff_id: id.into(),
+                party_id: "s1".into(),
+                ..Default::default()
+            })),
+        (
+            prop_oneof![Just("arrest_request"), Just("custody")],
+            prop_oneof![Just(POLICE), Just(PROC)]
+        )
+            .prop_map(|(c, a)| extend_suspect("s1", c, a)),
         prop_oneof![Just(true), Just(false)].prop_map(|on| detained("d1", on)),
         Just(notified("d1")),
         Just(applied("d1")),
@@ -2176,4 +2205,233 @@ fn a_tampered_detention_due_is_named_by_its_detention() {
         found[0]
     );
     assert!(matches!(found[0].problem, DueProblem::DueTime { .. }));
+}
+
+// A suspect's clocks (CPL Arts. 91, 156, 158, 159): they run on the suspect, not on a
+// hand-off.
+
+/// What the clock `rule` of suspect `party` should be: its due time in CST (or `None`
+/// when it does not run), extensions granted, and whether it is overdue at `now`.
+fn check_suspect(
+    w: &World,
+    rule: ClockName,
+    party: &str,
+    due: Option<(&str, usize)>,
+    now: &str,
+    overdue: bool,
+) {
+    let open = w.state.open_case_clocks(&w.rules, &calendar());
+    let clock = open.iter().find(|c| c.rule == rule && c.subject == party);
+    let got = clock.map(|c| (c.due_at.clone().expect("countable"), c.extensions));
+    assert_eq!(got, due.map(|(d, n)| (cst(d), n)), "{rule:?} of {party}");
+    if let Some(c) = clock {
+        assert_eq!(c.agency, Agency::PublicSecurity, "the police's clock");
+        assert_eq!(c.extensions_allowed, w.rules.clock(rule).extensions.len());
+        assert_eq!(
+            c.is_overdue(cst(now)),
+            overdue,
+            "{rule:?} of {party} at {now}"
+        );
+    }
+}
+
+#[test]
+fn a_detained_suspect_waits_3_days_for_the_arrest_request_extended_to_7_then_30_and_custody_runs_2_months_plus_1_2_2()
+ {
+    let mut w = investigated();
+    // Detained on Tuesday 29 September: 3 days from Wednesday end on 2 October, in the
+    // National Day holiday; custody periods never roll over.
+    w.record(
+        POLICE,
+        "2026-09-29 18:00",
+        Kind::SuspectDetained(SuspectDetained {
+            party_id: "s1".into(),
+            measure: "criminal detention".into(),
+            ..Default::default()
+        }),
+    );
+    check_suspect(
+        &w,
+        ArrestRequest,
+        "s1",
+        Some(("2026-10-02 24:00", 0)),
+        "2026-10-02 23:59",
+        false,
+    );
+    check_suspect(
+        &w,
+        ArrestRequest,
+        "s1",
+        Some(("2026-10-02 24:00", 0)),
+        "2026-10-03 00:01",
+        true,
+    );
+    let dues = recorded_dues_of(&w, w.state.version);
+    assert_eq!((dues.len(), dues[0].clock.as_str()), (1, "arrest_request"));
+    // Only the police extend it (customs, which takes part, may not), approved by a
+    // police office; then step by step.
+    refused(
+        &mut w,
+        CUSTOMS,
+        "2026-10-01 09:00",
+        extend_suspect("s1", "arrest_request", POLICE),
+        "not_permitted",
+        &["arrest_request", "s1"],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-10-01 09:00",
+        extend_suspect("s1", "arrest_request", PROC),
+        "invalid",
+        &["clock_extended.approving_office_id"],
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-10-01 09:00",
+        extend_suspect("s2", "arrest_request", POLICE),
+        "clock_running",
+        &["s2"],
+    );
+    w.record(
+        POLICE,
+        "2026-10-01 09:00",
+        extend_suspect("s1", "arrest_request", POLICE),
+    );
+    check_suspect(
+        &w,
+        ArrestRequest,
+        "s1",
+        Some(("2026-10-06 24:00", 1)),
+        "2026-10-06 23:59",
+        false,
+    );
+    w.record(
+        POLICE,
+        "2026-10-05 09:00",
+        extend_suspect("s1", "arrest_request", POLICE),
+    );
+    check_suspect(
+        &w,
+        ArrestRequest,
+        "s1",
+        Some(("2026-10-29 24:00", 2)),
+        "2026-10-29 23:59",
+        false,
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2026-10-06 09:00",
+        extend_suspect("s1", "arrest_request", POLICE),
+        "clock_extension_cap",
+        &["2 of 2", "s1"],
+    );
+    // Naming both a hand-off and a suspect is a malformed command.
+    let mut both = extend_suspect("s1", "arrest_request", POLICE);
+    if let Kind::ClockExtended(p) = &mut both {
+        p.handoff_id = "ref".into();
+    }
+    refused(
+        &mut w,
+        POLICE,
+        "2026-10-06 09:00",
+        both,
+        "invalid",
+        &["clock_extended.handoff_id"],
+    );
+    // Asking for approval answers it.
+    w.record(
+        POLICE,
+        "2026-10-20 10:00",
+        handoff(
+            "arr",
+            HandoffKind::ArrestApprovalRequest,
+            Agency::Procuratorate,
+        ),
+    );
+    check_suspect(&w, ArrestRequest, "s1", None, "2026-10-30 00:01", false);
+    w.record(PROC, "2026-10-20 10:05", ack("arr"));
+    w.record(PROC, "2026-10-20 11:00", accept("arr"));
+    // Arrested on Thursday 22 October: custody runs 2 months, to 22 December.
+    w.record(
+        PROC,
+        "2026-10-22 10:00",
+        Kind::ArrestApproved(ArrestApproved {
+            handoff_id: "arr".into(),
+            party_id: "s1".into(),
+            ..Default::default()
+        }),
+    );
+    check_suspect(
+        &w,
+        Custody,
+        "s1",
+        Some(("2026-12-22 24:00", 0)),
+        "2026-12-23 00:01",
+        true,
+    );
+    // Extended by the police on the procuratorate's approval (CPL Arts. 156, 158, 159):
+    // +1, +2, +2 months, counted from the arrest's date; a fourth is refused.
+    refused(
+        &mut w,
+        POLICE,
+        "2026-12-01 09:00",
+        extend_suspect("s1", "custody", POLICE),
+        "invalid",
+        &["procuratorate"],
+    );
+    w.record(
+        POLICE,
+        "2026-12-01 09:00",
+        extend_suspect("s1", "custody", PROC),
+    );
+    check_suspect(
+        &w,
+        Custody,
+        "s1",
+        Some(("2027-01-22 24:00", 1)),
+        "2027-01-22 23:59",
+        false,
+    );
+    w.record(
+        POLICE,
+        "2027-01-05 09:00",
+        extend_suspect("s1", "custody", PROC),
+    );
+    w.record(
+        POLICE,
+        "2027-03-01 09:00",
+        extend_suspect("s1", "custody", PROC),
+    );
+    check_suspect(
+        &w,
+        Custody,
+        "s1",
+        Some(("2027-05-22 24:00", 3)),
+        "2027-05-22 23:59",
+        false,
+    );
+    refused(
+        &mut w,
+        POLICE,
+        "2027-05-01 09:00",
+        extend_suspect("s1", "custody", PROC),
+        "clock_extension_cap",
+        &["3 of 3"],
+    );
+    // The transfer for prosecution ends the custody of the investigation.
+    w.record(POLICE, "2027-05-10 09:00", concluded());
+    w.record(
+        POLICE,
+        "2027-05-10 10:00",
+        handoff(
+            "pt",
+            HandoffKind::ProsecutionTransfer,
+            Agency::Procuratorate,
+        ),
+    );
+    check_suspect(&w, Custody, "s1", None, "2027-05-23 00:01", false);
+    assert!(check_recorded_dues(w.log.iter().map(Stored::view), &w.rules, &calendar()).is_empty());
 }

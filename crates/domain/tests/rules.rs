@@ -225,6 +225,7 @@ fn another_agencys_action_is_not_permitted() {
             Kind::ArrestApproved(ArrestApproved {
                 handoff_id: "h1".into(),
                 party_id: "s1".into(),
+                recorded_dues: Vec::new(),
             }),
         ),
         Err("not_permitted"),
@@ -501,6 +502,7 @@ fn arrest_approval_needs_a_filed_investigation_and_an_accepted_request() {
     let approve = Kind::ArrestApproved(ArrestApproved {
         handoff_id: "h2".into(),
         party_id: "s1".into(),
+        recorded_dues: Vec::new(),
     });
     check(&history, (PROC, approve.clone()), Err("track_open"));
     history.push((PROC, accept("h2")));
@@ -730,6 +732,7 @@ fn the_full_counterfeit_flow_is_accepted_end_to_end() {
                 party_id: "s1".into(),
                 measure: "criminal detention".into(),
                 location: "Ningbo detention center".into(),
+                recorded_dues: Vec::new(),
             }),
         ),
         (
@@ -747,6 +750,7 @@ fn the_full_counterfeit_flow_is_accepted_end_to_end() {
             Kind::ArrestApproved(ArrestApproved {
                 handoff_id: "h2".into(),
                 party_id: "s1".into(),
+                recorded_dues: Vec::new(),
             }),
         ),
         (
@@ -870,7 +874,8 @@ fn any_command() -> impl Strategy<Value = (usize, Kind)> {
         ids.clone()
             .prop_map(|id| Kind::ArrestApproved(ArrestApproved {
                 handoff_id: id.into(),
-                party_id: "s1".into()
+                party_id: "s1".into(),
+                recorded_dues: Vec::new(),
             })),
         Just(Kind::InvestigationConcluded(InvestigationConcluded {
             findings: "f".into(),

@@ -511,8 +511,8 @@ fn write_case_clocks(
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO case_clocks (case_id, clock, subject, agency, started_at, due_at,
-                 basis, error, source_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 basis, error, extensions, extensions_allowed, source_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(storage(op))?;
     for open in state.open_case_clocks(&clocks.rules, &clocks.calendar) {
@@ -525,6 +525,8 @@ fn write_case_clocks(
             open.due_at.as_ref().ok().map(|due| nanos(*due)),
             open.basis,
             open.due_at.as_ref().err().map(ToString::to_string),
+            i64::try_from(open.extensions).unwrap_or(i64::MAX),
+            i64::try_from(open.extensions_allowed).unwrap_or(i64::MAX),
             version_i64(open.started_version).unwrap_or(i64::MAX),
         ])
         .map_err(storage(op))?;

@@ -152,11 +152,11 @@ pub struct HandoffSummary {
 /// its overdue flag at the time the summary was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseClockSummary {
-    /// What it runs on: the detention id.
+    /// What it runs on: the detention id, or the suspect's party id.
     pub subject: String,
     /// The agency whose act answers it.
     pub agency: Agency,
-    /// The clock, as the writer counted it (never extended nor suspended).
+    /// The clock, as the writer counted it (extended, never suspended).
     pub clock: RunningClock,
     /// Whether its due time had passed at the `now` of the query.
     pub overdue: bool,

@@ -594,7 +594,7 @@ impl Projection {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT clock, subject, agency, started_at, due_at, basis, error,
-                         source_version
+                         extensions, extensions_allowed, source_version
                      FROM case_clocks WHERE case_id = ?1 ORDER BY clock, subject",
                 )
                 .map_err(query(op))?;
@@ -606,6 +606,7 @@ impl Projection {
                 Option<i64>,
                 String,
                 Option<String>,
+                (i64, i64),
                 i64,
             );
             let rows = stmt
@@ -618,12 +619,13 @@ impl Projection {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
-                        r.get(7)?,
+                        (r.get(7)?, r.get(8)?),
+                        r.get(9)?,
                     ))
                 })
                 .map_err(query(op))?;
             for row in rows {
-                let (name, subject, agency_name, started, due, basis, error, source) =
+                let (name, subject, agency_name, started, due, basis, error, ext, source) =
                     row.map_err(query(op))?;
                 let clock = RunningClock {
                     name,
@@ -631,8 +633,10 @@ impl Projection {
                     due_at: due.map(instant),
                     basis,
                     error,
-                    extensions: 0,
-                    extensions_allowed: 0,
+                    extensions: u32::try_from(ext.0)
+                        .map_err(|_| corrupt(T, "extensions", "out of range"))?,
+                    extensions_allowed: u32::try_from(ext.1)
+                        .map_err(|_| corrupt(T, "extensions_allowed", "out of range"))?,
                     suspended_since: None,
                 };
                 clocks.push(CaseClockSummary {

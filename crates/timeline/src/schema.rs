@@ -217,7 +217,7 @@ DELETE FROM clock_settings;
 ";
 
 /// Version 5: the running clocks of a case that are not tied to a hand-off (a customs
-/// detention's, `CaseState::open_case_clocks`), one row per running clock, counted by
+/// detention's or a suspect's, `CaseState::open_case_clocks`), one row per running clock, counted by
 /// the writer like the hand-offs' clock columns. The digest is cleared, so the writer
 /// counts them from the stored events at its next start.
 const V5: &str = r"
@@ -233,6 +233,9 @@ CREATE TABLE case_clocks (
     due_at         INTEGER,
     basis          TEXT    NOT NULL,
     error          TEXT,
+    -- Extensions granted (due_at includes them) and allowed by the rules.
+    extensions     INTEGER NOT NULL DEFAULT 0,
+    extensions_allowed INTEGER NOT NULL DEFAULT 0,
     -- Version of the event that started it: shown only to who may read that event.
     source_version INTEGER NOT NULL,
     PRIMARY KEY (case_id, clock, subject)

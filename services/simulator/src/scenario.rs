@@ -19,8 +19,8 @@ use tonic::{Code, Status};
 use casebus_proto::agency::v1::agency_service_client::AgencyServiceClient;
 use casebus_proto::agency::v1::{
     AcceptHandoffRequest, AddNoteRequest, AddPartyRequest, CloseTrackRequest, CommandMeta,
-    CommandReply, HandoffDetails, HandoffStatus, LinkReferenceRequest, ListInboxRequest,
-    OpenCaseRequest, RecordEvidenceRequest,
+    CommandReply, ExtendClockRequest, HandoffDetails, HandoffStatus, LinkReferenceRequest,
+    ListInboxRequest, OpenCaseRequest, RecordEvidenceRequest,
 };
 use casebus_proto::court::v1::court_service_client::CourtServiceClient;
 use casebus_proto::court::v1::{
@@ -35,13 +35,14 @@ use casebus_proto::customs::v1::{
 };
 use casebus_proto::event::v1::{
     Agency, AppealFiled, ArrestApproved, ArrestDenied, CaseDocketed, CaseOpened, CaseType,
-    DetentionReleased, DeterminationOutcome, EvidenceRecorded, GoodsConfiscated, GoodsDetained,
-    HandoffAccepted, HearingHeld, HearingScheduled, IndictmentFiled, InfringementAssessed,
-    InfringementDetermined, InvestigationConcluded, InvestigationDeclined, InvestigationFiled,
-    IpRight, IpRightKind, JudgmentEffective, JudgmentIssued, MediationConcluded,
-    NonProsecutionDecided, NoteAdded, Party, PartyAdded, PartyRole, PreExaminationCompleted,
-    PreExaminationRequested, Procedure, ReferenceLinked, RightsHolderApplied, RightsHolderNotified,
-    SuspectDetained, TrackClosed, Visibility, VisibilityKind,
+    ClockExtended, DetentionReleased, DeterminationOutcome, EvidenceRecorded, GoodsConfiscated,
+    GoodsDetained, HandoffAccepted, HearingHeld, HearingScheduled, IndictmentFiled,
+    InfringementAssessed, InfringementDetermined, InvestigationConcluded, InvestigationDeclined,
+    InvestigationFiled, IpRight, IpRightKind, JudgmentEffective, JudgmentIssued,
+    MediationConcluded, NonProsecutionDecided, NoteAdded, Party, PartyAdded, PartyRole,
+    PreExaminationCompleted, PreExaminationRequested, Procedure, ReferenceLinked,
+    RightsHolderApplied, RightsHolderNotified, SuspectDetained, TrackClosed, Visibility,
+    VisibilityKind,
 };
 use casebus_proto::ip_center::v1::ip_center_service_client::IpCenterServiceClient;
 use casebus_proto::ip_center::v1::{
@@ -954,11 +955,33 @@ impl Case {
                     party_id: "p-sus".into(),
                     measure: "criminal detention".into(),
                     location: "Ningbo detention center".into(),
+                    ..Default::default()
                 }),
             },
             |ch, r| async move { PublicSecurityServiceClient::new(ch).detain_suspect(r).await },
         )
         .await?;
+        // Special circumstances: the police take up to 7 days to ask for the arrest
+        // (CPL Art. 91), an extension of the suspect's clock by the police chief.
+        if self.detour(0.3) {
+            let approving_office_id = self.office(Who::Police);
+            self.send(
+                Who::Police,
+                "extend",
+                |meta| ExtendClockRequest {
+                    meta,
+                    clock_extended: Some(ClockExtended {
+                        subject_id: "p-sus".into(),
+                        clock: "arrest_request".into(),
+                        basis: "special circumstances: accomplices still at large".into(),
+                        approving_office_id,
+                        ..Default::default()
+                    }),
+                },
+                |ch, r| async move { AgencyServiceClient::new(ch).extend_clock(r).await },
+            )
+            .await?;
+        }
         let handoff = self.handoff(
             "h-arrest",
             Who::Procuratorate,
@@ -1008,6 +1031,7 @@ impl Case {
                     arrest_approved: Some(ArrestApproved {
                         handoff_id: "h-arrest".into(),
                         party_id: "p-sus".into(),
+                        ..Default::default()
                     }),
                 },
                 |ch, r| async move { ProcuratorateServiceClient::new(ch).approve_arrest(r).await },

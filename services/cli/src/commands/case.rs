@@ -182,6 +182,8 @@ fn summary_json(state: &CaseState, shown: &Shown, clocks: &Clocks, now: OffsetDa
             "due_at": c.due_at.as_ref().ok().map(|d| rfc3339(*d)),
             "basis": c.basis,
             "due_error": c.due_at.as_ref().err().map(ToString::to_string),
+            "extensions": c.extensions,
+            "extensions_allowed": c.extensions_allowed,
             "overdue": c.is_overdue(now),
             "version": c.started_version,
         })).collect::<Vec<_>>(),
@@ -320,8 +322,15 @@ fn print_text(
         out.line("\nClocks (not on a hand-off)")?;
         let mut t = table(&["clock", "on", "by", "started", "due", "overdue", "basis"]);
         for c in &case_clocks {
+            let mut name = c.rule.key().to_owned();
+            if c.extensions > 0 {
+                name.push_str(&format!(
+                    " (extended {}/{})",
+                    c.extensions, c.extensions_allowed
+                ));
+            }
             t.add_row([
-                c.rule.key().to_owned(),
+                name,
                 c.subject.clone(),
                 agency_name(c.agency).to_owned(),
                 short(c.started_at),
