@@ -408,7 +408,8 @@ impl Projection {
         let case_ids: Vec<String> = tx
             .prepare(
                 "SELECT case_id FROM handoffs
-                 UNION SELECT case_id FROM events WHERE type_name = 'GoodsDetained'
+                 UNION SELECT case_id FROM events
+                     WHERE type_name IN ('GoodsDetained', 'SuspectDetained')
                  ORDER BY case_id",
             )
             .and_then(|mut stmt| {

@@ -395,7 +395,12 @@ impl HandoffFold {
         let Some(occurred_at) = event.occurred_at.as_ref().and_then(datetime_from) else {
             return;
         };
-        if matches!(kind, Kind::HandoffRequested(_) | Kind::GoodsDetained(_)) {
+        // The events that can start a case's first clock: a hand-off, a detention of
+        // goods, a detention of a suspect (in a case the police opened themselves).
+        if matches!(
+            kind,
+            Kind::HandoffRequested(_) | Kind::GoodsDetained(_) | Kind::SuspectDetained(_)
+        ) {
             self.cases.entry(event.case_id.clone()).or_default();
         }
         let Some(case) = self.cases.get_mut(&event.case_id) else {
